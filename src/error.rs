@@ -1,0 +1,82 @@
+//! `Error`: one SCIM request's failure, in SCIM terms. `http::error` turns it into a status
+//! and an RFC 7644 §3.12 body; nothing below `http` builds a response.
+
+use std::time::Duration;
+
+use crate::scim::{ScimError, ScimType};
+use crate::zulip::ZulipError;
+
+/// A SCIM request that failed. Variants are outcomes, not causes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400 with a `scimType`.
+    #[error("{scim_type}: {detail}")]
+    Invalid { scim_type: ScimType, detail: String },
+    /// 400 without a `scimType` (a request Zulip refuses for its own reasons).
+    #[error("bad request: {detail}")]
+    BadRequest { detail: String },
+    /// 401: no or wrong bearer token. The body never says which.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 403: the service account lacks a Zulip permission the operation needs.
+    #[error("forbidden: {detail}")]
+    Forbidden { detail: String },
+    /// 404
+    #[error("{resource} {id} not found")]
+    NotFound { resource: &'static str, id: String },
+    /// 409 `uniqueness`
+    #[error("conflict: {detail}")]
+    Conflict { detail: String },
+    /// 412: `If-Match` did not match.
+    #[error("precondition failed: {detail}")]
+    PreconditionFailed { detail: String },
+    /// 304 for `If-None-Match` on GET (not an error to the client, but a short-circuit).
+    #[error("not modified")]
+    NotModified { etag: String },
+    /// 405 with `Allow`.
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    /// 413
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415
+    #[error("unsupported media type {content_type}")]
+    UnsupportedMediaType { content_type: String },
+    /// 501: a SCIM feature we do not offer (Bulk, a realm configured to refuse deletes).
+    #[error("not implemented: {detail}")]
+    NotImplemented { detail: String },
+    /// 429 or 503 with `Retry-After`: Zulip is rate-limiting the service account and the
+    /// wait does not fit in the request deadline.
+    #[error("zulip rate limit: retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// 503: the realm is not ready (upstream never answered yet).
+    #[error("service unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// 502, or 504 when the source is a timeout. `applied` says what was already done
+    /// upstream when a multi-call operation failed part-way.
+    #[error("upstream failure{}", applied.as_deref().map(|a| format!(" after {a}")).unwrap_or_default())]
+    Upstream {
+        #[source]
+        source: ZulipError,
+        applied: Option<String>,
+    },
+    /// 500: a bug or a broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(scim_type: ScimType, detail: impl Into<String>) -> Self {
+        Error::Invalid { scim_type, detail: detail.into() }
+    }
+
+    pub fn upstream(source: ZulipError) -> Self {
+        Error::Upstream { source, applied: None }
+    }
+}
+
+impl From<ScimError> for Error {
+    fn from(e: ScimError) -> Self {
+        Error::Invalid { scim_type: e.scim_type, detail: e.detail }
+    }
+}

@@ -1,0 +1,2 @@
+//! The `scim-sidecar` binary: a thin CLI over the library.
+fn main() {}

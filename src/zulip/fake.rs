@@ -1,0 +1,1 @@
+//! `FakeZulip`: an in-memory Zulip REST server at the HTTP level, for tests and `demo`.
