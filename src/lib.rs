@@ -17,6 +17,7 @@
 //! - [`scim`], [`zulip`], [`provision`], [`idmap`], [`http`], [`server`], [`telemetry`].
 //! - [`secret`]: `Secret<T>`, which never prints its value.
 
+pub mod app;
 pub mod config;
 pub mod error;
 pub mod http;
