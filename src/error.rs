@@ -1,6 +1,7 @@
 //! `Error`: one SCIM request's failure, in SCIM terms. `http::error` turns it into a status
 //! and an RFC 7644 §3.12 body; nothing below `http` builds a response.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::scim::{ScimError, ScimType};
@@ -57,7 +58,7 @@ pub enum Error {
     #[error("upstream failure{}", applied.as_deref().map(|a| format!(" after {a}")).unwrap_or_default())]
     Upstream {
         #[source]
-        source: ZulipError,
+        source: Arc<ZulipError>,
         applied: Option<String>,
     },
     /// 500: a bug or a broken invariant.
@@ -67,16 +68,25 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        Error::Invalid { scim_type, detail: detail.into() }
+        Error::Invalid {
+            scim_type,
+            detail: detail.into(),
+        }
     }
 
-    pub fn upstream(source: ZulipError) -> Self {
-        Error::Upstream { source, applied: None }
+    pub fn upstream(source: impl Into<Arc<ZulipError>>) -> Self {
+        Error::Upstream {
+            source: source.into(),
+            applied: None,
+        }
     }
 }
 
 impl From<ScimError> for Error {
     fn from(e: ScimError) -> Self {
-        Error::Invalid { scim_type: e.scim_type, detail: e.detail }
+        Error::Invalid {
+            scim_type: e.scim_type,
+            detail: e.detail,
+        }
     }
 }

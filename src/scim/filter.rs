@@ -8,3 +8,25 @@
 //! - `Filter::matches(&self, &serde_json::Value, &ResourceTypeDef) -> bool`.
 //! - `Filter::eq_constraint(&self, attr: &str) -> Option<&str>`: the string a match must have
 //!   `attr eq` (a top-level `eq` or a conjunct of top-level `and`s), for index lookups.
+
+use crate::scim::schema::ResourceTypeDef;
+use crate::scim::ScimError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Stub,
+}
+impl Filter {
+    pub fn parse(_input: &str) -> Result<Filter, ScimError> {
+        unimplemented!()
+    }
+    pub fn validate(&self, _rt: &ResourceTypeDef) -> Result<(), ScimError> {
+        unimplemented!()
+    }
+    pub fn matches(&self, _resource: &serde_json::Value, _rt: &ResourceTypeDef) -> bool {
+        unimplemented!()
+    }
+    pub fn eq_constraint(&self, _attr: &str) -> Option<&str> {
+        unimplemented!()
+    }
+}

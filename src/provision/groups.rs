@@ -1,0 +1,593 @@
+//! SCIM Groups operations on a [`Realm`]: Zulip user groups, with membership changes computed
+//! as a diff against current members so that Zulip never sees an add of a member or a remove
+//! of a non-member (it answers 400 to those), and one members call per operation.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::GroupDelete;
+use crate::error::Error;
+use crate::http::SearchParams;
+use crate::idmap::UserIndex;
+use crate::provision::mapping::{str_at, value_at};
+use crate::provision::realm::{
+    check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP,
+};
+use crate::provision::users::with_applied;
+use crate::provision::{refusal, ListPage, ListQuery};
+use crate::scim::filter::Filter;
+use crate::scim::patch::PatchRequest;
+use crate::scim::schema::{GROUP, USER};
+use crate::scim::{self, ScimType};
+use crate::zulip::client::NewUserGroup;
+use crate::zulip::{UserGroup, ZulipError};
+
+/// Description given to groups created over SCIM (as Zulip's built-in SCIM does).
+pub const SCIM_GROUP_DESCRIPTION: &str = "Created from SCIM";
+/// Longest group name Zulip accepts.
+pub const MAX_GROUP_NAME_CHARS: usize = 100;
+const RESERVED_PREFIXES: [&str; 5] = ["@", "role:", "user:", "stream:", "channel:"];
+
+fn parse_group_id(id: &str) -> Result<u64, Error> {
+    match id.parse::<u64>() {
+        Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
+        _ => Err(Error::NotFound {
+            resource: "Group",
+            id: id.to_string(),
+        }),
+    }
+}
+
+/// Checks a group name the way Zulip will.
+pub fn check_group_name(name: &str) -> Result<(), Error> {
+    let invalid = |d: String| Error::invalid(ScimType::InvalidValue, d);
+    if name.trim().is_empty() {
+        return Err(invalid("displayName must not be empty".into()));
+    }
+    if name.chars().count() > MAX_GROUP_NAME_CHARS {
+        return Err(invalid(format!(
+            "displayName is longer than Zulip's {MAX_GROUP_NAME_CHARS} characters"
+        )));
+    }
+    if let Some(p) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+        return Err(invalid(format!(
+            "displayName cannot start with {p:?} in Zulip"
+        )));
+    }
+    Ok(())
+}
+
+/// Member ids named in a SCIM `members` value (objects with `value`, or bare strings).
+fn member_ids(members: &Value) -> Result<Vec<String>, Error> {
+    let items = match members {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                "members must be a list",
+            ))
+        }
+    };
+    items
+        .iter()
+        .map(|m| match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Object(_) => match value_at(m, &["value"]) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(Value::Number(n)) => Ok(n.to_string()),
+                _ => Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "every member needs a string value",
+                )),
+            },
+            _ => Err(Error::invalid(
+                ScimType::InvalidValue,
+                "every member must be an object with a value",
+            )),
+        })
+        .collect()
+}
+
+// === impl Realm (Groups) ===
+
+impl Realm {
+    fn render_group(&self, group: &UserGroup, users: &UserIndex, with_members: bool) -> Value {
+        let mut out = Map::new();
+        out.insert("schemas".into(), json!([scim::GROUP_SCHEMA]));
+        out.insert("id".into(), Value::from(group.id.to_string()));
+        out.insert("displayName".into(), Value::from(group.name.as_str()));
+        if with_members {
+            let mut ids: Vec<u64> = group.members.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            let members: Vec<Value> = ids
+                .into_iter()
+                .filter_map(|id| users.get(id))
+                .filter(|u| !u.is_bot && u.is_active)
+                .map(|u| {
+                    json!({
+                        "value": u.user_id.to_string(),
+                        "$ref": self.users.location(u.user_id),
+                        "display": u.full_name,
+                        "type": "User",
+                    })
+                })
+                .collect();
+            out.insert("members".into(), Value::Array(members));
+        }
+        out.insert(
+            "meta".into(),
+            json!({"resourceType": "Group", "location": format!("{}/Groups/{}", self.base_url, group.id)}),
+        );
+        Realm::with_version(Value::Object(out))
+    }
+
+    /// Whether a filter needs members to be evaluated.
+    fn filter_needs_members(filter: Option<&Filter>) -> bool {
+        filter.is_some_and(|f| format!("{f:?}").to_ascii_lowercase().contains("members"))
+    }
+
+    /// `GET /Groups` and `POST /Groups/.search`. Deactivated groups are invisible.
+    pub async fn list_groups(
+        &self,
+        query: &ListQuery,
+        with_members: bool,
+    ) -> Result<ListPage, Error> {
+        if let Some(filter) = &query.filter {
+            filter.validate(&GROUP)?;
+        }
+        let needs_members = with_members
+            || Self::filter_needs_members(query.filter.as_ref())
+            || query.sort.is_some();
+        let groups = self.group_index().await?;
+        let users = self.user_index().await?;
+        let (groups, users) = (groups.read(), users.read());
+        let active = groups.groups.values().filter(|g| !g.deactivated);
+        let candidates: Vec<&UserGroup> = match &query.filter {
+            Some(f) => match (f.eq_constraint("id"), f.eq_constraint("displayName")) {
+                (Some(id), _) => active.filter(|g| g.id.to_string() == id).collect(),
+                (None, Some(name)) => active.filter(|g| g.name == name).collect(),
+                (None, None) => active.collect(),
+            },
+            None => active.collect(),
+        };
+        let mut matched: Vec<Value> = candidates
+            .into_iter()
+            .map(|g| self.render_group(g, &users, needs_members))
+            .filter(|v| query.filter.as_ref().is_none_or(|f| f.matches(v, &GROUP)))
+            .collect();
+        if let Some(sort) = &query.sort {
+            matched.sort_by(|a, b| sort.compare(a, b));
+        }
+        if needs_members && !with_members {
+            for v in &mut matched {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("members");
+                }
+            }
+        }
+        let total_results = matched.len();
+        let resources = matched
+            .into_iter()
+            .skip(query.start_index.saturating_sub(1))
+            .take(query.count)
+            .collect();
+        Ok(ListPage {
+            total_results,
+            start_index: query.start_index,
+            resources,
+        })
+    }
+
+    /// `POST /.search`: users, then groups, filtered by whichever schema the filter fits.
+    pub async fn search_all(
+        &self,
+        filter: &Option<String>,
+        params: &SearchParams,
+    ) -> Result<ListPage, Error> {
+        let filter = match filter.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(f) => Some(Filter::parse(f)?),
+        };
+        let fits_users = filter.as_ref().map(|f| f.validate(&USER));
+        let fits_groups = filter.as_ref().map(|f| f.validate(&GROUP));
+        if let (Some(Err(e)), Some(Err(_))) = (&fits_users, &fits_groups) {
+            return Err(e.clone().into());
+        }
+        let all = ListQuery {
+            filter: filter.clone(),
+            start_index: 1,
+            count: usize::MAX,
+            sort: None,
+        };
+        let mut resources = Vec::new();
+        if !matches!(fits_users, Some(Err(_))) {
+            resources.extend(self.list_users(&all).await?.resources);
+        }
+        if !matches!(fits_groups, Some(Err(_))) {
+            resources.extend(self.list_groups(&all, true).await?.resources);
+        }
+        let total_results = resources.len();
+        let resources = resources
+            .into_iter()
+            .skip(params.start_index.saturating_sub(1))
+            .take(params.count)
+            .collect();
+        Ok(ListPage {
+            total_results,
+            start_index: params.start_index,
+            resources,
+        })
+    }
+
+    /// The active group behind a SCIM Group id.
+    async fn find_group(&self, id: &str) -> Result<UserGroup, Error> {
+        let group_id = parse_group_id(id)?;
+        let mut reloaded = false;
+        loop {
+            let found = self
+                .group_index()
+                .await?
+                .read()
+                .groups
+                .get(&group_id)
+                .cloned();
+            match found {
+                Some(g) if !g.deactivated => return Ok(g),
+                Some(_) => {
+                    return Err(Error::NotFound {
+                        resource: "Group",
+                        id: id.to_string(),
+                    })
+                }
+                None if !reloaded => {
+                    // Perhaps created in Zulip since the snapshot.
+                    self.dir.invalidate_groups().await;
+                    reloaded = true;
+                }
+                None => {
+                    return Err(Error::NotFound {
+                        resource: "Group",
+                        id: id.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// `GET /Groups/{id}`
+    pub async fn get_group(&self, id: &str, with_members: bool) -> Result<Value, Error> {
+        let group = self.find_group(id).await?;
+        let users = self.user_index().await?;
+        let rendered = self.render_group(&group, &users.read(), with_members);
+        Ok(rendered)
+    }
+
+    fn check_writable(group: &UserGroup) -> Result<(), Error> {
+        if group.is_system_group {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                format!(
+                    "group {} is a Zulip system group (roles): it is read-only over SCIM",
+                    group.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves SCIM member ids to active human users of the realm; others are rejected
+    /// (400 naming them) or, with `unknown_members: ignore`, dropped.
+    async fn resolve_members(&self, ids: &[String]) -> Result<BTreeSet<u64>, Error> {
+        let users = self.user_index().await?;
+        let users = users.read();
+        let mut ok = BTreeSet::new();
+        let mut bad = Vec::new();
+        for id in ids {
+            match id.trim().parse::<u64>().ok().and_then(|n| users.get(n)) {
+                Some(u) if u.is_active && !u.is_bot => {
+                    ok.insert(u.user_id);
+                }
+                Some(u) if u.is_bot => bad.push(format!("{id} (a bot)")),
+                Some(_) => bad.push(format!("{id} (deactivated)")),
+                None => bad.push(format!("{id} (no such user)")),
+            }
+        }
+        if !bad.is_empty() && self.rejects_unknown_members() {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                format!(
+                    "members must be active users of this organization: {}",
+                    bad.join(", ")
+                ),
+            ));
+        }
+        Ok(ok)
+    }
+
+    /// `POST /Groups`
+    pub async fn create_group(&self, body: &Value) -> Result<Value, Error> {
+        if !body.is_object() {
+            return Err(Error::invalid(
+                ScimType::InvalidSyntax,
+                "the request body must be a JSON object",
+            ));
+        }
+        let name = match value_at(body, &["displayName"]) {
+            Some(Value::String(s)) => s.trim().to_string(),
+            None | Some(Value::Null) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "displayName is required",
+                ))
+            }
+            Some(_) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "displayName must be a string",
+                ))
+            }
+        };
+        check_group_name(&name)?;
+        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+        let members = self.resolve_members(&ids).await?;
+        let (taken, nobody) = {
+            let groups = self.group_index().await?;
+            let groups = groups.read();
+            (
+                groups.by_name(&name).map(|g| (g.id, g.deactivated)),
+                groups.by_name("role:nobody").map(|g| g.id),
+            )
+        };
+        if let Some((id, deactivated)) = taken {
+            return Err(group_name_taken(&name, id, deactivated));
+        }
+        let new = NewUserGroup {
+            name: name.clone(),
+            description: SCIM_GROUP_DESCRIPTION.to_string(),
+            members: members.iter().copied().collect(),
+            can_manage_group: nobody.map(Value::from),
+            can_add_members_group: nobody.map(Value::from),
+        };
+        let created = self.client.create_user_group(&new).await;
+        let group_id = match created {
+            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => {
+                Some(id)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                self.dir.invalidate_groups().await;
+                if let ZulipError::Api { status: 400, .. } = e {
+                    if let Some(g) = self.group_index().await?.read().by_name(&name) {
+                        return Err(group_name_taken(&name, g.id, g.deactivated));
+                    }
+                    return Err(refusal(e));
+                }
+                // Unknown outcome: look before answering.
+                let found = self.group_index().await?.read().by_name(&name).cloned();
+                match found {
+                    Some(g)
+                        if !g.deactivated
+                            && g.members.iter().copied().collect::<BTreeSet<_>>() == members =>
+                    {
+                        Some(g.id)
+                    }
+                    _ => return Err(refusal(e)),
+                }
+            }
+        };
+        self.dir.invalidate_groups().await;
+        let group = match group_id {
+            Some(id) => self.group_index().await?.read().groups.get(&id).cloned(),
+            None => self.group_index().await?.read().by_name(&name).cloned(),
+        };
+        let group = group
+            .ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
+        tracing::info!(realm = %self.name(), group_id = group.id, "created group");
+        let users = self.user_index().await?;
+        let rendered = self.render_group(&group, &users.read(), true);
+        Ok(rendered)
+    }
+
+    /// `PUT /Groups/{id}`: replaces `displayName` and `members` (RFC 7644 §3.5.1; an absent
+    /// or empty `members` empties the group — unlike Zulip's built-in, which keeps them).
+    pub async fn replace_group(
+        &self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, Error> {
+        let group = self.find_group(id).await?;
+        Self::check_writable(&group)?;
+        let before = self.get_group(id, true).await?;
+        check_if_match(if_match, &before)?;
+        if !body.is_object() {
+            return Err(Error::invalid(
+                ScimType::InvalidSyntax,
+                "the request body must be a JSON object",
+            ));
+        }
+        let name = match value_at(body, &["displayName"]) {
+            Some(Value::String(s)) => s.trim().to_string(),
+            None | Some(Value::Null) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "displayName is required",
+                ))
+            }
+            Some(_) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "displayName must be a string",
+                ))
+            }
+        };
+        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+        self.apply_group(group, name, ids).await
+    }
+
+    /// `PATCH /Groups/{id}`: the patch is applied to the group in memory, then the rename
+    /// and the member diff are sent (at most one rename and one members call).
+    pub async fn patch_group(
+        &self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, Error> {
+        let patch = PatchRequest::parse(body)?;
+        let group = self.find_group(id).await?;
+        Self::check_writable(&group)?;
+        let before = self.get_group(id, true).await?;
+        check_if_match(if_match, &before)?;
+        let mut after = before.clone();
+        patch.apply(&mut after, &GROUP)?;
+        let name = str_at(&after, &["displayName"])
+            .unwrap_or(&group.name)
+            .trim()
+            .to_string();
+        let ids = member_ids(value_at(&after, &["members"]).unwrap_or(&Value::Null))?;
+        self.apply_group(group, name, ids).await
+    }
+
+    async fn apply_group(
+        &self,
+        group: UserGroup,
+        name: String,
+        ids: Vec<String>,
+    ) -> Result<Value, Error> {
+        let group_id = group.id;
+        let wanted = self.resolve_members(&ids).await?;
+        let current: BTreeSet<u64> = {
+            let users = self.user_index().await?;
+            let users = users.read();
+            group
+                .members
+                .iter()
+                .copied()
+                .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
+                .collect()
+        };
+        let add: Vec<u64> = wanted.difference(&current).copied().collect();
+        let delete: Vec<u64> = current.difference(&wanted).copied().collect();
+        let rename = (name != group.name).then_some(name);
+        if let Some(new_name) = &rename {
+            check_group_name(new_name)?;
+            if let Some(other) = self.group_index().await?.read().by_name(new_name) {
+                return Err(group_name_taken(new_name, other.id, other.deactivated));
+            }
+        }
+        let mut applied = None;
+        if let Some(new_name) = &rename {
+            if let Err(e) = self
+                .client
+                .update_user_group(group_id, Some(new_name), None)
+                .await
+            {
+                self.dir.invalidate_groups().await;
+                if e.is_bad_request() {
+                    if let Some(other) = self.group_index().await?.read().by_name(new_name) {
+                        return Err(group_name_taken(new_name, other.id, other.deactivated));
+                    }
+                }
+                return Err(refusal(e));
+            }
+            applied = Some(format!("renamed group {group_id} to {new_name}"));
+        }
+        if !add.is_empty() || !delete.is_empty() {
+            if let Err(e) = self
+                .client
+                .update_user_group_members(group_id, &add, &delete)
+                .await
+            {
+                self.dir.invalidate_groups().await;
+                let e = refusal(e);
+                return Err(match applied {
+                    Some(a) => with_applied(e, a),
+                    None => e,
+                });
+            }
+        }
+        // Record what Zulip now holds.
+        let updated = {
+            let groups = self.group_index().await?;
+            let mut groups = groups.write();
+            if let Some(g) = groups.groups.get_mut(&group_id) {
+                if let Some(n) = &rename {
+                    g.name = n.clone();
+                }
+                g.members.retain(|m| !delete.contains(m));
+                g.members.extend(add.iter().copied());
+                g.members.sort_unstable();
+                g.members.dedup();
+            }
+            groups.groups.get(&group_id).cloned()
+        };
+        let group = updated.ok_or_else(|| {
+            Error::Internal(format!("group {group_id} vanished from the snapshot"))
+        })?;
+        tracing::info!(realm = %self.name(), group_id, added = add.len(), removed = delete.len(), renamed = rename.is_some(), "updated group");
+        let users = self.user_index().await?;
+        let rendered = self.render_group(&group, &users.read(), true);
+        Ok(rendered)
+    }
+
+    /// `DELETE /Groups/{id}`: deactivates the Zulip group and renames it so that its name is
+    /// free again (Zulip reserves deactivated groups' names); afterwards 404 (RFC 7644 §3.6).
+    pub async fn delete_group(&self, id: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let group = self.find_group(id).await?;
+        Self::check_writable(&group)?;
+        if self.config.group_delete == GroupDelete::Reject {
+            return Err(Error::NotImplemented {
+                detail: "deleting groups is disabled for this organization".into(),
+            });
+        }
+        let level = self.feature_level();
+        if level != 0 && level < FL_DEACTIVATE_GROUP {
+            return Err(Error::NotImplemented {
+                detail: format!("this Zulip server (feature level {level}) cannot deactivate groups; Zulip 10.0 or newer is needed"),
+            });
+        }
+        check_if_match(if_match, &self.get_group(id, true).await?)?;
+        if let Err(e) = self.client.deactivate_user_group(group.id).await {
+            self.dir.invalidate_groups().await;
+            return Err(match &e {
+                ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
+                    detail: format!("Zulip refused to delete group {}: {msg} (it is used by a permission setting or as a subgroup; change that in Zulip first)", group.name),
+                },
+                _ => refusal(e),
+            });
+        }
+        let suffix = format!(" (deleted {})", group.id);
+        let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
+        let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
+        if let Err(e) = self
+            .client
+            .update_user_group(group.id, Some(&retired), None)
+            .await
+        {
+            tracing::warn!(realm = %self.name(), group_id = group.id, error = %e, "group deactivated but its name could not be freed");
+        }
+        {
+            let groups = self.group_index().await?;
+            let mut groups = groups.write();
+            if let Some(g) = groups.groups.get_mut(&group.id) {
+                g.deactivated = true;
+                g.name = retired;
+            }
+        }
+        tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
+        Ok(())
+    }
+}
+
+fn group_name_taken(name: &str, id: u64, deactivated: bool) -> Error {
+    Error::Conflict {
+        detail: if deactivated {
+            format!("displayName {name} is reserved by deactivated Zulip group {id}; rename that group in Zulip to reuse the name")
+        } else {
+            format!("displayName {name} is already used by group {id}")
+        },
+    }
+}

@@ -1,0 +1,466 @@
+//! Pure SCIM ⇄ Zulip mapping: render a Zulip user as a SCIM User, read the SCIM attributes
+//! the sidecar honours from a request body, and turn "resource before" / "resource after"
+//! into the Zulip calls that make the difference. No I/O: most domain logic is tested here.
+
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+use crate::scim::{self, ScimType};
+use crate::zulip::{Role, User};
+
+/// Longest full name Zulip accepts.
+pub const MAX_FULL_NAME_CHARS: usize = 100;
+
+/// What the mapping needs to know about the realm.
+#[derive(Debug, Clone)]
+pub struct UserMapping {
+    /// `<realm url>/scim/v2`, no trailing slash.
+    pub base_url: String,
+    /// Entra style (`name.formatted`) rather than Okta style (`givenName` + `familyName`)
+    /// is the preferred source of the full name on input.
+    pub name_formatted_included: bool,
+}
+
+/// The userName a Zulip user is shown under: the delivery e-mail if the service account can
+/// see it, else an address the sidecar itself learned (it created the user or changed its
+/// address), else the API e-mail (`user<id>@<host>`, see README "hidden addresses").
+pub fn user_name_of<'a>(user: &'a User, learned: Option<&'a str>) -> (&'a str, bool) {
+    match (&user.delivery_email, learned) {
+        (Some(email), _) => (email.as_str(), true),
+        (None, Some(email)) => (email, true),
+        (None, None) => (user.email.as_str(), false),
+    }
+}
+
+/// Splits a full name at the first space, as Zulip's built-in SCIM does.
+pub fn split_full_name(full_name: &str) -> (&str, &str) {
+    match full_name.split_once(' ') {
+        Some((given, family)) => (given, family),
+        None => (full_name, ""),
+    }
+}
+
+/// Zulip's `date_joined` (`2025-03-04T10:15+00:00`, minute precision) as RFC 3339 with seconds.
+pub fn scim_datetime(date_joined: &str) -> String {
+    // `YYYY-MM-DDTHH:MM+00:00` (22 chars) lacks seconds; anything else is passed through.
+    let b = date_joined.as_bytes();
+    if b.len() == 22 && b.get(13) == Some(&b':') && matches!(b.get(16), Some(b'+') | Some(b'-')) {
+        format!("{}:00{}", &date_joined[..16], &date_joined[16..])
+    } else {
+        date_joined.to_string()
+    }
+}
+
+impl UserMapping {
+    pub fn location(&self, user_id: u64) -> String {
+        format!("{}/Users/{}", self.base_url, user_id)
+    }
+
+    /// The SCIM User for a Zulip user (without `meta.version`, which is computed over this).
+    pub fn render(&self, user: &User, learned_email: Option<&str>) -> Value {
+        let (user_name, real_address) = user_name_of(user, learned_email);
+        let (given, family) = split_full_name(&user.full_name);
+        let mut name = Map::new();
+        name.insert("formatted".into(), Value::from(user.full_name.as_str()));
+        if !given.is_empty() {
+            name.insert("givenName".into(), Value::from(given));
+        }
+        if !family.is_empty() {
+            name.insert("familyName".into(), Value::from(family));
+        }
+        let created = scim_datetime(&user.date_joined);
+        let mut out = Map::new();
+        out.insert("schemas".into(), json!([scim::USER_SCHEMA]));
+        out.insert("id".into(), Value::from(user.user_id.to_string()));
+        out.insert("userName".into(), Value::from(user_name));
+        out.insert("name".into(), Value::Object(name));
+        out.insert("displayName".into(), Value::from(user.full_name.as_str()));
+        out.insert("active".into(), Value::from(user.is_active));
+        if real_address {
+            out.insert(
+                "emails".into(),
+                json!([{"value": user_name, "type": "work", "primary": true}]),
+            );
+        }
+        out.insert("role".into(), Value::from(user.role.scim_name()));
+        let mut meta = Map::new();
+        meta.insert("resourceType".into(), Value::from("User"));
+        if !created.is_empty() {
+            meta.insert("created".into(), Value::from(created.clone()));
+            meta.insert("lastModified".into(), Value::from(created));
+        }
+        meta.insert("location".into(), Value::from(self.location(user.user_id)));
+        out.insert("meta".into(), Value::Object(meta));
+        Value::Object(out)
+    }
+
+    /// The full name a SCIM User asks for. `before` is the current resource (None on create);
+    /// the attribute that changed wins, so an Okta PUT that changes `givenName` and re-sends a
+    /// stale `displayName` renames, and a PUT that changes only `displayName` renames too.
+    pub fn full_name_of(&self, before: Option<&Value>, after: &Value) -> Option<String> {
+        let display = str_at(after, &["displayName"])
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let formatted = str_at(after, &["name", "formatted"])
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let composed = compose_name(
+            str_at(after, &["name", "givenName"]),
+            str_at(after, &["name", "familyName"]),
+        );
+        let Some(before) = before else {
+            // Create: the configured name style first, then the other, then displayName.
+            let from_name = if self.name_formatted_included {
+                formatted.map(str::to_string).or(composed)
+            } else {
+                composed.or(formatted.map(str::to_string))
+            };
+            return from_name.or(display.map(str::to_string));
+        };
+        let changed = |path: &[&str]| str_at(before, path) != str_at(after, path);
+        if changed(&["displayName"]) {
+            if let Some(d) = display {
+                return Some(d.to_string());
+            }
+        }
+        if changed(&["name", "formatted"]) {
+            if let Some(f) = formatted {
+                return Some(f.to_string());
+            }
+        }
+        if changed(&["name", "givenName"]) || changed(&["name", "familyName"]) {
+            if let Some(c) = composed {
+                return Some(c);
+            }
+        }
+        None
+    }
+}
+
+fn compose_name(given: Option<&str>, family: Option<&str>) -> Option<String> {
+    let joined = format!(
+        "{} {}",
+        given.unwrap_or("").trim(),
+        family.unwrap_or("").trim()
+    );
+    let joined = joined.trim();
+    (!joined.is_empty()).then(|| joined.to_string())
+}
+
+/// The string at a path of object keys (case-insensitive keys, as IdPs vary).
+pub fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    value_at(value, path).and_then(Value::as_str)
+}
+
+/// The value at a path of object keys, matching keys case-insensitively.
+pub fn value_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = value;
+    for key in path {
+        let obj = cur.as_object()?;
+        cur = obj.get(*key).or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })?;
+    }
+    Some(cur)
+}
+
+/// A boolean, accepting the strings Entra sends without the `aadOptscim062020` flag.
+pub fn lenient_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Validates a SCIM `role` value.
+pub fn parse_role(value: &Value) -> Result<Role, Error> {
+    let invalid = |shown: String| {
+        Error::invalid(
+            ScimType::InvalidValue,
+            format!(
+                "invalid role {shown}: valid values are {}",
+                scim::schema::ROLE_VALUES.join(", ")
+            ),
+        )
+    };
+    match value {
+        Value::String(s) => Role::from_scim_name(&s.trim().to_ascii_lowercase())
+            .ok_or_else(|| invalid(format!("{s:?}"))),
+        other => Err(invalid(other.to_string())),
+    }
+}
+
+/// A syntactically plausible e-mail address (Zulip does the authoritative check).
+pub fn is_plausible_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !local.contains('@')
+}
+
+/// Checks a full name the way Zulip will, so the IdP gets a 400 before any call is made.
+pub fn check_full_name(name: &str) -> Result<(), Error> {
+    if name.chars().count() > MAX_FULL_NAME_CHARS {
+        return Err(Error::invalid(
+            ScimType::InvalidValue,
+            format!("name is longer than Zulip's {MAX_FULL_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(
+            ScimType::InvalidValue,
+            "name contains control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The Zulip-side meaning of a SCIM User after a write, relative to the user before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    pub full_name: Option<String>,
+    pub role: Option<Role>,
+    pub new_email: Option<String>,
+    pub active: Option<bool>,
+}
+
+impl UserChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == UserChanges::default()
+    }
+}
+
+impl UserMapping {
+    /// Compares the resource before and after a PUT/PATCH and lists the Zulip changes.
+    /// `before` must be this mapping's rendering of the current user.
+    pub fn changes(&self, before: &Value, after: &Value) -> Result<UserChanges, Error> {
+        let mut changes = UserChanges::default();
+
+        let old_user_name = str_at(before, &["userName"]).unwrap_or("");
+        let new_user_name = match value_at(after, &["userName"]) {
+            Some(Value::String(s)) => s.trim(),
+            Some(_) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "userName must be a string",
+                ))
+            }
+            None => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "userName is required",
+                ))
+            }
+        };
+        if !new_user_name.eq_ignore_ascii_case(old_user_name) {
+            if !is_plausible_email(new_user_name) {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("userName {new_user_name:?} is not an e-mail address"),
+                ));
+            }
+            changes.new_email = Some(new_user_name.to_string());
+        }
+        // Zulip accounts have exactly one address, shown as userName and emails[primary].
+        // An IdP that sends another address in `emails` without changing userName asks for
+        // something Zulip cannot store: say so instead of dropping it.
+        if let Some(emails) = value_at(after, &["emails"]).and_then(Value::as_array) {
+            let before_emails = value_at(before, &["emails"]).and_then(Value::as_array);
+            if Some(emails) != before_emails {
+                for e in emails {
+                    if let Some(v) = str_at(e, &["value"]) {
+                        if !v.eq_ignore_ascii_case(new_user_name)
+                            && !v.eq_ignore_ascii_case(old_user_name)
+                        {
+                            return Err(Error::invalid(
+                                ScimType::InvalidValue,
+                                format!(
+                                    "emails value {v:?} differs from userName: a Zulip account has one address; change userName instead (or remove the emails mapping)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+
+        if let Some(full_name) = self.full_name_of(Some(before), after) {
+            if Some(full_name.as_str()) != str_at(before, &["displayName"]) {
+                check_full_name(&full_name)?;
+                changes.full_name = Some(full_name);
+            }
+        }
+
+        match value_at(after, &["role"]) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.trim().is_empty() => {}
+            Some(v) => {
+                let role = parse_role(v)?;
+                if Some(role.scim_name()) != str_at(before, &["role"]) {
+                    changes.role = Some(role);
+                }
+            }
+        }
+
+        match value_at(after, &["active"]) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                let active = lenient_bool(v).ok_or_else(|| {
+                    Error::invalid(
+                        ScimType::InvalidValue,
+                        format!("active must be a boolean, got {v}"),
+                    )
+                })?;
+                if Some(active) != value_at(before, &["active"]).and_then(Value::as_bool) {
+                    changes.active = Some(active);
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// What a `POST /Users` body asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub email: String,
+    pub full_name: String,
+    /// `None`: the body did not say (a new account is a member; a reactivated one keeps its role).
+    pub role: Option<Role>,
+    pub active: bool,
+}
+
+impl UserMapping {
+    /// Reads a `POST /Users` body (lenient in: unknown attributes, `password`, `externalId`,
+    /// `groups`, nulls are ignored; `active` may be `"True"`).
+    pub fn new_user(&self, body: &Value) -> Result<NewUser, Error> {
+        if !body.is_object() {
+            return Err(Error::invalid(
+                ScimType::InvalidSyntax,
+                "the request body must be a JSON object",
+            ));
+        }
+        let email = match value_at(body, &["userName"]) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "userName is required",
+                ))
+            }
+            Some(_) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    "userName must be a string",
+                ))
+            }
+        };
+        if !is_plausible_email(&email) {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                format!("userName {email:?} is not an e-mail address: Zulip accounts are identified by their e-mail"),
+            ));
+        }
+        let full_name = self.full_name_of(None, body).ok_or_else(|| {
+            Error::invalid(
+                ScimType::InvalidValue,
+                "must specify name.formatted, name.givenName, name.familyName or displayName when creating a user",
+            )
+        })?;
+        check_full_name(&full_name)?;
+        let role = match value_at(body, &["role"]) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(v) => Some(parse_role(v)?),
+        };
+        let active = match value_at(body, &["active"]) {
+            None | Some(Value::Null) => true,
+            Some(v) => lenient_bool(v).ok_or_else(|| {
+                Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("active must be a boolean, got {v}"),
+                )
+            })?,
+        };
+        Ok(NewUser {
+            email,
+            full_name,
+            role,
+            active,
+        })
+    }
+
+    /// The resource a PUT asks for: the current one with every attribute the body carries
+    /// replaced. Attributes left out keep their values, as in Zulip's built-in SCIM (an Okta
+    /// PUT without `role` must never demote an administrator). Read-only attributes in the
+    /// body (`id`, `meta`, `groups`, …) are ignored.
+    pub fn put_target(&self, before: &Value, body: &Value) -> Result<Value, Error> {
+        let body = body.as_object().ok_or_else(|| {
+            Error::invalid(
+                ScimType::InvalidSyntax,
+                "the request body must be a JSON object",
+            )
+        })?;
+        if !body.keys().any(|k| k.eq_ignore_ascii_case("userName")) {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                "userName is required in a PUT",
+            ));
+        }
+        let mut after = before.clone();
+        let Some(target) = after.as_object_mut() else {
+            return Err(Error::Internal("rendered user is not an object".into()));
+        };
+        for (key, value) in body {
+            let canonical = [
+                "userName",
+                "name",
+                "displayName",
+                "active",
+                "role",
+                "emails",
+            ]
+            .into_iter()
+            .find(|k| k.eq_ignore_ascii_case(key));
+            let Some(canonical) = canonical else { continue };
+            if value.is_null() {
+                continue;
+            }
+            if canonical == "name" {
+                // Name parts merge: a PUT with only givenName keeps nothing else stale.
+                let Some(parts) = value.as_object() else {
+                    return Err(Error::invalid(
+                        ScimType::InvalidValue,
+                        "name must be an object",
+                    ));
+                };
+                let mut name = Map::new();
+                for (k, v) in parts {
+                    if let Some(c) = ["formatted", "givenName", "familyName"]
+                        .into_iter()
+                        .find(|c| c.eq_ignore_ascii_case(k))
+                    {
+                        name.insert(c.to_string(), v.clone());
+                    }
+                }
+                target.insert("name".into(), Value::Object(name));
+            } else {
+                target.insert(canonical.to_string(), value.clone());
+            }
+        }
+        Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! `Realm`: one Zulip organization as the sidecar serves it — its config, its upstream client,
+//! its directory snapshot, and what readiness learned about the server.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::{RealmConfig, UnknownMembers};
+use crate::error::Error;
+use crate::idmap::{Directory, GroupIndex, Shared, UserIndex};
+use crate::provision::mapping::UserMapping;
+use crate::scim;
+use crate::zulip::{ZulipClient, ZulipError};
+
+/// Zulip feature level that added `new_email` to `PATCH /users/{id}` (Zulip 10.0).
+pub const FL_CHANGE_EMAIL: u32 = 313;
+/// Feature level that added `POST /user_groups/{id}/deactivate`.
+pub const FL_DEACTIVATE_GROUP: u32 = 290;
+/// Feature level from which `POST /user_groups/create` returns `group_id`.
+pub const FL_CREATE_GROUP_RETURNS_ID: u32 = 317;
+
+/// One realm served by the sidecar.
+#[derive(Debug)]
+pub struct Realm {
+    pub config: RealmConfig,
+    pub(crate) client: ZulipClient,
+    pub(crate) dir: Directory,
+    pub(crate) users: UserMapping,
+    /// `<realm url>/scim/v2`
+    pub base_url: String,
+    /// Learned by the readiness check (`GET /server_settings`); 0 until then.
+    feature_level: AtomicU32,
+    /// The service account's own user id (`GET /users/me`); 0 until known.
+    service_account_id: AtomicU64,
+    ready: AtomicBool,
+}
+
+/// What the readiness check learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub zulip_version: String,
+    pub feature_level: u32,
+    pub service_account_id: u64,
+    pub service_account_role: crate::zulip::Role,
+}
+
+// === impl Realm ===
+
+impl Realm {
+    pub fn new(
+        config: RealmConfig,
+        client: ZulipClient,
+        snapshot_ttl: std::time::Duration,
+    ) -> Self {
+        let base_url = format!("{}/scim/v2", config.url.as_str().trim_end_matches('/'));
+        let users = UserMapping {
+            base_url: base_url.clone(),
+            name_formatted_included: config.name_formatted_included,
+        };
+        Realm {
+            config,
+            client,
+            dir: Directory::new(snapshot_ttl),
+            users,
+            base_url,
+            feature_level: AtomicU32::new(0),
+            service_account_id: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Asks Zulip for its version and checks the service account authenticates. Marks the
+    /// realm ready on success.
+    pub async fn check_ready(&self) -> Result<Readiness, ZulipError> {
+        let settings = self.client.server_settings().await?;
+        let me = self.client.get_own_user().await?;
+        self.feature_level
+            .store(settings.zulip_feature_level, Ordering::Relaxed);
+        self.service_account_id.store(me.user_id, Ordering::Relaxed);
+        self.ready.store(true, Ordering::Release);
+        Ok(Readiness {
+            zulip_version: settings.zulip_version,
+            feature_level: settings.zulip_feature_level,
+            service_account_id: me.user_id,
+            service_account_role: me.role,
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn feature_level(&self) -> u32 {
+        self.feature_level.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn service_account_id(&self) -> Option<u64> {
+        match self.service_account_id.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub(crate) fn rejects_unknown_members(&self) -> bool {
+        self.config.unknown_members == UnknownMembers::Reject
+    }
+
+    /// The users snapshot (one `GET /users` on a miss, shared by concurrent callers).
+    pub(crate) async fn user_index(&self) -> Result<Arc<Shared<UserIndex>>, Error> {
+        self.dir
+            .users(|| self.client.get_users())
+            .await
+            .map_err(Error::upstream)
+    }
+
+    /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).
+    pub(crate) async fn group_index(&self) -> Result<Arc<Shared<GroupIndex>>, Error> {
+        self.dir
+            .groups(|| self.client.get_user_groups(true))
+            .await
+            .map_err(Error::upstream)
+    }
+
+    /// Adds `meta.version` (a weak ETag over the content) to a rendered resource.
+    pub(crate) fn with_version(mut resource: Value) -> Value {
+        let version = scim::version::weak_etag(&resource);
+        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("version".into(), Value::from(version));
+        }
+        resource
+    }
+}
+
+/// Checks an `If-Match` precondition against the current resource's `meta.version`.
+pub(crate) fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), Error> {
+    let Some(if_match) = if_match else {
+        return Ok(());
+    };
+    let version = current
+        .pointer("/meta/version")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if scim::version::if_match_satisfied(if_match, version) {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed {
+            detail: format!("If-Match {if_match} does not match the current version {version}"),
+        })
+    }
+}

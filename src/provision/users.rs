@@ -1,0 +1,496 @@
+//! SCIM Users operations on a [`Realm`]: reads from the snapshot, writes as the fewest Zulip
+//! calls, ordered so that a failure part-way leaves a state the IdP's retry repairs.
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::config::UserDelete;
+use crate::error::Error;
+use crate::provision::mapping::{NewUser, UserChanges};
+use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
+use crate::provision::{refusal, ListPage, ListQuery};
+use crate::scim::patch::PatchRequest;
+use crate::scim::schema::USER;
+use crate::scim::ScimType;
+use crate::secret::Secret;
+use crate::zulip::{Role, User, UserUpdate, ZulipError};
+
+/// Zulip's own answer to `DELETE /Users/{id}` (realms configured with `user_delete: reject`).
+pub const USER_DELETE_REJECTED: &str =
+    "DELETE operation not supported. Use PUT or PATCH to modify the \"active\" attribute instead.";
+
+/// Parses a SCIM User id: Zulip user ids are positive integers; anything else names no user.
+fn parse_user_id(id: &str) -> Result<u64, Error> {
+    match id.parse::<u64>() {
+        Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
+        _ => Err(Error::NotFound {
+            resource: "User",
+            id: id.to_string(),
+        }),
+    }
+}
+
+/// A long random password for `POST /users`: Zulip requires one, SCIM users never use it
+/// (they log in through SSO or a password reset); it is never stored or logged.
+fn throwaway_password() -> Secret<String> {
+    Secret::new(
+        rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect(),
+    )
+}
+
+/// Now, in Zulip's `date_joined` form (minute precision).
+fn now_date_joined() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}+00:00",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute()
+    )
+}
+
+// === impl Realm (Users) ===
+
+impl Realm {
+    fn render_user(&self, user: &User) -> Value {
+        let learned = self.dir.learned.get(user.user_id);
+        Realm::with_version(self.users.render(user, learned.as_deref()))
+    }
+
+    /// `GET /Users` and `POST /Users/.search`.
+    pub async fn list_users(&self, query: &ListQuery) -> Result<ListPage, Error> {
+        if let Some(filter) = &query.filter {
+            filter.validate(&USER)?;
+        }
+        let index = self.user_index().await?;
+        let index = index.read();
+        let offset = query.start_index.saturating_sub(1);
+        if query.filter.is_none() && query.sort.is_none() {
+            let resources = index
+                .humans_from(offset)
+                .take(query.count)
+                .map(|u| self.render_user(u))
+                .collect();
+            return Ok(ListPage {
+                total_results: index.human_count(),
+                start_index: query.start_index,
+                resources,
+            });
+        }
+        let candidates: Vec<&User> = match &query.filter {
+            Some(f) => {
+                if let Some(id) = f.eq_constraint("id") {
+                    id.parse::<u64>()
+                        .ok()
+                        .and_then(|id| index.get(id))
+                        .into_iter()
+                        .collect()
+                } else if let Some(user_name) = f.eq_constraint("userName") {
+                    index.by_email(user_name).into_iter().collect()
+                } else {
+                    index.humans_from(0).collect()
+                }
+            }
+            None => index.humans_from(0).collect(),
+        };
+        let mut matched: Vec<Value> = candidates
+            .into_iter()
+            .filter(|u| !u.is_bot)
+            .map(|u| self.render_user(u))
+            .filter(|v| query.filter.as_ref().is_none_or(|f| f.matches(v, &USER)))
+            .collect();
+        if let Some(sort) = &query.sort {
+            // Stable: equal keys keep id order, so pages never overlap.
+            matched.sort_by(|a, b| sort.compare(a, b));
+        }
+        let total_results = matched.len();
+        let resources = matched.into_iter().skip(offset).take(query.count).collect();
+        Ok(ListPage {
+            total_results,
+            start_index: query.start_index,
+            resources,
+        })
+    }
+
+    /// The Zulip account behind a SCIM User id: snapshot first, then `GET /users/{id}`.
+    async fn find_user(&self, id: &str) -> Result<User, Error> {
+        let user_id = parse_user_id(id)?;
+        let not_found = || Error::NotFound {
+            resource: "User",
+            id: id.to_string(),
+        };
+        let index = self.user_index().await?;
+        let cached = index.read().get(user_id).cloned();
+        let user = match cached {
+            Some(user) => user,
+            None => match self.client.get_user(user_id).await {
+                Ok(user) => {
+                    self.dir.upsert_user(user.clone()).await;
+                    user
+                }
+                Err(e) if e.is_bad_request() => return Err(not_found()),
+                Err(e) => return Err(refusal(e)),
+            },
+        };
+        if user.is_bot {
+            return Err(not_found());
+        }
+        Ok(user)
+    }
+
+    /// `GET /Users/{id}`
+    pub async fn get_user(&self, id: &str) -> Result<Value, Error> {
+        let user = self.find_user(id).await?;
+        Ok(self.render_user(&user))
+    }
+
+    /// `POST /Users`
+    pub async fn create_user(&self, body: &Value) -> Result<Value, Error> {
+        let new = self.users.new_user(body)?;
+        let existing = self
+            .user_index()
+            .await?
+            .read()
+            .by_email(&new.email)
+            .cloned();
+        if let Some(existing) = existing {
+            return self.create_over_existing(existing, new).await;
+        }
+        let password = throwaway_password();
+        let user_id = match self
+            .client
+            .create_user(&new.email, &password, &new.full_name)
+            .await
+        {
+            Ok(user_id) => user_id,
+            Err(e) => {
+                // Either the outcome is unknown (timeout, reset) or Zulip refused — possibly
+                // because the address belongs to an account the snapshot did not show (new
+                // since the snapshot, or hidden). Look before answering: never a duplicate,
+                // never a false error.
+                let unknown_outcome = !matches!(e, ZulipError::Api { .. });
+                if !unknown_outcome && !e.is_bad_request() {
+                    return Err(refusal(e));
+                }
+                self.dir.invalidate_users().await;
+                let found = match self.user_index().await {
+                    Ok(index) => index.read().by_email(&new.email).cloned(),
+                    Err(_) => return Err(refusal(e)),
+                };
+                match found {
+                    Some(user)
+                        if unknown_outcome && user.is_active && user.full_name == new.full_name =>
+                    {
+                        tracing::info!(realm = %self.name(), user_id = user.user_id, "create outcome resolved: zulip created the user");
+                        user.user_id
+                    }
+                    Some(user) => return self.create_over_existing(user, new).await,
+                    None if e.is_bad_request() => {
+                        let hidden = self.user_index().await?.read().hidden_count();
+                        let hint = if hidden > 0 {
+                            format!(
+                                " ({hidden} account(s) of this organization hide their address from the sidecar's service account; if this address is one of them, ask that user to change their e-mail visibility)"
+                            )
+                        } else {
+                            String::new()
+                        };
+                        return Err(Error::invalid(
+                            ScimType::InvalidValue,
+                            format!(
+                                "Zulip refused to create the user: {}{hint}",
+                                e.message().unwrap_or("")
+                            ),
+                        ));
+                    }
+                    None => return Err(refusal(e)),
+                }
+            }
+        };
+        self.dir.learn_email(user_id, &new.email);
+        let mut user = User {
+            user_id,
+            email: new.email.clone(),
+            delivery_email: Some(new.email.clone()),
+            full_name: new.full_name.clone(),
+            date_joined: now_date_joined(),
+            is_active: true,
+            role: Role::Member,
+            is_bot: false,
+        };
+        self.dir.upsert_user(user.clone()).await;
+
+        let role = new.role.unwrap_or(Role::Member);
+        if role != Role::Member {
+            if let Err(e) = self
+                .client
+                .update_user(
+                    user_id,
+                    &UserUpdate {
+                        role: Some(role),
+                        ..UserUpdate::default()
+                    },
+                )
+                .await
+            {
+                // Do not leave a member behind where the IdP asked for another role: take the
+                // account out again; the IdP's retry reactivates it with the role.
+                let undone = self.client.deactivate_user(user_id).await.is_ok();
+                if undone {
+                    user.is_active = false;
+                    self.dir.upsert_user(user).await;
+                } else {
+                    self.dir.invalidate_users().await;
+                }
+                let applied = if undone {
+                    format!("created Zulip user {user_id} and deactivated it again because setting role {} failed; retrying reactivates it with the role", role.scim_name())
+                } else {
+                    format!(
+                        "created Zulip user {user_id} as a member; setting role {} failed",
+                        role.scim_name()
+                    )
+                };
+                return Err(with_applied(refusal(e), applied));
+            }
+            user.role = role;
+            self.dir.upsert_user(user.clone()).await;
+        }
+        if !new.active {
+            if let Err(e) = self.client.deactivate_user(user_id).await {
+                return Err(with_applied(
+                    refusal(e),
+                    format!("created Zulip user {user_id}; deactivating it failed"),
+                ));
+            }
+            user.is_active = false;
+            self.dir.upsert_user(user.clone()).await;
+        }
+        tracing::info!(realm = %self.name(), user_id, "created user");
+        Ok(self.render_user(&user))
+    }
+
+    /// `POST /Users` with the address of an existing account: 409, or — for a deactivated
+    /// account and `reactivate_on_create` — that account brought back with the posted values.
+    async fn create_over_existing(&self, existing: User, new: NewUser) -> Result<Value, Error> {
+        if existing.is_bot {
+            return Err(Error::Conflict {
+                detail: format!("userName {} is the address of a Zulip bot", new.email),
+            });
+        }
+        if existing.is_active {
+            return Err(Error::Conflict {
+                detail: format!(
+                    "userName {} is already used by user {}",
+                    new.email, existing.user_id
+                ),
+            });
+        }
+        if !self.config.reactivate_on_create {
+            return Err(Error::Conflict {
+                detail: format!(
+                    "userName {} belongs to deactivated user {}: reactivate it with PATCH active=true",
+                    new.email, existing.user_id
+                ),
+            });
+        }
+        let mut changes = UserChanges {
+            active: new.active.then_some(true),
+            ..UserChanges::default()
+        };
+        if new.full_name != existing.full_name {
+            changes.full_name = Some(new.full_name.clone());
+        }
+        if let Some(role) = new.role.filter(|r| *r != existing.role) {
+            changes.role = Some(role);
+        }
+        let user = self.apply_user_changes(existing, changes).await?;
+        tracing::info!(realm = %self.name(), user_id = user.user_id, "reactivated user on create");
+        Ok(self.render_user(&user))
+    }
+
+    /// `PUT /Users/{id}`: partial, as Zulip's built-in (attributes left out keep their values).
+    pub async fn replace_user(
+        &self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, Error> {
+        let user = self.find_user(id).await?;
+        let before = self.render_user(&user);
+        check_if_match(if_match, &before)?;
+        let after = self.users.put_target(&before, body)?;
+        let changes = self.users.changes(&before, &after)?;
+        let user = self.apply_user_changes(user, changes).await?;
+        Ok(self.render_user(&user))
+    }
+
+    /// `PATCH /Users/{id}`: applied to the resource in memory, validated as a whole, then
+    /// turned into the minimal Zulip calls.
+    pub async fn patch_user(
+        &self,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> Result<Value, Error> {
+        let patch = PatchRequest::parse(body)?;
+        let user = self.find_user(id).await?;
+        let before = self.render_user(&user);
+        check_if_match(if_match, &before)?;
+        let mut after = before.clone();
+        patch.apply(&mut after, &USER)?;
+        let changes = self.users.changes(&before, &after)?;
+        let user = self.apply_user_changes(user, changes).await?;
+        Ok(self.render_user(&user))
+    }
+
+    /// `DELETE /Users/{id}`: Zulip cannot delete accounts over REST; the account is
+    /// deactivated (its history stays) and remains visible as `active: false`.
+    pub async fn delete_user(&self, id: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let user = self.find_user(id).await?;
+        if self.config.user_delete == UserDelete::Reject {
+            return Err(Error::BadRequest {
+                detail: USER_DELETE_REJECTED.to_string(),
+            });
+        }
+        check_if_match(if_match, &self.render_user(&user))?;
+        if !user.is_active {
+            return Ok(());
+        }
+        self.apply_user_changes(
+            user,
+            UserChanges {
+                active: Some(false),
+                ..UserChanges::default()
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Makes Zulip hold `changes`: one `PATCH /users/{id}` (Zulip applies name, role and
+    /// address in one transaction), then the activation change. Reactivation goes last so
+    /// that a failure leaves the account deactivated and a retry converges.
+    async fn apply_user_changes(
+        &self,
+        mut user: User,
+        changes: UserChanges,
+    ) -> Result<User, Error> {
+        if changes.is_empty() {
+            return Ok(user);
+        }
+        let user_id = user.user_id;
+        if Some(user_id) == self.service_account_id()
+            && (changes.active == Some(false) || changes.role.is_some_and(|r| r != Role::Owner))
+        {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                "this account is the sidecar's own Zulip service account: deactivating or demoting it would stop provisioning",
+            ));
+        }
+        if let Some(new_email) = &changes.new_email {
+            let level = self.feature_level();
+            if level != 0 && level < FL_CHANGE_EMAIL {
+                return Err(Error::invalid(
+                    ScimType::Mutability,
+                    format!("this Zulip server (feature level {level}) cannot change e-mail addresses over its API; Zulip 10.0 (feature level {FL_CHANGE_EMAIL}) or newer is needed"),
+                ));
+            }
+            let taken = self
+                .user_index()
+                .await?
+                .read()
+                .by_email(new_email)
+                .map(|u| u.user_id);
+            if let Some(other) = taken.filter(|other| *other != user_id) {
+                return Err(Error::Conflict {
+                    detail: format!("userName {new_email} is already used by user {other}"),
+                });
+            }
+        }
+        let update = UserUpdate {
+            full_name: changes.full_name.clone(),
+            role: changes.role,
+            new_email: changes.new_email.clone(),
+        };
+        if !update.is_empty() {
+            if let Err(e) = self.client.update_user(user_id, &update).await {
+                if !matches!(e, ZulipError::Api { .. }) {
+                    self.dir.invalidate_users().await;
+                }
+                return Err(refusal(e));
+            }
+            if let Some(name) = update.full_name {
+                user.full_name = name;
+            }
+            if let Some(role) = update.role {
+                user.role = role;
+            }
+            if let Some(email) = update.new_email {
+                self.dir.learn_email(user_id, &email);
+                user.delivery_email = Some(email);
+            }
+            self.dir.upsert_user(user.clone()).await;
+        }
+        let applied = (!update_was_empty(&changes))
+            .then(|| format!("updated Zulip user {user_id}'s name, role or address"));
+        match changes.active {
+            Some(false) => {
+                if let Err(e) = self.client.deactivate_user(user_id).await {
+                    return Err(self.activation_failed(e, applied).await);
+                }
+                user.is_active = false;
+            }
+            Some(true) => {
+                if let Err(e) = self.client.reactivate_user(user_id).await {
+                    return Err(self.activation_failed(e, applied).await);
+                }
+                user.is_active = true;
+            }
+            None => {}
+        }
+        self.dir.upsert_user(user.clone()).await;
+        tracing::info!(realm = %self.name(), user_id, ?changes, "updated user");
+        Ok(user)
+    }
+
+    async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
+        if !matches!(e, ZulipError::Api { .. }) {
+            self.dir.invalidate_users().await;
+        }
+        match applied {
+            Some(applied) => with_applied(refusal(e), applied),
+            None => refusal(e),
+        }
+    }
+}
+
+fn update_was_empty(changes: &UserChanges) -> bool {
+    changes.full_name.is_none() && changes.role.is_none() && changes.new_email.is_none()
+}
+
+/// Adds "what was already applied upstream" to an error's detail.
+pub(crate) fn with_applied(error: Error, applied: String) -> Error {
+    match error {
+        Error::Upstream { source, .. } => Error::Upstream {
+            source,
+            applied: Some(applied),
+        },
+        Error::Invalid { scim_type, detail } => Error::Invalid {
+            scim_type,
+            detail: format!("{detail} (already applied: {applied})"),
+        },
+        Error::BadRequest { detail } => Error::BadRequest {
+            detail: format!("{detail} (already applied: {applied})"),
+        },
+        Error::Forbidden { detail } => Error::Forbidden {
+            detail: format!("{detail} (already applied: {applied})"),
+        },
+        other => other,
+    }
+}
