@@ -1,0 +1,192 @@
+//! The integration harness: a FakeZulip and the sidecar, both on 127.0.0.1:0, real HTTP both
+//! ways, configured in code exactly as `scim-sidecar demo` is.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use scim_sidecar::app::{build_app, demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
+use scim_sidecar::config::Config;
+use scim_sidecar::http::App;
+use scim_sidecar::server::{self, ServerLimits};
+use scim_sidecar::zulip::fake::{FakeUser, FakeZulip, FakeZulipBuilder, RecordedRequest};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A running FakeZulip + sidecar pair.
+pub struct Harness {
+    pub fake: FakeZulip,
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+/// The fake every test starts from unless it builds its own: a service account (owner),
+/// system groups and a few people.
+pub fn fake() -> FakeZulipBuilder {
+    FakeZulip::builder()
+        .service_account(DEMO_SERVICE_EMAIL, DEMO_SERVICE_API_KEY)
+        .with_system_groups()
+        .with_user(FakeUser::new("hamlet@zulip.example.com", "King Hamlet"))
+        .with_user(FakeUser::new("iago@zulip.example.com", "Iago Admin").role(200))
+        .with_user(FakeUser::new("othello@zulip.example.com", "Othello Gone").deactivated())
+        .with_user(FakeUser::new("welcome-bot@zulip.example.com", "Welcome Bot").bot())
+}
+
+impl Harness {
+    /// Default fake, default config.
+    pub async fn start() -> Harness {
+        Harness::start_with(fake(), |_| {}).await
+    }
+
+    /// A given fake; `tweak` adjusts the demo config (timeouts, realm options).
+    pub async fn start_with(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config)) -> Harness {
+        let fake = fake.start().await.expect("fake zulip starts");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = demo_config(addr, fake.base_url(), TOKEN).expect("demo config");
+        tweak(&mut config);
+        let app = build_app(&config).expect("app builds");
+        for realm in app.realms() {
+            realm.check_ready().await.expect("realm ready");
+        }
+        fake.clear_requests();
+        let (tx, rx) = oneshot::channel::<()>();
+        let limits = ServerLimits { max_connections: 64, shutdown_grace: Duration::from_secs(5) };
+        let server = tokio::spawn(server::run(listener, app.clone(), async move { let _ = rx.await; }, limits));
+        Harness { fake, app, addr, http: reqwest::Client::new(), shutdown: Some(tx), server: Some(server) }
+    }
+
+    /// `http://127.0.0.1:PORT/scim/v2` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/scim/v2{}", self.addr, path)
+    }
+
+    /// A request with the bearer token and a SCIM JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/scim+json").body(body.to_string());
+        }
+        Reply::from(req.send().await.expect("sidecar answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Upstream requests the fake recorded since the last call (drained).
+    pub fn upstream(&self) -> Vec<RecordedRequest> {
+        self.fake.take_requests()
+    }
+
+    /// Upstream requests other than reads (`GET`).
+    pub fn upstream_writes(&self) -> Vec<RecordedRequest> {
+        self.upstream().into_iter().filter(|r| r.method != "GET").collect()
+    }
+
+    /// The Zulip id of the fake's user with this address.
+    pub fn user_id(&self, email: &str) -> u64 {
+        self.fake.user_by_email(email).unwrap_or_else(|| panic!("fake has {email}")).user_id
+    }
+
+    /// Stops the sidecar (graceful) and the fake; re-raises a panic from the server task.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            if let Err(e) = server.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        self.fake.clone().shutdown().await;
+    }
+
+    /// Fires the shutdown signal without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for the server task to finish.
+    pub async fn join(mut self) {
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+}
+
+/// A sidecar response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let raw = response.text().await.expect("body");
+        let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+        Reply { status, headers, body, raw }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a SCIM error with this status (and scimType when given).
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.raw);
+        assert_eq!(self.header("content-type"), Some("application/scim+json"), "{}", self.raw);
+        assert_eq!(self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{}", self.raw);
+        assert_eq!(self.body["status"], status.to_string(), "{}", self.raw);
+        assert_eq!(self.body.get("scimType").and_then(Value::as_str), scim_type, "{}", self.raw);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", self.raw);
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.raw);
+        &self.body
+    }
+}
+
+/// The `(method, path)` pairs of recorded requests, for compact assertions.
+pub fn calls(requests: &[RecordedRequest]) -> Vec<(String, String)> {
+    requests.iter().map(|r| (r.method.clone(), r.path.clone())).collect()
+}
+
+/// `(method, path)` literal helper.
+pub fn call(method: &str, path: impl Into<String>) -> (String, String) {
+    (method.to_string(), path.into())
+}
