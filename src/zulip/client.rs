@@ -15,15 +15,54 @@
 //! create_user_group(&NewUserGroup) -> Result<Option<u64>, ZulipError>   // group_id at FL >= 317
 //! update_user_group(group_id, name: Option<&str>, description: Option<&str>) -> Result<(), ZulipError>
 //! update_user_group_members(group_id, add: &[u64], delete: &[u64]) -> Result<(), ZulipError>
+//! get_user_group_members(group_id, direct_only: bool) -> Result<Vec<u64>, ZulipError>
 //! deactivate_user_group(group_id) -> Result<(), ZulipError>
 //! rate_limit() -> Option<RateLimitState>                           // last X-RateLimit-* seen
+//! // Events API
+//! register_event_queue(event_types: &[&str]) -> Result<RegisteredQueue, ZulipError>   // POST /register
+//! get_events(queue_id, last_event_id: i64, dont_block: bool, poll_timeout: Duration)
+//!     -> Result<Vec<Event>, ZulipError>                             // GET /events (long-poll)
+//! delete_event_queue(queue_id) -> Result<(), ZulipError>            // DELETE /events
 //! ```
+//!
+//! # Wire rules (zulip-rest-api.md §1, transcripts README "Parameter encoding")
+//! - Parameters go in the query string for GET and in an `application/x-www-form-urlencoded`
+//!   body otherwise; Zulip silently ignores JSON bodies.
+//! - Plain strings (`email`, `password`, `full_name`, `new_email`, `name`, `description`,
+//!   `queue_id`) are sent as they are; every other parameter is JSON text inside the form
+//!   field (`role=200`, `members=[10, 227]`, `include_deactivated_groups=true`), spelled as
+//!   in the transcripts (`", "` and `": "` separators; Zulip accepts either spelling).
+//! - `None` fields and empty member lists are left out; a call with nothing to change is not
+//!   sent at all (Zulip answers 400 "No new data supplied" / "Nothing to do").
+//! - Decoding branches on HTTP status and the envelope's `code`, never on `msg`.
+//!
+//! No retries or pacing here: the client records the last `X-RateLimit-*` headers
+//! ([`ZulipClient::rate_limit`]) and reports 429s with their fractional `Retry-After`
+//! ([`ZulipError::rate_limited`]); a layer above decides what to do.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use reqwest::{Method, StatusCode};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+use serde_json::Value;
 use url::Url;
 
+use super::error::ZulipError;
+use super::types::{
+    Event, RateLimitState, RegisteredQueue, ServerSettings, User, UserGroup, UserUpdate,
+};
 use crate::secret::Secret;
+
+/// `User-Agent` of every upstream request.
+pub const USER_AGENT: &str = concat!("scim-sidecar/", env!("CARGO_PKG_VERSION"));
+
+/// Largest response body read (a 10 000-user `GET /users` is a few MB).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// How to reach one realm's Zulip as its service account.
 #[derive(Debug, Clone)]
@@ -39,87 +78,571 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
-/// A client for one realm's service account.
-#[derive(Debug, Clone)]
-pub struct ZulipClient {
-    _config: ClientConfig,
-}
-
-use crate::zulip::types::{RateLimitState, ServerSettings, User, UserGroup, UserUpdate};
-use crate::zulip::ZulipError;
-
-#[derive(Debug, Clone)]
+/// Parameters of `POST /user_groups/create`.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewUserGroup {
     pub name: String,
+    /// Required by Zulip, may be empty.
     pub description: String,
+    /// Required by Zulip, may be empty; active users only.
     pub members: Vec<u64>,
-    pub can_manage_group: Option<serde_json::Value>,
-    pub can_add_members_group: Option<serde_json::Value>,
+    /// A group-setting value (a group id, or `{"direct_members": [..], "direct_subgroups": [..]}`);
+    /// `None` lets Zulip default to the creating account.
+    pub can_manage_group: Option<Value>,
+    pub can_add_members_group: Option<Value>,
 }
 
-#[allow(unused_variables)]
+/// A client for one realm's service account.
+///
+/// Cheap to clone: clones share one connection pool and one rate-limit record.
+#[derive(Clone)]
+pub struct ZulipClient {
+    /// One pool per realm; reqwest's `Client` is an `Arc` inside.
+    http: reqwest::Client,
+    /// `base_url` + `/api/v1`, without a trailing slash.
+    api_root: String,
+    /// `Basic base64(email:api_key)`, built once and marked sensitive.
+    authorization: Secret<HeaderValue>,
+    /// The realm's public host, when `base_url` points elsewhere.
+    host: Option<HeaderValue>,
+    email: String,
+    timeout: Duration,
+    /// std `Mutex`: the lock is only taken to copy a small value, never across `.await`.
+    rate_limit: Arc<Mutex<Option<RateLimitState>>>,
+}
+
+/// Whether a call carries the service account's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    Basic,
+    None,
+}
+
+/// Form fields or query parameters, in the order they are sent.
+type Params = Vec<(&'static str, String)>;
+
+// === impl ZulipClient ===
+
 impl ZulipClient {
+    /// Builds the client (rustls, pooled connections, no request sent).
     pub fn new(config: ClientConfig) -> Result<ZulipClient, ZulipError> {
-        unimplemented!()
+        let ClientConfig { base_url, host, email, api_key, timeout } = config;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
+            return Err(ZulipError::Config(format!(
+                "base url {base_url} is not an http(s) url with a host"
+            )));
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(ZulipError::Config(format!(
+                "base url {base_url} must not have a query or fragment"
+            )));
+        }
+        let api_root = format!("{}/api/v1", base_url.as_str().trim_end_matches('/'));
+
+        let credentials = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{email}:{}", api_key.expose().trim()),
+        );
+        let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| ZulipError::Config("credentials are not a valid header value".into()))?;
+        authorization.set_sensitive(true);
+
+        let host = host
+            .map(|h| {
+                HeaderValue::from_str(&h)
+                    .map_err(|_| ZulipError::Config(format!("host {h:?} is not a valid header")))
+            })
+            .transpose()?;
+
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(USER_AGENT)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none());
+        if host.is_some() {
+            // Over HTTP/2 the authority comes from the URL, not from `Host`: stay on HTTP/1.1
+            // so that the overridden Host selects the realm.
+            builder = builder.http1_only();
+        }
+        let http = builder.build().map_err(ZulipError::Transport)?;
+
+        Ok(ZulipClient {
+            http,
+            api_root,
+            authorization: Secret::new(authorization),
+            host,
+            email,
+            timeout,
+            rate_limit: Arc::new(Mutex::new(None)),
+        })
     }
+
+    /// `GET /server_settings` (no authentication): version and feature level.
     pub async fn server_settings(&self) -> Result<ServerSettings, ZulipError> {
-        unimplemented!()
+        self.call(Method::GET, "/server_settings", Vec::new(), Auth::None).await
     }
+
+    /// `GET /users/me`: the service account itself (its fields sit at the top level).
     pub async fn get_own_user(&self) -> Result<User, ZulipError> {
-        unimplemented!()
+        self.call(Method::GET, "/users/me", Vec::new(), Auth::Basic).await
     }
+
+    /// `GET /users`: every account of the realm, bots and deactivated users included.
     pub async fn get_users(&self) -> Result<Vec<User>, ZulipError> {
-        unimplemented!()
+        #[derive(Deserialize)]
+        struct Users {
+            members: Vec<User>,
+        }
+        let users: Users = self.call(Method::GET, "/users", Vec::new(), Auth::Basic).await?;
+        Ok(users.members)
     }
+
+    /// `GET /users/{user_id}` (works for deactivated users and bots; unknown id: 400).
     pub async fn get_user(&self, user_id: u64) -> Result<User, ZulipError> {
-        unimplemented!()
+        #[derive(Deserialize)]
+        struct OneUser {
+            user: User,
+        }
+        let path = format!("/users/{user_id}");
+        let one: OneUser = self.call(Method::GET, &path, Vec::new(), Auth::Basic).await?;
+        Ok(one.user)
     }
+
+    /// `POST /users`: creates a member; returns the new `user_id`.
     pub async fn create_user(
         &self,
         email: &str,
         password: &Secret<String>,
         full_name: &str,
     ) -> Result<u64, ZulipError> {
-        unimplemented!()
+        #[derive(Deserialize)]
+        struct Created {
+            user_id: u64,
+        }
+        let params = vec![
+            ("email", email.to_owned()),
+            ("password", password.expose().clone()),
+            ("full_name", full_name.to_owned()),
+        ];
+        let created: Created = self.call(Method::POST, "/users", params, Auth::Basic).await?;
+        Ok(created.user_id)
     }
+
+    /// `PATCH /users/{user_id}`. An empty update sends nothing.
     pub async fn update_user(&self, user_id: u64, update: &UserUpdate) -> Result<(), ZulipError> {
-        unimplemented!()
+        if update.is_empty() {
+            return Ok(());
+        }
+        let mut params = Params::new();
+        if let Some(full_name) = &update.full_name {
+            params.push(("full_name", full_name.clone()));
+        }
+        if let Some(role) = update.role {
+            params.push(("role", role.api_value().to_string()));
+        }
+        if let Some(new_email) = &update.new_email {
+            params.push(("new_email", new_email.clone()));
+        }
+        let path = format!("/users/{user_id}");
+        self.call_unit(Method::PATCH, &path, params).await
     }
+
+    /// `DELETE /users/{user_id}`: deactivates (400 "User is deactivated" if already so).
     pub async fn deactivate_user(&self, user_id: u64) -> Result<(), ZulipError> {
-        unimplemented!()
+        let path = format!("/users/{user_id}");
+        self.call_unit(Method::DELETE, &path, Vec::new()).await
     }
+
+    /// `POST /users/{user_id}/reactivate` (succeeds on an active user too).
     pub async fn reactivate_user(&self, user_id: u64) -> Result<(), ZulipError> {
-        unimplemented!()
+        let path = format!("/users/{user_id}/reactivate");
+        self.call_unit(Method::POST, &path, Vec::new()).await
     }
+
+    /// `GET /user_groups`, system groups included; deactivated ones only when asked.
     pub async fn get_user_groups(
         &self,
         include_deactivated: bool,
     ) -> Result<Vec<UserGroup>, ZulipError> {
-        unimplemented!()
+        #[derive(Deserialize)]
+        struct Groups {
+            user_groups: Vec<UserGroup>,
+        }
+        let mut params = Params::new();
+        if include_deactivated {
+            params.push(("include_deactivated_groups", json_text(&Value::Bool(true))));
+        }
+        let groups: Groups = self.call(Method::GET, "/user_groups", params, Auth::Basic).await?;
+        Ok(groups.user_groups)
     }
+
+    /// `POST /user_groups/create`. The new id is only returned from feature level 317 on
+    /// (`None` before: find it with [`ZulipClient::get_user_groups`]).
     pub async fn create_user_group(&self, group: &NewUserGroup) -> Result<Option<u64>, ZulipError> {
-        unimplemented!()
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(default)]
+            group_id: Option<u64>,
+        }
+        let mut params = vec![
+            ("name", group.name.clone()),
+            ("description", group.description.clone()),
+            ("members", json_ids(&group.members)),
+        ];
+        if let Some(setting) = &group.can_manage_group {
+            params.push(("can_manage_group", json_text(setting)));
+        }
+        if let Some(setting) = &group.can_add_members_group {
+            params.push(("can_add_members_group", json_text(setting)));
+        }
+        let created: Created =
+            self.call(Method::POST, "/user_groups/create", params, Auth::Basic).await?;
+        Ok(created.group_id)
     }
+
+    /// `PATCH /user_groups/{group_id}`. Nothing to change sends nothing.
     pub async fn update_user_group(
         &self,
         group_id: u64,
         name: Option<&str>,
         description: Option<&str>,
     ) -> Result<(), ZulipError> {
-        unimplemented!()
+        let mut params = Params::new();
+        if let Some(name) = name {
+            params.push(("name", name.to_owned()));
+        }
+        if let Some(description) = description {
+            params.push(("description", description.to_owned()));
+        }
+        if params.is_empty() {
+            return Ok(());
+        }
+        let path = format!("/user_groups/{group_id}");
+        self.call_unit(Method::PATCH, &path, params).await
     }
+
+    /// `POST /user_groups/{group_id}/members`. Zulip is strict (adding a member or removing
+    /// a non-member is a 400), so callers send a diff. Two empty lists send nothing.
     pub async fn update_user_group_members(
         &self,
         group_id: u64,
         add: &[u64],
         delete: &[u64],
     ) -> Result<(), ZulipError> {
-        unimplemented!()
+        let mut params = Params::new();
+        if !add.is_empty() {
+            params.push(("add", json_ids(add)));
+        }
+        if !delete.is_empty() {
+            params.push(("delete", json_ids(delete)));
+        }
+        if params.is_empty() {
+            return Ok(());
+        }
+        let path = format!("/user_groups/{group_id}/members");
+        self.call_unit(Method::POST, &path, params).await
     }
+
+    /// `GET /user_groups/{group_id}/members`: active members, recursively through subgroups
+    /// unless `direct_only`. A deactivated group is a 400.
+    pub async fn get_user_group_members(
+        &self,
+        group_id: u64,
+        direct_only: bool,
+    ) -> Result<Vec<u64>, ZulipError> {
+        #[derive(Deserialize)]
+        struct Members {
+            members: Vec<u64>,
+        }
+        let mut params = Params::new();
+        if direct_only {
+            params.push(("direct_member_only", json_text(&Value::Bool(true))));
+        }
+        let path = format!("/user_groups/{group_id}/members");
+        let members: Members = self.call(Method::GET, &path, params, Auth::Basic).await?;
+        Ok(members.members)
+    }
+
+    /// `POST /user_groups/{group_id}/deactivate` (FL 290; `DELETE` is gone since FL 294).
     pub async fn deactivate_user_group(&self, group_id: u64) -> Result<(), ZulipError> {
-        unimplemented!()
+        let path = format!("/user_groups/{group_id}/deactivate");
+        self.call_unit(Method::POST, &path, Vec::new()).await
     }
+
+    /// The `X-RateLimit-*` headers of the latest response that carried them.
     pub fn rate_limit(&self) -> Option<RateLimitState> {
-        unimplemented!()
+        *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `POST /register`: a queue of `event_types` events. Asks for no initial state
+    /// (`fetch_event_types=[]`): the caller reads users and groups with the REST calls.
+    pub async fn register_event_queue(
+        &self,
+        event_types: &[&str],
+    ) -> Result<RegisteredQueue, ZulipError> {
+        let types = Value::from(event_types.to_vec());
+        let params = vec![
+            ("event_types", json_text(&types)),
+            ("fetch_event_types", json_text(&Value::Array(Vec::new()))),
+            ("apply_markdown", json_text(&Value::Bool(false))),
+            ("client_gravatar", json_text(&Value::Bool(true))),
+        ];
+        self.call(Method::POST, "/register", params, Auth::Basic).await
+    }
+
+    /// `GET /events`: the events after `last_event_id` (which they acknowledge). A blocking
+    /// poll (`dont_block: false`) waits up to about a minute for a heartbeat, so it runs
+    /// under `poll_timeout` instead of the per-request timeout. An expired or unknown
+    /// queue is [`ZulipError::is_bad_event_queue`].
+    pub async fn get_events(
+        &self,
+        queue_id: &str,
+        last_event_id: i64,
+        dont_block: bool,
+        poll_timeout: Duration,
+    ) -> Result<Vec<Event>, ZulipError> {
+        #[derive(Deserialize)]
+        struct Events {
+            events: Vec<Value>,
+        }
+        let mut params =
+            vec![("queue_id", queue_id.to_owned()), ("last_event_id", last_event_id.to_string())];
+        if dont_block {
+            params.push(("dont_block", json_text(&Value::Bool(true))));
+        }
+        let events: Events =
+            self.send(Method::GET, "/events", params, Auth::Basic, poll_timeout).await?;
+        Ok(events.events.into_iter().map(Event::from_value).collect())
+    }
+
+    /// `DELETE /events`: drops the queue (an already deleted one is a bad-queue error).
+    pub async fn delete_event_queue(&self, queue_id: &str) -> Result<(), ZulipError> {
+        let params = vec![("queue_id", queue_id.to_owned())];
+        self.call_unit(Method::DELETE, "/events", params).await
+    }
+
+    // --- request machinery ---
+
+    async fn call_unit(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+    ) -> Result<(), ZulipError> {
+        let IgnoredAny = self.call(method, path, params, Auth::Basic).await?;
+        Ok(())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+        auth: Auth,
+    ) -> Result<T, ZulipError> {
+        self.send(method, path, params, auth, self.timeout).await
+    }
+
+    /// One request: query string for GET, form body otherwise; then [`decode`].
+    #[tracing::instrument(level = "debug", skip_all, fields(method = %method, path = path))]
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+        auth: Auth,
+        timeout: Duration,
+    ) -> Result<T, ZulipError> {
+        let mut url = Url::parse(&format!("{}{path}", self.api_root))
+            .map_err(|e| ZulipError::Config(format!("cannot build url for {path}: {e}")))?;
+        let encoded = encode_params(&params);
+        let is_get = method == Method::GET;
+        if is_get && !params.is_empty() {
+            url.set_query(Some(&encoded));
+        }
+
+        let mut request = self.http.request(method, url).timeout(timeout);
+        if let Some(host) = &self.host {
+            request = request.header(HOST, host.clone());
+        }
+        if auth == Auth::Basic {
+            request = request.header(AUTHORIZATION, self.authorization.expose().clone());
+        }
+        if !is_get && !params.is_empty() {
+            request = request.header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(encoded);
+        }
+
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| {
+            tracing::debug!(error = %e, timeout = e.is_timeout(), "zulip request failed");
+            ZulipError::Transport(e)
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        self.record_rate_limit(&headers);
+        let body = read_body(response).await?;
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "zulip answered"
+        );
+        decode(status, &headers, &body)
+    }
+
+    fn record_rate_limit(&self, headers: &HeaderMap) {
+        if let Some(state) = rate_limit_from_headers(headers) {
+            *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(state);
+        }
     }
 }
+
+impl std::fmt::Debug for ZulipClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZulipClient")
+            .field("api_root", &self.api_root)
+            .field("host", &self.host)
+            .field("email", &self.email)
+            .field("authorization", &self.authorization)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+// === wire helpers ===
+
+/// Reads the whole body, bounded by [`MAX_BODY_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, ZulipError> {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ZulipError::Transport)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ZulipError::Decode {
+                status,
+                detail: format!("body larger than {MAX_BODY_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `application/x-www-form-urlencoded` (also the query-string spelling).
+fn encode_params(params: &[(&'static str, String)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish()
+}
+
+/// A list of ids as JSON text: `[10, 227]`.
+fn json_ids(ids: &[u64]) -> String {
+    json_text(&Value::from(ids.to_vec()))
+}
+
+/// JSON text for a form field, spelled like the transcripts (Python's `json.dumps`:
+/// `", "` between items, `": "` after keys). Infallible, unlike `serde_json::to_string`.
+pub(crate) fn json_text(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (key, item)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push_str(": ");
+                    write(item, out);
+                }
+                out.push('}');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// `X-RateLimit-Limit/Remaining/Reset` (any capitalisation; Tornado sends `X-Ratelimit-*`).
+/// `None` unless all three are present and numeric (401s and unauthenticated calls carry none).
+fn rate_limit_from_headers(headers: &HeaderMap) -> Option<RateLimitState> {
+    fn number(headers: &HeaderMap, name: &str) -> Option<f64> {
+        let value: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+        (value.is_finite() && value >= 0.0).then_some(value)
+    }
+    Some(RateLimitState {
+        limit: number(headers, "x-ratelimit-limit")? as u32,
+        remaining: number(headers, "x-ratelimit-remaining")? as u32,
+        reset: number(headers, "x-ratelimit-reset")? as u64,
+    })
+}
+
+/// Seconds as a float, e.g. `"50.313318967819214"`.
+fn seconds(value: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(value).ok()
+}
+
+/// Turns one response into `T` (the success envelope's data) or a [`ZulipError`].
+///
+/// - `{"result":"success", …}` with a 2xx status → `T` from the whole envelope;
+/// - `{"result":"error", msg, code?}` → `Api` (`code` defaults to `BAD_REQUEST`, as Zulip's
+///   own default; 405 bodies have none), with `retry_after` from the `Retry-After` header,
+///   else the body's `"retry-after"`;
+/// - anything else (HTML 404 page, empty or truncated body, unexpected shape) → `Decode`.
+pub(crate) fn decode<T: DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ZulipError> {
+    let code = status.as_u16();
+    let decode_error = |detail: String| ZulipError::Decode { status: code, detail };
+    let content_type =
+        headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type");
+
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| {
+        decode_error(format!("{} byte {content_type} body is not json: {e}", body.len()))
+    })?;
+    match envelope.get("result").and_then(Value::as_str) {
+        Some("success") if status.is_success() => {
+            if let Some(ignored) = envelope.get("ignored_parameters_unsupported") {
+                tracing::warn!(parameters = %ignored, "zulip ignored parameters it does not know");
+            }
+            serde_json::from_value(envelope)
+                .map_err(|e| decode_error(format!("unexpected success body: {e}")))
+        }
+        Some("error") => {
+            let text = |key: &str| envelope.get(key).and_then(Value::as_str).map(str::to_owned);
+            let retry_after = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .and_then(seconds)
+                .or_else(|| envelope.get("retry-after").and_then(Value::as_f64).and_then(seconds));
+            Err(ZulipError::Api {
+                status: code,
+                code: text("code").unwrap_or_else(|| "BAD_REQUEST".to_owned()),
+                msg: text("msg").unwrap_or_default(),
+                retry_after,
+            })
+        }
+        other => Err(decode_error(format!(
+            "json {content_type} body with result {other:?} on http {code}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,10 @@ pub enum ZulipError {
     /// A body that is not what the endpoint returns (HTML 404 page, truncated JSON, …).
     #[error("unexpected answer from zulip (http {status}): {detail}")]
     Decode { status: u16, detail: String },
+    /// A [`ClientConfig`](super::ClientConfig) the client cannot be built from (a `host`
+    /// that is not a valid header value, a base URL that cannot carry `/api/v1`, …).
+    #[error("invalid zulip client configuration: {0}")]
+    Config(String),
 }
 
 impl ZulipError {
@@ -56,6 +60,12 @@ impl ZulipError {
     /// Zulip refused the service account's credentials (401).
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, ZulipError::Api { status: 401, .. })
+    }
+
+    /// `GET /events` or `DELETE /events` named a queue Zulip does not know (expired,
+    /// deleted, another account's): register a new one.
+    pub fn is_bad_event_queue(&self) -> bool {
+        self.code() == Some("BAD_EVENT_QUEUE_ID")
     }
 
     /// Zulip's (localised) message, for a SCIM `detail` that carries Zulip's objection.

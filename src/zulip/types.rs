@@ -130,3 +130,157 @@ pub struct RateLimitState {
     /// UNIX seconds when every limit is clear.
     pub reset: u64,
 }
+
+// === Events API (`POST /register`, `GET /events`) ===
+
+/// A queue made by `POST /register`: poll it with `GET /events` from `last_event_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RegisteredQueue {
+    pub queue_id: String,
+    /// `-1` for a fresh queue: the id of the last event already reflected in the state.
+    pub last_event_id: i64,
+}
+
+/// One event from `GET /events` (shapes in tests/fixtures/zulip-transcripts/events.json).
+///
+/// Only the events the sidecar reacts to are typed; anything else (including a known type
+/// whose body does not have the expected shape) is kept whole in [`Event::Other`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `realm_user`/`add`: a new user or bot, with the full user object.
+    RealmUserAdd { id: i64, person: User },
+    /// `realm_user`/`update`: `person` carries `user_id` plus only the changed fields.
+    RealmUserUpdate { id: i64, person: PersonUpdate },
+    /// `realm_user`/`remove`: the user is no longer visible to the service account.
+    RealmUserRemove { id: i64, user_id: u64 },
+    /// `user_group`/`add`: a new group, with the full group object (and its id).
+    UserGroupAdd { id: i64, group: UserGroup },
+    /// `user_group`/`update`: one event per changed property.
+    UserGroupUpdate { id: i64, group_id: u64, data: UserGroupChange },
+    /// `user_group`/`add_members` (also sent for every group on reactivation).
+    UserGroupAddMembers { id: i64, group_id: u64, user_ids: Vec<u64> },
+    /// `user_group`/`remove_members`.
+    UserGroupRemoveMembers { id: i64, group_id: u64, user_ids: Vec<u64> },
+    /// `user_group`/`remove`: the group was deactivated.
+    UserGroupRemove { id: i64, group_id: u64 },
+    /// `heartbeat`: a blocking poll with nothing pending (after about 54 s).
+    Heartbeat { id: i64 },
+    /// Any other event, as received.
+    Other(serde_json::Value),
+}
+
+impl Event {
+    /// The event id (the next poll's `last_event_id` is the largest one seen).
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            Event::RealmUserAdd { id, .. }
+            | Event::RealmUserUpdate { id, .. }
+            | Event::RealmUserRemove { id, .. }
+            | Event::UserGroupAdd { id, .. }
+            | Event::UserGroupUpdate { id, .. }
+            | Event::UserGroupAddMembers { id, .. }
+            | Event::UserGroupRemoveMembers { id, .. }
+            | Event::UserGroupRemove { id, .. }
+            | Event::Heartbeat { id } => Some(*id),
+            Event::Other(value) => value.get("id").and_then(serde_json::Value::as_i64),
+        }
+    }
+
+    /// Decodes one element of `GET /events`' `events` list. Never fails: an unknown or
+    /// unexpectedly shaped event becomes [`Event::Other`].
+    pub fn from_value(value: serde_json::Value) -> Event {
+        match Event::typed(&value) {
+            Some(event) => event,
+            None => Event::Other(value),
+        }
+    }
+
+    fn typed(value: &serde_json::Value) -> Option<Event> {
+        use serde_json::Value;
+
+        fn field<T: serde::de::DeserializeOwned>(value: &Value, key: &str) -> Option<T> {
+            T::deserialize(value.get(key)?).ok()
+        }
+
+        let id: i64 = field(value, "id")?;
+        let kind = value.get("type")?.as_str()?;
+        let op = value.get("op").and_then(Value::as_str);
+        Some(match (kind, op) {
+            ("heartbeat", _) => Event::Heartbeat { id },
+            ("realm_user", Some("add")) => {
+                Event::RealmUserAdd { id, person: field(value, "person")? }
+            }
+            ("realm_user", Some("update")) => {
+                Event::RealmUserUpdate { id, person: field(value, "person")? }
+            }
+            ("realm_user", Some("remove")) => {
+                Event::RealmUserRemove { id, user_id: field(value.get("person")?, "user_id")? }
+            }
+            ("user_group", Some("add")) => {
+                Event::UserGroupAdd { id, group: field(value, "group")? }
+            }
+            ("user_group", Some("update")) => Event::UserGroupUpdate {
+                id,
+                group_id: field(value, "group_id")?,
+                data: field(value, "data")?,
+            },
+            ("user_group", Some("add_members")) => Event::UserGroupAddMembers {
+                id,
+                group_id: field(value, "group_id")?,
+                user_ids: field(value, "user_ids")?,
+            },
+            ("user_group", Some("remove_members")) => Event::UserGroupRemoveMembers {
+                id,
+                group_id: field(value, "group_id")?,
+                user_ids: field(value, "user_ids")?,
+            },
+            ("user_group", Some("remove")) => {
+                Event::UserGroupRemove { id, group_id: field(value, "group_id")? }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// `person` of a `realm_user`/`update` event: `user_id` plus only what changed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PersonUpdate {
+    pub user_id: u64,
+    #[serde(default)]
+    pub full_name: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// `Some(None)`: the address became invisible to the service account.
+    #[serde(default, deserialize_with = "present")]
+    pub delivery_email: Option<Option<String>>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Every other changed field (`avatar_url`, `custom_profile_field`, `timezone`, …).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `data` of a `user_group`/`update` event: the one property that changed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UserGroupChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub deactivated: Option<bool>,
+    /// Permission settings (`can_manage_group`, …) and anything newer.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Distinguishes a present `null` (`Some(None)`) from an absent key (`None`, via `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
