@@ -17,6 +17,7 @@ pub mod patch;
 pub mod path;
 pub mod projection;
 pub mod schema;
+pub mod version;
 
 pub use error::{ScimError, ScimType};
 
