@@ -211,6 +211,11 @@ pub static COMMON_ATTRIBUTES: &[AttributeDef] = &[
     .mutability(Mutability::ReadOnly)
     .returned(Returned::Always)
     .unique(Uniqueness::Server),
+    AttributeDef::string(
+        "externalId",
+        "Identifier of the resource as defined by the provisioning client.",
+    )
+    .case_exact(),
     AttributeDef::string("meta", "Resource metadata.")
         .mutability(Mutability::ReadOnly)
         .complex(META_SUBS),
@@ -361,6 +366,281 @@ pub static GROUP: ResourceTypeDef = ResourceTypeDef {
     schema: &GROUP_SCHEMA_DEF,
     extensions: &[],
 };
+
+/// Every resource type the sidecar serves, in the order `/ResourceTypes` lists them.
+pub fn resource_types() -> &'static [&'static ResourceTypeDef] {
+    static ALL: [&ResourceTypeDef; 2] = [&USER, &GROUP];
+    &ALL
+}
+
+// === meta-schemas (RFC 7643 §5, §6, §7; representations in §8.7.2) ===
+//
+// They describe the discovery documents themselves. Every attribute is read-only; the
+// `schemaExtensions` attribute is multi-valued (the `false` printed in RFC 7643 §8.7.2 is a
+// known erratum: the attribute holds a list).
+
+const fn meta_attr(name: &'static str, description: &'static str) -> AttributeDef {
+    AttributeDef::string(name, description).mutability(Mutability::ReadOnly)
+}
+
+static SUPPORTED_SUBS: &[AttributeDef] =
+    &[meta_attr("supported", "Whether the feature is supported.")
+        .of_type(AttrType::Boolean)
+        .required()];
+
+static BULK_SUBS: &[AttributeDef] = &[
+    meta_attr("supported", "Whether the feature is supported.")
+        .of_type(AttrType::Boolean)
+        .required(),
+    meta_attr(
+        "maxOperations",
+        "The maximum number of operations in one bulk request.",
+    )
+    .of_type(AttrType::Integer)
+    .required(),
+    meta_attr(
+        "maxPayloadSize",
+        "The maximum payload size of one bulk request, in bytes.",
+    )
+    .of_type(AttrType::Integer)
+    .required(),
+];
+
+static FILTER_SUBS: &[AttributeDef] = &[
+    meta_attr("supported", "Whether the feature is supported.")
+        .of_type(AttrType::Boolean)
+        .required(),
+    meta_attr(
+        "maxResults",
+        "The maximum number of resources returned in one response.",
+    )
+    .of_type(AttrType::Integer)
+    .required(),
+];
+
+static AUTHENTICATION_SCHEME_SUBS: &[AttributeDef] = &[
+    meta_attr("type", "The authentication scheme.")
+        .required()
+        .canonical(&[
+            "oauth",
+            "oauth2",
+            "oauthbearertoken",
+            "httpbasic",
+            "httpdigest",
+        ]),
+    meta_attr("name", "The common name of the authentication scheme.").required(),
+    meta_attr("description", "A description of the authentication scheme.").required(),
+    meta_attr(
+        "specUri",
+        "The URL of the authentication scheme's specification.",
+    )
+    .of_type(AttrType::Reference)
+    .references(&["external"]),
+    meta_attr(
+        "documentationUri",
+        "The URL of the authentication scheme's usage documentation.",
+    )
+    .of_type(AttrType::Reference)
+    .references(&["external"]),
+    meta_attr(
+        "primary",
+        "Whether this is the preferred authentication scheme.",
+    )
+    .of_type(AttrType::Boolean),
+];
+
+/// `urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig` (RFC 7643 §5).
+pub static SERVICE_PROVIDER_CONFIG_SCHEMA_DEF: SchemaDef = SchemaDef {
+    id: super::SERVICE_PROVIDER_CONFIG_SCHEMA,
+    name: "ServiceProviderConfig",
+    description: "Schema for representing the service provider's configuration",
+    attributes: &[
+        meta_attr(
+            "documentationUri",
+            "The URL of the service provider's help documentation.",
+        )
+        .of_type(AttrType::Reference)
+        .references(&["external"]),
+        meta_attr("patch", "PATCH configuration options.")
+            .required()
+            .complex(SUPPORTED_SUBS),
+        meta_attr("bulk", "Bulk configuration options.")
+            .required()
+            .complex(BULK_SUBS),
+        meta_attr("filter", "Filter configuration options.")
+            .required()
+            .complex(FILTER_SUBS),
+        meta_attr("changePassword", "Password change configuration options.")
+            .required()
+            .complex(SUPPORTED_SUBS),
+        meta_attr("sort", "Sorting configuration options.")
+            .required()
+            .complex(SUPPORTED_SUBS),
+        meta_attr("etag", "ETag configuration options.")
+            .required()
+            .complex(SUPPORTED_SUBS),
+        meta_attr(
+            "authenticationSchemes",
+            "The supported authentication schemes.",
+        )
+        .multi()
+        .required()
+        .complex(AUTHENTICATION_SCHEME_SUBS),
+    ],
+};
+
+static SCHEMA_EXTENSION_SUBS: &[AttributeDef] = &[
+    meta_attr("schema", "The URI of an extension schema.")
+        .of_type(AttrType::Reference)
+        .references(&["uri"])
+        .case_exact()
+        .required(),
+    meta_attr(
+        "required",
+        "Whether resources of this type must carry the extension.",
+    )
+    .of_type(AttrType::Boolean)
+    .required(),
+];
+
+/// `urn:ietf:params:scim:schemas:core:2.0:ResourceType` (RFC 7643 §6).
+pub static RESOURCE_TYPE_SCHEMA_DEF: SchemaDef = SchemaDef {
+    id: super::RESOURCE_TYPE_SCHEMA,
+    name: "ResourceType",
+    description: "Specifies the schema that describes a SCIM resource type",
+    attributes: &[
+        meta_attr(
+            "id",
+            "The resource type's server-unique id (the same as its name).",
+        ),
+        meta_attr("name", "The resource type name, e.g. User.").required(),
+        meta_attr(
+            "description",
+            "The resource type's human-readable description.",
+        ),
+        meta_attr(
+            "endpoint",
+            "The resource type's endpoint relative to the base URL, e.g. /Users.",
+        )
+        .of_type(AttrType::Reference)
+        .references(&["uri"])
+        .required(),
+        meta_attr("schema", "The URI of the resource type's core schema.")
+            .of_type(AttrType::Reference)
+            .references(&["uri"])
+            .case_exact()
+            .required(),
+        meta_attr(
+            "schemaExtensions",
+            "The extension schemas of the resource type.",
+        )
+        .multi()
+        .complex(SCHEMA_EXTENSION_SUBS),
+    ],
+};
+
+/// The characteristics of an attribute definition, without `subAttributes` (used one level
+/// down, where RFC 7643 §2.3.8 forbids further nesting).
+const ATTRIBUTE_CHARACTERISTICS: [AttributeDef; 11] = [
+    meta_attr("name", "The attribute's name.")
+        .case_exact()
+        .required(),
+    meta_attr("type", "The attribute's data type.")
+        .required()
+        .canonical(&[
+            "string",
+            "complex",
+            "boolean",
+            "decimal",
+            "integer",
+            "dateTime",
+            "reference",
+            "binary",
+        ]),
+    meta_attr("multiValued", "Whether the attribute is multi-valued.")
+        .of_type(AttrType::Boolean)
+        .required(),
+    meta_attr("description", "The attribute's human-readable description."),
+    meta_attr("required", "Whether the attribute is required.").of_type(AttrType::Boolean),
+    meta_attr(
+        "canonicalValues",
+        "Suggested canonical values of the attribute.",
+    )
+    .multi(),
+    meta_attr("caseExact", "Whether string values are case sensitive.").of_type(AttrType::Boolean),
+    meta_attr(
+        "mutability",
+        "When the attribute's value may be (re)defined.",
+    )
+    .case_exact()
+    .canonical(&["readOnly", "readWrite", "immutable", "writeOnly"]),
+    meta_attr("returned", "When the attribute is returned in a response.")
+        .case_exact()
+        .canonical(&["always", "never", "default", "request"]),
+    meta_attr(
+        "uniqueness",
+        "How the service provider enforces uniqueness of values.",
+    )
+    .case_exact()
+    .canonical(&["none", "server", "global"]),
+    meta_attr(
+        "referenceTypes",
+        "The resource types a reference attribute may refer to.",
+    )
+    .multi()
+    .case_exact(),
+];
+
+static ATTRIBUTE_LEAF_SUBS: &[AttributeDef] = &ATTRIBUTE_CHARACTERISTICS;
+
+static ATTRIBUTE_SUBS: &[AttributeDef] = &[
+    ATTRIBUTE_CHARACTERISTICS[0],
+    ATTRIBUTE_CHARACTERISTICS[1],
+    ATTRIBUTE_CHARACTERISTICS[2],
+    ATTRIBUTE_CHARACTERISTICS[3],
+    ATTRIBUTE_CHARACTERISTICS[4],
+    ATTRIBUTE_CHARACTERISTICS[5],
+    ATTRIBUTE_CHARACTERISTICS[6],
+    ATTRIBUTE_CHARACTERISTICS[7],
+    ATTRIBUTE_CHARACTERISTICS[8],
+    ATTRIBUTE_CHARACTERISTICS[9],
+    ATTRIBUTE_CHARACTERISTICS[10],
+    meta_attr(
+        "subAttributes",
+        "The sub-attributes of a complex attribute.",
+    )
+    .multi()
+    .complex(ATTRIBUTE_LEAF_SUBS),
+];
+
+/// `urn:ietf:params:scim:schemas:core:2.0:Schema` (RFC 7643 §7).
+pub static SCHEMA_SCHEMA_DEF: SchemaDef = SchemaDef {
+    id: super::SCHEMA_SCHEMA,
+    name: "Schema",
+    description: "Specifies the schema that describes a SCIM schema",
+    attributes: &[
+        meta_attr("id", "The unique URI of the schema.")
+            .case_exact()
+            .required(),
+        meta_attr("name", "The schema's human-readable name."),
+        meta_attr("description", "The schema's human-readable description."),
+        meta_attr(
+            "attributes",
+            "The attributes of the schema and their characteristics.",
+        )
+        .multi()
+        .required()
+        .complex(ATTRIBUTE_SUBS),
+    ],
+};
+
+/// The three meta-schemas (`ResourceType`, `ServiceProviderConfig`, `Schema`), which `/Schemas`
+/// publishes next to the resource schemas.
+pub static META_SCHEMAS: &[&SchemaDef] = &[
+    &RESOURCE_TYPE_SCHEMA_DEF,
+    &SERVICE_PROVIDER_CONFIG_SCHEMA_DEF,
+    &SCHEMA_SCHEMA_DEF,
+];
 
 #[cfg(test)]
 mod tests {
