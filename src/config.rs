@@ -515,13 +515,11 @@ impl Config {
     /// other problem, including unknown keys and wrong types, lands in
     /// [`ConfigError::Invalid`], all at once.
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        Provider::data(&figment).map_err(|err| ConfigError::Figment(Box::new(err)))?;
+        // Fails only when a provider failed (YAML syntax, unreadable file); the error names it.
+        let root = figment
+            .extract::<Dict>()
+            .map_err(|err| ConfigError::Figment(Box::new(err)))?;
         let mut problems = Problems::new(&figment);
-
-        let root = match figment.extract::<Dict>() {
-            Ok(root) => root,
-            Err(err) => return Err(ConfigError::Figment(Box::new(err))),
-        };
         problems.unknown_keys("", &root, fields_of::<RawConfig>());
         let raw = match figment.extract::<RawConfig>() {
             Ok(raw) => Some(raw),
