@@ -1,12 +1,157 @@
-//! stub (config helper owns this file)
+//! Telemetry: tracing subscriber setup ([`init`]) and the Prometheus metrics registry
+//! ([`Metrics`], served as OpenMetrics text on `/metrics`).
+
+use std::io::IsTerminal;
 use std::time::Duration;
-#[derive(Debug, Default)]
-pub struct Metrics {}
-#[allow(unused_variables)]
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber: filter from `RUST_LOG` (default `info`), output on
+/// stderr as JSON lines or human-readable lines. Calling it again is harmless (the first
+/// subscriber stays).
+pub fn init(format: LogFormat) {
+    let (filter, bad_filter) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(err) => {
+            let bad = std::env::var_os(EnvFilter::DEFAULT_ENV).map(|_| err.to_string());
+            (EnvFilter::new("info"), bad)
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    if let (Ok(()), Some(err)) = (installed, bad_filter) {
+        tracing::warn!(error = %err, "ignoring invalid RUST_LOG, logging at info");
+    }
+}
+
+/// Labels of `scim_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScimRequestLabels {
+    realm: String,
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// Labels of `scim_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+/// Labels of `zulip_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZulipRequestLabels {
+    realm: String,
+    endpoint: String,
+    status: u16,
+}
+
+/// Labels of `zulip_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// Labels of `zulip_rate_limited_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RealmLabels {
+    realm: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 5 ms to ~20 s (doubling): SCIM calls are one or a few Zulip calls.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// The process's metrics. Share it behind an `Arc`; every method takes `&self`.
+///
+/// Label values must come from small fixed sets (route *templates* such as `/Users/{id}`,
+/// Zulip endpoint names, realm names from the config), never from request data, or the
+/// number of series grows without bound.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    scim_requests: Family<ScimRequestLabels, Counter>,
+    scim_request_duration: HistogramFamily<RouteLabels>,
+    zulip_requests: Family<ZulipRequestLabels, Counter>,
+    zulip_request_duration: HistogramFamily<EndpointLabels>,
+    zulip_rate_limited: Family<RealmLabels, Counter>,
+}
+
+// === impl Metrics ===
+
 impl Metrics {
     pub fn new() -> Metrics {
-        Metrics {}
+        let mut registry = Registry::default();
+        let scim_requests = Family::<ScimRequestLabels, Counter>::default();
+        let scim_request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let zulip_requests = Family::<ZulipRequestLabels, Counter>::default();
+        let zulip_request_duration: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let zulip_rate_limited = Family::<RealmLabels, Counter>::default();
+
+        // Counters get `_total` and units their suffix from prometheus-client itself.
+        registry.register(
+            "scim_requests",
+            "SCIM requests answered, by realm, method, route and status",
+            scim_requests.clone(),
+        );
+        registry.register_with_unit(
+            "scim_request_duration",
+            "Time to answer a SCIM request, by route",
+            Unit::Seconds,
+            scim_request_duration.clone(),
+        );
+        registry.register(
+            "zulip_requests",
+            "Requests made to Zulip's REST API, by realm, endpoint and status (0: no response)",
+            zulip_requests.clone(),
+        );
+        registry.register_with_unit(
+            "zulip_request_duration",
+            "Time of one request to Zulip's REST API, by endpoint",
+            Unit::Seconds,
+            zulip_request_duration.clone(),
+        );
+        registry.register(
+            "zulip_rate_limited",
+            "Zulip answers 429 (rate limited), by realm",
+            zulip_rate_limited.clone(),
+        );
+
+        Metrics {
+            registry,
+            scim_requests,
+            scim_request_duration,
+            zulip_requests,
+            zulip_request_duration,
+            zulip_rate_limited,
+        }
     }
+
+    /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
     pub fn observe_scim(
         &self,
         realm: &str,
@@ -15,10 +160,107 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
+        self.scim_requests
+            .get_or_create(&ScimRequestLabels {
+                realm: realm.to_owned(),
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.scim_request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
-    pub fn observe_zulip(&self, realm: &str, endpoint: &str, status: u16, elapsed: Duration) {}
-    pub fn rate_limited(&self, realm: &str) {}
+
+    /// Records one request to Zulip. `endpoint` names the API call (e.g. `get_users`), not the
+    /// path with ids; `status` is 0 when no response arrived (transport error, timeout).
+    pub fn observe_zulip(&self, realm: &str, endpoint: &str, status: u16, elapsed: Duration) {
+        self.zulip_requests
+            .get_or_create(&ZulipRequestLabels {
+                realm: realm.to_owned(),
+                endpoint: endpoint.to_owned(),
+                status,
+            })
+            .inc();
+        self.zulip_request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one 429 from Zulip.
+    pub fn rate_limited(&self, realm: &str) {
+        self.zulip_rate_limited
+            .get_or_create(&RealmLabels {
+                realm: realm.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Every series in the OpenMetrics text format (content type
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`), ending with `# EOF`.
     pub fn encode(&self) -> String {
-        String::new()
+        let mut text = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            // Writing to a String cannot fail; a label encoder could, in theory.
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_contains_every_series_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.observe_scim("acme", "POST", "/Users", 201, Duration::from_millis(12));
+        metrics.observe_zulip("acme", "create_user", 200, Duration::from_millis(8));
+        metrics.rate_limited("acme");
+        let text = metrics.encode();
+
+        for expected in [
+            "# TYPE scim_requests counter",
+            r#"scim_requests_total{realm="acme",method="POST",route="/Users",status="201"} 1"#,
+            "# TYPE scim_request_duration_seconds histogram",
+            "# UNIT scim_request_duration_seconds seconds",
+            r#"scim_request_duration_seconds_count{route="/Users"} 1"#,
+            r#"scim_request_duration_seconds_bucket{le="0.02",route="/Users"} 1"#,
+            r#"zulip_requests_total{realm="acme",endpoint="create_user",status="200"} 1"#,
+            r#"zulip_request_duration_seconds_count{endpoint="create_user"} 1"#,
+            r#"zulip_rate_limited_total{realm="acme"} 1"#,
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn counters_accumulate_per_label_set() {
+        let metrics = Metrics::default();
+        for status in [200, 200, 404] {
+            metrics.observe_scim("acme", "GET", "/Users/{id}", status, Duration::ZERO);
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"route="/Users/{id}",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"route="/Users/{id}",status="404"} 1"#),
+            "{text}"
+        );
     }
 }
