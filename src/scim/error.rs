@@ -53,6 +53,9 @@ pub struct ScimError {
 
 impl ScimError {
     pub fn new(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        ScimError { scim_type, detail: detail.into() }
+        ScimError {
+            scim_type,
+            detail: detail.into(),
+        }
     }
 }

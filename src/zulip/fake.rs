@@ -1,1 +1,0 @@
-//! `FakeZulip`: an in-memory Zulip REST server at the HTTP level, for tests and `demo`.
