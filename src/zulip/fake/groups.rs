@@ -248,7 +248,8 @@ pub(crate) fn update(
     if name.is_none() && description.is_none() && reactivate.is_none() && changes.is_empty() {
         return Err(ApiError::bad("No new data supplied"));
     }
-    let mut g = access_for_update(realm, id, fl >= 340)?;
+    // Renaming a deactivated group worked already at FL 313 (transcript), before FL 340.
+    let mut g = access_for_update(realm, id, true)?;
     if !realm.can_manage_group(caller, &g) {
         return Err(insufficient());
     }

@@ -85,7 +85,8 @@ pub(crate) fn get(
 
 /// `GET /users/me`: the caller's own object at the top level.
 pub(crate) fn me(realm: &Realm, caller: &FakeUser) -> ApiResult<Data> {
-    let mut d = realm.render_user(caller, caller, true, !caller.is_bot);
+    // This view never lets the client compute gravatars.
+    let mut d = realm.render_user(caller, caller, false, !caller.is_bot);
     d.insert("max_message_id".into(), json!(-1));
     Ok(d)
 }
