@@ -288,10 +288,38 @@ impl Replay {
         if let Some(msg) = body["msg"].as_str() {
             assert_eq!(got["msg"], json!(self.map_msg(msg)), "#{i} {title}");
         }
+        if let Some(want_objections) = body.get("objections") {
+            let got_objections: Vec<Value> = got["objections"]
+                .as_array()
+                .expect("objections")
+                .iter()
+                .map(|o| {
+                    let mut o = o.as_object().unwrap().clone();
+                    if let Some(g) = o.get("group_id").and_then(Value::as_u64) {
+                        o.insert("group_id".into(), json!(self.rev_group(g)));
+                    }
+                    if let Some(a) = o.get("supergroup_ids").and_then(Value::as_array) {
+                        let ids: Vec<u64> = a
+                            .iter()
+                            .map(|x| self.rev_group(x.as_u64().unwrap()))
+                            .collect();
+                        o.insert("supergroup_ids".into(), json!(ids));
+                    }
+                    Value::Object(o)
+                })
+                .collect();
+            assert_eq!(
+                &json!(got_objections),
+                want_objections,
+                "#{i} {title}: objections"
+            );
+        }
         for extra in [
             "var_name",
             "allowed_methods",
             "ignored_parameters_unsupported",
+            "is_last_owner",
+            "entity",
         ] {
             assert_eq!(got.get(extra), body.get(extra), "#{i} {title}: {extra}");
         }
@@ -1230,6 +1258,69 @@ async fn out_of_band_changes_are_visible_over_http() {
         fake.group(gid).unwrap().members,
         vec![hamlet],
         "but still stored"
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn odd_input_gets_an_answer_never_a_dropped_connection() {
+    let (fake, http) = demo().await;
+    let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        ("GET", "users/99999999999999999999999999", &[]),
+        ("GET", "users/%FF%FE", &[]),
+        ("PATCH", "users/%40", &[("full_name", "\u{0}")]),
+        (
+            "POST",
+            "user_groups/create",
+            &[("name", "x"), ("description", ""), ("members", "[1.5, -3]")],
+        ),
+        (
+            "POST",
+            "user_groups/create",
+            &[
+                ("name", "y"),
+                ("description", ""),
+                ("members", "[]"),
+                ("can_manage_group", "[]"),
+            ],
+        ),
+        ("POST", "user_groups/30/members", &[("add", "{\"a\":1}")]),
+        (
+            "GET",
+            "users",
+            &[("user_ids", "[-1, 18446744073709551615]")],
+        ),
+        ("PATCH", "users/10", &[("role", "1e400")]),
+        ("GET", "user_groups/18446744073709551615/members/0", &[]),
+        ("DELETE", "users/me", &[]),
+    ];
+    for (method, path, form) in cases {
+        let resp = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                api(&fake, path),
+            )
+            .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
+            .form(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(
+            resp.status().as_u16() < 500,
+            "{method} {path}: {}",
+            resp.status()
+        );
+    }
+    let ok = http
+        .get(api(&fake, "users/me"))
+        .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.status(),
+        401,
+        "DELETE /users/me deactivated the service account"
     );
     fake.shutdown().await;
 }

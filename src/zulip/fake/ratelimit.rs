@@ -75,7 +75,8 @@ impl Limiter {
                 let idx = count - max_usize;
                 let wait = recent
                     .get(idx)
-                    .map(|t| (*t + *w).saturating_duration_since(now).as_secs_f64())
+                    .and_then(|t| t.checked_add(*w))
+                    .map(|expiry| expiry.saturating_duration_since(now).as_secs_f64())
                     .unwrap_or(w.as_secs_f64());
                 if limited.map_or(true, |(_, longest_wait)| longest_wait < wait) {
                     limited = Some((*max, wait));
