@@ -1265,7 +1265,8 @@ async fn out_of_band_changes_are_visible_over_http() {
 #[tokio::test]
 async fn odd_input_gets_an_answer_never_a_dropped_connection() {
     let (fake, http) = demo().await;
-    let cases: &[(&str, &str, &[(&str, &str)])] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
         ("GET", "users/99999999999999999999999999", &[]),
         ("GET", "users/%FF%FE", &[]),
         ("PATCH", "users/%40", &[("full_name", "\u{0}")]),
