@@ -142,9 +142,7 @@ impl AttributeDef {
 
     /// Sub-attribute by name, case-insensitively.
     pub fn sub(&self, name: &str) -> Option<&'static AttributeDef> {
-        self.sub_attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.sub_attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -153,9 +151,7 @@ impl AttributeDef {
 impl SchemaDef {
     /// Top-level attribute by name, case-insensitively.
     pub fn attribute(&self, name: &str) -> Option<&'static AttributeDef> {
-        self.attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -172,21 +168,13 @@ impl ResourceTypeDef {
         if self.schema.id.eq_ignore_ascii_case(urn) {
             return Some(self.schema);
         }
-        self.extensions
-            .iter()
-            .map(|(s, _)| *s)
-            .find(|s| s.id.eq_ignore_ascii_case(urn))
+        self.extensions.iter().map(|(s, _)| *s).find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
     /// Resolve an attribute: `urn` is the schema URN prefix if the path had one (else the
     /// core schema and the common attributes are searched), `name` the top-level attribute,
     /// `sub` an optional sub-attribute. Case-insensitive throughout.
-    pub fn find(
-        &self,
-        urn: Option<&str>,
-        name: &str,
-        sub: Option<&str>,
-    ) -> Option<&'static AttributeDef> {
+    pub fn find(&self, urn: Option<&str>, name: &str, sub: Option<&str>) -> Option<&'static AttributeDef> {
         let top = match urn {
             Some(urn) => self.schema_by_urn(urn)?.attribute(name)?,
             None => COMMON_ATTRIBUTES
@@ -203,14 +191,11 @@ impl ResourceTypeDef {
 
 /// RFC 7643 §3.1 common attributes, carried by every resource.
 pub static COMMON_ATTRIBUTES: &[AttributeDef] = &[
-    AttributeDef::string(
-        "id",
-        "Unique identifier assigned by the service provider (the Zulip id).",
-    )
-    .case_exact()
-    .mutability(Mutability::ReadOnly)
-    .returned(Returned::Always)
-    .unique(Uniqueness::Server),
+    AttributeDef::string("id", "Unique identifier assigned by the service provider (the Zulip id).")
+        .case_exact()
+        .mutability(Mutability::ReadOnly)
+        .returned(Returned::Always)
+        .unique(Uniqueness::Server),
     AttributeDef::string("meta", "Resource metadata.")
         .mutability(Mutability::ReadOnly)
         .complex(META_SUBS),
@@ -220,12 +205,9 @@ static META_SUBS: &[AttributeDef] = &[
     AttributeDef::string("resourceType", "The resource type.")
         .case_exact()
         .mutability(Mutability::ReadOnly),
-    AttributeDef::string(
-        "created",
-        "When the resource was added to the service provider.",
-    )
-    .of_type(AttrType::DateTime)
-    .mutability(Mutability::ReadOnly),
+    AttributeDef::string("created", "When the resource was added to the service provider.")
+        .of_type(AttrType::DateTime)
+        .mutability(Mutability::ReadOnly),
     AttributeDef::string("lastModified", "When the resource was last modified.")
         .of_type(AttrType::DateTime)
         .mutability(Mutability::ReadOnly),
@@ -240,22 +222,15 @@ static META_SUBS: &[AttributeDef] = &[
 
 static NAME_SUBS: &[AttributeDef] = &[
     AttributeDef::string("formatted", "The full name (Zulip's full_name)."),
-    AttributeDef::string(
-        "familyName",
-        "Family name: the part of Zulip's full_name after the first space.",
-    ),
-    AttributeDef::string(
-        "givenName",
-        "Given name: the part of Zulip's full_name before the first space.",
-    ),
+    AttributeDef::string("familyName", "Family name: the part of Zulip's full_name after the first space."),
+    AttributeDef::string("givenName", "Given name: the part of Zulip's full_name before the first space."),
 ];
 
 static EMAIL_SUBS: &[AttributeDef] = &[
     AttributeDef::string("value", "The e-mail address (Zulip's delivery e-mail)."),
     AttributeDef::string("display", "A human-readable name for the address."),
     AttributeDef::string("type", "The kind of address.").canonical(&["work", "home", "other"]),
-    AttributeDef::string("primary", "Whether this is the primary address.")
-        .of_type(AttrType::Boolean),
+    AttributeDef::string("primary", "Whether this is the primary address.").of_type(AttrType::Boolean),
 ];
 
 static GROUP_REF_SUBS: &[AttributeDef] = &[
@@ -282,33 +257,21 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "User",
     description: "User Account (a Zulip account of this organization)",
     attributes: &[
-        AttributeDef::string(
-            "userName",
-            "The Zulip account's e-mail address (delivery e-mail).",
-        )
-        .required()
-        .unique(Uniqueness::Server),
+        AttributeDef::string("userName", "The Zulip account's e-mail address (delivery e-mail).")
+            .required()
+            .unique(Uniqueness::Server),
         AttributeDef::string("name", "The components of the user's name.").complex(NAME_SUBS),
         AttributeDef::string("displayName", "The name shown in Zulip (full_name)."),
-        AttributeDef::string(
-            "active",
-            "Whether the Zulip account is active (false: deactivated).",
-        )
-        .of_type(AttrType::Boolean),
-        AttributeDef::string(
-            "emails",
-            "E-mail addresses: the account's delivery e-mail, type work, primary.",
-        )
-        .multi()
-        .complex(EMAIL_SUBS),
+        AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
+            .of_type(AttrType::Boolean),
+        AttributeDef::string("emails", "E-mail addresses: the account's delivery e-mail, type work, primary.")
+            .multi()
+            .complex(EMAIL_SUBS),
         AttributeDef::string("role", "Zulip organization role.").canonical(ROLE_VALUES),
-        AttributeDef::string(
-            "groups",
-            "Zulip user groups the user is a direct member of.",
-        )
-        .multi()
-        .mutability(Mutability::ReadOnly)
-        .complex(GROUP_REF_SUBS),
+        AttributeDef::string("groups", "Zulip user groups the user is a direct member of.")
+            .multi()
+            .mutability(Mutability::ReadOnly)
+            .complex(GROUP_REF_SUBS),
     ],
 };
 
@@ -367,30 +330,15 @@ mod tests {
 
     #[test]
     fn lookups_are_case_insensitive_and_cover_common_attributes() {
+        assert_eq!(USER.find(None, "USERNAME", None).map(|a| a.name), Some("userName"));
+        assert_eq!(USER.find(None, "name", Some("GIVENNAME")).map(|a| a.name), Some("givenName"));
+        assert_eq!(USER.find(None, "id", None).map(|a| a.case_exact), Some(true));
         assert_eq!(
-            USER.find(None, "USERNAME", None).map(|a| a.name),
-            Some("userName")
-        );
-        assert_eq!(
-            USER.find(None, "name", Some("GIVENNAME")).map(|a| a.name),
-            Some("givenName")
-        );
-        assert_eq!(
-            USER.find(None, "id", None).map(|a| a.case_exact),
-            Some(true)
-        );
-        assert_eq!(
-            USER.find(
-                Some("urn:ietf:params:scim:schemas:core:2.0:user"),
-                "emails",
-                Some("value")
-            )
-            .map(|a| a.name),
+            USER.find(Some("urn:ietf:params:scim:schemas:core:2.0:user"), "emails", Some("value"))
+                .map(|a| a.name),
             Some("value")
         );
         assert!(USER.find(None, "nickName", None).is_none());
-        assert!(GROUP
-            .find(None, "displayName", None)
-            .is_some_and(|a| a.case_exact));
+        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| a.case_exact));
     }
 }

@@ -13,13 +13,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Owner,
-        Role::Administrator,
-        Role::Moderator,
-        Role::Member,
-        Role::Guest,
-    ];
+    pub const ALL: [Role; 5] =
+        [Role::Owner, Role::Administrator, Role::Moderator, Role::Member, Role::Guest];
 
     /// The API integer.
     pub fn api_value(self) -> u16 {
