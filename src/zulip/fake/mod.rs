@@ -1,0 +1,791 @@
+//! `FakeZulip`: an in-memory Zulip REST server at the HTTP level, for tests and `demo`.
+//!
+//! It follows `reference/zulip-rest-api.md` and the recorded transcripts, and never reuses the
+//! client's wire types (a serialisation bug must not cancel itself out). Layout:
+//! - [`model`]: users, groups, the realm's rules (system groups, e-mail visibility, rendering);
+//! - [`wire`]: parameters (form body + query, JSON-typed values), envelopes, Basic auth;
+//! - [`routes`]: path → route, allowed methods, dispatch; [`users`] and [`groups`]: endpoints;
+//! - [`ratelimit`]: per-account sliding windows with `X-RateLimit-*` headers.
+//!
+//! A request is recorded first, then a queued delay or failure applies, then the route is
+//! matched (HTML 404 / 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
+
+mod groups;
+mod model;
+mod ratelimit;
+mod routes;
+mod users;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{header, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use model::{FakeGroup, FakeUser};
+pub use ratelimit::RateLimitRules;
+
+use model::{Realm, ADMIN, GUEST, MEMBER, MODERATOR, OWNER, VIS_NOBODY};
+use ratelimit::{Decision, Limiter};
+use routes::Route;
+use wire::{ApiError, AuthHeader, Params, Resp};
+
+/// Bodies above this are refused by closing the connection (Zulip's nginx would 413).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// One request as the fake received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Percent-decoded, without the query string.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Form-encoded body fields (empty for any other content type).
+    pub form: Vec<(String, String)>,
+    /// The user part of a Basic `Authorization` header.
+    pub auth_email: Option<String>,
+    pub host: Option<String>,
+}
+
+/// A one-shot injected answer (see [`FakeZulip::fail_next`]).
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A Zulip error envelope with this status, code and message.
+    Api {
+        status: u16,
+        code: String,
+        msg: String,
+    },
+    /// 429 `RATE_LIMIT_HIT` with a fractional `Retry-After`.
+    RateLimited { retry_after_secs: f64 },
+    /// An HTML 404 page.
+    Html404,
+    /// Any status with a non-JSON (`text/html`) body.
+    NonJson { status: u16, body: String },
+    /// 200 `application/json` with a cut-off body.
+    TruncatedJson,
+    /// Close the connection without answering.
+    Reset,
+    /// Never answer (until shutdown).
+    Hang,
+    /// Apply the request normally, then answer with the inner failure ("Zulip created the
+    /// user, but the response was lost").
+    AfterApply(Box<Failure>),
+}
+
+// === impl RecordedRequest ===
+
+impl RecordedRequest {
+    /// A parameter's value: the form body first, then the query string.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .rev()
+            .chain(self.query.iter().rev())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is(&self, method: &str, path: &str) -> bool {
+        self.method.eq_ignore_ascii_case(method) && self.path == path
+    }
+}
+
+/// Everything behind the lock. std `Mutex`, because it is never held across `.await`.
+#[derive(Debug)]
+struct Shared {
+    realm: Realm,
+    limiter: Limiter,
+    log: Vec<RecordedRequest>,
+    failures: HashMap<(String, String), VecDeque<Failure>>,
+    delays: HashMap<(String, String), VecDeque<Duration>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Mutex<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// Locks the state; a poisoned lock (a panicking test thread) is still usable.
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running fake Zulip server; a cheap `Clone` handle.
+#[derive(Debug, Clone)]
+pub struct FakeZulip {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    base_url: url::Url,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Seeds and starts a [`FakeZulip`].
+#[derive(Debug)]
+pub struct FakeZulipBuilder {
+    realm: Realm,
+    rules: Option<RateLimitRules>,
+}
+
+// === impl FakeZulip ===
+
+impl FakeZulip {
+    pub fn builder() -> FakeZulipBuilder {
+        FakeZulipBuilder {
+            realm: Realm::new(),
+            rules: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> url::Url {
+        self.base_url.clone()
+    }
+
+    /// Every request received, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.lock().log.clone()
+    }
+
+    /// Drains the request log.
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        std::mem::take(&mut self.inner.lock().log)
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner.lock().log.clear();
+    }
+
+    /// Answers the next `method` request to exactly `path` (e.g. `/api/v1/users`, no query)
+    /// with `failure`; queued failures for one (method, path) are used first in, first out.
+    pub fn fail_next(&self, method: &str, path: &str, failure: Failure) {
+        self.inner
+            .lock()
+            .failures
+            .entry((method.to_ascii_uppercase(), path.to_string()))
+            .or_default()
+            .push_back(failure);
+    }
+
+    /// Waits `delay` before answering the next `method` request to `path` normally.
+    pub fn delay_next(&self, method: &str, path: &str, delay: Duration) {
+        self.inner
+            .lock()
+            .delays
+            .entry((method.to_ascii_uppercase(), path.to_string()))
+            .or_default()
+            .push_back(delay);
+    }
+
+    pub fn user(&self, user_id: u64) -> Option<FakeUser> {
+        self.inner.lock().realm.users.get(&user_id).cloned()
+    }
+
+    /// By delivery email, case-insensitively.
+    pub fn user_by_email(&self, delivery_email: &str) -> Option<FakeUser> {
+        self.inner
+            .lock()
+            .realm
+            .user_by_email(delivery_email)
+            .cloned()
+    }
+
+    pub fn users(&self) -> Vec<FakeUser> {
+        self.inner.lock().realm.users.values().cloned().collect()
+    }
+
+    pub fn group(&self, id: u64) -> Option<FakeGroup> {
+        self.inner.lock().realm.groups.get(&id).cloned()
+    }
+
+    /// By exact (case-sensitive) name, like Zulip's uniqueness rule.
+    pub fn group_by_name(&self, name: &str) -> Option<FakeGroup> {
+        self.inner
+            .lock()
+            .realm
+            .groups
+            .values()
+            .find(|g| g.name == name)
+            .cloned()
+    }
+
+    pub fn groups(&self) -> Vec<FakeGroup> {
+        self.inner.lock().realm.groups.values().cloned().collect()
+    }
+
+    /// Adds (or replaces) a user "in Zulip's UI"; assigns an id when `user_id == 0`.
+    pub fn insert_user(&self, user: FakeUser) -> u64 {
+        self.inner.lock().realm.insert_user(user)
+    }
+
+    /// Changes a user out of band; system-group membership follows role changes.
+    pub fn modify_user(&self, user_id: u64, f: impl FnOnce(&mut FakeUser)) {
+        let mut shared = self.inner.lock();
+        if let Some(u) = shared.realm.users.get_mut(&user_id) {
+            f(u);
+            u.user_id = user_id;
+        }
+        shared.realm.sync_system_groups();
+    }
+
+    /// Adds (or replaces) a group; assigns an id when `id == 0` and fills default settings.
+    pub fn insert_group(&self, group: FakeGroup) -> u64 {
+        self.inner.lock().realm.insert_group(group)
+    }
+
+    pub fn modify_group(&self, group_id: u64, f: impl FnOnce(&mut FakeGroup)) {
+        let mut shared = self.inner.lock();
+        if let Some(g) = shared.realm.groups.get_mut(&group_id) {
+            f(g);
+            g.id = group_id;
+        }
+        shared.realm.sync_system_groups();
+    }
+
+    pub fn set_feature_level(&self, level: u32) {
+        self.inner.lock().realm.feature_level = level;
+    }
+
+    /// `None` = no limiting (headers still sent, with a limit of 100000).
+    pub fn set_rate_limit(&self, rules: Option<RateLimitRules>) {
+        self.inner.lock().limiter.set_rules(rules);
+    }
+
+    /// Stops accepting, drops every open connection (hanging requests included) and waits
+    /// for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.inner.shutdown.send(true);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+// === impl FakeZulipBuilder ===
+
+impl FakeZulipBuilder {
+    /// Default 442.
+    pub fn feature_level(mut self, level: u32) -> Self {
+        self.realm.feature_level = level;
+        self
+    }
+
+    /// The realm's host for dummy emails `user<id>@<host>` (default `zulip.example.com`).
+    pub fn realm_host(mut self, host: &str) -> Self {
+        self.realm.realm_host = host.to_ascii_lowercase();
+        self
+    }
+
+    /// Refuse a Host other than the realm host ("Account is not associated with this
+    /// subdomain").
+    pub fn enforce_host(mut self, yes: bool) -> Self {
+        self.realm.enforce_host = yes;
+        self
+    }
+
+    /// A human owner with `can_create_users` and `can_change_user_emails`.
+    pub fn service_account(mut self, email: &str, api_key: &str) -> Self {
+        let mut u = FakeUser::new(email, "SCIM Service Account")
+            .role(OWNER)
+            .api_key(api_key);
+        u.can_create_users = true;
+        u.can_change_user_emails = true;
+        self.realm.insert_user(u);
+        self
+    }
+
+    pub fn with_user(mut self, user: FakeUser) -> Self {
+        self.realm.insert_user(user);
+        self
+    }
+
+    pub fn with_group(mut self, group: FakeGroup) -> Self {
+        self.realm.insert_group(group);
+        self
+    }
+
+    /// The eight `role:*` groups, members derived from the users' roles.
+    pub fn with_system_groups(mut self) -> Self {
+        self.realm.add_system_groups();
+        self
+    }
+
+    /// The `demo` realm: a service account, one user per role, a deactivated user, a
+    /// hidden-email user, a bot, system groups, "Engineering" and "Support".
+    pub fn with_demo_data(self) -> Self {
+        let host = "zulip.example.com";
+        let at = |local: &str| format!("{local}@{host}");
+        let mut b = self
+            .realm_host(host)
+            .with_system_groups()
+            .service_account(&at("scim-bot"), DEMO_API_KEY);
+        let users = [
+            FakeUser::new(&at("desdemona"), "Desdemona Owner").role(OWNER),
+            FakeUser::new(&at("iago"), "Iago Admin").role(ADMIN),
+            FakeUser::new(&at("prospero"), "Prospero Moderator").role(MODERATOR),
+            FakeUser::new(&at("hamlet"), "King Hamlet").role(MEMBER),
+            FakeUser::new(&at("cordelia"), "Cordelia Lear").role(MEMBER),
+            FakeUser::new(&at("polonius"), "Polonius Guest").role(GUEST),
+            FakeUser::new(&at("othello"), "Othello Gone").deactivated(),
+            FakeUser::new(&at("hidden"), "Hidden Person").visibility(VIS_NOBODY),
+            FakeUser::new(&at("welcome-bot"), "Welcome Bot").bot(),
+        ];
+        let mut ids = HashMap::new();
+        for u in users {
+            let email = u.delivery_email.clone();
+            ids.insert(email, b.realm.insert_user(u));
+        }
+        let id = |local: &str| ids.get(&at(local)).copied().unwrap_or_default();
+        let mut eng = FakeGroup::new("Engineering", &[id("hamlet"), id("cordelia")]);
+        eng.description = "Engineering team".into();
+        let mut support = FakeGroup::new("Support", &[id("iago")]);
+        support.description = "Support team".into();
+        b.realm.insert_group(eng);
+        b.realm.insert_group(support);
+        b
+    }
+
+    pub fn rate_limit(mut self, rules: RateLimitRules) -> Self {
+        self.rules = Some(rules);
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start(self) -> std::io::Result<FakeZulip> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        self.start_on(listener).await
+    }
+
+    pub async fn start_on(self, listener: TcpListener) -> std::io::Result<FakeZulip> {
+        let addr = listener.local_addr()?;
+        let base_url = url::Url::parse(&format!("http://{addr}"))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut limiter = Limiter::default();
+        limiter.set_rules(self.rules);
+        let mut realm = self.realm;
+        realm.sync_system_groups();
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            shared: Mutex::new(Shared {
+                realm,
+                limiter,
+                log: Vec::new(),
+                failures: HashMap::new(),
+                delays: HashMap::new(),
+            }),
+            shutdown,
+        });
+        let task = tokio::spawn(accept_loop(listener, inner.clone()));
+        Ok(FakeZulip {
+            inner,
+            addr,
+            base_url,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+}
+
+/// The demo service account's API key (32 alphanumerics).
+pub const DEMO_API_KEY: &str = "demoapikeydemoapikeydemoapikey12";
+/// The demo service account's email.
+pub const DEMO_SERVICE_EMAIL: &str = "scim-bot@zulip.example.com";
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    let mut stop = inner.shutdown.subscribe();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let inner = inner.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            handle(inner.clone(), req)
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+                // EMFILE and friends: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+/// The service function: `Err` closes the connection without an answer.
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    let header = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
+    let form = if content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        wire::parse_form(&body)
+    } else {
+        Vec::new()
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| wire::parse_form(q.as_bytes()))
+        .unwrap_or_default();
+    let raw_path = parts.uri.path();
+    let segments: Vec<String> = raw_path
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let path = segments.join("/");
+    let auth = wire::decode_auth(
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    let host = header(header::HOST).or_else(|| parts.uri.host().map(str::to_string));
+    let method = parts.method.as_str().to_ascii_uppercase();
+    let recorded = RecordedRequest {
+        method: method.clone(),
+        path: path.clone(),
+        query: query.clone(),
+        form: form.clone(),
+        auth_email: match &auth {
+            AuthHeader::Basic { email, .. } => Some(email.clone()),
+            _ => None,
+        },
+        host: host.clone(),
+    };
+
+    let key = (method.clone(), path.clone());
+    let (delay, failure) = {
+        let mut shared = inner.lock();
+        shared.log.push(recorded);
+        let delay = shared.delays.get_mut(&key).and_then(VecDeque::pop_front);
+        let failure = shared.failures.get_mut(&key).and_then(VecDeque::pop_front);
+        (delay, failure)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let after_apply = match failure {
+        Some(Failure::AfterApply(f)) => Some(*f),
+        Some(f) => return failure_response(&inner, f).await,
+        None => None,
+    };
+
+    let request = Parsed {
+        method: &method,
+        path: &path,
+        segments: &segments,
+        params: Params::new(&query, &form),
+        auth,
+        host: host.as_deref(),
+        accept: header(header::ACCEPT).unwrap_or_default(),
+    };
+    let response = {
+        let mut shared = inner.lock();
+        process(&mut shared, &request)
+    };
+    match after_apply {
+        Some(f) => failure_response(&inner, f).await,
+        None => Ok(response),
+    }
+}
+
+/// The parsed parts of a request that `process` needs.
+struct Parsed<'a> {
+    method: &'a str,
+    path: &'a str,
+    segments: &'a [String],
+    params: Params,
+    auth: AuthHeader,
+    host: Option<&'a str>,
+    accept: String,
+}
+
+async fn failure_response(inner: &Inner, failure: Failure) -> Result<Resp, std::io::Error> {
+    let fl = inner.lock().realm.feature_level;
+    let mut failure = failure;
+    // Nested AfterApply makes no sense after the fact; use its innermost failure.
+    while let Failure::AfterApply(f) = failure {
+        failure = *f;
+    }
+    Ok(match failure {
+        Failure::Api { status, code, msg } => {
+            wire::error_response(&ApiError::new(status, &code, msg))
+        }
+        Failure::RateLimited { retry_after_secs } => wire::rate_limited(retry_after_secs, fl),
+        Failure::Html404 => wire::html_404("/"),
+        Failure::NonJson { status, body } => wire::raw(status, "text/html; charset=utf-8", body),
+        Failure::TruncatedJson => wire::raw(200, "application/json", "{\"result\":\"succ"),
+        Failure::Reset => return Err(std::io::Error::other("injected connection reset")),
+        Failure::Hang => {
+            let mut stop = inner.shutdown.subscribe();
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+            return Err(std::io::Error::other("shut down while hanging"));
+        }
+        Failure::AfterApply(_) => wire::raw(500, "text/plain", "unreachable"),
+    })
+}
+
+/// Routing, auth, Host, rate limit and the endpoint, all under the lock (no `.await`).
+fn process(shared: &mut Shared, req: &Parsed<'_>) -> Resp {
+    let fl = shared.realm.feature_level;
+    let Some(api_segments) = req.segments.get(..3).and_then(|head| {
+        (head.first().map(String::as_str) == Some("")
+            && head.get(1).map(String::as_str) == Some("api")
+            && head.get(2).map(String::as_str) == Some("v1"))
+        .then(|| req.segments.get(3..).unwrap_or_default())
+    }) else {
+        if req.path.starts_with("/json/") {
+            let mut r = wire::json_response(
+                401,
+                &ApiError::new(
+                    401,
+                    "UNAUTHORIZED",
+                    "Not logged in: API authentication or user session required",
+                )
+                .body(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Session realm=\"zulip\""),
+            );
+            return r;
+        }
+        return wire::html_404(req.path);
+    };
+    let Some(route) = Route::parse(api_segments, fl) else {
+        return wire::html_404(req.path);
+    };
+    if route == Route::ServerSettings {
+        return if matches!(req.method, "GET" | "HEAD") {
+            server_settings(&shared.realm, req.host)
+        } else {
+            wire::empty_405()
+        };
+    }
+    let allowed = route.allowed(fl);
+    if !allowed.contains(&req.method) {
+        return wire::method_not_allowed(&allowed);
+    }
+    let caller = match authenticate(&shared.realm, req) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let (limit, remaining, reset_in) = match shared.limiter.check(caller.user_id, Instant::now()) {
+        Decision::Allowed {
+            limit,
+            remaining,
+            reset_in,
+        } => (limit, remaining, reset_in),
+        Decision::Limited { limit, retry_after } => {
+            let mut r = wire::rate_limited(retry_after, fl);
+            let reset = now_unix_f64() + retry_after;
+            add_rate_headers(&mut r, limit, 0, reset.ceil() as i64);
+            return r;
+        }
+    };
+    let mut response = if shared.realm.enforce_host && !host_matches(&shared.realm, req.host) {
+        wire::error_response(&ApiError::bad(
+            "Account is not associated with this subdomain",
+        ))
+    } else {
+        let (result, known) =
+            routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params);
+        match result {
+            Ok(data) => wire::success(data, &req.params.unknown(&known)),
+            Err(e) => wire::error_response(&e),
+        }
+    };
+    let reset = (now_unix_f64() + reset_in.as_secs_f64()).floor() as i64;
+    add_rate_headers(&mut response, limit, remaining, reset);
+    response
+}
+
+fn now_unix_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn add_rate_headers(r: &mut Resp, limit: u32, remaining: u32, reset: i64) {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            h.insert(header::HeaderName::from_static(name), v);
+        }
+    }
+}
+
+fn host_matches(realm: &Realm, host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let bare = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    bare.eq_ignore_ascii_case(&realm.realm_host)
+}
+
+/// Zulip's REST auth decorator: every failure row of the transcripts (`auth-and-errors.json`).
+fn authenticate(realm: &Realm, req: &Parsed<'_>) -> Result<FakeUser, Box<Resp>> {
+    let unauthorized = |msg: &str| {
+        Box::new(wire::error_response(&ApiError::new(
+            401,
+            "UNAUTHORIZED",
+            msg,
+        )))
+    };
+    match &req.auth {
+        AuthHeader::Missing => {
+            if req.accept.contains("text/html") {
+                let next: String = form_urlencoded::byte_serialize(req.path.as_bytes()).collect();
+                let mut r = wire::raw(302, "text/html; charset=utf-8", "");
+                if let Ok(v) = header::HeaderValue::from_str(&format!("/login/?next={next}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return Err(Box::new(r));
+            }
+            Err(unauthorized(
+                "Not logged in: API authentication or user session required",
+            ))
+        }
+        AuthHeader::NotBasic => Err(Box::new(wire::error_response(&ApiError::bad(
+            "This endpoint requires HTTP basic authentication.",
+        )))),
+        AuthHeader::Malformed => Err(unauthorized("Invalid authorization header for basic auth")),
+        AuthHeader::Basic { email, api_key } => {
+            if !wire::well_formed_key(api_key) {
+                return Err(unauthorized("Malformed API key"));
+            }
+            let user = realm
+                .users
+                .values()
+                .find(|u| u.api_key.as_deref() == Some(api_key.as_str()))
+                .filter(|u| u.delivery_email.eq_ignore_ascii_case(email.trim()))
+                .ok_or_else(|| unauthorized("Invalid API key"))?;
+            if !user.is_active {
+                return Err(unauthorized("Account is deactivated"));
+            }
+            Ok(user.clone())
+        }
+    }
+}
+
+/// Zulip's major version for a feature level: a release, or the next one's `-dev+git`.
+fn version_for(fl: u32) -> String {
+    const RELEASES: [(u32, u32); 9] = [
+        (25, 3),
+        (65, 4),
+        (122, 5),
+        (156, 6),
+        (185, 7),
+        (237, 8),
+        (277, 9),
+        (371, 10),
+        (421, 11),
+    ];
+    if let Some((_, major)) = RELEASES.iter().find(|(l, _)| *l == fl) {
+        return format!("{major}.0");
+    }
+    let next = RELEASES
+        .iter()
+        .find(|(l, _)| *l > fl)
+        .map_or(12, |(_, major)| *major);
+    format!("{next}.0-dev+git")
+}
+
+/// `GET /server_settings`: no auth, no rate-limit headers.
+fn server_settings(realm: &Realm, host: Option<&str>) -> Resp {
+    let realm_url = format!("http://{}", host.unwrap_or(&realm.realm_host));
+    let mut d = Map::new();
+    d.insert(
+        "authentication_methods".into(),
+        json!({"password": true, "dev": false, "email": true, "ldap": false,
+               "remoteuser": false, "github": false, "azuread": false, "gitlab": false,
+               "google": false, "apple": false, "saml": false, "openid connect": false}),
+    );
+    d.insert(
+        "zulip_version".into(),
+        json!(version_for(realm.feature_level)),
+    );
+    d.insert("zulip_merge_base".into(), json!(""));
+    d.insert("zulip_feature_level".into(), json!(realm.feature_level));
+    d.insert("push_notifications_enabled".into(), json!(false));
+    d.insert("is_incompatible".into(), json!(false));
+    d.insert("email_auth_enabled".into(), json!(true));
+    d.insert("require_email_format_usernames".into(), json!(true));
+    d.insert("realm_url".into(), json!(realm_url));
+    d.insert("realm_name".into(), json!("Fake Zulip"));
+    d.insert(
+        "realm_icon".into(),
+        json!("https://secure.gravatar.com/avatar/62429d594b6ffc712f54aee976a18b44?d=identicon"),
+    );
+    d.insert(
+        "realm_description".into(),
+        json!("<p>An in-memory Zulip for tests.</p>"),
+    );
+    d.insert("realm_web_public_access_enabled".into(), json!(false));
+    d.insert(
+        "external_authentication_methods".into(),
+        Value::Array(Vec::new()),
+    );
+    d.insert("realm_uri".into(), json!(realm_url));
+    wire::success(d, &[])
+}
+
+#[cfg(test)]
+mod tests;

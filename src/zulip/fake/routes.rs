@@ -1,0 +1,240 @@
+//! Paths to routes (parse first), the methods each route allows, and dispatch to handlers.
+
+use super::model::{FakeUser, Realm};
+use super::users::{Data, UserRef};
+use super::wire::{ApiResult, Params};
+use super::{groups, users};
+
+/// A known `/api/v1/…` route.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Route {
+    ServerSettings,
+    Users,
+    UsersMe,
+    User(UserRef),
+    UserReactivate(u64),
+    UserGroups,
+    UserGroupCreate,
+    UserGroup(u64),
+    GroupMembers(u64),
+    GroupMember(u64, u64),
+    GroupSubgroups(u64),
+    GroupDeactivate(u64),
+}
+
+/// An integer path segment as Django's `[0-9]+` matches it; huge values never exist.
+fn int_segment(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().unwrap_or(u64::MAX))
+}
+
+// === impl Route ===
+
+impl Route {
+    /// `segments` are the percent-decoded parts after `/api/v1/`; `None` = HTML 404.
+    pub fn parse(segments: &[String], feature_level: u32) -> Option<Route> {
+        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let route = match s.as_slice() {
+            ["server_settings"] => Route::ServerSettings,
+            ["users"] => Route::Users,
+            ["users", "me"] => Route::UsersMe,
+            ["users", id] if !id.is_empty() => match int_segment(id) {
+                Some(n) => Route::User(UserRef::Id(n)),
+                None => Route::User(UserRef::Email((*id).to_string())),
+            },
+            ["users", id, "reactivate"] => Route::UserReactivate(int_segment(id)?),
+            ["user_groups"] => Route::UserGroups,
+            ["user_groups", "create"] => Route::UserGroupCreate,
+            ["user_groups", id] => Route::UserGroup(int_segment(id)?),
+            ["user_groups", id, "members"] => Route::GroupMembers(int_segment(id)?),
+            ["user_groups", id, "members", uid] => {
+                Route::GroupMember(int_segment(id)?, int_segment(uid)?)
+            }
+            ["user_groups", id, "subgroups"] => Route::GroupSubgroups(int_segment(id)?),
+            ["user_groups", id, "deactivate"] if feature_level >= 290 => {
+                Route::GroupDeactivate(int_segment(id)?)
+            }
+            _ => return None,
+        };
+        Some(route)
+    }
+
+    /// Methods as Django's `rest_dispatch` lists them (HEAD added wherever GET is).
+    pub fn allowed(&self, feature_level: u32) -> Vec<&'static str> {
+        let mut m: Vec<&'static str> = match self {
+            Route::ServerSettings => vec!["GET"],
+            Route::Users => vec!["GET", "POST"],
+            Route::UsersMe => vec!["GET", "DELETE"],
+            Route::User(UserRef::Id(_)) => vec!["GET", "PATCH", "DELETE"],
+            Route::User(UserRef::Email(_)) if feature_level >= 313 => vec!["GET", "PATCH"],
+            Route::User(UserRef::Email(_)) => vec!["GET"],
+            Route::UserReactivate(_) => vec!["POST"],
+            Route::UserGroups => vec!["GET"],
+            Route::UserGroupCreate => vec!["POST"],
+            Route::UserGroup(_) if feature_level < 294 => vec!["PATCH", "DELETE"],
+            Route::UserGroup(_) => vec!["PATCH"],
+            Route::GroupMembers(_) | Route::GroupSubgroups(_) => vec!["GET", "POST"],
+            Route::GroupMember(..) => vec!["GET"],
+            Route::GroupDeactivate(_) => vec!["POST"],
+        };
+        if m.contains(&"GET") {
+            m.push("HEAD");
+        }
+        m
+    }
+
+    /// Group endpoints refuse bots and guests, except `…/deactivate`.
+    fn needs_human_member(&self) -> bool {
+        matches!(
+            self,
+            Route::UserGroups
+                | Route::UserGroupCreate
+                | Route::UserGroup(_)
+                | Route::GroupMembers(_)
+                | Route::GroupMember(..)
+                | Route::GroupSubgroups(_)
+        )
+    }
+}
+
+/// Runs an authenticated request; returns the handler's result and the parameter names the
+/// endpoint understands (for `ignored_parameters_unsupported`).
+pub(crate) fn dispatch(
+    realm: &mut Realm,
+    route: &Route,
+    method: &str,
+    caller: &FakeUser,
+    params: &Params,
+) -> (ApiResult<Data>, Vec<&'static str>) {
+    let fl = realm.feature_level;
+    if route.needs_human_member() {
+        if let Err(e) = groups::require_member(caller) {
+            return (Err(e), Vec::new());
+        }
+    }
+    let method = if method == "HEAD" { "GET" } else { method };
+    match (route, method) {
+        (Route::Users, "GET") => {
+            let known = if fl >= 384 {
+                users::LIST_PARAMS.to_vec()
+            } else {
+                users::GET_PARAMS.to_vec()
+            };
+            (users::list(realm, caller, params), known)
+        }
+        (Route::Users, _) => (
+            users::create(realm, caller, params),
+            users::CREATE_PARAMS.to_vec(),
+        ),
+        (Route::UsersMe, "GET") => (users::me(realm, caller), Vec::new()),
+        (Route::UsersMe, _) => (users::deactivate_me(realm, caller), Vec::new()),
+        (Route::User(target), "GET") => (
+            users::get(realm, caller, target, params),
+            users::GET_PARAMS.to_vec(),
+        ),
+        (Route::User(target), "PATCH") => {
+            let mut known = users::UPDATE_PARAMS.to_vec();
+            if fl < 313 {
+                known.retain(|p| *p != "new_email");
+            }
+            (users::update(realm, caller, target, params), known)
+        }
+        (Route::User(UserRef::Id(id)), _) => {
+            let mut known = users::DEACTIVATE_PARAMS.to_vec();
+            if fl < 459 {
+                known.retain(|p| *p != "actions");
+            }
+            (users::deactivate(realm, caller, *id, params), known)
+        }
+        (Route::UserReactivate(id), _) => (users::reactivate(realm, caller, *id), Vec::new()),
+        (Route::UserGroups, _) => (groups::list(realm, params), groups::list_params(fl)),
+        (Route::UserGroupCreate, _) => (
+            groups::create(realm, caller, params),
+            groups::create_params(fl),
+        ),
+        (Route::UserGroup(id), "PATCH") => (
+            groups::update(realm, caller, *id, params),
+            groups::update_params(fl),
+        ),
+        (Route::UserGroup(id), _) => (groups::delete(realm, caller, *id), Vec::new()),
+        (Route::GroupMembers(id), "GET") => (
+            groups::members(realm, *id, params),
+            vec!["direct_member_only"],
+        ),
+        (Route::GroupMembers(id), _) => (
+            groups::update_members(realm, caller, *id, params, false),
+            groups::members_params(fl),
+        ),
+        (Route::GroupMember(id, uid), _) => (
+            groups::is_member(realm, *id, *uid, params),
+            vec!["direct_member_only"],
+        ),
+        (Route::GroupSubgroups(id), "GET") => (
+            groups::subgroups(realm, *id, params),
+            vec!["direct_subgroup_only"],
+        ),
+        (Route::GroupSubgroups(id), _) => (
+            groups::update_members(realm, caller, *id, params, true),
+            vec!["add", "delete"],
+        ),
+        (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
+        // Unreachable after the method check; answer like an unknown user to stay total.
+        (Route::ServerSettings, _) | (Route::User(UserRef::Email(_)), _) => {
+            (Err(super::wire::ApiError::bad("No such user")), Vec::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(path: &str) -> Vec<String> {
+        path.split('/').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn parses_known_routes_and_rejects_the_rest() {
+        let fl = 442;
+        let cases: &[(&str, Option<Route>)] = &[
+            ("users", Some(Route::Users)),
+            ("users/me", Some(Route::UsersMe)),
+            ("users/12", Some(Route::User(UserRef::Id(12)))),
+            ("users/-5", Some(Route::User(UserRef::Email("-5".into())))),
+            (
+                "users/a@b.c",
+                Some(Route::User(UserRef::Email("a@b.c".into()))),
+            ),
+            ("users/12/reactivate", Some(Route::UserReactivate(12))),
+            ("users/abc/reactivate", None),
+            ("users/me/", None),
+            ("user_groups/abc/members", None),
+            ("user_groups/3/members/4", Some(Route::GroupMember(3, 4))),
+            ("user_groups/create", Some(Route::UserGroupCreate)),
+            ("user_groups/7/deactivate", Some(Route::GroupDeactivate(7))),
+            ("no_such_endpoint", None),
+            (
+                "users/99999999999999999999999",
+                Some(Route::User(UserRef::Id(u64::MAX))),
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
+        }
+        assert_eq!(Route::parse(&segs("user_groups/7/deactivate"), 289), None);
+    }
+
+    #[test]
+    fn allowed_methods_follow_the_feature_level() {
+        assert_eq!(Route::Users.allowed(442), ["GET", "POST", "HEAD"]);
+        assert_eq!(Route::UsersMe.allowed(313), ["GET", "DELETE", "HEAD"]);
+        assert_eq!(Route::UserGroup(1).allowed(442), ["PATCH"]);
+        assert_eq!(Route::UserGroup(1).allowed(293), ["PATCH", "DELETE"]);
+        assert_eq!(
+            Route::User(UserRef::Email("x".into())).allowed(312),
+            ["GET", "HEAD"]
+        );
+    }
+}
