@@ -136,6 +136,14 @@ impl Realm {
     }
 }
 
+/// A failed snapshot load (shared by every caller that waited for it) as a SCIM outcome.
+fn shared_refusal(e: Arc<ZulipError>) -> Error {
+    match e.rate_limited() {
+        Some(retry_after) => Error::RateLimited { retry_after },
+        None => Error::upstream(e),
+    }
+}
+
 /// Checks an `If-Match` precondition against the current resource's `meta.version`.
 pub(crate) fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<(), Error> {
     let Some(if_match) = if_match else {
