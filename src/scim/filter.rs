@@ -141,11 +141,7 @@ impl Filter {
                 op: CompareOp::Eq,
                 value,
             } => {
-                let core_urn = path.urn.as_deref().map_or(true, |u| {
-                    u.eq_ignore_ascii_case(super::USER_SCHEMA)
-                        || u.eq_ignore_ascii_case(super::GROUP_SCHEMA)
-                });
-                if !core_urn || !path.is(attr) {
+                if !path.is(attr) {
                     return None;
                 }
                 match value {

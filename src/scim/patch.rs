@@ -584,8 +584,10 @@ fn remove(work: &mut Value, t: &Target<'_>, value: Option<&Value>) -> Result<(),
                 }
                 items.retain(|e| !is_empty(e));
             }
+            // An explicit value list (even an empty one) removes only those elements;
+            // no value removes them all.
             (None, None) => match value {
-                Some(v) if !is_empty(v) => {
+                Some(v) if !v.is_null() => {
                     let gone = coerce_multi(def, v)?;
                     items.retain(|e| !gone.iter().any(|g| same_element(def, e, g)));
                 }

@@ -75,10 +75,18 @@ impl AttrPath {
         })
     }
 
-    /// Whether this path names `attr` itself (case-insensitively, whatever its URN), with no
-    /// sub-attribute.
+    /// Whether this path names the core attribute `attr` itself: same name
+    /// (case-insensitively), no sub-attribute, and no URN or a core (User/Group) URN.
     pub fn is(&self, attr: &str) -> bool {
-        self.sub.is_none() && self.attr.eq_ignore_ascii_case(attr)
+        self.sub.is_none() && self.attr.eq_ignore_ascii_case(attr) && self.has_core_urn()
+    }
+
+    /// No URN, or the core User or Group schema URN.
+    pub(crate) fn has_core_urn(&self) -> bool {
+        self.urn.as_deref().map_or(true, |u| {
+            u.eq_ignore_ascii_case(super::USER_SCHEMA)
+                || u.eq_ignore_ascii_case(super::GROUP_SCHEMA)
+        })
     }
 
     /// Resolve against `rt`: core, common (plus `externalId`) or extension attribute.

@@ -451,7 +451,13 @@ fn entra_group_operations() {
         &GROUP,
     );
     assert_eq!(g, group());
-    // remove all
+    // an explicit empty list removes nothing; no value removes all
+    let g = ok(
+        &group(),
+        ops(json!([{"op": "remove", "path": "members", "value": []}])),
+        &GROUP,
+    );
+    assert_eq!(g, group());
     let g = ok(
         &group(),
         ops(json!([{"op": "remove", "path": "members"}])),
