@@ -115,7 +115,7 @@ impl Realm {
         self.dir
             .users(|| self.client.get_users())
             .await
-            .map_err(Error::upstream)
+            .map_err(shared_refusal)
     }
 
     /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).
@@ -123,7 +123,7 @@ impl Realm {
         self.dir
             .groups(|| self.client.get_user_groups(true))
             .await
-            .map_err(Error::upstream)
+            .map_err(shared_refusal)
     }
 
     /// Adds `meta.version` (a weak ETag over the content) to a rendered resource.

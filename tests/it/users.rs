@@ -80,7 +80,10 @@ async fn list_shows_humans_including_deactivated_and_never_bots() {
         .collect();
     assert!(names.contains(&"othello@zulip.example.com"));
     assert!(names.contains(&"hamlet@zulip.example.com"));
-    assert!(!names.contains(&"welcome-bot@zulip.example.com"), "{names:?}");
+    assert!(
+        !names.contains(&"welcome-bot@zulip.example.com"),
+        "{names:?}"
+    );
     assert_eq!(body["totalResults"], names.len());
     assert_eq!(body["itemsPerPage"], names.len());
     assert_eq!(body["startIndex"], 1);
