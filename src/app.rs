@@ -53,22 +53,11 @@ pub fn build_app(config: &Config) -> Result<Arc<App>, StartupError> {
             timeout: realm.upstream.timeout,
         })
         .map_err(|e| {
-            StartupError::Other(format!(
-                "realm {}: cannot build the Zulip client: {e}",
-                realm.name
-            ))
+            StartupError::Other(format!("realm {}: cannot build the Zulip client: {e}", realm.name))
         })?;
-        realms.push(Arc::new(Realm::new(
-            realm.clone(),
-            client,
-            config.snapshot_ttl,
-        )));
+        realms.push(Arc::new(Realm::new(realm.clone(), client, config.snapshot_ttl)));
     }
-    Ok(Arc::new(App::new(
-        realms,
-        config.max_body_bytes,
-        Metrics::new(),
-    )))
+    Ok(Arc::new(App::new(realms, config.max_body_bytes, Metrics::new())))
 }
 
 /// The Host header Zulip must see when the API is reached at another address than the
@@ -79,14 +68,10 @@ fn realm_host_header(realm: &RealmConfig) -> Option<String> {
         Some(port) => format!("{public}:{port}"),
         None => public.to_string(),
     };
-    let upstream = realm
-        .upstream
-        .url
-        .host_str()
-        .map(|h| match realm.upstream.url.port() {
-            Some(port) => format!("{h}:{port}"),
-            None => h.to_string(),
-        });
+    let upstream = realm.upstream.url.host_str().map(|h| match realm.upstream.url.port() {
+        Some(port) => format!("{h}:{port}"),
+        None => h.to_string(),
+    });
     (upstream.as_deref() != Some(public.as_str())).then_some(public)
 }
 
@@ -121,13 +106,9 @@ pub fn spawn_readiness(app: &Arc<App>) {
 /// Runs the sidecar with `config` until SIGTERM/SIGINT, then drains within the grace period.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let app = build_app(&config)?;
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartupError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
     tracing::info!(listen = %config.listen, realms = config.realms.len(), "scim-sidecar listening");
     spawn_readiness(&app);
     server::run(listener, app, server::shutdown_signal(), limits(&config)).await;
@@ -135,10 +116,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
 }
 
 fn limits(config: &Config) -> ServerLimits {
-    ServerLimits {
-        max_connections: config.max_connections,
-        shutdown_grace: config.shutdown_grace,
-    }
+    ServerLimits { max_connections: config.max_connections, shutdown_grace: config.shutdown_grace }
 }
 
 /// The demo realm's service account (as seeded by `FakeZulip::with_demo_data`).
@@ -147,11 +125,7 @@ pub const DEMO_SERVICE_API_KEY: &str = "demoapikeydemoapikeydemoapikey12";
 
 /// The config `demo` runs with: one realm `demo` whose public URL is the sidecar itself and
 /// whose upstream is the fake.
-pub fn demo_config(
-    listen: SocketAddr,
-    upstream: url::Url,
-    token: &str,
-) -> Result<Config, StartupError> {
+pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Result<Config, StartupError> {
     let url = url::Url::parse(&format!("http://{listen}"))
         .map_err(|e| StartupError::Other(format!("bad listen address {listen}: {e}")))?;
     Ok(Config {
@@ -193,19 +167,11 @@ pub async fn demo(options: DemoOptions) -> Result<(), StartupError> {
         .start()
         .await
         .map_err(|e| StartupError::Other(format!("cannot start the fake Zulip: {e}")))?;
-    let listener =
-        TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| StartupError::Listen {
-                addr: options.listen,
-                source,
-            })?;
-    let listen = listener
-        .local_addr()
-        .map_err(|source| StartupError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartupError::Listen { addr: options.listen, source })?;
+    let listen =
+        listener.local_addr().map_err(|source| StartupError::Listen { addr: options.listen, source })?;
     let config = demo_config(listen, fake.base_url(), &options.token)?;
     let app = build_app(&config)?;
     spawn_readiness(&app);

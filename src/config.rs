@@ -176,9 +176,7 @@ pub fn token_problem(token: &str) -> Option<String> {
     if token.is_empty() {
         Some("empty token".to_owned())
     } else if token.chars().count() < MIN_TOKEN_LEN {
-        Some(format!(
-            "token too short (weak): at least {MIN_TOKEN_LEN} characters required"
-        ))
+        Some(format!("token too short (weak): at least {MIN_TOKEN_LEN} characters required"))
     } else {
         None
     }
@@ -410,13 +408,8 @@ fn fields_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
 const ENV_METADATA_NAME: &str = "environment variable";
 
 /// Leaf keys whose environment value is kept verbatim (secrets and secret paths).
-const VERBATIM_KEYS: &[&str] = &[
-    "bearer_token",
-    "bearer_token_file",
-    "bearer_token_sha256",
-    "api_key",
-    "api_key_file",
-];
+const VERBATIM_KEYS: &[&str] =
+    &["bearer_token", "bearer_token_file", "bearer_token_sha256", "api_key", "api_key_file"];
 
 /// `SCIM_SIDECAR_*` variables with `__` nesting: figment's `Env`, except that values of
 /// [`VERBATIM_KEYS`] are not parsed (see the module doc) and messages name the variable.
@@ -461,9 +454,7 @@ fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {
             dict.insert((*leaf).to_owned(), value);
         }
         [head, rest @ ..] => {
-            let entry = dict
-                .entry((*head).to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict.entry((*head).to_owned()).or_insert_with(|| Value::from(Dict::new()));
             if !matches!(entry, Value::Dict(..)) {
                 *entry = Value::from(Dict::new());
             }
@@ -516,9 +507,7 @@ impl Config {
     /// [`ConfigError::Invalid`], all at once.
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         // Fails only when a provider failed (YAML syntax, unreadable file); the error names it.
-        let root = figment
-            .extract::<Dict>()
-            .map_err(|err| ConfigError::Figment(Box::new(err)))?;
+        let root = figment.extract::<Dict>().map_err(|err| ConfigError::Figment(Box::new(err)))?;
         let mut problems = Problems::new(&figment);
         problems.unknown_keys("", &root, fields_of::<RawConfig>());
         let raw = match figment.extract::<RawConfig>() {
@@ -533,9 +522,7 @@ impl Config {
         let mut realms = Vec::new();
         match root.get("realms") {
             None => problems.push_raw(NO_REALMS.to_owned()),
-            Some(Value::Dict(_, dict)) if dict.is_empty() => {
-                problems.push_raw(NO_REALMS.to_owned())
-            }
+            Some(Value::Dict(_, dict)) if dict.is_empty() => problems.push_raw(NO_REALMS.to_owned()),
             Some(Value::Dict(_, dict)) => {
                 for (name, value) in dict {
                     if let Some(realm) = realm(name, value, &mut problems, &mut tokens) {
@@ -556,11 +543,8 @@ impl Config {
     /// The validated configuration as JSON for `check-config`: bearer tokens as a count and
     /// the first 8 hex characters of each digest, API keys as `***`.
     pub fn redacted(&self) -> serde_json::Value {
-        let realms: serde_json::Map<String, serde_json::Value> = self
-            .realms
-            .iter()
-            .map(|realm| (realm.name.clone(), realm.redacted()))
-            .collect();
+        let realms: serde_json::Map<String, serde_json::Value> =
+            self.realms.iter().map(|realm| (realm.name.clone(), realm.redacted())).collect();
         json!({
             "listen": self.listen.to_string(),
             "log_format": self.log_format,
@@ -578,11 +562,8 @@ impl Config {
 
 impl RealmConfig {
     fn redacted(&self) -> serde_json::Value {
-        let prefixes: Vec<String> = self
-            .bearer_token_sha256
-            .iter()
-            .map(|digest| hex::encode(&digest[..4]))
-            .collect();
+        let prefixes: Vec<String> =
+            self.bearer_token_sha256.iter().map(|digest| hex::encode(&digest[..4])).collect();
         json!({
             "url": self.url.as_str(),
             "hosts": self.hosts,
@@ -619,20 +600,14 @@ fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) 
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            problems.push(
-                "listen",
-                "not an IP socket address (expected e.g. 0.0.0.0:8080 or [::]:8080)",
-            );
+            problems.push("listen", "not an IP socket address (expected e.g. 0.0.0.0:8080 or [::]:8080)");
             None
         }
     };
     let shutdown_grace = positive_ms(problems, "shutdown_grace_ms", raw.shutdown_grace_ms);
     let request_deadline = positive_ms(problems, "request_deadline_ms", raw.request_deadline_ms);
     let snapshot_ttl = positive_ms(problems, "snapshot_ttl_ms", raw.snapshot_ttl_ms);
-    for (key, value) in [
-        ("max_connections", raw.max_connections),
-        ("max_body_bytes", raw.max_body_bytes),
-    ] {
+    for (key, value) in [("max_connections", raw.max_connections), ("max_body_bytes", raw.max_body_bytes)] {
         if value == 0 {
             problems.push(key, "must be greater than 0");
         }
@@ -668,16 +643,11 @@ fn realm(
 ) -> Option<RealmConfig> {
     let key = format!("realms.{name}");
     if name.is_empty() {
-        problems.push(
-            "realms.\"\"",
-            "the empty realm name is not allowed: name the root-domain realm `root`",
-        );
+        problems
+            .push("realms.\"\"", "the empty realm name is not allowed: name the root-domain realm `root`");
         return None;
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
+    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         problems.push(
             &key,
             "realm names may contain only lowercase letters, digits, `-` and `_` \
@@ -692,11 +662,7 @@ fn realm(
     let before = problems.list.len();
     problems.unknown_keys(&key, dict, fields_of::<RawRealm>());
     if let Some(Value::Dict(_, upstream)) = dict.get("upstream") {
-        problems.unknown_keys(
-            &format!("{key}.upstream"),
-            upstream,
-            fields_of::<RawUpstream>(),
-        );
+        problems.unknown_keys(&format!("{key}.upstream"), upstream, fields_of::<RawUpstream>());
     }
     // `focus` rather than `extract_inner`: error paths stay relative to the realm.
     let raw = match problems.figment.focus(&key).extract::<RawRealm>() {
@@ -712,9 +678,7 @@ fn realm(
             problems.push(&format!("{key}.url"), "required");
             None
         }
-        Some(url) => http_url(url)
-            .map_err(|why| problems.push(&format!("{key}.url"), &why))
-            .ok(),
+        Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
     };
     let hosts = raw
         .hosts
@@ -724,10 +688,7 @@ fn realm(
         .filter_map(|(i, host)| {
             let host = host.trim().to_ascii_lowercase();
             if host.is_empty() || host.contains(['/', ' ', '@']) {
-                problems.push(
-                    &indexed(&key, "hosts", i, raw.hosts.0.len()),
-                    "not a host name",
-                );
+                problems.push(&indexed(&key, "hosts", i, raw.hosts.0.len()), "not a host name");
                 None
             } else {
                 Some(host)
@@ -785,10 +746,7 @@ fn realm_tokens(
     let mut digests = Vec::new();
     let mut accept = |problems: &mut Problems, at: String, digest: [u8; 32]| {
         if let Some(first) = tokens.first_use(digest, &at) {
-            problems.push(
-                &at,
-                &format!("the same token is already configured at {first}"),
-            );
+            problems.push(&at, &format!("the same token is already configured at {first}"));
         }
         digests.push(digest);
     };
@@ -828,10 +786,7 @@ fn realm_tokens(
         && raw.bearer_token_file.0.is_empty()
         && raw.bearer_token_sha256.0.is_empty()
     {
-        problems.push(
-            key,
-            "no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256",
-        );
+        problems.push(key, "no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256");
     }
     digests
 }
@@ -846,18 +801,13 @@ fn upstream(
     let before = problems.list.len();
 
     let url = match raw.url.as_deref() {
-        Some(url) => http_url(url)
-            .map_err(|why| problems.push(&format!("{key}.url"), &why))
-            .ok(),
+        Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
         None => realm_url.cloned(),
     };
     if let Some(url) = &url {
         if url.scheme() == "http" && !is_loopback(url) && !raw.allow_insecure_upstream {
-            let defaulted = if raw.url.is_none() {
-                format!(" (defaulted from {realm_key}.url)")
-            } else {
-                String::new()
-            };
+            let defaulted =
+                if raw.url.is_none() { format!(" (defaulted from {realm_key}.url)") } else { String::new() };
             problems.push(
                 &format!("{key}.url"),
                 &format!(
@@ -905,10 +855,7 @@ fn upstream(
                 let api_key = trim_secret(contents.expose());
                 match api_key_problem(api_key) {
                     Some(why) => {
-                        problems.push(
-                            &format!("{key}.api_key_file"),
-                            &format!("{}: {why}", path.display()),
-                        );
+                        problems.push(&format!("{key}.api_key_file"), &format!("{}: {why}", path.display()));
                         None
                     }
                     None => Some(Secret::new(api_key.to_owned())),
@@ -1010,10 +957,7 @@ struct Problems<'f> {
 
 impl<'f> Problems<'f> {
     fn new(figment: &'f Figment) -> Self {
-        Problems {
-            figment,
-            list: Vec::new(),
-        }
+        Problems { figment, list: Vec::new() }
     }
 
     fn push(&mut self, key: &str, what: &str) {
@@ -1029,45 +973,28 @@ impl<'f> Problems<'f> {
         for name in dict.keys().filter(|name| !known.contains(&name.as_str())) {
             let key = join_key(prefix, name);
             let from = self.source_of(&key);
-            self.list.push(format!(
-                "{key}: unknown key{from} (expected one of: {})",
-                known.join(", ")
-            ));
+            self.list.push(format!("{key}: unknown key{from} (expected one of: {})", known.join(", ")));
         }
     }
 
     /// ` (in FILE)` or ` (from SCIM_SIDECAR_…)` for the provider that set `key`, if known.
     fn source_of(&self, key: &str) -> String {
-        self.figment
-            .find_metadata(key)
-            .map(|md| describe_source(md, key))
-            .unwrap_or_default()
+        self.figment.find_metadata(key).map(|md| describe_source(md, key)).unwrap_or_default()
     }
 
     /// Converts a figment extraction error (possibly several) into problems. `prefix` is the
     /// key path of the focused figment; unknown fields were already reported by `unknown_keys`.
     fn figment(&mut self, err: figment::Error, prefix: &str) {
         for e in err {
-            let key = e
-                .path
-                .iter()
-                .fold(prefix.to_owned(), |key, part| join_key(&key, part));
+            let key = e.path.iter().fold(prefix.to_owned(), |key, part| join_key(&key, part));
             let (key, what) = match &e.kind {
                 Kind::UnknownField(..) => continue,
                 Kind::MissingField(field) => (join_key(&key, field), "required".to_owned()),
                 Kind::DuplicateField(field) => (join_key(&key, field), "given twice".to_owned()),
                 kind => (key, describe_kind(kind)),
             };
-            let from = e
-                .metadata
-                .as_ref()
-                .map(|md| describe_source(md, &key))
-                .unwrap_or_default();
-            let key = if key.is_empty() {
-                "configuration".to_owned()
-            } else {
-                key
-            };
+            let from = e.metadata.as_ref().map(|md| describe_source(md, &key)).unwrap_or_default();
+            let key = if key.is_empty() { "configuration".to_owned() } else { key };
             self.list.push(format!("{key}: {what}{from}"));
         }
     }
@@ -1104,10 +1031,7 @@ fn describe_kind(kind: &Kind) -> String {
         }
         Kind::InvalidLength(len, expected) => format!("expected {expected}, found {len} items"),
         Kind::UnknownVariant(given, expected) => {
-            format!(
-                "unknown value `{given}` (expected one of: {})",
-                expected.join(", ")
-            )
+            format!("unknown value `{given}` (expected one of: {})", expected.join(", "))
         }
         Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
         Kind::MissingField(field) => format!("missing key `{field}`"),
@@ -1115,10 +1039,7 @@ fn describe_kind(kind: &Kind) -> String {
         Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".to_owned(),
         Kind::Unsupported(actual) => format!("unsupported {}", describe_actual(actual)),
         Kind::UnsupportedKey(actual, expected) => {
-            format!(
-                "unsupported key type {}, expected {expected}",
-                describe_actual(actual)
-            )
+            format!("unsupported key type {}, expected {expected}", describe_actual(actual))
         }
     }
 }

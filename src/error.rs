@@ -68,25 +68,16 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        Error::Invalid {
-            scim_type,
-            detail: detail.into(),
-        }
+        Error::Invalid { scim_type, detail: detail.into() }
     }
 
     pub fn upstream(source: impl Into<Arc<ZulipError>>) -> Self {
-        Error::Upstream {
-            source: source.into(),
-            applied: None,
-        }
+        Error::Upstream { source: source.into(), applied: None }
     }
 }
 
 impl From<ScimError> for Error {
     fn from(e: ScimError) -> Self {
-        Error::Invalid {
-            scim_type: e.scim_type,
-            detail: e.detail,
-        }
+        Error::Invalid { scim_type: e.scim_type, detail: e.detail }
     }
 }

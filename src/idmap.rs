@@ -92,9 +92,7 @@ impl UserIndex {
 
     /// The account (bot or human) whose known address is `email`, case-insensitively.
     pub fn by_email(&self, email: &str) -> Option<&User> {
-        self.by_email
-            .get(&email.to_lowercase())
-            .and_then(|id| self.by_id.get(id))
+        self.by_email.get(&email.to_lowercase()).and_then(|id| self.by_id.get(id))
     }
 
     /// Number of human accounts (the SCIM population).
@@ -104,10 +102,7 @@ impl UserIndex {
 
     /// Human accounts in id order, from the 0-based `offset`.
     pub fn humans_from(&self, offset: usize) -> impl Iterator<Item = &User> + '_ {
-        self.humans
-            .iter()
-            .skip(offset)
-            .filter_map(|id| self.by_id.get(id))
+        self.humans.iter().skip(offset).filter_map(|id| self.by_id.get(id))
     }
 
     /// Humans whose address is unknown to the sidecar (e-mail visibility "nobody").
@@ -117,9 +112,7 @@ impl UserIndex {
 }
 
 fn address_of<'a>(user: &'a User, learned: &'a LearnedEmails) -> Option<String> {
-    user.delivery_email
-        .clone()
-        .or_else(|| learned.get(user.user_id))
+    user.delivery_email.clone().or_else(|| learned.get(user.user_id))
 }
 
 /// Addresses the sidecar itself learned for accounts whose address Zulip hides from the
@@ -153,9 +146,7 @@ pub struct GroupIndex {
 
 impl GroupIndex {
     pub fn new(groups: Vec<UserGroup>) -> Self {
-        GroupIndex {
-            groups: groups.into_iter().map(|g| (g.id, g)).collect(),
-        }
+        GroupIndex { groups: groups.into_iter().map(|g| (g.id, g)).collect() }
     }
     /// A group with exactly this name (case-sensitive, deactivated ones included: Zulip
     /// reserves their names).
@@ -174,14 +165,10 @@ impl<T> Shared<T> {
         Shared(RwLock::new(value))
     }
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        self.0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -199,14 +186,8 @@ impl Directory {
     /// `ttl`: how long a snapshot is trusted before the next read reloads it.
     pub fn new(ttl: Duration) -> Self {
         Directory {
-            users: moka::future::Cache::builder()
-                .max_capacity(1)
-                .time_to_live(ttl)
-                .build(),
-            groups: moka::future::Cache::builder()
-                .max_capacity(1)
-                .time_to_live(ttl)
-                .build(),
+            users: moka::future::Cache::builder().max_capacity(1).time_to_live(ttl).build(),
+            groups: moka::future::Cache::builder().max_capacity(1).time_to_live(ttl).build(),
             learned: LearnedEmails::new(),
         }
     }
@@ -302,19 +283,13 @@ mod tests {
             ],
             &learned,
         );
-        assert_eq!(
-            index.humans_from(0).map(|u| u.user_id).collect::<Vec<_>>(),
-            vec![5, 7, 9]
-        );
+        assert_eq!(index.humans_from(0).map(|u| u.user_id).collect::<Vec<_>>(), vec![5, 7, 9]);
         assert_eq!(index.human_count(), 3);
         assert_eq!(index.by_email("nine@X.CO").map(|u| u.user_id), Some(9));
         assert_eq!(index.by_email("learned@x.co").map(|u| u.user_id), Some(5));
         assert_eq!(index.by_email("bot@x.co").map(|u| u.user_id), Some(3));
         assert_eq!(index.hidden_count(), 1);
-        assert_eq!(
-            index.humans_from(2).map(|u| u.user_id).collect::<Vec<_>>(),
-            vec![9]
-        );
+        assert_eq!(index.humans_from(2).map(|u| u.user_id).collect::<Vec<_>>(), vec![9]);
     }
 
     #[test]
@@ -325,10 +300,7 @@ mod tests {
         assert!(index.by_email("a@x.co").is_none());
         assert_eq!(index.by_email("B@x.co").map(|u| u.user_id), Some(2));
         index.upsert(user(1, Some("c@x.co"), false), &learned);
-        assert_eq!(
-            index.humans_from(0).map(|u| u.user_id).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(index.humans_from(0).map(|u| u.user_id).collect::<Vec<_>>(), vec![1, 2]);
         index.upsert(user(4, None, false), &learned);
         assert_eq!(index.hidden_count(), 1);
         learned.learn(4, "d@x.co");

@@ -118,10 +118,7 @@ fn demo(listen: SocketAddr, token: String) -> ExitCode {
 
 /// Runs `server` on a multi-thread runtime; exit 1 with the error chain if it fails.
 fn run(server: impl std::future::Future<Output = Result<(), StartupError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             print_error_chain(&err);
@@ -216,15 +213,12 @@ mod tests {
     #[test]
     fn subcommands_parse_with_their_defaults() {
         let cli = Cli::try_parse_from(["scim-sidecar", "demo"]).unwrap();
-        let Command::Demo { listen, token } = cli.command else {
-            panic!("demo expected")
-        };
+        let Command::Demo { listen, token } = cli.command else { panic!("demo expected") };
         assert_eq!(listen.to_string(), "127.0.0.1:8080");
         assert_eq!(token, DEMO_TOKEN);
         assert!(config::token_problem(DEMO_TOKEN).is_none());
 
-        let cli =
-            Cli::try_parse_from(["scim-sidecar", "check-config", "--config", "x.yaml"]).unwrap();
+        let cli = Cli::try_parse_from(["scim-sidecar", "check-config", "--config", "x.yaml"]).unwrap();
         assert!(
             matches!(cli.command, Command::CheckConfig { config } if config.config == Path::new("x.yaml"))
         );

@@ -24,18 +24,10 @@ pub fn init(format: LogFormat) {
             (EnvFilter::new("info"), bad)
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
     if let (Ok(()), Some(err)) = (installed, bad_filter) {
         tracing::warn!(error = %err, "ignoring invalid RUST_LOG, logging at info");
@@ -152,14 +144,7 @@ impl Metrics {
     }
 
     /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
-    pub fn observe_scim(
-        &self,
-        realm: &str,
-        method: &str,
-        route: &str,
-        status: u16,
-        elapsed: Duration,
-    ) {
+    pub fn observe_scim(&self, realm: &str, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.scim_requests
             .get_or_create(&ScimRequestLabels {
                 realm: realm.to_owned(),
@@ -169,9 +154,7 @@ impl Metrics {
             })
             .inc();
         self.scim_request_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
+            .get_or_create(&RouteLabels { route: route.to_owned() })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -186,19 +169,13 @@ impl Metrics {
             })
             .inc();
         self.zulip_request_duration
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_owned(),
-            })
+            .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records one 429 from Zulip.
     pub fn rate_limited(&self, realm: &str) {
-        self.zulip_rate_limited
-            .get_or_create(&RealmLabels {
-                realm: realm.to_owned(),
-            })
-            .inc();
+        self.zulip_rate_limited.get_or_create(&RealmLabels { realm: realm.to_owned() }).inc();
     }
 
     /// Every series in the OpenMetrics text format (content type
@@ -254,13 +231,7 @@ mod tests {
             metrics.observe_scim("acme", "GET", "/Users/{id}", status, Duration::ZERO);
         }
         let text = metrics.encode();
-        assert!(
-            text.contains(r#"route="/Users/{id}",status="200"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"route="/Users/{id}",status="404"} 1"#),
-            "{text}"
-        );
+        assert!(text.contains(r#"route="/Users/{id}",status="200"} 2"#), "{text}");
+        assert!(text.contains(r#"route="/Users/{id}",status="404"} 1"#), "{text}");
     }
 }

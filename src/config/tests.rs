@@ -12,13 +12,7 @@ const TOKEN_B: &str = "token-b-0123456789abcdef";
 const API_KEY: &str = "abcdefghijklmnopqrstuvwxyz012345";
 
 /// Every secret-looking string used below; no message or redaction may contain one.
-const SECRETS: &[&str] = &[
-    TOKEN_A,
-    TOKEN_B,
-    API_KEY,
-    "supersecret",
-    "12345678901234567890",
-];
+const SECRETS: &[&str] = &[TOKEN_A, TOKEN_B, API_KEY, "supersecret", "12345678901234567890"];
 
 /// A minimal valid realm `acme`; `{}` is replaced by extra realm keys.
 fn realm_yaml(extra: &str) -> String {
@@ -59,19 +53,14 @@ fn digest_hex(token: &str) -> String {
 #[test]
 fn minimal_config_gets_every_default() -> Result<(), ConfigError> {
     let config = load_str(&realm_yaml(""))?;
-    assert_eq!(
-        config.listen,
-        "0.0.0.0:8080".parse::<SocketAddr>().ok().unwrap()
-    );
+    assert_eq!(config.listen, "0.0.0.0:8080".parse::<SocketAddr>().ok().unwrap());
     assert_eq!(config.log_format, LogFormat::Json);
     assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     assert_eq!(config.max_connections, 1024);
     assert_eq!(config.max_body_bytes, 1_048_576);
     assert_eq!(config.request_deadline, Duration::from_secs(25));
     assert_eq!(config.snapshot_ttl, Duration::from_secs(60));
-    let [realm] = &config.realms[..] else {
-        panic!("one realm expected")
-    };
+    let [realm] = &config.realms[..] else { panic!("one realm expected") };
     assert_eq!(realm.name, "acme");
     assert_eq!(realm.url.as_str(), "https://acme.zulip.example.com/");
     assert!(realm.hosts.is_empty());
@@ -157,11 +146,7 @@ fn list_form_tokens_are_all_accepted_in_order() -> Result<(), ConfigError> {
     let config = load_str(&yaml)?;
     assert_eq!(
         config.realms[0].bearer_token_sha256,
-        vec![
-            hash_token(TOKEN_A),
-            hash_token(TOKEN_B),
-            hash_token("token-c-0123456789abcdef"),
-        ]
+        vec![hash_token(TOKEN_A), hash_token(TOKEN_B), hash_token("token-c-0123456789abcdef"),]
     );
     Ok(())
 }
@@ -384,10 +369,7 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
         let actual = problems(&yaml);
         assert_eq!(actual.len(), expected.len(), "{name}: {actual:#?}");
         for (actual, expected) in actual.iter().zip(&expected) {
-            assert!(
-                actual.starts_with(expected.as_str()),
-                "{name}: {actual:?}\n  expected {expected:?}"
-            );
+            assert!(actual.starts_with(expected.as_str()), "{name}: {actual:?}\n  expected {expected:?}");
             assert_no_secret(actual);
         }
         if let Err(err) = load_str(&yaml) {
@@ -406,10 +388,7 @@ fn unknown_key_lists_come_from_the_dtos() {
 
 #[test]
 fn yaml_syntax_error_is_a_figment_error() {
-    assert!(matches!(
-        load_str("realms: [\n"),
-        Err(ConfigError::Figment(_))
-    ));
+    assert!(matches!(load_str("realms: [\n"), Err(ConfigError::Figment(_))));
 }
 
 #[test]
@@ -419,17 +398,11 @@ fn secrets_are_read_from_files_without_the_trailing_newline() {
         jail.create_file("token-next", &format!("{TOKEN_B}\r\n"))?;
         jail.create_file("api-key", &format!("{API_KEY}\n"))?;
         let yaml = realm_yaml("")
-            .replace(
-                &format!("bearer_token: {TOKEN_A}"),
-                "bearer_token_file: [token, token-next]",
-            )
+            .replace(&format!("bearer_token: {TOKEN_A}"), "bearer_token_file: [token, token-next]")
             .replace(&format!("api_key: {API_KEY}"), "api_key_file: api-key");
         let config = load_str(&yaml).map_err(|e| e.to_string())?;
         let realm = &config.realms[0];
-        assert_eq!(
-            realm.bearer_token_sha256,
-            vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]
-        );
+        assert_eq!(realm.bearer_token_sha256, vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]);
         assert_eq!(realm.upstream.api_key.expose(), API_KEY);
         Ok(())
     });
@@ -439,10 +412,7 @@ fn secrets_are_read_from_files_without_the_trailing_newline() {
 fn weak_token_in_a_file_names_the_file_not_the_content() {
     Jail::expect_with(|jail| {
         jail.create_file("token", "supersecret\n")?;
-        let yaml = realm_yaml("").replace(
-            &format!("bearer_token: {TOKEN_A}"),
-            "bearer_token_file: token",
-        );
+        let yaml = realm_yaml("").replace(&format!("bearer_token: {TOKEN_A}"), "bearer_token_file: token");
         assert_eq!(
             problems(&yaml),
             ["realms.acme.bearer_token_file: token: token too short (weak): at least 16 characters required"]
@@ -460,24 +430,16 @@ fn environment_overrides_the_file_with_double_underscore_nesting() {
         jail.set_env("SCIM_SIDECAR_LOG_FORMAT", "pretty");
         jail.set_env("SCIM_SIDECAR_REALMS__ACME__UPSTREAM__TIMEOUT_MS", "5000");
         jail.set_env("SCIM_SIDECAR_REALMS__ACME__SCIM_CLIENT_NAME", "okta");
-        jail.set_env(
-            "SCIM_SIDECAR_REALMS__ACME__BEARER_TOKEN",
-            format!("[{TOKEN_A}, {TOKEN_B}]"),
-        );
+        jail.set_env("SCIM_SIDECAR_REALMS__ACME__BEARER_TOKEN", format!("[{TOKEN_A}, {TOKEN_B}]"));
         jail.set_env("SCIM_SIDECAR_REALMS__ACME__HOSTS", "acme.zulip.example.com");
         let config = Config::load(Path::new("sidecar.yaml")).map_err(|e| e.to_string())?;
         assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(config.log_format, LogFormat::Pretty);
-        let [realm] = &config.realms[..] else {
-            panic!("the env realm must merge into `acme`")
-        };
+        let [realm] = &config.realms[..] else { panic!("the env realm must merge into `acme`") };
         assert_eq!(realm.upstream.timeout, Duration::from_secs(5));
         assert_eq!(realm.scim_client_name, "okta");
         assert_eq!(realm.hosts, ["acme.zulip.example.com"]);
-        assert_eq!(
-            realm.bearer_token_sha256,
-            vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]
-        );
+        assert_eq!(realm.bearer_token_sha256, vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]);
         Ok(())
     });
 }
@@ -485,33 +447,15 @@ fn environment_overrides_the_file_with_double_underscore_nesting() {
 #[test]
 fn environment_alone_can_configure_a_realm_and_keeps_secrets_verbatim() {
     Jail::expect_with(|jail| {
-        jail.set_env(
-            "SCIM_SIDECAR_REALMS__BETA__URL",
-            "https://beta.zulip.example.com",
-        );
-        jail.set_env(
-            "SCIM_SIDECAR_REALMS__BETA__BEARER_TOKEN",
-            "00012345678901234567",
-        );
-        jail.set_env(
-            "SCIM_SIDECAR_REALMS__BETA__UPSTREAM__EMAIL",
-            "bot@beta.example.com",
-        );
-        jail.set_env(
-            "SCIM_SIDECAR_REALMS__BETA__UPSTREAM__API_KEY",
-            "00000000001111111111222222222233",
-        );
+        jail.set_env("SCIM_SIDECAR_REALMS__BETA__URL", "https://beta.zulip.example.com");
+        jail.set_env("SCIM_SIDECAR_REALMS__BETA__BEARER_TOKEN", "00012345678901234567");
+        jail.set_env("SCIM_SIDECAR_REALMS__BETA__UPSTREAM__EMAIL", "bot@beta.example.com");
+        jail.set_env("SCIM_SIDECAR_REALMS__BETA__UPSTREAM__API_KEY", "00000000001111111111222222222233");
         let config = Config::load(Path::new("missing.yaml")).map_err(|e| e.to_string())?;
         let realm = &config.realms[0];
         assert_eq!(realm.name, "beta");
-        assert_eq!(
-            realm.bearer_token_sha256,
-            vec![hash_token("00012345678901234567")]
-        );
-        assert_eq!(
-            realm.upstream.api_key.expose(),
-            "00000000001111111111222222222233"
-        );
+        assert_eq!(realm.bearer_token_sha256, vec![hash_token("00012345678901234567")]);
+        assert_eq!(realm.upstream.api_key.expose(), "00000000001111111111222222222233");
         Ok(())
     });
 }
@@ -564,10 +508,8 @@ fn missing_file_without_env_realms_is_reported() {
 
 #[test]
 fn redaction_shows_digest_prefixes_and_never_a_secret() -> Result<(), ConfigError> {
-    let yaml = realm_yaml("").replace(
-        &format!("bearer_token: {TOKEN_A}"),
-        &format!("bearer_token: [{TOKEN_A}, {TOKEN_B}]"),
-    );
+    let yaml = realm_yaml("")
+        .replace(&format!("bearer_token: {TOKEN_A}"), &format!("bearer_token: [{TOKEN_A}, {TOKEN_B}]"));
     let config = load_str(&yaml)?;
     let redacted = config.redacted();
     let text = redacted.to_string();

@@ -56,28 +56,13 @@ mod tests {
 
     #[test]
     fn token_selects_its_realm() {
-        let a = [
-            token_digest("alpha-token-0123456789"),
-            token_digest("alpha-rotated-0123456789"),
-        ];
+        let a = [token_digest("alpha-token-0123456789"), token_digest("alpha-rotated-0123456789")];
         let b = [token_digest("beta-token-0123456789")];
         let table = TokenTable::new([&a[..], &b[..]]);
-        assert_eq!(
-            table.realm_for(Some(b"Bearer alpha-token-0123456789")),
-            Some(0)
-        );
-        assert_eq!(
-            table.realm_for(Some(b"Bearer alpha-rotated-0123456789")),
-            Some(0)
-        );
-        assert_eq!(
-            table.realm_for(Some(b"bearer beta-token-0123456789")),
-            Some(1)
-        );
-        assert_eq!(
-            table.realm_for(Some(b"BEARER  beta-token-0123456789 ")),
-            Some(1)
-        );
+        assert_eq!(table.realm_for(Some(b"Bearer alpha-token-0123456789")), Some(0));
+        assert_eq!(table.realm_for(Some(b"Bearer alpha-rotated-0123456789")), Some(0));
+        assert_eq!(table.realm_for(Some(b"bearer beta-token-0123456789")), Some(1));
+        assert_eq!(table.realm_for(Some(b"BEARER  beta-token-0123456789 ")), Some(1));
     }
 
     #[test]

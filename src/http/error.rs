@@ -8,17 +8,15 @@ use crate::scim;
 
 /// The status, extra headers and SCIM error body for `error`. Exhaustive on purpose: a new
 /// variant must be mapped here before the crate compiles.
-pub fn error_parts(
-    error: &Error,
-) -> (
-    StatusCode,
-    Vec<(header::HeaderName, HeaderValue)>,
-    Option<Value>,
-) {
+pub fn error_parts(error: &Error) -> (StatusCode, Vec<(header::HeaderName, HeaderValue)>, Option<Value>) {
     let mut headers = Vec::new();
     let (status, scim_type, detail): (StatusCode, Option<&str>, String) = match error {
         Error::Invalid { scim_type, detail } => {
-            let status = if *scim_type == scim::ScimType::Uniqueness { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status = if *scim_type == scim::ScimType::Uniqueness {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             (status, Some(scim_type.as_str()), detail.clone())
         }
         Error::BadRequest { detail } => (StatusCode::BAD_REQUEST, None, detail.clone()),
@@ -27,7 +25,9 @@ pub fn error_parts(
             (StatusCode::UNAUTHORIZED, None, "missing or invalid bearer token".to_string())
         }
         Error::Forbidden { detail } => (StatusCode::FORBIDDEN, None, detail.clone()),
-        Error::NotFound { resource, id } => (StatusCode::NOT_FOUND, None, format!("{resource} {id} not found")),
+        Error::NotFound { resource, id } => {
+            (StatusCode::NOT_FOUND, None, format!("{resource} {id} not found"))
+        }
         Error::Conflict { detail } => (StatusCode::CONFLICT, Some("uniqueness"), detail.clone()),
         Error::PreconditionFailed { detail } => (StatusCode::PRECONDITION_FAILED, None, detail.clone()),
         Error::NotModified { etag } => {
@@ -46,7 +46,9 @@ pub fn error_parts(
         Error::UnsupportedMediaType { content_type } => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
-            format!("unsupported content type {content_type:?}: send application/scim+json or application/json"),
+            format!(
+                "unsupported content type {content_type:?}: send application/scim+json or application/json"
+            ),
         ),
         Error::NotImplemented { detail } => (StatusCode::NOT_IMPLEMENTED, None, detail.clone()),
         Error::RateLimited { retry_after } => {
@@ -57,7 +59,10 @@ pub fn error_parts(
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 None,
-                format!("Zulip is rate-limiting the sidecar's service account; retry after {} s", secs.max(1)),
+                format!(
+                    "Zulip is rate-limiting the sidecar's service account; retry after {} s",
+                    secs.max(1)
+                ),
             )
         }
         Error::Unavailable { detail } => {
@@ -100,70 +105,27 @@ mod tests {
     use crate::zulip::ZulipError;
 
     fn api(status: u16) -> Arc<ZulipError> {
-        Arc::new(ZulipError::Api {
-            status,
-            code: "X".into(),
-            msg: "m".into(),
-            retry_after: None,
-        })
+        Arc::new(ZulipError::Api { status, code: "X".into(), msg: "m".into(), retry_after: None })
     }
 
     #[test]
     fn every_variant_has_its_status_and_scim_type() {
         let table: Vec<(Error, u16, Option<&str>)> = vec![
-            (
-                Error::invalid(ScimType::InvalidFilter, "f"),
-                400,
-                Some("invalidFilter"),
-            ),
-            (
-                Error::invalid(ScimType::Uniqueness, "u"),
-                409,
-                Some("uniqueness"),
-            ),
+            (Error::invalid(ScimType::InvalidFilter, "f"), 400, Some("invalidFilter")),
+            (Error::invalid(ScimType::Uniqueness, "u"), 409, Some("uniqueness")),
             (Error::BadRequest { detail: "b".into() }, 400, None),
             (Error::Unauthorized, 401, None),
             (Error::Forbidden { detail: "f".into() }, 403, None),
-            (
-                Error::NotFound {
-                    resource: "User",
-                    id: "1".into(),
-                },
-                404,
-                None,
-            ),
-            (
-                Error::Conflict { detail: "c".into() },
-                409,
-                Some("uniqueness"),
-            ),
+            (Error::NotFound { resource: "User", id: "1".into() }, 404, None),
+            (Error::Conflict { detail: "c".into() }, 409, Some("uniqueness")),
             (Error::PreconditionFailed { detail: "p".into() }, 412, None),
             (Error::MethodNotAllowed { allow: "GET" }, 405, None),
             (Error::PayloadTooLarge { limit: 1 }, 413, None),
-            (
-                Error::UnsupportedMediaType {
-                    content_type: "text/plain".into(),
-                },
-                415,
-                None,
-            ),
+            (Error::UnsupportedMediaType { content_type: "text/plain".into() }, 415, None),
             (Error::NotImplemented { detail: "n".into() }, 501, None),
-            (
-                Error::RateLimited {
-                    retry_after: Duration::from_millis(28_700),
-                },
-                429,
-                None,
-            ),
+            (Error::RateLimited { retry_after: Duration::from_millis(28_700) }, 429, None),
             (Error::Unavailable { detail: "u".into() }, 503, None),
-            (
-                Error::Upstream {
-                    source: api(500),
-                    applied: None,
-                },
-                502,
-                None,
-            ),
+            (Error::Upstream { source: api(500), applied: None }, 502, None),
             (Error::Internal("bug".into()), 500, None),
         ];
         for (error, status, scim_type) in table {
@@ -180,21 +142,14 @@ mod tests {
     #[test]
     fn headers_and_no_leaks() {
         let (_, h, _) = error_parts(&Error::Unauthorized);
-        assert_eq!(
-            h,
-            vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))]
-        );
-        let (_, h, _) = error_parts(&Error::RateLimited {
-            retry_after: Duration::from_millis(28_700),
-        });
+        assert_eq!(h, vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))]);
+        let (_, h, _) = error_parts(&Error::RateLimited { retry_after: Duration::from_millis(28_700) });
         assert_eq!(h[0].1, "29");
         let (_, h, _) = error_parts(&Error::MethodNotAllowed { allow: "GET, POST" });
         assert_eq!(h[0], (header::ALLOW, HeaderValue::from_static("GET, POST")));
         let (_, _, body) = error_parts(&Error::Internal("secret invariant".into()));
         assert!(!body.unwrap().to_string().contains("secret"));
-        let (status, _, body) = error_parts(&Error::NotModified {
-            etag: "W/\"x\"".into(),
-        });
+        let (status, _, body) = error_parts(&Error::NotModified { etag: "W/\"x\"".into() });
         assert_eq!(status, StatusCode::NOT_MODIFIED);
         assert!(body.is_none());
     }

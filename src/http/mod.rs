@@ -88,10 +88,7 @@ impl Query {
     }
 
     fn projection(&self) -> Result<Projection, Error> {
-        Ok(Projection::parse(
-            self.attributes.as_deref(),
-            self.excluded_attributes.as_deref(),
-        )?)
+        Ok(Projection::parse(self.attributes.as_deref(), self.excluded_attributes.as_deref())?)
     }
 }
 
@@ -99,19 +96,12 @@ impl Query {
 
 impl App {
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Metrics) -> Self {
-        let tokens = TokenTable::new(
-            realms
-                .iter()
-                .map(|r| r.config.bearer_token_sha256.as_slice()),
-        );
+        let tokens = TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice()));
         App {
             realms,
             tokens,
             max_body_bytes,
-            capabilities: Capabilities {
-                max_results: MAX_COUNT,
-                ..Capabilities::default()
-            },
+            capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
             draining: AtomicBool::new(false),
             metrics,
         }
@@ -157,9 +147,7 @@ impl App {
                         realm_name = realm.name();
                         Err(e)
                     }
-                    None if request.uri().path().starts_with(routes::SCIM_PREFIX) => {
-                        Err(Error::Unauthorized)
-                    }
+                    None if request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(Error::Unauthorized),
                     None => Err(e),
                 }
             }
@@ -173,30 +161,17 @@ impl App {
         };
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
-        self.metrics
-            .observe_scim(realm_name, method.as_str(), label, status, elapsed);
+        self.metrics.observe_scim(realm_name, method.as_str(), label, status, elapsed);
         tracing::info!(realm = realm_name, method = %method, route = label, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
         response
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Option<&Realm> {
-        let index = self.tokens.realm_for(
-            headers
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        )?;
+        let index = self.tokens.realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?;
         let realm = self.realms.get(index)?;
         if !realm.config.hosts.is_empty() {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            if !realm
-                .config
-                .hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(host))
-            {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            if !realm.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
                 return None;
             }
         }
@@ -208,30 +183,21 @@ impl App {
             Route::Livez => plain(StatusCode::OK, "ok\n"),
             Route::Readyz => {
                 let draining = self.draining.load(Ordering::Acquire);
-                let not_ready: Vec<&str> = self
-                    .realms
-                    .iter()
-                    .filter(|r| !r.is_ready())
-                    .map(|r| r.name())
-                    .collect();
+                let not_ready: Vec<&str> =
+                    self.realms.iter().filter(|r| !r.is_ready()).map(|r| r.name()).collect();
                 if draining {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
                 } else if not_ready.is_empty() {
                     plain(StatusCode::OK, "ready\n")
                 } else {
-                    plain(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("not ready: {}\n", not_ready.join(", ")),
-                    )
+                    plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", not_ready.join(", ")))
                 }
             }
             _ => {
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 );
                 response
             }
@@ -254,17 +220,9 @@ impl App {
         let if_none_match = header_str(&parts.headers, header::IF_NONE_MATCH);
         let needs_body = matches!(
             route,
-            Route::Create(_)
-                | Route::Replace(..)
-                | Route::Patch(..)
-                | Route::Search(_)
-                | Route::SearchAll
+            Route::Create(_) | Route::Replace(..) | Route::Patch(..) | Route::Search(_) | Route::SearchAll
         );
-        let body = if needs_body {
-            Some(self.read_json(&parts.headers, body).await?)
-        } else {
-            None
-        };
+        let body = if needs_body { Some(self.read_json(&parts.headers, body).await?) } else { None };
         let body = body.unwrap_or(Value::Null);
         let base = realm.base_url.as_str();
         match route {
@@ -281,23 +239,13 @@ impl App {
                 let list = list_query(&search.query, rt_of(resource))?;
                 let page = match resource {
                     Resource::User => realm.list_users(&list).await?,
-                    Resource::Group => {
-                        realm
-                            .list_groups(&list, wants_members(&search.query)?)
-                            .await?
-                    }
+                    Resource::Group => realm.list_groups(&list, wants_members(&search.query)?).await?,
                 };
-                Ok(list_response(
-                    page,
-                    &search.query.projection()?,
-                    rt_of(resource),
-                ))
+                Ok(list_response(page, &search.query.projection()?, rt_of(resource)))
             }
             Route::SearchAll => {
                 let search = SearchRequest::parse(&body)?;
-                let page = realm
-                    .search_all(&search.query.filter, &search_params(&search.query)?)
-                    .await?;
+                let page = realm.search_all(&search.query.filter, &search_params(&search.query)?).await?;
                 Ok(list_response_mixed(page, &search.query.projection()?))
             }
             Route::Get(resource, id) => {
@@ -307,53 +255,31 @@ impl App {
                 };
                 if let (Some(inm), Some(version)) = (if_none_match.as_deref(), version_of(&value)) {
                     if scim::version::if_none_match_satisfied(inm, version) {
-                        return Err(Error::NotModified {
-                            etag: version.to_string(),
-                        });
+                        return Err(Error::NotModified { etag: version.to_string() });
                     }
                 }
-                Ok(resource_response(
-                    StatusCode::OK,
-                    &value,
-                    &query.projection()?,
-                    rt_of(resource),
-                ))
+                Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Create(resource) => {
                 let value = match resource {
                     Resource::User => realm.create_user(&body).await?,
                     Resource::Group => realm.create_group(&body).await?,
                 };
-                Ok(resource_response(
-                    StatusCode::CREATED,
-                    &value,
-                    &query.projection()?,
-                    rt_of(resource),
-                ))
+                Ok(resource_response(StatusCode::CREATED, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Replace(resource, id) => {
                 let value = match resource {
                     Resource::User => realm.replace_user(&id, &body, if_match.as_deref()).await?,
                     Resource::Group => realm.replace_group(&id, &body, if_match.as_deref()).await?,
                 };
-                Ok(resource_response(
-                    StatusCode::OK,
-                    &value,
-                    &query.projection()?,
-                    rt_of(resource),
-                ))
+                Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Patch(resource, id) => {
                 let value = match resource {
                     Resource::User => realm.patch_user(&id, &body, if_match.as_deref()).await?,
                     Resource::Group => realm.patch_group(&id, &body, if_match.as_deref()).await?,
                 };
-                Ok(resource_response(
-                    StatusCode::OK,
-                    &value,
-                    &query.projection()?,
-                    rt_of(resource),
-                ))
+                Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Delete(resource, id) => {
                 match resource {
@@ -366,29 +292,21 @@ impl App {
                 StatusCode::OK,
                 &discovery::service_provider_config(base, &self.capabilities),
             )),
-            Route::ResourceTypes(None) => Ok(json_response(
-                StatusCode::OK,
-                &discovery_list(discovery::resource_types(base)),
-            )),
+            Route::ResourceTypes(None) => {
+                Ok(json_response(StatusCode::OK, &discovery_list(discovery::resource_types(base))))
+            }
             Route::ResourceTypes(Some(name)) => discovery::resource_type(base, &name)
                 .map(|v| json_response(StatusCode::OK, &v))
-                .ok_or(Error::NotFound {
-                    resource: "ResourceType",
-                    id: name,
-                }),
-            Route::Schemas(None) => Ok(json_response(
-                StatusCode::OK,
-                &discovery_list(discovery::schemas(base)),
-            )),
+                .ok_or(Error::NotFound { resource: "ResourceType", id: name }),
+            Route::Schemas(None) => {
+                Ok(json_response(StatusCode::OK, &discovery_list(discovery::schemas(base))))
+            }
             Route::Schemas(Some(urn)) => discovery::schema(base, &urn)
                 .map(|v| json_response(StatusCode::OK, &v))
-                .ok_or(Error::NotFound {
-                    resource: "Schema",
-                    id: urn,
-                }),
-            Route::Unsupported(what) => Err(Error::NotImplemented {
-                detail: format!("/{what} is not supported"),
-            }),
+                .ok_or(Error::NotFound { resource: "Schema", id: urn }),
+            Route::Unsupported(what) => {
+                Err(Error::NotImplemented { detail: format!("/{what} is not supported") })
+            }
             Route::Livez | Route::Readyz | Route::Metrics => Ok(self.serve_ops(&route)),
         }
     }
@@ -401,16 +319,9 @@ impl App {
     {
         if let Some(ct) = headers.get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             if !(essence == SCIM_JSON || essence == "application/json" || essence.is_empty()) {
-                return Err(Error::UnsupportedMediaType {
-                    content_type: ct.to_string(),
-                });
+                return Err(Error::UnsupportedMediaType { content_type: ct.to_string() });
             }
         }
         let declared = headers
@@ -418,19 +329,12 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-            return Err(Error::PayloadTooLarge {
-                limit: self.max_body_bytes,
-            });
+            return Err(Error::PayloadTooLarge { limit: self.max_body_bytes });
         }
         let bytes = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(Error::PayloadTooLarge {
-                    limit: self.max_body_bytes,
-                })
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(Error::PayloadTooLarge { limit: self.max_body_bytes })
             }
             Err(e) => {
                 return Err(Error::invalid(
@@ -440,16 +344,10 @@ impl App {
             }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(Error::invalid(
-                ScimType::InvalidSyntax,
-                "the request body is empty",
-            ));
+            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body is empty"));
         }
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::invalid(
-                ScimType::InvalidSyntax,
-                format!("the request body is not valid JSON: {e}"),
-            )
+            Error::invalid(ScimType::InvalidSyntax, format!("the request body is not valid JSON: {e}"))
         })
     }
 }
@@ -462,17 +360,12 @@ struct SearchRequest {
 impl SearchRequest {
     fn parse(body: &Value) -> Result<SearchRequest, Error> {
         let obj = body.as_object().ok_or_else(|| {
-            Error::invalid(
-                ScimType::InvalidSyntax,
-                "a SearchRequest must be a JSON object",
-            )
+            Error::invalid(ScimType::InvalidSyntax, "a SearchRequest must be a JSON object")
         })?;
         if let Some(schemas) = obj.get("schemas") {
             let ok = schemas.as_array().is_some_and(|a| {
-                a.iter().any(|s| {
-                    s.as_str()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(scim::SEARCH_REQUEST_SCHEMA))
-                })
+                a.iter()
+                    .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(scim::SEARCH_REQUEST_SCHEMA)))
             });
             if !ok {
                 return Err(Error::invalid(
@@ -486,13 +379,9 @@ impl SearchRequest {
             let text = match value {
                 Value::String(s) => Some(s.clone()),
                 Value::Number(n) => Some(n.to_string()),
-                Value::Array(items) => Some(
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
+                Value::Array(items) => {
+                    Some(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                }
                 Value::Null => None,
                 _ => {
                     return Err(Error::invalid(
@@ -523,10 +412,7 @@ pub struct SearchParams {
 }
 
 fn search_params(q: &Query) -> Result<SearchParams, Error> {
-    Ok(SearchParams {
-        start_index: start_index(q)?,
-        count: count(q)?,
-    })
+    Ok(SearchParams { start_index: start_index(q)?, count: count(q)? })
 }
 
 fn rt_of(resource: Resource) -> &'static ResourceTypeDef {
@@ -540,10 +426,7 @@ fn start_index(q: &Query) -> Result<usize, Error> {
     match q.start_index.as_deref().map(str::trim) {
         None | Some("") => Ok(1),
         Some(s) => s.parse::<i64>().map(|n| n.max(1) as usize).map_err(|_| {
-            Error::invalid(
-                ScimType::InvalidValue,
-                format!("startIndex {s:?} is not an integer"),
-            )
+            Error::invalid(ScimType::InvalidValue, format!("startIndex {s:?} is not an integer"))
         }),
     }
 }
@@ -554,12 +437,7 @@ fn count(q: &Query) -> Result<usize, Error> {
         Some(s) => s
             .parse::<i64>()
             .map(|n| n.clamp(0, MAX_COUNT as i64) as usize)
-            .map_err(|_| {
-                Error::invalid(
-                    ScimType::InvalidValue,
-                    format!("count {s:?} is not an integer"),
-                )
-            }),
+            .map_err(|_| Error::invalid(ScimType::InvalidValue, format!("count {s:?} is not an integer"))),
     }
 }
 
@@ -586,18 +464,13 @@ fn version_of(resource: &Value) -> Option<&str> {
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     response
 }
 
@@ -609,10 +482,8 @@ fn resource_response(
 ) -> Response<Body> {
     let shown = projection.apply(resource, rt);
     let mut response = json_response(status, &shown);
-    if let Some(location) = resource
-        .pointer("/meta/location")
-        .and_then(Value::as_str)
-        .and_then(|l| HeaderValue::from_str(l).ok())
+    if let Some(location) =
+        resource.pointer("/meta/location").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
     {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -623,15 +494,8 @@ fn resource_response(
 }
 
 fn list_response(page: ListPage, projection: &Projection, rt: &ResourceTypeDef) -> Response<Body> {
-    let resources: Vec<Value> = page
-        .resources
-        .iter()
-        .map(|r| projection.apply(r, rt))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &list_body(page.total_results, page.start_index, resources),
-    )
+    let resources: Vec<Value> = page.resources.iter().map(|r| projection.apply(r, rt)).collect();
+    json_response(StatusCode::OK, &list_body(page.total_results, page.start_index, resources))
 }
 
 fn list_response_mixed(page: ListPage, projection: &Projection) -> Response<Body> {
@@ -647,10 +511,7 @@ fn list_response_mixed(page: ListPage, projection: &Projection) -> Response<Body
             projection.apply(r, rt)
         })
         .collect();
-    json_response(
-        StatusCode::OK,
-        &list_body(page.total_results, page.start_index, resources),
-    )
+    json_response(StatusCode::OK, &list_body(page.total_results, page.start_index, resources))
 }
 
 fn list_body(total_results: usize, start_index: usize, resources: Vec<Value>) -> Value {
@@ -677,10 +538,9 @@ fn empty(status: StatusCode) -> Response<Body> {
 fn plain(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(text.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

@@ -88,10 +88,7 @@ impl Route {
     /// Parses method and path. Unknown paths are `NotFound`; known paths with another
     /// method are `MethodNotAllowed` carrying the `Allow` list.
     pub fn from_request(method: &Method, path: &str) -> Result<Route, Error> {
-        let not_found = || Error::NotFound {
-            resource: "endpoint",
-            id: path.to_string(),
-        };
+        let not_found = || Error::NotFound { resource: "endpoint", id: path.to_string() };
         match path {
             "/livez" => return only_get(method, Route::Livez),
             "/readyz" => return only_get(method, Route::Readyz),
@@ -106,11 +103,7 @@ impl Route {
         let segments: Vec<String> = rest
             .split('/')
             .skip(1)
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let resource = |name: &str| match name {
@@ -123,9 +116,7 @@ impl Route {
             [".search"] => only(method, Method::POST, "POST", Route::SearchAll),
             ["ServiceProviderConfig"] => only_get(method, Route::ServiceProviderConfig),
             ["ResourceTypes"] => only_get(method, Route::ResourceTypes(None)),
-            ["ResourceTypes", name] => {
-                only_get(method, Route::ResourceTypes(Some(name.to_string())))
-            }
+            ["ResourceTypes", name] => only_get(method, Route::ResourceTypes(Some(name.to_string()))),
             ["Schemas"] => only_get(method, Route::Schemas(None)),
             ["Schemas", urn] => only_get(method, Route::Schemas(Some(urn.to_string()))),
             ["Bulk"] => Ok(Route::Unsupported("Bulk")),
@@ -150,9 +141,7 @@ impl Route {
                     Method::PUT => Ok(Route::Replace(r, id)),
                     Method::PATCH => Ok(Route::Patch(r, id)),
                     Method::DELETE => Ok(Route::Delete(r, id)),
-                    _ => Err(Error::MethodNotAllowed {
-                        allow: "GET, PUT, PATCH, DELETE",
-                    }),
+                    _ => Err(Error::MethodNotAllowed { allow: "GET, PUT, PATCH, DELETE" }),
                 }
             }
             _ => Err(not_found()),
@@ -168,12 +157,7 @@ fn only_get(method: &Method, route: Route) -> Result<Route, Error> {
     only(method, Method::GET, "GET", route)
 }
 
-fn only(
-    method: &Method,
-    allowed: Method,
-    allow: &'static str,
-    route: Route,
-) -> Result<Route, Error> {
+fn only(method: &Method, allowed: Method, allow: &'static str, route: Route) -> Result<Route, Error> {
     if *method == allowed {
         Ok(route)
     } else {
@@ -191,74 +175,30 @@ mod tests {
             ("GET", "/scim/v2/Users", Route::List(Resource::User)),
             ("GET", "/scim/v2/Users/", Route::List(Resource::User)),
             ("POST", "/scim/v2/Users", Route::Create(Resource::User)),
-            (
-                "GET",
-                "/scim/v2/Users/10",
-                Route::Get(Resource::User, "10".into()),
-            ),
-            (
-                "PUT",
-                "/scim/v2/Users/10",
-                Route::Replace(Resource::User, "10".into()),
-            ),
-            (
-                "PATCH",
-                "/scim/v2/Users/10",
-                Route::Patch(Resource::User, "10".into()),
-            ),
-            (
-                "DELETE",
-                "/scim/v2/Users/10",
-                Route::Delete(Resource::User, "10".into()),
-            ),
-            (
-                "POST",
-                "/scim/v2/Users/.search",
-                Route::Search(Resource::User),
-            ),
-            (
-                "POST",
-                "/scim/v2/Groups/.search",
-                Route::Search(Resource::Group),
-            ),
-            (
-                "GET",
-                "/scim/v2/Groups/31",
-                Route::Get(Resource::Group, "31".into()),
-            ),
+            ("GET", "/scim/v2/Users/10", Route::Get(Resource::User, "10".into())),
+            ("PUT", "/scim/v2/Users/10", Route::Replace(Resource::User, "10".into())),
+            ("PATCH", "/scim/v2/Users/10", Route::Patch(Resource::User, "10".into())),
+            ("DELETE", "/scim/v2/Users/10", Route::Delete(Resource::User, "10".into())),
+            ("POST", "/scim/v2/Users/.search", Route::Search(Resource::User)),
+            ("POST", "/scim/v2/Groups/.search", Route::Search(Resource::Group)),
+            ("GET", "/scim/v2/Groups/31", Route::Get(Resource::Group, "31".into())),
             ("POST", "/scim/v2/.search", Route::SearchAll),
-            (
-                "GET",
-                "/scim/v2/ServiceProviderConfig",
-                Route::ServiceProviderConfig,
-            ),
+            ("GET", "/scim/v2/ServiceProviderConfig", Route::ServiceProviderConfig),
             ("GET", "/scim/v2/ResourceTypes", Route::ResourceTypes(None)),
-            (
-                "GET",
-                "/scim/v2/ResourceTypes/User",
-                Route::ResourceTypes(Some("User".into())),
-            ),
+            ("GET", "/scim/v2/ResourceTypes/User", Route::ResourceTypes(Some("User".into()))),
             (
                 "GET",
                 "/scim/v2/Schemas/urn:ietf:params:scim:schemas:core:2.0:User",
                 Route::Schemas(Some("urn:ietf:params:scim:schemas:core:2.0:User".into())),
             ),
-            (
-                "GET",
-                "/scim/v2/Users/a%20b",
-                Route::Get(Resource::User, "a b".into()),
-            ),
+            ("GET", "/scim/v2/Users/a%20b", Route::Get(Resource::User, "a b".into())),
             ("POST", "/scim/v2/Bulk", Route::Unsupported("Bulk")),
             ("GET", "/livez", Route::Livez),
             ("GET", "/readyz", Route::Readyz),
         ];
         for (method, path, want) in ok {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            assert_eq!(
-                Route::from_request(&m, path).unwrap(),
-                want,
-                "{method} {path}"
-            );
+            assert_eq!(Route::from_request(&m, path).unwrap(), want, "{method} {path}");
         }
     }
 

@@ -11,9 +11,7 @@ use crate::error::Error;
 use crate::http::SearchParams;
 use crate::idmap::UserIndex;
 use crate::provision::mapping::{str_at, value_at};
-use crate::provision::realm::{
-    check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP,
-};
+use crate::provision::realm::{check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP};
 use crate::provision::users::with_applied;
 use crate::provision::{refusal, ListPage, ListQuery};
 use crate::scim::filter::Filter;
@@ -32,10 +30,7 @@ const RESERVED_PREFIXES: [&str; 5] = ["@", "role:", "user:", "stream:", "channel
 fn parse_group_id(id: &str) -> Result<u64, Error> {
     match id.parse::<u64>() {
         Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
-        _ => Err(Error::NotFound {
-            resource: "Group",
-            id: id.to_string(),
-        }),
+        _ => Err(Error::NotFound { resource: "Group", id: id.to_string() }),
     }
 }
 
@@ -46,14 +41,10 @@ pub fn check_group_name(name: &str) -> Result<(), Error> {
         return Err(invalid("displayName must not be empty".into()));
     }
     if name.chars().count() > MAX_GROUP_NAME_CHARS {
-        return Err(invalid(format!(
-            "displayName is longer than Zulip's {MAX_GROUP_NAME_CHARS} characters"
-        )));
+        return Err(invalid(format!("displayName is longer than Zulip's {MAX_GROUP_NAME_CHARS} characters")));
     }
     if let Some(p) = RESERVED_PREFIXES.iter().find(|p| name.starts_with(**p)) {
-        return Err(invalid(format!(
-            "displayName cannot start with {p:?} in Zulip"
-        )));
+        return Err(invalid(format!("displayName cannot start with {p:?} in Zulip")));
     }
     Ok(())
 }
@@ -63,12 +54,7 @@ fn member_ids(members: &Value) -> Result<Vec<String>, Error> {
     let items = match members {
         Value::Null => return Ok(Vec::new()),
         Value::Array(items) => items,
-        _ => {
-            return Err(Error::invalid(
-                ScimType::InvalidValue,
-                "members must be a list",
-            ))
-        }
+        _ => return Err(Error::invalid(ScimType::InvalidValue, "members must be a list")),
     };
     items
         .iter()
@@ -77,15 +63,9 @@ fn member_ids(members: &Value) -> Result<Vec<String>, Error> {
             Value::Object(_) => match value_at(m, &["value"]) {
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(Value::Number(n)) => Ok(n.to_string()),
-                _ => Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "every member needs a string value",
-                )),
+                _ => Err(Error::invalid(ScimType::InvalidValue, "every member needs a string value")),
             },
-            _ => Err(Error::invalid(
-                ScimType::InvalidValue,
-                "every member must be an object with a value",
-            )),
+            _ => Err(Error::invalid(ScimType::InvalidValue, "every member must be an object with a value")),
         })
         .collect()
 }
@@ -124,23 +104,47 @@ impl Realm {
         Realm::with_version(Value::Object(out))
     }
 
+    /// Adds the read-only `groups` attribute (direct memberships in active groups) to
+    /// rendered users; called only when a response asks for it.
+    pub async fn attach_groups(&self, users: &mut [Value]) -> Result<(), Error> {
+        let groups = self.group_index().await?;
+        let groups = groups.read();
+        for user in users.iter_mut() {
+            let Some(id) = user.get("id").and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            let refs: Vec<Value> = groups
+                .groups
+                .values()
+                .filter(|g| !g.deactivated && g.members.contains(&id))
+                .map(|g| {
+                    json!({
+                        "value": g.id.to_string(),
+                        "$ref": format!("{}/Groups/{}", self.base_url, g.id),
+                        "display": g.name,
+                        "type": "direct",
+                    })
+                })
+                .collect();
+            if let Some(o) = user.as_object_mut() {
+                o.insert("groups".into(), Value::Array(refs));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a filter needs members to be evaluated.
     fn filter_needs_members(filter: Option<&Filter>) -> bool {
         filter.is_some_and(|f| format!("{f:?}").to_ascii_lowercase().contains("members"))
     }
 
     /// `GET /Groups` and `POST /Groups/.search`. Deactivated groups are invisible.
-    pub async fn list_groups(
-        &self,
-        query: &ListQuery,
-        with_members: bool,
-    ) -> Result<ListPage, Error> {
+    pub async fn list_groups(&self, query: &ListQuery, with_members: bool) -> Result<ListPage, Error> {
         if let Some(filter) = &query.filter {
             filter.validate(&GROUP)?;
         }
-        let needs_members = with_members
-            || Self::filter_needs_members(query.filter.as_ref())
-            || query.sort.is_some();
+        let needs_members =
+            with_members || Self::filter_needs_members(query.filter.as_ref()) || query.sort.is_some();
         let groups = self.group_index().await?;
         let users = self.user_index().await?;
         let (groups, users) = (groups.read(), users.read());
@@ -169,16 +173,9 @@ impl Realm {
             }
         }
         let total_results = matched.len();
-        let resources = matched
-            .into_iter()
-            .skip(query.start_index.saturating_sub(1))
-            .take(query.count)
-            .collect();
-        Ok(ListPage {
-            total_results,
-            start_index: query.start_index,
-            resources,
-        })
+        let resources =
+            matched.into_iter().skip(query.start_index.saturating_sub(1)).take(query.count).collect();
+        Ok(ListPage { total_results, start_index: query.start_index, resources })
     }
 
     /// `POST /.search`: users, then groups, filtered by whichever schema the filter fits.
@@ -196,12 +193,7 @@ impl Realm {
         if let (Some(Err(e)), Some(Err(_))) = (&fits_users, &fits_groups) {
             return Err(e.clone().into());
         }
-        let all = ListQuery {
-            filter: filter.clone(),
-            start_index: 1,
-            count: usize::MAX,
-            sort: None,
-        };
+        let all = ListQuery { filter: filter.clone(), start_index: 1, count: usize::MAX, sort: None };
         let mut resources = Vec::new();
         if !matches!(fits_users, Some(Err(_))) {
             resources.extend(self.list_users(&all).await?.resources);
@@ -210,16 +202,9 @@ impl Realm {
             resources.extend(self.list_groups(&all, true).await?.resources);
         }
         let total_results = resources.len();
-        let resources = resources
-            .into_iter()
-            .skip(params.start_index.saturating_sub(1))
-            .take(params.count)
-            .collect();
-        Ok(ListPage {
-            total_results,
-            start_index: params.start_index,
-            resources,
-        })
+        let resources =
+            resources.into_iter().skip(params.start_index.saturating_sub(1)).take(params.count).collect();
+        Ok(ListPage { total_results, start_index: params.start_index, resources })
     }
 
     /// The active group behind a SCIM Group id.
@@ -227,32 +212,16 @@ impl Realm {
         let group_id = parse_group_id(id)?;
         let mut reloaded = false;
         loop {
-            let found = self
-                .group_index()
-                .await?
-                .read()
-                .groups
-                .get(&group_id)
-                .cloned();
+            let found = self.group_index().await?.read().groups.get(&group_id).cloned();
             match found {
                 Some(g) if !g.deactivated => return Ok(g),
-                Some(_) => {
-                    return Err(Error::NotFound {
-                        resource: "Group",
-                        id: id.to_string(),
-                    })
-                }
+                Some(_) => return Err(Error::NotFound { resource: "Group", id: id.to_string() }),
                 None if !reloaded => {
                     // Perhaps created in Zulip since the snapshot.
                     self.dir.invalidate_groups().await;
                     reloaded = true;
                 }
-                None => {
-                    return Err(Error::NotFound {
-                        resource: "Group",
-                        id: id.to_string(),
-                    })
-                }
+                None => return Err(Error::NotFound { resource: "Group", id: id.to_string() }),
             }
         }
     }
@@ -269,10 +238,7 @@ impl Realm {
         if group.is_system_group {
             return Err(Error::invalid(
                 ScimType::Mutability,
-                format!(
-                    "group {} is a Zulip system group (roles): it is read-only over SCIM",
-                    group.name
-                ),
+                format!("group {} is a Zulip system group (roles): it is read-only over SCIM", group.name),
             ));
         }
         Ok(())
@@ -298,10 +264,7 @@ impl Realm {
         if !bad.is_empty() && self.rejects_unknown_members() {
             return Err(Error::invalid(
                 ScimType::InvalidValue,
-                format!(
-                    "members must be active users of this organization: {}",
-                    bad.join(", ")
-                ),
+                format!("members must be active users of this organization: {}", bad.join(", ")),
             ));
         }
         Ok(ok)
@@ -310,25 +273,14 @@ impl Realm {
     /// `POST /Groups`
     pub async fn create_group(&self, body: &Value) -> Result<Value, Error> {
         if !body.is_object() {
-            return Err(Error::invalid(
-                ScimType::InvalidSyntax,
-                "the request body must be a JSON object",
-            ));
+            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
         }
         let name = match value_at(body, &["displayName"]) {
             Some(Value::String(s)) => s.trim().to_string(),
             None | Some(Value::Null) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "displayName is required",
-                ))
+                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
             }
-            Some(_) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "displayName must be a string",
-                ))
-            }
+            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
         };
         check_group_name(&name)?;
         let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
@@ -353,9 +305,7 @@ impl Realm {
         };
         let created = self.client.create_user_group(&new).await;
         let group_id = match created {
-            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => {
-                Some(id)
-            }
+            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => Some(id),
             Ok(_) => None,
             Err(e) => {
                 self.dir.invalidate_groups().await;
@@ -383,8 +333,7 @@ impl Realm {
             Some(id) => self.group_index().await?.read().groups.get(&id).cloned(),
             None => self.group_index().await?.read().by_name(&name).cloned(),
         };
-        let group = group
-            .ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
+        let group = group.ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
         tracing::info!(realm = %self.name(), group_id = group.id, "created group");
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
@@ -404,25 +353,14 @@ impl Realm {
         let before = self.get_group(id, true).await?;
         check_if_match(if_match, &before)?;
         if !body.is_object() {
-            return Err(Error::invalid(
-                ScimType::InvalidSyntax,
-                "the request body must be a JSON object",
-            ));
+            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
         }
         let name = match value_at(body, &["displayName"]) {
             Some(Value::String(s)) => s.trim().to_string(),
             None | Some(Value::Null) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "displayName is required",
-                ))
+                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
             }
-            Some(_) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "displayName must be a string",
-                ))
-            }
+            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
         };
         let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
         self.apply_group(group, name, ids).await
@@ -430,12 +368,7 @@ impl Realm {
 
     /// `PATCH /Groups/{id}`: the patch is applied to the group in memory, then the rename
     /// and the member diff are sent (at most one rename and one members call).
-    pub async fn patch_group(
-        &self,
-        id: &str,
-        body: &Value,
-        if_match: Option<&str>,
-    ) -> Result<Value, Error> {
+    pub async fn patch_group(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value, Error> {
         let patch = PatchRequest::parse(body)?;
         let group = self.find_group(id).await?;
         Self::check_writable(&group)?;
@@ -443,20 +376,12 @@ impl Realm {
         check_if_match(if_match, &before)?;
         let mut after = before.clone();
         patch.apply(&mut after, &GROUP)?;
-        let name = str_at(&after, &["displayName"])
-            .unwrap_or(&group.name)
-            .trim()
-            .to_string();
+        let name = str_at(&after, &["displayName"]).unwrap_or(&group.name).trim().to_string();
         let ids = member_ids(value_at(&after, &["members"]).unwrap_or(&Value::Null))?;
         self.apply_group(group, name, ids).await
     }
 
-    async fn apply_group(
-        &self,
-        group: UserGroup,
-        name: String,
-        ids: Vec<String>,
-    ) -> Result<Value, Error> {
+    async fn apply_group(&self, group: UserGroup, name: String, ids: Vec<String>) -> Result<Value, Error> {
         let group_id = group.id;
         let wanted = self.resolve_members(&ids).await?;
         let current: BTreeSet<u64> = {
@@ -480,11 +405,7 @@ impl Realm {
         }
         let mut applied = None;
         if let Some(new_name) = &rename {
-            if let Err(e) = self
-                .client
-                .update_user_group(group_id, Some(new_name), None)
-                .await
-            {
+            if let Err(e) = self.client.update_user_group(group_id, Some(new_name), None).await {
                 self.dir.invalidate_groups().await;
                 if e.is_bad_request() {
                     if let Some(other) = self.group_index().await?.read().by_name(new_name) {
@@ -496,11 +417,7 @@ impl Realm {
             applied = Some(format!("renamed group {group_id} to {new_name}"));
         }
         if !add.is_empty() || !delete.is_empty() {
-            if let Err(e) = self
-                .client
-                .update_user_group_members(group_id, &add, &delete)
-                .await
-            {
+            if let Err(e) = self.client.update_user_group_members(group_id, &add, &delete).await {
                 self.dir.invalidate_groups().await;
                 let e = refusal(e);
                 return Err(match applied {
@@ -524,9 +441,8 @@ impl Realm {
             }
             groups.groups.get(&group_id).cloned()
         };
-        let group = updated.ok_or_else(|| {
-            Error::Internal(format!("group {group_id} vanished from the snapshot"))
-        })?;
+        let group =
+            updated.ok_or_else(|| Error::Internal(format!("group {group_id} vanished from the snapshot")))?;
         tracing::info!(realm = %self.name(), group_id, added = add.len(), removed = delete.len(), renamed = rename.is_some(), "updated group");
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
@@ -562,11 +478,7 @@ impl Realm {
         let suffix = format!(" (deleted {})", group.id);
         let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
         let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
-        if let Err(e) = self
-            .client
-            .update_user_group(group.id, Some(&retired), None)
-            .await
-        {
+        if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
             tracing::warn!(realm = %self.name(), group_id = group.id, error = %e, "group deactivated but its name could not be freed");
         }
         {

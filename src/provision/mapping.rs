@@ -77,10 +77,7 @@ impl UserMapping {
         out.insert("displayName".into(), Value::from(user.full_name.as_str()));
         out.insert("active".into(), Value::from(user.is_active));
         if real_address {
-            out.insert(
-                "emails".into(),
-                json!([{"value": user_name, "type": "work", "primary": true}]),
-            );
+            out.insert("emails".into(), json!([{"value": user_name, "type": "work", "primary": true}]));
         }
         out.insert("role".into(), Value::from(user.role.scim_name()));
         let mut meta = Map::new();
@@ -98,16 +95,10 @@ impl UserMapping {
     /// the attribute that changed wins, so an Okta PUT that changes `givenName` and re-sends a
     /// stale `displayName` renames, and a PUT that changes only `displayName` renames too.
     pub fn full_name_of(&self, before: Option<&Value>, after: &Value) -> Option<String> {
-        let display = str_at(after, &["displayName"])
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
-        let formatted = str_at(after, &["name", "formatted"])
-            .map(str::trim)
-            .filter(|s| !s.is_empty());
-        let composed = compose_name(
-            str_at(after, &["name", "givenName"]),
-            str_at(after, &["name", "familyName"]),
-        );
+        let display = str_at(after, &["displayName"]).map(str::trim).filter(|s| !s.is_empty());
+        let formatted = str_at(after, &["name", "formatted"]).map(str::trim).filter(|s| !s.is_empty());
+        let composed =
+            compose_name(str_at(after, &["name", "givenName"]), str_at(after, &["name", "familyName"]));
         let Some(before) = before else {
             // Create: the configured name style first, then the other, then displayName.
             let from_name = if self.name_formatted_included {
@@ -138,11 +129,7 @@ impl UserMapping {
 }
 
 fn compose_name(given: Option<&str>, family: Option<&str>) -> Option<String> {
-    let joined = format!(
-        "{} {}",
-        given.unwrap_or("").trim(),
-        family.unwrap_or("").trim()
-    );
+    let joined = format!("{} {}", given.unwrap_or("").trim(), family.unwrap_or("").trim());
     let joined = joined.trim();
     (!joined.is_empty()).then(|| joined.to_string())
 }
@@ -157,11 +144,9 @@ pub fn value_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
     let mut cur = value;
     for key in path {
         let obj = cur.as_object()?;
-        cur = obj.get(*key).or_else(|| {
-            obj.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v)
-        })?;
+        cur = obj
+            .get(*key)
+            .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))?;
     }
     Some(cur)
 }
@@ -181,15 +166,13 @@ pub fn parse_role(value: &Value) -> Result<Role, Error> {
     let invalid = |shown: String| {
         Error::invalid(
             ScimType::InvalidValue,
-            format!(
-                "invalid role {shown}: valid values are {}",
-                scim::schema::ROLE_VALUES.join(", ")
-            ),
+            format!("invalid role {shown}: valid values are {}", scim::schema::ROLE_VALUES.join(", ")),
         )
     };
     match value {
-        Value::String(s) => Role::from_scim_name(&s.trim().to_ascii_lowercase())
-            .ok_or_else(|| invalid(format!("{s:?}"))),
+        Value::String(s) => {
+            Role::from_scim_name(&s.trim().to_ascii_lowercase()).ok_or_else(|| invalid(format!("{s:?}")))
+        }
         other => Err(invalid(other.to_string())),
     }
 }
@@ -217,10 +200,7 @@ pub fn check_full_name(name: &str) -> Result<(), Error> {
         ));
     }
     if name.chars().any(|c| c.is_control()) {
-        return Err(Error::invalid(
-            ScimType::InvalidValue,
-            "name contains control characters",
-        ));
+        return Err(Error::invalid(ScimType::InvalidValue, "name contains control characters"));
     }
     Ok(())
 }
@@ -249,18 +229,8 @@ impl UserMapping {
         let old_user_name = str_at(before, &["userName"]).unwrap_or("");
         let new_user_name = match value_at(after, &["userName"]) {
             Some(Value::String(s)) => s.trim(),
-            Some(_) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "userName must be a string",
-                ))
-            }
-            None => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "userName is required",
-                ))
-            }
+            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "userName must be a string")),
+            None => return Err(Error::invalid(ScimType::InvalidValue, "userName is required")),
         };
         if !new_user_name.eq_ignore_ascii_case(old_user_name) {
             if !is_plausible_email(new_user_name) {
@@ -279,9 +249,7 @@ impl UserMapping {
             if Some(emails) != before_emails {
                 for e in emails {
                     if let Some(v) = str_at(e, &["value"]) {
-                        if !v.eq_ignore_ascii_case(new_user_name)
-                            && !v.eq_ignore_ascii_case(old_user_name)
-                        {
+                        if !v.eq_ignore_ascii_case(new_user_name) && !v.eq_ignore_ascii_case(old_user_name) {
                             return Err(Error::invalid(
                                 ScimType::InvalidValue,
                                 format!(
@@ -316,10 +284,7 @@ impl UserMapping {
             None | Some(Value::Null) => {}
             Some(v) => {
                 let active = lenient_bool(v).ok_or_else(|| {
-                    Error::invalid(
-                        ScimType::InvalidValue,
-                        format!("active must be a boolean, got {v}"),
-                    )
+                    Error::invalid(ScimType::InvalidValue, format!("active must be a boolean, got {v}"))
                 })?;
                 if Some(active) != value_at(before, &["active"]).and_then(Value::as_bool) {
                     changes.active = Some(active);
@@ -345,25 +310,14 @@ impl UserMapping {
     /// `groups`, nulls are ignored; `active` may be `"True"`).
     pub fn new_user(&self, body: &Value) -> Result<NewUser, Error> {
         if !body.is_object() {
-            return Err(Error::invalid(
-                ScimType::InvalidSyntax,
-                "the request body must be a JSON object",
-            ));
+            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
         }
         let email = match value_at(body, &["userName"]) {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "userName is required",
-                ))
+                return Err(Error::invalid(ScimType::InvalidValue, "userName is required"))
             }
-            Some(_) => {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    "userName must be a string",
-                ))
-            }
+            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "userName must be a string")),
         };
         if !is_plausible_email(&email) {
             return Err(Error::invalid(
@@ -386,18 +340,10 @@ impl UserMapping {
         let active = match value_at(body, &["active"]) {
             None | Some(Value::Null) => true,
             Some(v) => lenient_bool(v).ok_or_else(|| {
-                Error::invalid(
-                    ScimType::InvalidValue,
-                    format!("active must be a boolean, got {v}"),
-                )
+                Error::invalid(ScimType::InvalidValue, format!("active must be a boolean, got {v}"))
             })?,
         };
-        Ok(NewUser {
-            email,
-            full_name,
-            role,
-            active,
-        })
+        Ok(NewUser { email, full_name, role, active })
     }
 
     /// The resource a PUT asks for: the current one with every attribute the body carries
@@ -406,32 +352,19 @@ impl UserMapping {
     /// body (`id`, `meta`, `groups`, …) are ignored.
     pub fn put_target(&self, before: &Value, body: &Value) -> Result<Value, Error> {
         let body = body.as_object().ok_or_else(|| {
-            Error::invalid(
-                ScimType::InvalidSyntax,
-                "the request body must be a JSON object",
-            )
+            Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object")
         })?;
         if !body.keys().any(|k| k.eq_ignore_ascii_case("userName")) {
-            return Err(Error::invalid(
-                ScimType::InvalidValue,
-                "userName is required in a PUT",
-            ));
+            return Err(Error::invalid(ScimType::InvalidValue, "userName is required in a PUT"));
         }
         let mut after = before.clone();
         let Some(target) = after.as_object_mut() else {
             return Err(Error::Internal("rendered user is not an object".into()));
         };
         for (key, value) in body {
-            let canonical = [
-                "userName",
-                "name",
-                "displayName",
-                "active",
-                "role",
-                "emails",
-            ]
-            .into_iter()
-            .find(|k| k.eq_ignore_ascii_case(key));
+            let canonical = ["userName", "name", "displayName", "active", "role", "emails"]
+                .into_iter()
+                .find(|k| k.eq_ignore_ascii_case(key));
             let Some(canonical) = canonical else { continue };
             if value.is_null() {
                 continue;
@@ -439,10 +372,7 @@ impl UserMapping {
             if canonical == "name" {
                 // Name parts merge: a PUT with only givenName keeps nothing else stale.
                 let Some(parts) = value.as_object() else {
-                    return Err(Error::invalid(
-                        ScimType::InvalidValue,
-                        "name must be an object",
-                    ));
+                    return Err(Error::invalid(ScimType::InvalidValue, "name must be an object"));
                 };
                 let mut name = Map::new();
                 for (k, v) in parts {

@@ -42,22 +42,14 @@ pub(crate) fn refusal(e: ZulipError) -> Error {
         return Error::RateLimited { retry_after };
     }
     match &e {
-        ZulipError::Api {
-            status: 400,
-            code,
-            msg,
-            ..
-        } if code == "UNAUTHORIZED_PRINCIPAL" => Error::Forbidden {
-            detail: format!(
-                "Zulip refused: {msg} (the sidecar's service account lacks this permission)"
-            ),
-        },
-        ZulipError::Api {
-            status: 400, msg, ..
-        } => Error::invalid(
-            ScimType::InvalidValue,
-            format!("Zulip refused the change: {msg}"),
-        ),
+        ZulipError::Api { status: 400, code, msg, .. } if code == "UNAUTHORIZED_PRINCIPAL" => {
+            Error::Forbidden {
+                detail: format!("Zulip refused: {msg} (the sidecar's service account lacks this permission)"),
+            }
+        }
+        ZulipError::Api { status: 400, msg, .. } => {
+            Error::invalid(ScimType::InvalidValue, format!("Zulip refused the change: {msg}"))
+        }
         _ => Error::upstream(e),
     }
 }

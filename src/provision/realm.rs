@@ -48,11 +48,7 @@ pub struct Readiness {
 // === impl Realm ===
 
 impl Realm {
-    pub fn new(
-        config: RealmConfig,
-        client: ZulipClient,
-        snapshot_ttl: std::time::Duration,
-    ) -> Self {
+    pub fn new(config: RealmConfig, client: ZulipClient, snapshot_ttl: std::time::Duration) -> Self {
         let base_url = format!("{}/scim/v2", config.url.as_str().trim_end_matches('/'));
         let users = UserMapping {
             base_url: base_url.clone(),
@@ -79,8 +75,7 @@ impl Realm {
     pub async fn check_ready(&self) -> Result<Readiness, ZulipError> {
         let settings = self.client.server_settings().await?;
         let me = self.client.get_own_user().await?;
-        self.feature_level
-            .store(settings.zulip_feature_level, Ordering::Relaxed);
+        self.feature_level.store(settings.zulip_feature_level, Ordering::Relaxed);
         self.service_account_id.store(me.user_id, Ordering::Relaxed);
         self.ready.store(true, Ordering::Release);
         Ok(Readiness {
@@ -112,18 +107,12 @@ impl Realm {
 
     /// The users snapshot (one `GET /users` on a miss, shared by concurrent callers).
     pub(crate) async fn user_index(&self) -> Result<Arc<Shared<UserIndex>>, Error> {
-        self.dir
-            .users(|| self.client.get_users())
-            .await
-            .map_err(shared_refusal)
+        self.dir.users(|| self.client.get_users()).await.map_err(shared_refusal)
     }
 
     /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).
     pub(crate) async fn group_index(&self) -> Result<Arc<Shared<GroupIndex>>, Error> {
-        self.dir
-            .groups(|| self.client.get_user_groups(true))
-            .await
-            .map_err(shared_refusal)
+        self.dir.groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)
     }
 
     /// Adds `meta.version` (a weak ETag over the content) to a rendered resource.
@@ -149,10 +138,7 @@ pub(crate) fn check_if_match(if_match: Option<&str>, current: &Value) -> Result<
     let Some(if_match) = if_match else {
         return Ok(());
     };
-    let version = current
-        .pointer("/meta/version")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let version = current.pointer("/meta/version").and_then(Value::as_str).unwrap_or("");
     if scim::version::if_match_satisfied(if_match, version) {
         Ok(())
     } else {

@@ -24,23 +24,14 @@ pub const USER_DELETE_REJECTED: &str =
 fn parse_user_id(id: &str) -> Result<u64, Error> {
     match id.parse::<u64>() {
         Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
-        _ => Err(Error::NotFound {
-            resource: "User",
-            id: id.to_string(),
-        }),
+        _ => Err(Error::NotFound { resource: "User", id: id.to_string() }),
     }
 }
 
 /// A long random password for `POST /users`: Zulip requires one, SCIM users never use it
 /// (they log in through SSO or a password reset); it is never stored or logged.
 fn throwaway_password() -> Secret<String> {
-    Secret::new(
-        rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(40)
-            .map(char::from)
-            .collect(),
-    )
+    Secret::new(rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect())
 }
 
 /// Now, in Zulip's `date_joined` form (minute precision).
@@ -73,11 +64,8 @@ impl Realm {
         let index = index.read();
         let offset = query.start_index.saturating_sub(1);
         if query.filter.is_none() && query.sort.is_none() {
-            let resources = index
-                .humans_from(offset)
-                .take(query.count)
-                .map(|u| self.render_user(u))
-                .collect();
+            let resources =
+                index.humans_from(offset).take(query.count).map(|u| self.render_user(u)).collect();
             return Ok(ListPage {
                 total_results: index.human_count(),
                 start_index: query.start_index,
@@ -87,11 +75,7 @@ impl Realm {
         let candidates: Vec<&User> = match &query.filter {
             Some(f) => {
                 if let Some(id) = f.eq_constraint("id") {
-                    id.parse::<u64>()
-                        .ok()
-                        .and_then(|id| index.get(id))
-                        .into_iter()
-                        .collect()
+                    id.parse::<u64>().ok().and_then(|id| index.get(id)).into_iter().collect()
                 } else if let Some(user_name) = f.eq_constraint("userName") {
                     index.by_email(user_name).into_iter().collect()
                 } else {
@@ -112,20 +96,13 @@ impl Realm {
         }
         let total_results = matched.len();
         let resources = matched.into_iter().skip(offset).take(query.count).collect();
-        Ok(ListPage {
-            total_results,
-            start_index: query.start_index,
-            resources,
-        })
+        Ok(ListPage { total_results, start_index: query.start_index, resources })
     }
 
     /// The Zulip account behind a SCIM User id: snapshot first, then `GET /users/{id}`.
     async fn find_user(&self, id: &str) -> Result<User, Error> {
         let user_id = parse_user_id(id)?;
-        let not_found = || Error::NotFound {
-            resource: "User",
-            id: id.to_string(),
-        };
+        let not_found = || Error::NotFound { resource: "User", id: id.to_string() };
         let index = self.user_index().await?;
         let cached = index.read().get(user_id).cloned();
         let user = match cached {
@@ -154,21 +131,12 @@ impl Realm {
     /// `POST /Users`
     pub async fn create_user(&self, body: &Value) -> Result<Value, Error> {
         let new = self.users.new_user(body)?;
-        let existing = self
-            .user_index()
-            .await?
-            .read()
-            .by_email(&new.email)
-            .cloned();
+        let existing = self.user_index().await?.read().by_email(&new.email).cloned();
         if let Some(existing) = existing {
             return self.create_over_existing(existing, new).await;
         }
         let password = throwaway_password();
-        let user_id = match self
-            .client
-            .create_user(&new.email, &password, &new.full_name)
-            .await
-        {
+        let user_id = match self.client.create_user(&new.email, &password, &new.full_name).await {
             Ok(user_id) => user_id,
             Err(e) => {
                 // Either the outcome is unknown (timeout, reset) or Zulip refused — possibly
@@ -185,9 +153,7 @@ impl Realm {
                     Err(_) => return Err(refusal(e)),
                 };
                 match found {
-                    Some(user)
-                        if unknown_outcome && user.is_active && user.full_name == new.full_name =>
-                    {
+                    Some(user) if unknown_outcome && user.is_active && user.full_name == new.full_name => {
                         tracing::info!(realm = %self.name(), user_id = user.user_id, "create outcome resolved: zulip created the user");
                         user.user_id
                     }
@@ -203,10 +169,7 @@ impl Realm {
                         };
                         return Err(Error::invalid(
                             ScimType::InvalidValue,
-                            format!(
-                                "Zulip refused to create the user: {}{hint}",
-                                e.message().unwrap_or("")
-                            ),
+                            format!("Zulip refused to create the user: {}{hint}", e.message().unwrap_or("")),
                         ));
                     }
                     None => return Err(refusal(e)),
@@ -230,13 +193,7 @@ impl Realm {
         if role != Role::Member {
             if let Err(e) = self
                 .client
-                .update_user(
-                    user_id,
-                    &UserUpdate {
-                        role: Some(role),
-                        ..UserUpdate::default()
-                    },
-                )
+                .update_user(user_id, &UserUpdate { role: Some(role), ..UserUpdate::default() })
                 .await
             {
                 // Do not leave a member behind where the IdP asked for another role: take the
@@ -285,10 +242,7 @@ impl Realm {
         }
         if existing.is_active {
             return Err(Error::Conflict {
-                detail: format!(
-                    "userName {} is already used by user {}",
-                    new.email, existing.user_id
-                ),
+                detail: format!("userName {} is already used by user {}", new.email, existing.user_id),
             });
         }
         if !self.config.reactivate_on_create {
@@ -299,10 +253,7 @@ impl Realm {
                 ),
             });
         }
-        let mut changes = UserChanges {
-            active: new.active.then_some(true),
-            ..UserChanges::default()
-        };
+        let mut changes = UserChanges { active: new.active.then_some(true), ..UserChanges::default() };
         if new.full_name != existing.full_name {
             changes.full_name = Some(new.full_name.clone());
         }
@@ -315,12 +266,7 @@ impl Realm {
     }
 
     /// `PUT /Users/{id}`: partial, as Zulip's built-in (attributes left out keep their values).
-    pub async fn replace_user(
-        &self,
-        id: &str,
-        body: &Value,
-        if_match: Option<&str>,
-    ) -> Result<Value, Error> {
+    pub async fn replace_user(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value, Error> {
         let user = self.find_user(id).await?;
         let before = self.render_user(&user);
         check_if_match(if_match, &before)?;
@@ -332,12 +278,7 @@ impl Realm {
 
     /// `PATCH /Users/{id}`: applied to the resource in memory, validated as a whole, then
     /// turned into the minimal Zulip calls.
-    pub async fn patch_user(
-        &self,
-        id: &str,
-        body: &Value,
-        if_match: Option<&str>,
-    ) -> Result<Value, Error> {
+    pub async fn patch_user(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value, Error> {
         let patch = PatchRequest::parse(body)?;
         let user = self.find_user(id).await?;
         let before = self.render_user(&user);
@@ -354,33 +295,20 @@ impl Realm {
     pub async fn delete_user(&self, id: &str, if_match: Option<&str>) -> Result<(), Error> {
         let user = self.find_user(id).await?;
         if self.config.user_delete == UserDelete::Reject {
-            return Err(Error::BadRequest {
-                detail: USER_DELETE_REJECTED.to_string(),
-            });
+            return Err(Error::BadRequest { detail: USER_DELETE_REJECTED.to_string() });
         }
         check_if_match(if_match, &self.render_user(&user))?;
         if !user.is_active {
             return Ok(());
         }
-        self.apply_user_changes(
-            user,
-            UserChanges {
-                active: Some(false),
-                ..UserChanges::default()
-            },
-        )
-        .await?;
+        self.apply_user_changes(user, UserChanges { active: Some(false), ..UserChanges::default() }).await?;
         Ok(())
     }
 
     /// Makes Zulip hold `changes`: one `PATCH /users/{id}` (Zulip applies name, role and
     /// address in one transaction), then the activation change. Reactivation goes last so
     /// that a failure leaves the account deactivated and a retry converges.
-    async fn apply_user_changes(
-        &self,
-        mut user: User,
-        changes: UserChanges,
-    ) -> Result<User, Error> {
+    async fn apply_user_changes(&self, mut user: User, changes: UserChanges) -> Result<User, Error> {
         if changes.is_empty() {
             return Ok(user);
         }
@@ -401,12 +329,7 @@ impl Realm {
                     format!("this Zulip server (feature level {level}) cannot change e-mail addresses over its API; Zulip 10.0 (feature level {FL_CHANGE_EMAIL}) or newer is needed"),
                 ));
             }
-            let taken = self
-                .user_index()
-                .await?
-                .read()
-                .by_email(new_email)
-                .map(|u| u.user_id);
+            let taken = self.user_index().await?.read().by_email(new_email).map(|u| u.user_id);
             if let Some(other) = taken.filter(|other| *other != user_id) {
                 return Err(Error::Conflict {
                     detail: format!("userName {new_email} is already used by user {other}"),
@@ -477,20 +400,16 @@ fn update_was_empty(changes: &UserChanges) -> bool {
 /// Adds "what was already applied upstream" to an error's detail.
 pub(crate) fn with_applied(error: Error, applied: String) -> Error {
     match error {
-        Error::Upstream { source, .. } => Error::Upstream {
-            source,
-            applied: Some(applied),
-        },
-        Error::Invalid { scim_type, detail } => Error::Invalid {
-            scim_type,
-            detail: format!("{detail} (already applied: {applied})"),
-        },
-        Error::BadRequest { detail } => Error::BadRequest {
-            detail: format!("{detail} (already applied: {applied})"),
-        },
-        Error::Forbidden { detail } => Error::Forbidden {
-            detail: format!("{detail} (already applied: {applied})"),
-        },
+        Error::Upstream { source, .. } => Error::Upstream { source, applied: Some(applied) },
+        Error::Invalid { scim_type, detail } => {
+            Error::Invalid { scim_type, detail: format!("{detail} (already applied: {applied})") }
+        }
+        Error::BadRequest { detail } => {
+            Error::BadRequest { detail: format!("{detail} (already applied: {applied})") }
+        }
+        Error::Forbidden { detail } => {
+            Error::Forbidden { detail: format!("{detail} (already applied: {applied})") }
+        }
         other => other,
     }
 }

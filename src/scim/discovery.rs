@@ -66,14 +66,8 @@ pub fn service_provider_config(base_url: &str, caps: &Capabilities) -> Value {
             "maxPayloadSize": caps.bulk_max_payload,
         }),
     );
-    doc.insert(
-        "filter".into(),
-        json!({ "supported": true, "maxResults": caps.max_results }),
-    );
-    doc.insert(
-        "changePassword".into(),
-        json!({ "supported": caps.change_password_supported }),
-    );
+    doc.insert("filter".into(), json!({ "supported": true, "maxResults": caps.max_results }));
+    doc.insert("changePassword".into(), json!({ "supported": caps.change_password_supported }));
     doc.insert("sort".into(), json!({ "supported": caps.sort_supported }));
     doc.insert("etag".into(), json!({ "supported": caps.etag_supported }));
     doc.insert(
@@ -88,47 +82,32 @@ pub fn service_provider_config(base_url: &str, caps: &Capabilities) -> Value {
     );
     doc.insert(
         "meta".into(),
-        meta(
-            "ServiceProviderConfig",
-            format!("{}/ServiceProviderConfig", base(base_url)),
-        ),
+        meta("ServiceProviderConfig", format!("{}/ServiceProviderConfig", base(base_url))),
     );
     Value::Object(doc)
 }
 
 /// `GET /ResourceTypes`: every resource type we serve.
 pub fn resource_types(base_url: &str) -> Vec<Value> {
-    schema::resource_types()
-        .iter()
-        .map(|rt| resource_type_doc(base_url, rt))
-        .collect()
+    schema::resource_types().iter().map(|rt| resource_type_doc(base_url, rt)).collect()
 }
 
 /// `GET /ResourceTypes/{name}`: the id is the resource type's name, matched exactly (`User`,
 /// `Group`); `None` answers 404.
 pub fn resource_type(base_url: &str, name: &str) -> Option<Value> {
-    schema::resource_types()
-        .iter()
-        .find(|rt| rt.name == name)
-        .map(|rt| resource_type_doc(base_url, rt))
+    schema::resource_types().iter().find(|rt| rt.name == name).map(|rt| resource_type_doc(base_url, rt))
 }
 
 /// `GET /Schemas`: the core schema and extensions of every resource type, then the three
 /// meta-schemas (`ResourceType`, `ServiceProviderConfig`, `Schema`).
 pub fn schemas(base_url: &str) -> Vec<Value> {
-    published_schemas()
-        .into_iter()
-        .map(|s| schema_doc(base_url, s))
-        .collect()
+    published_schemas().into_iter().map(|s| schema_doc(base_url, s)).collect()
 }
 
 /// `GET /Schemas/{urn}`, the URN matched case-insensitively (RFC 8141 URNs compare their
 /// namespace case-insensitively, and no two of ours differ only in case); `None` answers 404.
 pub fn schema(base_url: &str, urn: &str) -> Option<Value> {
-    published_schemas()
-        .into_iter()
-        .find(|s| s.id.eq_ignore_ascii_case(urn))
-        .map(|s| schema_doc(base_url, s))
+    published_schemas().into_iter().find(|s| s.id.eq_ignore_ascii_case(urn)).map(|s| schema_doc(base_url, s))
 }
 
 /// Resource schemas first (each once, in resource-type order), then the meta-schemas.
@@ -147,11 +126,8 @@ fn published_schemas() -> Vec<&'static SchemaDef> {
 }
 
 fn resource_type_doc(base_url: &str, rt: &ResourceTypeDef) -> Value {
-    let extensions: Vec<Value> = rt
-        .extensions
-        .iter()
-        .map(|(s, required)| json!({ "schema": s.id, "required": required }))
-        .collect();
+    let extensions: Vec<Value> =
+        rt.extensions.iter().map(|(s, required)| json!({ "schema": s.id, "required": required })).collect();
     json!({
         "schemas": [RESOURCE_TYPE_SCHEMA],
         "id": rt.name,

@@ -53,9 +53,6 @@ pub struct ScimError {
 
 impl ScimError {
     pub fn new(scim_type: ScimType, detail: impl Into<String>) -> Self {
-        ScimError {
-            scim_type,
-            detail: detail.into(),
-        }
+        ScimError { scim_type, detail: detail.into() }
     }
 }

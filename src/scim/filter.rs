@@ -136,11 +136,7 @@ impl Filter {
     /// with a sub-attribute or a non-core URN never qualify.
     pub fn eq_constraint(&self, attr: &str) -> Option<&str> {
         match self {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                value,
-            } => {
+            Filter::Compare { path, op: CompareOp::Eq, value } => {
                 if !path.is(attr) {
                     return None;
                 }
@@ -159,11 +155,9 @@ impl Filter {
     /// `emails[type eq "work"].value`).
     pub(crate) fn element_template(&self) -> Option<Vec<(&str, Value)>> {
         match self {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                value,
-            } if path.urn.is_none() && path.sub.is_none() => {
+            Filter::Compare { path, op: CompareOp::Eq, value }
+                if path.urn.is_none() && path.sub.is_none() =>
+            {
                 let v = match value {
                     CompValue::Null => return None,
                     CompValue::Bool(b) => Value::Bool(*b),
@@ -238,9 +232,7 @@ impl Filter {
                 };
                 elements.iter().any(|e| {
                     filter.eval(Scope::Element(parent), e)
-                        && then
-                            .as_ref()
-                            .map_or(true, |t| t.eval(Scope::Element(parent), e))
+                        && then.as_ref().map_or(true, |t| t.eval(Scope::Element(parent), e))
                 })
             }
             Filter::And(fs) => fs.iter().all(|f| f.eval(scope, node)),
@@ -254,9 +246,7 @@ impl Filter {
         let (prec, sep, operands) = match self {
             Filter::Or(fs) => (1, " or ", fs),
             Filter::And(fs) => (2, " and ", fs),
-            Filter::Compare { path, op, value } => {
-                return write!(f, "{path} {} {value}", op.as_str())
-            }
+            Filter::Compare { path, op, value } => return write!(f, "{path} {} {value}", op.as_str()),
             Filter::Present(path) => return write!(f, "{path} pr"),
             Filter::Not(inner) => {
                 f.write_str("not (")?;
@@ -314,9 +304,7 @@ impl CompareOp {
             ("lt", CompareOp::Lt),
             ("le", CompareOp::Le),
         ];
-        OPS.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(word))
-            .map(|(_, op)| *op)
+        OPS.iter().find(|(k, _)| k.eq_ignore_ascii_case(word)).map(|(_, op)| *op)
     }
 
     /// The lower-case keyword.
@@ -335,10 +323,7 @@ impl CompareOp {
     }
 
     fn is_ordering(self) -> bool {
-        matches!(
-            self,
-            CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
-        )
+        matches!(self, CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le)
     }
 
     fn is_substring(self) -> bool {
@@ -391,11 +376,7 @@ enum Scope<'a> {
 
 impl Scope<'_> {
     /// The definition a comparison on `path` compares against (validating the path).
-    fn leaf_def(
-        self,
-        path: &AttrPath,
-        implicit_value: bool,
-    ) -> Result<&'static AttributeDef, ScimError> {
+    fn leaf_def(self, path: &AttrPath, implicit_value: bool) -> Result<&'static AttributeDef, ScimError> {
         match self {
             Scope::Resource(rt) => {
                 let r = resolve_top(path, rt)?;
@@ -410,9 +391,7 @@ impl Scope<'_> {
                     (None, None) => parent.sub(&path.attr),
                     _ => None,
                 };
-                sub.ok_or_else(|| {
-                    invalid_filter(format!("unknown attribute \"{}.{}\"", parent.name, path))
-                })
+                sub.ok_or_else(|| invalid_filter(format!("unknown attribute \"{}.{}\"", parent.name, path)))
             }
         }
     }
@@ -464,8 +443,7 @@ impl Scope<'_> {
 }
 
 fn resolve_top(path: &AttrPath, rt: &ResourceTypeDef) -> Result<Resolved, ScimError> {
-    path.resolve(rt)
-        .ok_or_else(|| invalid_filter(format!("unknown attribute \"{path}\"")))
+    path.resolve(rt).ok_or_else(|| invalid_filter(format!("unknown attribute \"{path}\"")))
 }
 
 /// The value of a resolved top-level attribute in `resource` (inside the extension's
@@ -542,12 +520,7 @@ fn is_scalar_present(value: &Value) -> bool {
     }
 }
 
-fn compare_leaves(
-    leaves: &[&Value],
-    op: CompareOp,
-    lit: &CompValue,
-    def: Option<&AttributeDef>,
-) -> bool {
+fn compare_leaves(leaves: &[&Value], op: CompareOp, lit: &CompValue, def: Option<&AttributeDef>) -> bool {
     match (op, lit) {
         (CompareOp::Eq, CompValue::Null) => !leaves.iter().any(|v| is_present(v)),
         (CompareOp::Ne, CompValue::Null) => leaves.iter().any(|v| is_present(v)),
@@ -614,11 +587,7 @@ fn compare(value: &Value, op: CompareOp, lit: &CompValue, def: Option<&Attribute
 }
 
 fn compare_text(a: &str, b: &str, op: CompareOp, case_exact: bool) -> bool {
-    let (a, b) = if case_exact {
-        (a.to_owned(), b.to_owned())
-    } else {
-        (a.to_lowercase(), b.to_lowercase())
-    };
+    let (a, b) = if case_exact { (a.to_owned(), b.to_owned()) } else { (a.to_lowercase(), b.to_lowercase()) };
     match op {
         CompareOp::Co => a.contains(&b),
         CompareOp::Sw => a.starts_with(&b),
@@ -708,14 +677,8 @@ fn check_comparison(
             if op.is_substring() {
                 return not_applicable("numeric");
             }
-            if value
-                .as_text()
-                .and_then(|s| s.parse::<f64>().ok())
-                .is_none()
-            {
-                return Err(invalid_filter(format!(
-                    "\"{path}\" is numeric: {value} is not a number"
-                )));
+            if value.as_text().and_then(|s| s.parse::<f64>().ok()).is_none() {
+                return Err(invalid_filter(format!("\"{path}\" is numeric: {value} is not a number")));
             }
         }
         AttrType::DateTime => {
@@ -776,12 +739,7 @@ impl<'a> Parser<'a> {
             )));
         }
         let toks = tokenize(input)?;
-        Ok(Parser {
-            input,
-            toks,
-            pos: 0,
-            value_filter,
-        })
+        Ok(Parser { input, toks, pos: 0, value_filter })
     }
 
     fn parse_all(mut self) -> Result<Filter, ScimError> {
@@ -791,13 +749,10 @@ impl<'a> Parser<'a> {
         let f = self.parse_or(0)?;
         match self.toks.get(self.pos) {
             None => Ok(f),
-            Some((tok, at)) => Err(self.error(
-                *at,
-                &format!(
-                    "unexpected {} (expected 'and', 'or' or the end)",
-                    tok.describe()
-                ),
-            )),
+            Some((tok, at)) => {
+                Err(self
+                    .error(*at, &format!("unexpected {} (expected 'and', 'or' or the end)", tok.describe())))
+            }
         }
     }
 
@@ -815,9 +770,7 @@ impl<'a> Parser<'a> {
     }
 
     fn peek_at(&self) -> usize {
-        self.toks
-            .get(self.pos)
-            .map_or(self.end_pos(), |(_, at)| *at)
+        self.toks.get(self.pos).map_or(self.end_pos(), |(_, at)| *at)
     }
 
     fn peek_keyword(&self, kw: &str) -> bool {
@@ -834,10 +787,7 @@ impl<'a> Parser<'a> {
 
     fn enter(&self, depth: usize) -> Result<usize, ScimError> {
         if depth >= MAX_FILTER_DEPTH {
-            Err(self.error(
-                self.peek_at(),
-                &format!("filter nests deeper than {MAX_FILTER_DEPTH} levels"),
-            ))
+            Err(self.error(self.peek_at(), &format!("filter nests deeper than {MAX_FILTER_DEPTH} levels")))
         } else {
             Ok(depth + 1)
         }
@@ -849,11 +799,7 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             operands.push(self.parse_and(depth)?);
         }
-        Ok(if operands.len() == 1 {
-            operands.swap_remove(0)
-        } else {
-            Filter::Or(operands)
-        })
+        Ok(if operands.len() == 1 { operands.swap_remove(0) } else { Filter::Or(operands) })
     }
 
     fn parse_and(&mut self, depth: usize) -> Result<Filter, ScimError> {
@@ -862,11 +808,7 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             operands.push(self.parse_unary(depth)?);
         }
-        Ok(if operands.len() == 1 {
-            operands.swap_remove(0)
-        } else {
-            Filter::And(operands)
-        })
+        Ok(if operands.len() == 1 { operands.swap_remove(0) } else { Filter::And(operands) })
     }
 
     fn parse_unary(&mut self, depth: usize) -> Result<Filter, ScimError> {
@@ -892,10 +834,9 @@ impl<'a> Parser<'a> {
                 Ok(Filter::Not(Box::new(self.parse_unary(depth)?)))
             }
             Some((Tok::Word(w), at)) => self.parse_attr_exp(w, at, depth),
-            Some((tok, at)) => Err(self.error(
-                at,
-                &format!("expected an attribute but found {}", tok.describe()),
-            )),
+            Some((tok, at)) => {
+                Err(self.error(at, &format!("expected an attribute but found {}", tok.describe())))
+            }
         }
     }
 
@@ -908,9 +849,7 @@ impl<'a> Parser<'a> {
     fn not_follows(&self) -> bool {
         match self.peek() {
             Some(Tok::LParen) => true,
-            Some(Tok::Word(w)) => {
-                CompareOp::from_keyword(w).is_none() && !w.eq_ignore_ascii_case("pr")
-            }
+            Some(Tok::Word(w)) => CompareOp::from_keyword(w).is_none() && !w.eq_ignore_ascii_case("pr"),
             _ => false,
         }
     }
@@ -919,20 +858,12 @@ impl<'a> Parser<'a> {
         AttrPath::parse(word).map_err(|_| {
             self.error(
                 at,
-                &format!(
-                    "invalid attribute path \"{}\"",
-                    word.chars().take(80).collect::<String>()
-                ),
+                &format!("invalid attribute path \"{}\"", word.chars().take(80).collect::<String>()),
             )
         })
     }
 
-    fn parse_attr_exp(
-        &mut self,
-        word: &'a str,
-        at: usize,
-        depth: usize,
-    ) -> Result<Filter, ScimError> {
+    fn parse_attr_exp(&mut self, word: &'a str, at: usize, depth: usize) -> Result<Filter, ScimError> {
         let path = self.attr_path(word, at)?;
         if self.peek() != Some(&Tok::LBracket) {
             return self.parse_comparison(path);
@@ -941,10 +872,7 @@ impl<'a> Parser<'a> {
             return Err(self.error(self.peek_at(), "value filters cannot be nested"));
         }
         if path.sub.is_some() {
-            return Err(self.error(
-                self.peek_at(),
-                "a value filter must follow a top-level attribute",
-            ));
+            return Err(self.error(self.peek_at(), "a value filter must follow a top-level attribute"));
         }
         let open = self.peek_at();
         self.pos += 1;
@@ -973,44 +901,32 @@ impl<'a> Parser<'a> {
                 if !is_attr_name(sub) {
                     return Err(self.error(at, &format!("invalid sub-attribute \"{w}\" after ']'")));
                 }
-                let sub_path = AttrPath {
-                    urn: None,
-                    attr: sub.to_owned(),
-                    sub: None,
-                };
+                let sub_path = AttrPath { urn: None, attr: sub.to_owned(), sub: None };
                 Some(Box::new(self.parse_comparison(sub_path)?))
             }
             _ => None,
         };
-        Ok(Filter::ValuePath {
-            attr: path,
-            filter: Box::new(inner),
-            then,
-        })
+        Ok(Filter::ValuePath { attr: path, filter: Box::new(inner), then })
     }
 
     fn parse_comparison(&mut self, path: AttrPath) -> Result<Filter, ScimError> {
         let op_at = self.peek_at();
         let op = match self.next() {
-            Some((Tok::Word(w), _)) if w.eq_ignore_ascii_case("pr") => {
-                return Ok(Filter::Present(path))
-            }
+            Some((Tok::Word(w), _)) if w.eq_ignore_ascii_case("pr") => return Ok(Filter::Present(path)),
             Some((Tok::Word(w), _)) => CompareOp::from_keyword(w),
             _ => None,
         };
         let Some(op) = op else {
-            return Err(self.error(op_at, &format!("expected an operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr) after \"{path}\"")));
+            return Err(self.error(
+                op_at,
+                &format!("expected an operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr) after \"{path}\""),
+            ));
         };
         let value_at = self.peek_at();
         let value = match self.next() {
             Some((Tok::Str(s), _)) => CompValue::String(s),
             Some((Tok::Word(w), _)) => bare_value(w),
-            _ => {
-                return Err(self.error(
-                    value_at,
-                    &format!("expected a value after '{}'", op.as_str()),
-                ))
-            }
+            _ => return Err(self.error(value_at, &format!("expected a value after '{}'", op.as_str()))),
         };
         Ok(Filter::Compare { path, op, value })
     }
@@ -1057,8 +973,8 @@ fn tokenize(input: &str) -> Result<Vec<(Tok<'_>, usize)>, ScimError> {
                     }
                 };
                 let raw = &input[i..=end];
-                let s: String = serde_json::from_str(raw)
-                    .map_err(|e| err(i, format!("invalid string literal ({e})")))?;
+                let s: String =
+                    serde_json::from_str(raw).map_err(|e| err(i, format!("invalid string literal ({e})")))?;
                 toks.push((Tok::Str(s), i));
                 while chars.peek().is_some_and(|(k, _)| *k <= end) {
                     chars.next();

@@ -26,8 +26,7 @@ pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 /// `urn:ietf:params:scim:schemas:core:2.0:Group`
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`
-pub const ENTERPRISE_USER_SCHEMA: &str =
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 /// `urn:ietf:params:scim:api:messages:2.0:ListResponse`
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 /// `urn:ietf:params:scim:api:messages:2.0:Error`

@@ -93,11 +93,8 @@ impl PatchRequest {
             }
             Some(_) => return Err(syntax("PATCH Operations must be an array")),
         };
-        let operations = ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| parse_operation(i, op))
-            .collect::<Result<_, _>>()?;
+        let operations =
+            ops.iter().enumerate().map(|(i, op)| parse_operation(i, op)).collect::<Result<_, _>>()?;
         Ok(PatchRequest { operations })
     }
 
@@ -106,15 +103,11 @@ impl PatchRequest {
     pub fn apply(&self, resource: &mut Value, rt: &ResourceTypeDef) -> Result<(), ScimError> {
         let mut work = resource.clone();
         if !work.is_object() {
-            return Err(ScimError::new(
-                ScimType::InvalidValue,
-                "the resource is not a JSON object",
-            ));
+            return Err(ScimError::new(ScimType::InvalidValue, "the resource is not a JSON object"));
         }
         for (i, op) in self.operations.iter().enumerate() {
-            apply_operation(&mut work, rt, op).map_err(|e| {
-                ScimError::new(e.scim_type, format!("Operations[{i}]: {}", e.detail))
-            })?;
+            apply_operation(&mut work, rt, op)
+                .map_err(|e| ScimError::new(e.scim_type, format!("Operations[{i}]: {}", e.detail)))?;
         }
         tidy_extensions(&mut work, rt);
         check_required(resource, &work, rt)?;
@@ -129,10 +122,7 @@ fn parse_operation(i: usize, op: &Value) -> Result<PatchOperation, ScimError> {
     };
     let kind = match get_ci(op, "op") {
         Some(Value::String(s)) => PatchOpKind::parse(s.trim()).ok_or_else(|| {
-            syntax(format!(
-                "Operations[{i}]: unknown PATCH op {}",
-                Value::String(short(s))
-            ))
+            syntax(format!("Operations[{i}]: unknown PATCH op {}", Value::String(short(s))))
         })?,
         Some(other) if !other.is_null() => {
             return Err(syntax(format!("Operations[{i}]: \"op\" must be a string")));
@@ -181,12 +171,7 @@ struct Target<'p> {
 impl<'p> Target<'p> {
     /// Resolve `path` against `rt`: unknown attributes → `invalidPath`.
     fn resolve(path: &'p PatchPath, rt: &ResourceTypeDef) -> Result<Self, ScimError> {
-        let unknown = || {
-            ScimError::new(
-                ScimType::InvalidPath,
-                format!("unknown attribute \"{path}\""),
-            )
-        };
+        let unknown = || ScimError::new(ScimType::InvalidPath, format!("unknown attribute \"{path}\""));
         let r = resolve(rt, path.attr.urn.as_deref(), &path.attr.attr, None).ok_or_else(unknown)?;
         let sub = match &path.sub {
             None => None,
@@ -196,32 +181,19 @@ impl<'p> Target<'p> {
             if r.def.type_ != AttrType::Complex {
                 return Err(ScimError::new(
                     ScimType::InvalidPath,
-                    format!(
-                        "\"{}\" is not a complex attribute and cannot take a value filter",
-                        path.attr
-                    ),
+                    format!("\"{}\" is not a complex attribute and cannot take a value filter", path.attr),
                 ));
             }
             filter.validate_element(r.def).map_err(|e| {
-                ScimError::new(
-                    ScimType::InvalidPath,
-                    format!("invalid path \"{path}\": {}", e.detail),
-                )
+                ScimError::new(ScimType::InvalidPath, format!("invalid path \"{path}\": {}", e.detail))
             })?;
         }
-        Ok(Target {
-            ext: r.ext,
-            def: r.def,
-            filter: path.filter.as_ref(),
-            sub,
-        })
+        Ok(Target { ext: r.ext, def: r.def, filter: path.filter.as_ref(), sub })
     }
 
     fn read_only(&self) -> bool {
         self.def.mutability == Mutability::ReadOnly
-            || self
-                .sub
-                .is_some_and(|s| s.mutability == Mutability::ReadOnly)
+            || self.sub.is_some_and(|s| s.mutability == Mutability::ReadOnly)
     }
 
     fn name(&self) -> String {
@@ -232,18 +204,13 @@ impl<'p> Target<'p> {
     }
 }
 
-fn apply_operation(
-    work: &mut Value,
-    rt: &ResourceTypeDef,
-    op: &PatchOperation,
-) -> Result<(), ScimError> {
+fn apply_operation(work: &mut Value, rt: &ResourceTypeDef, op: &PatchOperation) -> Result<(), ScimError> {
     let Some(path) = &op.path else {
         return match &op.value {
             Some(Value::Object(map)) => apply_pathless(work, rt, op.op, map, None),
-            _ => Err(ScimError::new(
-                ScimType::InvalidValue,
-                "without a \"path\", \"value\" must be an object",
-            )),
+            _ => {
+                Err(ScimError::new(ScimType::InvalidValue, "without a \"path\", \"value\" must be an object"))
+            }
         };
     };
     if let Some(schema) = whole_schema(path, rt) {
@@ -290,15 +257,10 @@ fn apply_to_schema(
             }
             Ok(())
         }
-        (kind, Some(Value::Object(map))) => {
-            apply_pathless(work, rt, kind, map, (!is_core).then_some(schema))
-        }
+        (kind, Some(Value::Object(map))) => apply_pathless(work, rt, kind, map, (!is_core).then_some(schema)),
         _ => Err(ScimError::new(
             ScimType::InvalidValue,
-            format!(
-                "the value for \"{}\" must be an object of attributes",
-                schema.id
-            ),
+            format!("the value for \"{}\" must be an object of attributes", schema.id),
         )),
     }
 }
@@ -318,8 +280,7 @@ fn apply_pathless(
     for (key, value) in map {
         if ext.is_none() {
             if IGNORED_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
-                || (key.eq_ignore_ascii_case("externalId")
-                    && rt.find(None, "externalId", None).is_none())
+                || (key.eq_ignore_ascii_case("externalId") && rt.find(None, "externalId", None).is_none())
             {
                 continue;
             }
@@ -347,10 +308,7 @@ fn apply_pathless(
             }
         }
         let unknown = || {
-            ScimError::new(
-                ScimType::InvalidPath,
-                format!("unknown attribute \"{}\" in value", short(key)),
-            )
+            ScimError::new(ScimType::InvalidPath, format!("unknown attribute \"{}\" in value", short(key)))
         };
         let mut path = PatchPath::parse(key).map_err(|_| unknown())?;
         if let Some(ext) = ext {
@@ -362,9 +320,7 @@ fn apply_pathless(
         let target = match Target::resolve(&path, rt) {
             Ok(t) => t,
             Err(_) if is_empty(value) => continue,
-            Err(e) if e.scim_type == ScimType::InvalidPath && path.filter.is_none() => {
-                return Err(unknown())
-            }
+            Err(e) if e.scim_type == ScimType::InvalidPath && path.filter.is_none() => return Err(unknown()),
             Err(e) => return Err(e),
         };
         if target.read_only() {
@@ -380,9 +336,7 @@ fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<
     // Entra sends single-valued complex values (`manager`) as one-element lists.
     let single_target = t.sub.is_some() || !t.def.multi_valued;
     let value = match value {
-        Value::Array(items) if single_target && items.len() <= 1 => {
-            items.first().unwrap_or(&Value::Null)
-        }
+        Value::Array(items) if single_target && items.len() <= 1 => items.first().unwrap_or(&Value::Null),
         v => v,
     };
     if let Some(filter) = t.filter {
@@ -451,13 +405,7 @@ fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<
                 merge_into(&mut obj, def, patch)?;
                 put_object(container, def.name, obj);
             }
-            _ => {
-                return Err(invalid_value(
-                    def.name,
-                    "an object of sub-attributes",
-                    value,
-                ))
-            }
+            _ => return Err(invalid_value(def.name, "an object of sub-attributes", value)),
         },
         (false, None) => {
             let new = coerce_single(def, value, def.name)?;
@@ -492,14 +440,10 @@ fn set_filtered(
         return Ok(());
     };
     let mut items = take_list(container, def.name);
-    let matching: Vec<usize> = (0..items.len())
-        .filter(|&i| filter.matches_element(&items[i], def))
-        .collect();
+    let matching: Vec<usize> = (0..items.len()).filter(|&i| filter.matches_element(&items[i], def)).collect();
     let mut new_primary = None;
     if matching.is_empty() {
-        let template = filter
-            .element_template()
-            .filter(|_| t.sub.is_some() || is_add);
+        let template = filter.element_template().filter(|_| t.sub.is_some() || is_add);
         let Some(template) = template else {
             put_list(container, def.name, items);
             return Err(ScimError::new(
@@ -622,11 +566,7 @@ fn remove(work: &mut Value, t: &Target<'_>, value: Option<&Value>) -> Result<(),
 
 /// Coerce one value for `def` (a simple attribute, a sub-attribute, or one element of a
 /// complex attribute). `Ok(None)` means "unassigned" (`null`, `""`, an empty object).
-fn coerce_single(
-    def: &'static AttributeDef,
-    value: &Value,
-    name: &str,
-) -> Result<Option<Value>, ScimError> {
+fn coerce_single(def: &'static AttributeDef, value: &Value, name: &str) -> Result<Option<Value>, ScimError> {
     match (def.type_, value) {
         (_, Value::Null) => Ok(None),
         (AttrType::Complex, Value::Object(map)) => {
@@ -640,9 +580,7 @@ fn coerce_single(
             match def.sub("value") {
                 Some(value_def) => {
                     let inner = coerce_single(value_def, v, &format!("{name}.value"))?;
-                    Ok(inner.map(|inner| {
-                        Value::Object(Map::from_iter([(value_def.name.to_owned(), inner)]))
-                    }))
+                    Ok(inner.map(|inner| Value::Object(Map::from_iter([(value_def.name.to_owned(), inner)]))))
                 }
                 None => Err(invalid_value(name, "an object of sub-attributes", v)),
             }
@@ -654,16 +592,12 @@ fn coerce_single(
             None => Err(invalid_value(name, "a boolean", value)),
         },
         (AttrType::Boolean, v) => Err(invalid_value(name, "a boolean", v)),
-        (AttrType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            Ok(Some(value.clone()))
-        }
+        (AttrType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(value.clone())),
         (AttrType::Integer, v) => Err(invalid_value(name, "an integer", v)),
         (AttrType::Decimal, Value::Number(_)) => Ok(Some(value.clone())),
         (AttrType::Decimal, v) => Err(invalid_value(name, "a number", v)),
         (AttrType::DateTime, Value::String(s)) if s.is_empty() => Ok(None),
-        (AttrType::DateTime, Value::String(s)) if parse_datetime(s).is_some() => {
-            Ok(Some(value.clone()))
-        }
+        (AttrType::DateTime, Value::String(s)) if parse_datetime(s).is_some() => Ok(Some(value.clone())),
         (AttrType::DateTime, v) => Err(invalid_value(name, "an RFC 3339 date-time", v)),
         (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(s)) => {
             Ok((!s.is_empty()).then(|| value.clone()))
@@ -759,9 +693,7 @@ fn same_element(def: &AttributeDef, a: &Value, b: &Value) -> bool {
         }
     }
     match (a, b) {
-        (Value::String(x), Value::String(y)) if !def.case_exact => {
-            x.to_lowercase() == y.to_lowercase()
-        }
+        (Value::String(x), Value::String(y)) if !def.case_exact => x.to_lowercase() == y.to_lowercase(),
         _ => a == b,
     }
 }
@@ -802,10 +734,7 @@ fn container_mut<'a>(
     create: bool,
 ) -> Result<Option<&'a mut Map<String, Value>>, ScimError> {
     let Some(top) = work.as_object_mut() else {
-        return Err(ScimError::new(
-            ScimType::InvalidValue,
-            "the resource is not a JSON object",
-        ));
+        return Err(ScimError::new(ScimType::InvalidValue, "the resource is not a JSON object"));
     };
     let Some(ext) = ext else {
         return Ok(Some(top));
@@ -889,9 +818,7 @@ fn tidy_extensions(work: &mut Value, rt: &ResourceTypeDef) {
         let Some(Value::Array(schemas)) = top.get_mut("schemas") else {
             continue;
         };
-        let listed = schemas
-            .iter()
-            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(ext.id)));
+        let listed = schemas.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(ext.id)));
         if present && !listed {
             schemas.push(Value::String(ext.id.to_owned()));
         } else if !present && listed {
@@ -902,11 +829,8 @@ fn tidy_extensions(work: &mut Value, rt: &ResourceTypeDef) {
 
 /// RFC 7644 §3.5.2.2: a required attribute that the PATCH removed or emptied → mutability.
 fn check_required(before: &Value, after: &Value, rt: &ResourceTypeDef) -> Result<(), ScimError> {
-    let present = |v: &Value, name: &str| {
-        v.as_object()
-            .and_then(|m| get_ci(m, name))
-            .is_some_and(|v| !is_empty(v))
-    };
+    let present =
+        |v: &Value, name: &str| v.as_object().and_then(|m| get_ci(m, name)).is_some_and(|v| !is_empty(v));
     for def in rt.schema.attributes.iter().filter(|a| a.required) {
         if present(before, def.name) && !present(after, def.name) {
             return Err(ScimError::new(
@@ -933,17 +857,11 @@ fn invalid_value(name: &str, expected: &str, got: &Value) -> ScimError {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    ScimError::new(
-        ScimType::InvalidValue,
-        format!("attribute \"{name}\" must be {expected}, not {kind}"),
-    )
+    ScimError::new(ScimType::InvalidValue, format!("attribute \"{name}\" must be {expected}, not {kind}"))
 }
 
 fn immutable(name: &str) -> ScimError {
-    ScimError::new(
-        ScimType::Mutability,
-        format!("attribute \"{name}\" is immutable and already has a value"),
-    )
+    ScimError::new(ScimType::Mutability, format!("attribute \"{name}\" is immutable and already has a value"))
 }
 
 /// At most 100 characters of client input, for error details.

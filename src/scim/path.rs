@@ -68,11 +68,7 @@ impl AttrPath {
         if let Some(sub) = sub {
             check_name(sub, s)?;
         }
-        Ok(AttrPath {
-            urn: urn.map(str::to_owned),
-            attr: attr.to_owned(),
-            sub: sub.map(str::to_owned),
-        })
+        Ok(AttrPath { urn: urn.map(str::to_owned), attr: attr.to_owned(), sub: sub.map(str::to_owned) })
     }
 
     /// Whether this path names the core attribute `attr` itself: same name
@@ -84,8 +80,7 @@ impl AttrPath {
     /// No URN, or the core User or Group schema URN.
     pub(crate) fn has_core_urn(&self) -> bool {
         self.urn.as_deref().map_or(true, |u| {
-            u.eq_ignore_ascii_case(super::USER_SCHEMA)
-                || u.eq_ignore_ascii_case(super::GROUP_SCHEMA)
+            u.eq_ignore_ascii_case(super::USER_SCHEMA) || u.eq_ignore_ascii_case(super::GROUP_SCHEMA)
         })
     }
 
@@ -118,18 +113,11 @@ impl PatchPath {
         let Some(open) = s.find('[') else {
             let mut attr = AttrPath::parse(s)?;
             let sub = attr.sub.take();
-            return Ok(PatchPath {
-                attr,
-                filter: None,
-                sub,
-            });
+            return Ok(PatchPath { attr, filter: None, sub });
         };
         let attr = AttrPath::parse(&s[..open])?;
         if attr.sub.is_some() {
-            return Err(invalid_path(
-                s,
-                "a value filter must follow a top-level attribute",
-            ));
+            return Err(invalid_path(s, "a value filter must follow a top-level attribute"));
         }
         let close = closing_bracket(s, open + 1)
             .ok_or_else(|| invalid_path(s, "missing ']' after the value filter"))?;
@@ -144,11 +132,7 @@ impl PatchPath {
         } else {
             return Err(invalid_path(s, "unexpected text after ']'"));
         };
-        Ok(PatchPath {
-            attr,
-            filter: Some(filter),
-            sub,
-        })
+        Ok(PatchPath { attr, filter: Some(filter), sub })
     }
 }
 
@@ -176,10 +160,7 @@ pub(crate) fn resolve(
     sub: Option<&str>,
 ) -> Option<Resolved> {
     let (ext, def) = match urn {
-        None => (
-            None,
-            rt.find(None, attr, None).or_else(|| external_id(attr))?,
-        ),
+        None => (None, rt.find(None, attr, None).or_else(|| external_id(attr))?),
         Some(urn) => {
             let schema = rt.schema_by_urn(urn)?;
             if std::ptr::eq(schema, rt.schema) {
@@ -198,17 +179,12 @@ pub(crate) fn resolve(
 }
 
 fn external_id(attr: &str) -> Option<&'static AttributeDef> {
-    attr.eq_ignore_ascii_case(EXTERNAL_ID.name)
-        .then_some(&EXTERNAL_ID)
+    attr.eq_ignore_ascii_case(EXTERNAL_ID.name).then_some(&EXTERNAL_ID)
 }
 
 /// The value under `name` in `map`, matching the key case-insensitively (exact match first).
 pub(crate) fn get_ci<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    map.get(name).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+    map.get(name).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 /// The actual spelling of the key `name` in `map`, matched case-insensitively.
@@ -227,10 +203,7 @@ fn split_urn(s: &str) -> Result<(Option<&str>, &str), ScimError> {
     }
     match s.rfind(':') {
         Some(i) if i >= 4 => Ok((Some(&s[..i]), &s[i + 1..])),
-        _ => Err(invalid_path(
-            s,
-            "a schema URN must be followed by ':' and an attribute name",
-        )),
+        _ => Err(invalid_path(s, "a schema URN must be followed by ':' and an attribute name")),
     }
 }
 
@@ -240,10 +213,7 @@ fn check_name(name: &str, whole: &str) -> Result<(), ScimError> {
     } else if name.is_empty() {
         Err(invalid_path(whole, "empty attribute name"))
     } else {
-        Err(invalid_path(
-            whole,
-            &format!("invalid attribute name \"{name}\""),
-        ))
+        Err(invalid_path(whole, &format!("invalid attribute name \"{name}\"")))
     }
 }
 
@@ -276,10 +246,7 @@ fn closing_bracket(s: &str, from: usize) -> Option<usize> {
 
 fn invalid_path(path: &str, problem: &str) -> ScimError {
     let shown: String = path.chars().take(200).collect();
-    ScimError::new(
-        ScimType::InvalidPath,
-        format!("invalid path \"{shown}\": {problem}"),
-    )
+    ScimError::new(ScimType::InvalidPath, format!("invalid path \"{shown}\": {problem}"))
 }
 
 #[cfg(test)]
@@ -315,11 +282,7 @@ mod tests {
             assert_eq!(p.urn.as_deref(), *urn, "{input}");
             assert_eq!(p.attr, *attr, "{input}");
             assert_eq!(p.sub.as_deref(), *sub, "{input}");
-            assert_eq!(
-                AttrPath::parse(&p.to_string()).ok(),
-                Some(p.clone()),
-                "{input} round trip"
-            );
+            assert_eq!(AttrPath::parse(&p.to_string()).ok(), Some(p.clone()), "{input} round trip");
         }
     }
 
@@ -348,11 +311,9 @@ mod tests {
         let p = AttrPath::parse("MEMBERS").unwrap();
         assert!(p.is("members"));
         assert!(!AttrPath::parse("members.value").unwrap().is("members"));
-        assert!(
-            AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:Group:members")
-                .unwrap()
-                .is("Members")
-        );
+        assert!(AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:Group:members")
+            .unwrap()
+            .is("Members"));
     }
 
     #[test]
@@ -368,20 +329,12 @@ mod tests {
         assert_eq!(PatchPath::parse(&p.to_string()).unwrap(), p);
 
         let p = PatchPath::parse("name.givenName").unwrap();
-        assert_eq!(
-            (p.attr.attr.as_str(), p.attr.sub.as_deref()),
-            ("name", None)
-        );
+        assert_eq!((p.attr.attr.as_str(), p.attr.sub.as_deref()), ("name", None));
         assert_eq!(p.sub.as_deref(), Some("givenName"));
 
-        let p = PatchPath::parse(
-            "urn:ietf:params:scim:schemas:core:2.0:User:emails[type eq \"a:b\"].value",
-        )
-        .unwrap();
-        assert_eq!(
-            p.attr.urn.as_deref(),
-            Some("urn:ietf:params:scim:schemas:core:2.0:User")
-        );
+        let p = PatchPath::parse("urn:ietf:params:scim:schemas:core:2.0:User:emails[type eq \"a:b\"].value")
+            .unwrap();
+        assert_eq!(p.attr.urn.as_deref(), Some("urn:ietf:params:scim:schemas:core:2.0:User"));
         assert_eq!(p.sub.as_deref(), Some("value"));
     }
 
@@ -408,34 +361,18 @@ mod tests {
         let r = AttrPath::parse("USERNAME").unwrap().resolve(&USER).unwrap();
         assert_eq!(r.def.name, "userName");
         assert!(r.ext.is_none());
-        let r = AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:User:id")
-            .unwrap()
-            .resolve(&USER)
-            .unwrap();
+        let r =
+            AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:User:id").unwrap().resolve(&USER).unwrap();
         assert_eq!(r.def.name, "id");
-        let r = AttrPath::parse("externalid")
-            .unwrap()
-            .resolve(&GROUP)
-            .unwrap();
+        let r = AttrPath::parse("externalid").unwrap().resolve(&GROUP).unwrap();
         assert!(r.def.case_exact);
-        let r = AttrPath::parse("meta.lastModified")
-            .unwrap()
-            .resolve(&USER)
-            .unwrap();
+        let r = AttrPath::parse("meta.lastModified").unwrap().resolve(&USER).unwrap();
         assert_eq!(r.sub.map(|s| s.name), Some("lastModified"));
-        assert!(AttrPath::parse("nickName")
+        assert!(AttrPath::parse("nickName").unwrap().resolve(&USER).is_none());
+        assert!(AttrPath::parse("name.middle").unwrap().resolve(&USER).is_none());
+        assert!(AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:Group:displayName")
             .unwrap()
             .resolve(&USER)
             .is_none());
-        assert!(AttrPath::parse("name.middle")
-            .unwrap()
-            .resolve(&USER)
-            .is_none());
-        assert!(
-            AttrPath::parse("urn:ietf:params:scim:schemas:core:2.0:Group:displayName")
-                .unwrap()
-                .resolve(&USER)
-                .is_none()
-        );
     }
 }

@@ -89,21 +89,14 @@ impl Projection {
     /// all-blank value counts as absent. The two are alternatives (RFC 7644 §3.9): when both
     /// are given, `attributes` wins and `excludedAttributes` is ignored, not even parsed.
     /// A path that is not attribute notation is `invalidValue`.
-    pub fn parse(
-        attributes: Option<&str>,
-        excluded: Option<&str>,
-    ) -> Result<Projection, ScimError> {
+    pub fn parse(attributes: Option<&str>, excluded: Option<&str>) -> Result<Projection, ScimError> {
         let only = parse_list(attributes, "attributes")?;
         if !only.is_empty() {
-            return Ok(Projection {
-                mode: Mode::Only(only),
-            });
+            return Ok(Projection { mode: Mode::Only(only) });
         }
         let except = parse_list(excluded, "excludedAttributes")?;
         if !except.is_empty() {
-            return Ok(Projection {
-                mode: Mode::Except(except),
-            });
+            return Ok(Projection { mode: Mode::Except(except) });
         }
         Ok(Projection::default())
     }
@@ -138,16 +131,13 @@ impl Projection {
         if let Some(ext) = extension(rt, top_level_attr) {
             let scope = Scope::Extension(ext);
             let any_path_names_it = match &self.mode {
-                Mode::Only(paths) => paths
-                    .iter()
-                    .any(|p| p.names_schema(scope, rt) || p.in_scope(scope, rt, &p.attr)),
+                Mode::Only(paths) => {
+                    paths.iter().any(|p| p.names_schema(scope, rt) || p.in_scope(scope, rt, &p.attr))
+                }
                 Mode::Default | Mode::Except(_) => false,
             };
             return any_path_names_it
-                || ext
-                    .attributes
-                    .iter()
-                    .any(|a| self.decide(rt, scope, a.name, Some(a)) != Keep::Drop);
+                || ext.attributes.iter().any(|a| self.decide(rt, scope, a.name, Some(a)) != Keep::Drop);
         }
         let (scope, name) = match AttrPath::parse(top_level_attr, "attribute") {
             Ok(path) => match path.urn.as_deref().and_then(|urn| extension(rt, urn)) {
@@ -207,9 +197,7 @@ impl Projection {
         }
         match &self.mode {
             Mode::Default if returned == Returned::Request => Keep::Drop,
-            Mode::Default => Keep::All {
-                request_subs: false,
-            },
+            Mode::Default => Keep::All { request_subs: false },
             Mode::Only(paths) => {
                 let (whole, subs) = named(paths, rt, scope, attr);
                 if whole {
@@ -217,16 +205,12 @@ impl Projection {
                 } else if !subs.is_empty() {
                     Keep::Only(subs)
                 } else if returned == Returned::Always {
-                    Keep::All {
-                        request_subs: false,
-                    }
+                    Keep::All { request_subs: false }
                 } else {
                     Keep::Drop
                 }
             }
-            Mode::Except(_) if returned == Returned::Always => Keep::All {
-                request_subs: false,
-            },
+            Mode::Except(_) if returned == Returned::Always => Keep::All { request_subs: false },
             Mode::Except(paths) => {
                 let (whole, subs) = named(paths, rt, scope, attr);
                 if whole || returned == Returned::Request {
@@ -234,9 +218,7 @@ impl Projection {
                 } else if !subs.is_empty() {
                     Keep::Except(subs)
                 } else {
-                    Keep::All {
-                        request_subs: false,
-                    }
+                    Keep::All { request_subs: false }
                 }
             }
         }
@@ -245,12 +227,7 @@ impl Projection {
 
 /// Whether the paths name `attr` as a whole (or its whole schema), and which of its
 /// sub-attributes they name.
-fn named<'p>(
-    paths: &'p [AttrPath],
-    rt: &ResourceTypeDef,
-    scope: Scope,
-    attr: &str,
-) -> (bool, Vec<&'p str>) {
+fn named<'p>(paths: &'p [AttrPath], rt: &ResourceTypeDef, scope: Scope, attr: &str) -> (bool, Vec<&'p str>) {
     let mut whole = false;
     let mut subs = Vec::new();
     for path in paths {
@@ -276,9 +253,7 @@ fn project_value(value: &Value, def: Option<&AttributeDef>, keep: &Keep<'_>) -> 
             let projected: Vec<Value> = items
                 .iter()
                 .filter_map(|item| match item {
-                    Value::Object(members) => {
-                        project_complex(members, def, keep).map(Value::Object)
-                    }
+                    Value::Object(members) => project_complex(members, def, keep).map(Value::Object),
                     other => Some(other.clone()),
                 })
                 .collect();
@@ -297,9 +272,7 @@ fn project_complex(
 ) -> Option<Map<String, Value>> {
     let mut out = Map::new();
     for (key, value) in members {
-        let returned = def
-            .and_then(|d| d.sub(key))
-            .map_or(Returned::Default, |s| s.returned);
+        let returned = def.and_then(|d| d.sub(key)).map_or(Returned::Default, |s| s.returned);
         let kept = match returned {
             Returned::Never => false,
             Returned::Always => true,
@@ -323,10 +296,7 @@ fn contains(names: &[&str], name: &str) -> bool {
 
 /// The extension of `rt` whose URN is `urn` (case-insensitive).
 fn extension(rt: &ResourceTypeDef, urn: &str) -> Option<&'static SchemaDef> {
-    rt.extensions
-        .iter()
-        .map(|(s, _)| *s)
-        .find(|s| s.id.eq_ignore_ascii_case(urn))
+    rt.extensions.iter().map(|(s, _)| *s).find(|s| s.id.eq_ignore_ascii_case(urn))
 }
 
 fn parse_list(value: Option<&str>, param: &str) -> Result<Vec<AttrPath>, ScimError> {
@@ -351,22 +321,15 @@ fn parse_list(value: Option<&str>, param: &str) -> Result<Vec<AttrPath>, ScimErr
 impl AttrPath {
     /// `[URN ":"] ATTRNAME ["." subAttr]`; `param` names the parameter in the error detail.
     fn parse(raw: &str, param: &str) -> Result<AttrPath, ScimError> {
-        let invalid = || {
-            ScimError::new(
-                ScimType::InvalidValue,
-                format!("{param}: {raw:?} is not an attribute path"),
-            )
-        };
+        let invalid =
+            || ScimError::new(ScimType::InvalidValue, format!("{param}: {raw:?} is not an attribute path"));
         let has_urn = raw.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"));
         let (urn, rest) = match raw.rfind(':') {
             Some(colon) if has_urn => (Some(&raw[..colon]), &raw[colon + 1..]),
             Some(_) => return Err(invalid()),
             None => (None, raw),
         };
-        if urn.is_some_and(|u| {
-            u.chars()
-                .any(|c| c.is_whitespace() || "[]\"(),".contains(c))
-        }) {
+        if urn.is_some_and(|u| u.chars().any(|c| c.is_whitespace() || "[]\"(),".contains(c))) {
             return Err(invalid());
         }
         let (attr, sub) = match rest.split_once('.') {
@@ -463,16 +426,11 @@ impl SortSpec {
         let unknown = || {
             ScimError::new(
                 ScimType::InvalidValue,
-                format!(
-                    "sortBy: {sort_by:?} is not an attribute of {} resources",
-                    rt.name
-                ),
+                format!("sortBy: {sort_by:?} is not an attribute of {} resources", rt.name),
             )
         };
         let (extension, top) = match path.urn.as_deref() {
-            Some(urn) if urn.eq_ignore_ascii_case(rt.schema.id) => {
-                (None, rt.find(None, &path.attr, None))
-            }
+            Some(urn) if urn.eq_ignore_ascii_case(rt.schema.id) => (None, rt.find(None, &path.attr, None)),
             Some(urn) => {
                 let ext = extension(rt, urn).ok_or_else(unknown)?;
                 (Some(ext.id), ext.attribute(&path.attr))
@@ -482,10 +440,7 @@ impl SortSpec {
                 None => rt
                     .extensions
                     .iter()
-                    .find_map(|(ext, _)| {
-                        ext.attribute(&path.attr)
-                            .map(|def| (Some(ext.id), Some(def)))
-                    })
+                    .find_map(|(ext, _)| ext.attribute(&path.attr).map(|def| (Some(ext.id), Some(def))))
                     .unwrap_or((None, None)),
             },
         };
@@ -556,17 +511,14 @@ impl SortSpec {
     fn compare_values(&self, x: &Value, y: &Value) -> Ordering {
         match (x, y) {
             (Value::String(a), Value::String(b)) if self.case_exact => a.cmp(b),
-            (Value::String(a), Value::String(b)) => a
-                .chars()
-                .flat_map(char::to_lowercase)
-                .cmp(b.chars().flat_map(char::to_lowercase)),
+            (Value::String(a), Value::String(b)) => {
+                a.chars().flat_map(char::to_lowercase).cmp(b.chars().flat_map(char::to_lowercase))
+            }
             (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
                 (Some(a), Some(b)) => a.cmp(&b),
-                _ => a
-                    .as_f64()
-                    .zip(b.as_f64())
-                    .and_then(|(a, b)| a.partial_cmp(&b))
-                    .unwrap_or(Ordering::Equal),
+                _ => {
+                    a.as_f64().zip(b.as_f64()).and_then(|(a, b)| a.partial_cmp(&b)).unwrap_or(Ordering::Equal)
+                }
             },
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             _ => type_rank(x).cmp(&type_rank(y)),
@@ -589,12 +541,9 @@ fn type_rank(v: &Value) -> u8 {
 /// An object member by name: exact first, then case-insensitively.
 fn member<'v>(value: &'v Value, name: &str) -> Option<&'v Value> {
     let members = value.as_object()?;
-    members.get(name).or_else(|| {
-        members
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+    members
+        .get(name)
+        .or_else(|| members.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, v)| v))
 }
 
 #[cfg(test)]

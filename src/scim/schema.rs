@@ -142,9 +142,7 @@ impl AttributeDef {
 
     /// Sub-attribute by name, case-insensitively.
     pub fn sub(&self, name: &str) -> Option<&'static AttributeDef> {
-        self.sub_attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.sub_attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -153,9 +151,7 @@ impl AttributeDef {
 impl SchemaDef {
     /// Top-level attribute by name, case-insensitively.
     pub fn attribute(&self, name: &str) -> Option<&'static AttributeDef> {
-        self.attributes
-            .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(name))
+        self.attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -172,21 +168,13 @@ impl ResourceTypeDef {
         if self.schema.id.eq_ignore_ascii_case(urn) {
             return Some(self.schema);
         }
-        self.extensions
-            .iter()
-            .map(|(s, _)| *s)
-            .find(|s| s.id.eq_ignore_ascii_case(urn))
+        self.extensions.iter().map(|(s, _)| *s).find(|s| s.id.eq_ignore_ascii_case(urn))
     }
 
     /// Resolve an attribute: `urn` is the schema URN prefix if the path had one (else the
     /// core schema and the common attributes are searched), `name` the top-level attribute,
     /// `sub` an optional sub-attribute. Case-insensitive throughout.
-    pub fn find(
-        &self,
-        urn: Option<&str>,
-        name: &str,
-        sub: Option<&str>,
-    ) -> Option<&'static AttributeDef> {
+    pub fn find(&self, urn: Option<&str>, name: &str, sub: Option<&str>) -> Option<&'static AttributeDef> {
         let top = match urn {
             Some(urn) => self.schema_by_urn(urn)?.attribute(name)?,
             None => COMMON_ATTRIBUTES
@@ -203,34 +191,21 @@ impl ResourceTypeDef {
 
 /// RFC 7643 §3.1 common attributes, carried by every resource.
 pub static COMMON_ATTRIBUTES: &[AttributeDef] = &[
-    AttributeDef::string(
-        "id",
-        "Unique identifier assigned by the service provider (the Zulip id).",
-    )
-    .case_exact()
-    .mutability(Mutability::ReadOnly)
-    .returned(Returned::Always)
-    .unique(Uniqueness::Server),
-    AttributeDef::string(
-        "externalId",
-        "Identifier of the resource as defined by the provisioning client.",
-    )
-    .case_exact(),
-    AttributeDef::string("meta", "Resource metadata.")
+    AttributeDef::string("id", "Unique identifier assigned by the service provider (the Zulip id).")
+        .case_exact()
         .mutability(Mutability::ReadOnly)
-        .complex(META_SUBS),
+        .returned(Returned::Always)
+        .unique(Uniqueness::Server),
+    AttributeDef::string("externalId", "Identifier of the resource as defined by the provisioning client.")
+        .case_exact(),
+    AttributeDef::string("meta", "Resource metadata.").mutability(Mutability::ReadOnly).complex(META_SUBS),
 ];
 
 static META_SUBS: &[AttributeDef] = &[
-    AttributeDef::string("resourceType", "The resource type.")
-        .case_exact()
+    AttributeDef::string("resourceType", "The resource type.").case_exact().mutability(Mutability::ReadOnly),
+    AttributeDef::string("created", "When the resource was added to the service provider.")
+        .of_type(AttrType::DateTime)
         .mutability(Mutability::ReadOnly),
-    AttributeDef::string(
-        "created",
-        "When the resource was added to the service provider.",
-    )
-    .of_type(AttrType::DateTime)
-    .mutability(Mutability::ReadOnly),
     AttributeDef::string("lastModified", "When the resource was last modified.")
         .of_type(AttrType::DateTime)
         .mutability(Mutability::ReadOnly),
@@ -245,28 +220,19 @@ static META_SUBS: &[AttributeDef] = &[
 
 static NAME_SUBS: &[AttributeDef] = &[
     AttributeDef::string("formatted", "The full name (Zulip's full_name)."),
-    AttributeDef::string(
-        "familyName",
-        "Family name: the part of Zulip's full_name after the first space.",
-    ),
-    AttributeDef::string(
-        "givenName",
-        "Given name: the part of Zulip's full_name before the first space.",
-    ),
+    AttributeDef::string("familyName", "Family name: the part of Zulip's full_name after the first space."),
+    AttributeDef::string("givenName", "Given name: the part of Zulip's full_name before the first space."),
 ];
 
 static EMAIL_SUBS: &[AttributeDef] = &[
     AttributeDef::string("value", "The e-mail address (Zulip's delivery e-mail)."),
     AttributeDef::string("display", "A human-readable name for the address."),
     AttributeDef::string("type", "The kind of address.").canonical(&["work", "home", "other"]),
-    AttributeDef::string("primary", "Whether this is the primary address.")
-        .of_type(AttrType::Boolean),
+    AttributeDef::string("primary", "Whether this is the primary address.").of_type(AttrType::Boolean),
 ];
 
 static GROUP_REF_SUBS: &[AttributeDef] = &[
-    AttributeDef::string("value", "The id of the group.")
-        .case_exact()
-        .mutability(Mutability::ReadOnly),
+    AttributeDef::string("value", "The id of the group.").case_exact().mutability(Mutability::ReadOnly),
     AttributeDef::string("$ref", "The URI of the group.")
         .of_type(AttrType::Reference)
         .references(&["Group"])
@@ -287,19 +253,13 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "User",
     description: "User Account (a Zulip account of this organization)",
     attributes: &[
-        AttributeDef::string(
-            "userName",
-            "The Zulip account's e-mail address (delivery e-mail).",
-        )
-        .required()
-        .unique(Uniqueness::Server),
+        AttributeDef::string("userName", "The Zulip account's e-mail address (delivery e-mail).")
+            .required()
+            .unique(Uniqueness::Server),
         AttributeDef::string("name", "The components of the user's name.").complex(NAME_SUBS),
         AttributeDef::string("displayName", "The name shown in Zulip (full_name)."),
-        AttributeDef::string(
-            "active",
-            "Whether the Zulip account is active (false: deactivated).",
-        )
-        .of_type(AttrType::Boolean),
+        AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
+            .of_type(AttrType::Boolean),
         AttributeDef::string(
             "emails",
             "E-mail addresses: the account's delivery e-mail, type work, primary.",
@@ -343,9 +303,7 @@ pub static GROUP_SCHEMA_DEF: SchemaDef = SchemaDef {
             .required()
             .case_exact()
             .unique(Uniqueness::Server),
-        AttributeDef::string("members", "Direct members: active human users.")
-            .multi()
-            .complex(MEMBER_SUBS),
+        AttributeDef::string("members", "Direct members: active human users.").multi().complex(MEMBER_SUBS),
     ],
 };
 
@@ -384,69 +342,42 @@ const fn meta_attr(name: &'static str, description: &'static str) -> AttributeDe
 }
 
 static SUPPORTED_SUBS: &[AttributeDef] =
-    &[meta_attr("supported", "Whether the feature is supported.")
-        .of_type(AttrType::Boolean)
-        .required()];
+    &[meta_attr("supported", "Whether the feature is supported.").of_type(AttrType::Boolean).required()];
 
 static BULK_SUBS: &[AttributeDef] = &[
-    meta_attr("supported", "Whether the feature is supported.")
-        .of_type(AttrType::Boolean)
+    meta_attr("supported", "Whether the feature is supported.").of_type(AttrType::Boolean).required(),
+    meta_attr("maxOperations", "The maximum number of operations in one bulk request.")
+        .of_type(AttrType::Integer)
         .required(),
-    meta_attr(
-        "maxOperations",
-        "The maximum number of operations in one bulk request.",
-    )
-    .of_type(AttrType::Integer)
-    .required(),
-    meta_attr(
-        "maxPayloadSize",
-        "The maximum payload size of one bulk request, in bytes.",
-    )
-    .of_type(AttrType::Integer)
-    .required(),
+    meta_attr("maxPayloadSize", "The maximum payload size of one bulk request, in bytes.")
+        .of_type(AttrType::Integer)
+        .required(),
 ];
 
 static FILTER_SUBS: &[AttributeDef] = &[
-    meta_attr("supported", "Whether the feature is supported.")
-        .of_type(AttrType::Boolean)
+    meta_attr("supported", "Whether the feature is supported.").of_type(AttrType::Boolean).required(),
+    meta_attr("maxResults", "The maximum number of resources returned in one response.")
+        .of_type(AttrType::Integer)
         .required(),
-    meta_attr(
-        "maxResults",
-        "The maximum number of resources returned in one response.",
-    )
-    .of_type(AttrType::Integer)
-    .required(),
 ];
 
 static AUTHENTICATION_SCHEME_SUBS: &[AttributeDef] = &[
-    meta_attr("type", "The authentication scheme.")
-        .required()
-        .canonical(&[
-            "oauth",
-            "oauth2",
-            "oauthbearertoken",
-            "httpbasic",
-            "httpdigest",
-        ]),
+    meta_attr("type", "The authentication scheme.").required().canonical(&[
+        "oauth",
+        "oauth2",
+        "oauthbearertoken",
+        "httpbasic",
+        "httpdigest",
+    ]),
     meta_attr("name", "The common name of the authentication scheme.").required(),
     meta_attr("description", "A description of the authentication scheme.").required(),
-    meta_attr(
-        "specUri",
-        "The URL of the authentication scheme's specification.",
-    )
-    .of_type(AttrType::Reference)
-    .references(&["external"]),
-    meta_attr(
-        "documentationUri",
-        "The URL of the authentication scheme's usage documentation.",
-    )
-    .of_type(AttrType::Reference)
-    .references(&["external"]),
-    meta_attr(
-        "primary",
-        "Whether this is the preferred authentication scheme.",
-    )
-    .of_type(AttrType::Boolean),
+    meta_attr("specUri", "The URL of the authentication scheme's specification.")
+        .of_type(AttrType::Reference)
+        .references(&["external"]),
+    meta_attr("documentationUri", "The URL of the authentication scheme's usage documentation.")
+        .of_type(AttrType::Reference)
+        .references(&["external"]),
+    meta_attr("primary", "Whether this is the preferred authentication scheme.").of_type(AttrType::Boolean),
 ];
 
 /// `urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig` (RFC 7643 §5).
@@ -455,37 +386,21 @@ pub static SERVICE_PROVIDER_CONFIG_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "ServiceProviderConfig",
     description: "Schema for representing the service provider's configuration",
     attributes: &[
-        meta_attr(
-            "documentationUri",
-            "The URL of the service provider's help documentation.",
-        )
-        .of_type(AttrType::Reference)
-        .references(&["external"]),
-        meta_attr("patch", "PATCH configuration options.")
-            .required()
-            .complex(SUPPORTED_SUBS),
-        meta_attr("bulk", "Bulk configuration options.")
-            .required()
-            .complex(BULK_SUBS),
-        meta_attr("filter", "Filter configuration options.")
-            .required()
-            .complex(FILTER_SUBS),
+        meta_attr("documentationUri", "The URL of the service provider's help documentation.")
+            .of_type(AttrType::Reference)
+            .references(&["external"]),
+        meta_attr("patch", "PATCH configuration options.").required().complex(SUPPORTED_SUBS),
+        meta_attr("bulk", "Bulk configuration options.").required().complex(BULK_SUBS),
+        meta_attr("filter", "Filter configuration options.").required().complex(FILTER_SUBS),
         meta_attr("changePassword", "Password change configuration options.")
             .required()
             .complex(SUPPORTED_SUBS),
-        meta_attr("sort", "Sorting configuration options.")
+        meta_attr("sort", "Sorting configuration options.").required().complex(SUPPORTED_SUBS),
+        meta_attr("etag", "ETag configuration options.").required().complex(SUPPORTED_SUBS),
+        meta_attr("authenticationSchemes", "The supported authentication schemes.")
+            .multi()
             .required()
-            .complex(SUPPORTED_SUBS),
-        meta_attr("etag", "ETag configuration options.")
-            .required()
-            .complex(SUPPORTED_SUBS),
-        meta_attr(
-            "authenticationSchemes",
-            "The supported authentication schemes.",
-        )
-        .multi()
-        .required()
-        .complex(AUTHENTICATION_SCHEME_SUBS),
+            .complex(AUTHENTICATION_SCHEME_SUBS),
     ],
 };
 
@@ -495,12 +410,9 @@ static SCHEMA_EXTENSION_SUBS: &[AttributeDef] = &[
         .references(&["uri"])
         .case_exact()
         .required(),
-    meta_attr(
-        "required",
-        "Whether resources of this type must carry the extension.",
-    )
-    .of_type(AttrType::Boolean)
-    .required(),
+    meta_attr("required", "Whether resources of this type must carry the extension.")
+        .of_type(AttrType::Boolean)
+        .required(),
 ];
 
 /// `urn:ietf:params:scim:schemas:core:2.0:ResourceType` (RFC 7643 §6).
@@ -509,86 +421,58 @@ pub static RESOURCE_TYPE_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "ResourceType",
     description: "Specifies the schema that describes a SCIM resource type",
     attributes: &[
-        meta_attr(
-            "id",
-            "The resource type's server-unique id (the same as its name).",
-        ),
+        meta_attr("id", "The resource type's server-unique id (the same as its name)."),
         meta_attr("name", "The resource type name, e.g. User.").required(),
-        meta_attr(
-            "description",
-            "The resource type's human-readable description.",
-        ),
-        meta_attr(
-            "endpoint",
-            "The resource type's endpoint relative to the base URL, e.g. /Users.",
-        )
-        .of_type(AttrType::Reference)
-        .references(&["uri"])
-        .required(),
+        meta_attr("description", "The resource type's human-readable description."),
+        meta_attr("endpoint", "The resource type's endpoint relative to the base URL, e.g. /Users.")
+            .of_type(AttrType::Reference)
+            .references(&["uri"])
+            .required(),
         meta_attr("schema", "The URI of the resource type's core schema.")
             .of_type(AttrType::Reference)
             .references(&["uri"])
             .case_exact()
             .required(),
-        meta_attr(
-            "schemaExtensions",
-            "The extension schemas of the resource type.",
-        )
-        .multi()
-        .complex(SCHEMA_EXTENSION_SUBS),
+        meta_attr("schemaExtensions", "The extension schemas of the resource type.")
+            .multi()
+            .complex(SCHEMA_EXTENSION_SUBS),
     ],
 };
 
 /// The characteristics of an attribute definition, without `subAttributes` (used one level
 /// down, where RFC 7643 §2.3.8 forbids further nesting).
 const ATTRIBUTE_CHARACTERISTICS: [AttributeDef; 11] = [
-    meta_attr("name", "The attribute's name.")
-        .case_exact()
-        .required(),
-    meta_attr("type", "The attribute's data type.")
-        .required()
-        .canonical(&[
-            "string",
-            "complex",
-            "boolean",
-            "decimal",
-            "integer",
-            "dateTime",
-            "reference",
-            "binary",
-        ]),
-    meta_attr("multiValued", "Whether the attribute is multi-valued.")
-        .of_type(AttrType::Boolean)
-        .required(),
+    meta_attr("name", "The attribute's name.").case_exact().required(),
+    meta_attr("type", "The attribute's data type.").required().canonical(&[
+        "string",
+        "complex",
+        "boolean",
+        "decimal",
+        "integer",
+        "dateTime",
+        "reference",
+        "binary",
+    ]),
+    meta_attr("multiValued", "Whether the attribute is multi-valued.").of_type(AttrType::Boolean).required(),
     meta_attr("description", "The attribute's human-readable description."),
     meta_attr("required", "Whether the attribute is required.").of_type(AttrType::Boolean),
-    meta_attr(
-        "canonicalValues",
-        "Suggested canonical values of the attribute.",
-    )
-    .multi(),
+    meta_attr("canonicalValues", "Suggested canonical values of the attribute.").multi(),
     meta_attr("caseExact", "Whether string values are case sensitive.").of_type(AttrType::Boolean),
-    meta_attr(
-        "mutability",
-        "When the attribute's value may be (re)defined.",
-    )
-    .case_exact()
-    .canonical(&["readOnly", "readWrite", "immutable", "writeOnly"]),
+    meta_attr("mutability", "When the attribute's value may be (re)defined.").case_exact().canonical(&[
+        "readOnly",
+        "readWrite",
+        "immutable",
+        "writeOnly",
+    ]),
     meta_attr("returned", "When the attribute is returned in a response.")
         .case_exact()
         .canonical(&["always", "never", "default", "request"]),
-    meta_attr(
-        "uniqueness",
-        "How the service provider enforces uniqueness of values.",
-    )
-    .case_exact()
-    .canonical(&["none", "server", "global"]),
-    meta_attr(
-        "referenceTypes",
-        "The resource types a reference attribute may refer to.",
-    )
-    .multi()
-    .case_exact(),
+    meta_attr("uniqueness", "How the service provider enforces uniqueness of values.")
+        .case_exact()
+        .canonical(&["none", "server", "global"]),
+    meta_attr("referenceTypes", "The resource types a reference attribute may refer to.")
+        .multi()
+        .case_exact(),
 ];
 
 static ATTRIBUTE_LEAF_SUBS: &[AttributeDef] = &ATTRIBUTE_CHARACTERISTICS;
@@ -605,12 +489,9 @@ static ATTRIBUTE_SUBS: &[AttributeDef] = &[
     ATTRIBUTE_CHARACTERISTICS[8],
     ATTRIBUTE_CHARACTERISTICS[9],
     ATTRIBUTE_CHARACTERISTICS[10],
-    meta_attr(
-        "subAttributes",
-        "The sub-attributes of a complex attribute.",
-    )
-    .multi()
-    .complex(ATTRIBUTE_LEAF_SUBS),
+    meta_attr("subAttributes", "The sub-attributes of a complex attribute.")
+        .multi()
+        .complex(ATTRIBUTE_LEAF_SUBS),
 ];
 
 /// `urn:ietf:params:scim:schemas:core:2.0:Schema` (RFC 7643 §7).
@@ -619,28 +500,20 @@ pub static SCHEMA_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "Schema",
     description: "Specifies the schema that describes a SCIM schema",
     attributes: &[
-        meta_attr("id", "The unique URI of the schema.")
-            .case_exact()
-            .required(),
+        meta_attr("id", "The unique URI of the schema.").case_exact().required(),
         meta_attr("name", "The schema's human-readable name."),
         meta_attr("description", "The schema's human-readable description."),
-        meta_attr(
-            "attributes",
-            "The attributes of the schema and their characteristics.",
-        )
-        .multi()
-        .required()
-        .complex(ATTRIBUTE_SUBS),
+        meta_attr("attributes", "The attributes of the schema and their characteristics.")
+            .multi()
+            .required()
+            .complex(ATTRIBUTE_SUBS),
     ],
 };
 
 /// The three meta-schemas (`ResourceType`, `ServiceProviderConfig`, `Schema`), which `/Schemas`
 /// publishes next to the resource schemas.
-pub static META_SCHEMAS: &[&SchemaDef] = &[
-    &RESOURCE_TYPE_SCHEMA_DEF,
-    &SERVICE_PROVIDER_CONFIG_SCHEMA_DEF,
-    &SCHEMA_SCHEMA_DEF,
-];
+pub static META_SCHEMAS: &[&SchemaDef] =
+    &[&RESOURCE_TYPE_SCHEMA_DEF, &SERVICE_PROVIDER_CONFIG_SCHEMA_DEF, &SCHEMA_SCHEMA_DEF];
 
 #[cfg(test)]
 mod tests {
@@ -648,30 +521,15 @@ mod tests {
 
     #[test]
     fn lookups_are_case_insensitive_and_cover_common_attributes() {
+        assert_eq!(USER.find(None, "USERNAME", None).map(|a| a.name), Some("userName"));
+        assert_eq!(USER.find(None, "name", Some("GIVENNAME")).map(|a| a.name), Some("givenName"));
+        assert_eq!(USER.find(None, "id", None).map(|a| a.case_exact), Some(true));
         assert_eq!(
-            USER.find(None, "USERNAME", None).map(|a| a.name),
-            Some("userName")
-        );
-        assert_eq!(
-            USER.find(None, "name", Some("GIVENNAME")).map(|a| a.name),
-            Some("givenName")
-        );
-        assert_eq!(
-            USER.find(None, "id", None).map(|a| a.case_exact),
-            Some(true)
-        );
-        assert_eq!(
-            USER.find(
-                Some("urn:ietf:params:scim:schemas:core:2.0:user"),
-                "emails",
-                Some("value")
-            )
-            .map(|a| a.name),
+            USER.find(Some("urn:ietf:params:scim:schemas:core:2.0:user"), "emails", Some("value"))
+                .map(|a| a.name),
             Some("value")
         );
         assert!(USER.find(None, "nickName", None).is_none());
-        assert!(GROUP
-            .find(None, "displayName", None)
-            .is_some_and(|a| a.case_exact));
+        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| a.case_exact));
     }
 }

@@ -21,10 +21,9 @@ const TAG_BYTES: usize = 8;
 pub fn weak_etag(resource: &Value) -> String {
     let mut canonical = String::new();
     match resource {
-        Value::Object(map) => write_object(
-            &mut canonical,
-            map.iter().filter(|(key, _)| key.as_str() != "meta"),
-        ),
+        Value::Object(map) => {
+            write_object(&mut canonical, map.iter().filter(|(key, _)| key.as_str() != "meta"))
+        }
         other => write_canonical(&mut canonical, other),
     }
     let digest = Sha256::digest(canonical.as_bytes());
@@ -62,13 +61,8 @@ fn condition_matches(header: &str, current: &str) -> bool {
 /// clients drop the quotes) is taken as it is.
 fn opaque_tag(tag: &str) -> &str {
     let tag = tag.trim();
-    let tag = tag
-        .strip_prefix("W/")
-        .or_else(|| tag.strip_prefix("w/"))
-        .unwrap_or(tag);
-    tag.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(tag)
+    let tag = tag.strip_prefix("W/").or_else(|| tag.strip_prefix("w/")).unwrap_or(tag);
+    tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -96,17 +90,12 @@ impl<'a> Iterator for EntityTags<'a> {
 
     fn next(&mut self) -> Option<Tag<'a>> {
         loop {
-            let rest = self
-                .rest
-                .trim_start_matches(|c: char| c == ',' || c.is_whitespace());
+            let rest = self.rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
             if rest.is_empty() {
                 self.rest = rest;
                 return None;
             }
-            let unprefixed = rest
-                .strip_prefix("W/")
-                .or_else(|| rest.strip_prefix("w/"))
-                .unwrap_or(rest);
+            let unprefixed = rest.strip_prefix("W/").or_else(|| rest.strip_prefix("w/")).unwrap_or(rest);
             if let Some(quoted) = unprefixed.strip_prefix('"') {
                 return match quoted.find('"') {
                     Some(end) => {
@@ -181,9 +170,7 @@ mod tests {
         assert!(tag.starts_with("W/\"") && tag.ends_with('"'), "{tag}");
         let hex = &tag[3..tag.len() - 1];
         assert_eq!(hex.len(), 16);
-        assert!(hex
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
@@ -227,14 +214,8 @@ mod tests {
     #[test]
     fn canonical_form_is_compact_sorted_json() {
         let mut out = String::new();
-        write_canonical(
-            &mut out,
-            &json!({"b": [1, "two", null, false], "a": {"d": 1.5, "c": "q\"uote"}}),
-        );
-        assert_eq!(
-            out,
-            r#"{"a":{"c":"q\"uote","d":1.5},"b":[1,"two",null,false]}"#
-        );
+        write_canonical(&mut out, &json!({"b": [1, "two", null, false], "a": {"d": 1.5, "c": "q\"uote"}}));
+        assert_eq!(out, r#"{"a":{"c":"q\"uote","d":1.5},"b":[1,"two",null,false]}"#);
     }
 
     #[test]
@@ -261,11 +242,7 @@ mod tests {
             ("  ", true),
         ];
         for (header, expected) in cases {
-            assert_eq!(
-                if_match_satisfied(header, current),
-                *expected,
-                "If-Match: {header}"
-            );
+            assert_eq!(if_match_satisfied(header, current), *expected, "If-Match: {header}");
         }
     }
 
@@ -282,11 +259,7 @@ mod tests {
             (",, ,", false),
         ];
         for (header, expected) in cases {
-            assert_eq!(
-                if_none_match_satisfied(header, current),
-                *expected,
-                "If-None-Match: {header}"
-            );
+            assert_eq!(if_none_match_satisfied(header, current), *expected, "If-None-Match: {header}");
         }
     }
 
@@ -304,14 +277,6 @@ mod tests {
     #[test]
     fn tag_scanner_yields_each_tag() {
         let tags: Vec<Tag> = EntityTags::new(r#" W/"a" ,"b,c",  d , * "#).collect();
-        assert_eq!(
-            tags,
-            [
-                Tag::Opaque("a"),
-                Tag::Opaque("b,c"),
-                Tag::Opaque("d"),
-                Tag::Any
-            ]
-        );
+        assert_eq!(tags, [Tag::Opaque("a"), Tag::Opaque("b,c"), Tag::Opaque("d"), Tag::Any]);
     }
 }

@@ -51,9 +51,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::error::ZulipError;
-use super::types::{
-    Event, RateLimitState, RegisteredQueue, ServerSettings, User, UserGroup, UserUpdate,
-};
+use super::types::{Event, RateLimitState, RegisteredQueue, ServerSettings, User, UserGroup, UserUpdate};
 use crate::secret::Secret;
 
 /// `User-Agent` of every upstream request.
@@ -126,22 +124,12 @@ type Params = Vec<(&'static str, String)>;
 impl ZulipClient {
     /// Builds the client (rustls, pooled connections, no request sent).
     pub fn new(config: ClientConfig) -> Result<ZulipClient, ZulipError> {
-        let ClientConfig {
-            base_url,
-            host,
-            email,
-            api_key,
-            timeout,
-        } = config;
+        let ClientConfig { base_url, host, email, api_key, timeout } = config;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
-            return Err(ZulipError::Config(format!(
-                "base url {base_url} is not an http(s) url with a host"
-            )));
+            return Err(ZulipError::Config(format!("base url {base_url} is not an http(s) url with a host")));
         }
         if base_url.query().is_some() || base_url.fragment().is_some() {
-            return Err(ZulipError::Config(format!(
-                "base url {base_url} must not have a query or fragment"
-            )));
+            return Err(ZulipError::Config(format!("base url {base_url} must not have a query or fragment")));
         }
         let api_root = format!("{}/api/v1", base_url.as_str().trim_end_matches('/'));
 
@@ -186,14 +174,12 @@ impl ZulipClient {
 
     /// `GET /server_settings` (no authentication): version and feature level.
     pub async fn server_settings(&self) -> Result<ServerSettings, ZulipError> {
-        self.call(Method::GET, "/server_settings", Vec::new(), Auth::None)
-            .await
+        self.call(Method::GET, "/server_settings", Vec::new(), Auth::None).await
     }
 
     /// `GET /users/me`: the service account itself (its fields sit at the top level).
     pub async fn get_own_user(&self) -> Result<User, ZulipError> {
-        self.call(Method::GET, "/users/me", Vec::new(), Auth::Basic)
-            .await
+        self.call(Method::GET, "/users/me", Vec::new(), Auth::Basic).await
     }
 
     /// `GET /users`: every account of the realm, bots and deactivated users included.
@@ -202,9 +188,7 @@ impl ZulipClient {
         struct Users {
             members: Vec<User>,
         }
-        let users: Users = self
-            .call(Method::GET, "/users", Vec::new(), Auth::Basic)
-            .await?;
+        let users: Users = self.call(Method::GET, "/users", Vec::new(), Auth::Basic).await?;
         Ok(users.members)
     }
 
@@ -215,9 +199,7 @@ impl ZulipClient {
             user: User,
         }
         let path = format!("/users/{user_id}");
-        let one: OneUser = self
-            .call(Method::GET, &path, Vec::new(), Auth::Basic)
-            .await?;
+        let one: OneUser = self.call(Method::GET, &path, Vec::new(), Auth::Basic).await?;
         Ok(one.user)
     }
 
@@ -237,9 +219,7 @@ impl ZulipClient {
             ("password", password.expose().clone()),
             ("full_name", full_name.to_owned()),
         ];
-        let created: Created = self
-            .call(Method::POST, "/users", params, Auth::Basic)
-            .await?;
+        let created: Created = self.call(Method::POST, "/users", params, Auth::Basic).await?;
         Ok(created.user_id)
     }
 
@@ -275,10 +255,7 @@ impl ZulipClient {
     }
 
     /// `GET /user_groups`, system groups included; deactivated ones only when asked.
-    pub async fn get_user_groups(
-        &self,
-        include_deactivated: bool,
-    ) -> Result<Vec<UserGroup>, ZulipError> {
+    pub async fn get_user_groups(&self, include_deactivated: bool) -> Result<Vec<UserGroup>, ZulipError> {
         #[derive(Deserialize)]
         struct Groups {
             user_groups: Vec<UserGroup>,
@@ -287,9 +264,7 @@ impl ZulipClient {
         if include_deactivated {
             params.push(("include_deactivated_groups", json_text(&Value::Bool(true))));
         }
-        let groups: Groups = self
-            .call(Method::GET, "/user_groups", params, Auth::Basic)
-            .await?;
+        let groups: Groups = self.call(Method::GET, "/user_groups", params, Auth::Basic).await?;
         Ok(groups.user_groups)
     }
 
@@ -312,9 +287,7 @@ impl ZulipClient {
         if let Some(setting) = &group.can_add_members_group {
             params.push(("can_add_members_group", json_text(setting)));
         }
-        let created: Created = self
-            .call(Method::POST, "/user_groups/create", params, Auth::Basic)
-            .await?;
+        let created: Created = self.call(Method::POST, "/user_groups/create", params, Auth::Basic).await?;
         Ok(created.group_id)
     }
 
@@ -389,18 +362,12 @@ impl ZulipClient {
 
     /// The `X-RateLimit-*` headers of the latest response that carried them.
     pub fn rate_limit(&self) -> Option<RateLimitState> {
-        *self
-            .rate_limit
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `POST /register`: a queue of `event_types` events. Asks for no initial state
     /// (`fetch_event_types=[]`): the caller reads users and groups with the REST calls.
-    pub async fn register_event_queue(
-        &self,
-        event_types: &[&str],
-    ) -> Result<RegisteredQueue, ZulipError> {
+    pub async fn register_event_queue(&self, event_types: &[&str]) -> Result<RegisteredQueue, ZulipError> {
         let types = Value::from(event_types.to_vec());
         let params = vec![
             ("event_types", json_text(&types)),
@@ -408,8 +375,7 @@ impl ZulipClient {
             ("apply_markdown", json_text(&Value::Bool(false))),
             ("client_gravatar", json_text(&Value::Bool(true))),
         ];
-        self.call(Method::POST, "/register", params, Auth::Basic)
-            .await
+        self.call(Method::POST, "/register", params, Auth::Basic).await
     }
 
     /// `GET /events`: the events after `last_event_id` (which they acknowledge). A blocking
@@ -427,16 +393,12 @@ impl ZulipClient {
         struct Events {
             events: Vec<Value>,
         }
-        let mut params = vec![
-            ("queue_id", queue_id.to_owned()),
-            ("last_event_id", last_event_id.to_string()),
-        ];
+        let mut params =
+            vec![("queue_id", queue_id.to_owned()), ("last_event_id", last_event_id.to_string())];
         if dont_block {
             params.push(("dont_block", json_text(&Value::Bool(true))));
         }
-        let events: Events = self
-            .send(Method::GET, "/events", params, Auth::Basic, poll_timeout)
-            .await?;
+        let events: Events = self.send(Method::GET, "/events", params, Auth::Basic, poll_timeout).await?;
         Ok(events.events.into_iter().map(Event::from_value).collect())
     }
 
@@ -448,12 +410,7 @@ impl ZulipClient {
 
     // --- request machinery ---
 
-    async fn call_unit(
-        &self,
-        method: Method,
-        path: &str,
-        params: Params,
-    ) -> Result<(), ZulipError> {
+    async fn call_unit(&self, method: Method, path: &str, params: Params) -> Result<(), ZulipError> {
         let IgnoredAny = self.call(method, path, params, Auth::Basic).await?;
         Ok(())
     }
@@ -494,9 +451,7 @@ impl ZulipClient {
             request = request.header(AUTHORIZATION, self.authorization.expose().clone());
         }
         if !is_get && !params.is_empty() {
-            request = request
-                .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
-                .body(encoded);
+            request = request.header(CONTENT_TYPE, FORM_CONTENT_TYPE).body(encoded);
         }
 
         let started = Instant::now();
@@ -518,10 +473,7 @@ impl ZulipClient {
 
     fn record_rate_limit(&self, headers: &HeaderMap) {
         if let Some(state) = rate_limit_from_headers(headers) {
-            *self
-                .rate_limit
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(state);
+            *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(state);
         }
     }
 }
@@ -637,21 +589,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ZulipError> {
     let code = status.as_u16();
-    let decode_error = |detail: String| ZulipError::Decode {
-        status: code,
-        detail,
-    };
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("no content type");
+    let decode_error = |detail: String| ZulipError::Decode { status: code, detail };
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type");
 
-    let envelope: Value = serde_json::from_slice(body).map_err(|e| {
-        decode_error(format!(
-            "{} byte {content_type} body is not json: {e}",
-            body.len()
-        ))
-    })?;
+    let envelope: Value = serde_json::from_slice(body)
+        .map_err(|e| decode_error(format!("{} byte {content_type} body is not json: {e}", body.len())))?;
     match envelope.get("result").and_then(Value::as_str) {
         Some("success") if status.is_success() => {
             if let Some(ignored) = envelope.get("ignored_parameters_unsupported") {
@@ -667,12 +609,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .and_then(seconds)
-                .or_else(|| {
-                    envelope
-                        .get("retry-after")
-                        .and_then(Value::as_f64)
-                        .and_then(seconds)
-                });
+                .or_else(|| envelope.get("retry-after").and_then(Value::as_f64).and_then(seconds));
             Err(ZulipError::Api {
                 status: code,
                 code: text("code").unwrap_or_else(|| "BAD_REQUEST".to_owned()),
@@ -680,9 +617,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 retry_after,
             })
         }
-        other => Err(decode_error(format!(
-            "json {content_type} body with result {other:?} on http {code}"
-        ))),
+        other => Err(decode_error(format!("json {content_type} body with result {other:?} on http {code}"))),
     }
 }
 

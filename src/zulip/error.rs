@@ -35,11 +35,9 @@ impl ZulipError {
     /// `Some(wait)` for a 429 `RATE_LIMIT_HIT`.
     pub fn rate_limited(&self) -> Option<Duration> {
         match self {
-            ZulipError::Api {
-                status: 429,
-                retry_after,
-                ..
-            } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            ZulipError::Api { status: 429, retry_after, .. } => {
+                Some(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
             _ => None,
         }
     }

@@ -13,13 +13,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Owner,
-        Role::Administrator,
-        Role::Moderator,
-        Role::Member,
-        Role::Guest,
-    ];
+    pub const ALL: [Role; 5] = [Role::Owner, Role::Administrator, Role::Moderator, Role::Member, Role::Guest];
 
     /// The API integer.
     pub fn api_value(self) -> u16 {
@@ -156,23 +150,11 @@ pub enum Event {
     /// `user_group`/`add`: a new group, with the full group object (and its id).
     UserGroupAdd { id: i64, group: UserGroup },
     /// `user_group`/`update`: one event per changed property.
-    UserGroupUpdate {
-        id: i64,
-        group_id: u64,
-        data: UserGroupChange,
-    },
+    UserGroupUpdate { id: i64, group_id: u64, data: UserGroupChange },
     /// `user_group`/`add_members` (also sent for every group on reactivation).
-    UserGroupAddMembers {
-        id: i64,
-        group_id: u64,
-        user_ids: Vec<u64>,
-    },
+    UserGroupAddMembers { id: i64, group_id: u64, user_ids: Vec<u64> },
     /// `user_group`/`remove_members`.
-    UserGroupRemoveMembers {
-        id: i64,
-        group_id: u64,
-        user_ids: Vec<u64>,
-    },
+    UserGroupRemoveMembers { id: i64, group_id: u64, user_ids: Vec<u64> },
     /// `user_group`/`remove`: the group was deactivated.
     UserGroupRemove { id: i64, group_id: u64 },
     /// `heartbeat`: a blocking poll with nothing pending (after about 54 s).
@@ -219,22 +201,12 @@ impl Event {
         let op = value.get("op").and_then(Value::as_str);
         Some(match (kind, op) {
             ("heartbeat", _) => Event::Heartbeat { id },
-            ("realm_user", Some("add")) => Event::RealmUserAdd {
-                id,
-                person: field(value, "person")?,
-            },
-            ("realm_user", Some("update")) => Event::RealmUserUpdate {
-                id,
-                person: field(value, "person")?,
-            },
-            ("realm_user", Some("remove")) => Event::RealmUserRemove {
-                id,
-                user_id: field(value.get("person")?, "user_id")?,
-            },
-            ("user_group", Some("add")) => Event::UserGroupAdd {
-                id,
-                group: field(value, "group")?,
-            },
+            ("realm_user", Some("add")) => Event::RealmUserAdd { id, person: field(value, "person")? },
+            ("realm_user", Some("update")) => Event::RealmUserUpdate { id, person: field(value, "person")? },
+            ("realm_user", Some("remove")) => {
+                Event::RealmUserRemove { id, user_id: field(value.get("person")?, "user_id")? }
+            }
+            ("user_group", Some("add")) => Event::UserGroupAdd { id, group: field(value, "group")? },
             ("user_group", Some("update")) => Event::UserGroupUpdate {
                 id,
                 group_id: field(value, "group_id")?,
@@ -250,10 +222,9 @@ impl Event {
                 group_id: field(value, "group_id")?,
                 user_ids: field(value, "user_ids")?,
             },
-            ("user_group", Some("remove")) => Event::UserGroupRemove {
-                id,
-                group_id: field(value, "group_id")?,
-            },
+            ("user_group", Some("remove")) => {
+                Event::UserGroupRemove { id, group_id: field(value, "group_id")? }
+            }
             _ => return None,
         })
     }

@@ -52,9 +52,7 @@ struct Replay {
 
 impl Replay {
     async fn dev_realm() -> Replay {
-        let mut owner = FakeUser::new("desdemona@zulip.com", "Desdemona")
-            .role(100)
-            .api_key(OWNER_KEY);
+        let mut owner = FakeUser::new("desdemona@zulip.com", "Desdemona").role(100).api_key(OWNER_KEY);
         owner.can_create_users = true;
         owner.can_change_user_emails = true;
         // The dev realm has several owners; a second one keeps "last owner" rules quiet.
@@ -64,11 +62,7 @@ impl Replay {
             .with_system_groups()
             .with_user(owner)
             .with_user(FakeUser::new("othello@zulip.com", "Othello, the Moor of Venice").role(100))
-            .with_user(
-                FakeUser::new("iago@zulip.com", "Iago")
-                    .role(200)
-                    .api_key(ADMIN_KEY),
-            )
+            .with_user(FakeUser::new("iago@zulip.com", "Iago").role(200).api_key(ADMIN_KEY))
             .with_user(FakeUser::new("hamlet@zulip.com", "King Hamlet").api_key(MEMBER_KEY))
             .start()
             .await
@@ -93,13 +87,7 @@ impl Replay {
             ("admin", ("iago@zulip.com".into(), ADMIN_KEY.into())),
             ("member", ("hamlet@zulip.com".into(), MEMBER_KEY.into())),
         ]);
-        Replay {
-            fake,
-            http: reqwest::Client::new(),
-            users,
-            groups,
-            creds,
-        }
+        Replay { fake, http: reqwest::Client::new(), users, groups, creds }
     }
 
     fn map_user(&self, id: u64) -> u64 {
@@ -111,17 +99,11 @@ impl Replay {
     }
 
     fn rev_user(&self, id: u64) -> u64 {
-        self.users
-            .iter()
-            .find(|(_, f)| **f == id)
-            .map_or(id, |(t, _)| *t)
+        self.users.iter().find(|(_, f)| **f == id).map_or(id, |(t, _)| *t)
     }
 
     fn rev_group(&self, id: u64) -> u64 {
-        self.groups
-            .iter()
-            .find(|(_, f)| **f == id)
-            .map_or(id, |(t, _)| *t)
+        self.groups.iter().find(|(_, f)| **f == id).map_or(id, |(t, _)| *t)
     }
 
     fn map_path(&self, path: &str) -> String {
@@ -193,11 +175,10 @@ impl Replay {
             return value.to_string();
         };
         let ids = |f: &dyn Fn(u64) -> u64| match &v {
-            Value::Array(a) => json!(a
-                .iter()
-                .map(|i| i.as_u64().map_or(i.clone(), |n| json!(f(n))))
-                .collect::<Vec<_>>())
-            .to_string(),
+            Value::Array(a) => {
+                json!(a.iter().map(|i| i.as_u64().map_or(i.clone(), |n| json!(f(n)))).collect::<Vec<_>>())
+                    .to_string()
+            }
             _ => value.to_string(),
         };
         match key {
@@ -223,8 +204,7 @@ impl Replay {
 
     async fn send(&self, ex: &Value) -> (u16, reqwest::header::HeaderMap, String) {
         let req = &ex["request"];
-        let method = reqwest::Method::from_bytes(req["method"].as_str().unwrap().as_bytes())
-            .expect("method");
+        let method = reqwest::Method::from_bytes(req["method"].as_str().unwrap().as_bytes()).expect("method");
         let url = format!(
             "{}{}",
             self.fake.base_url().as_str().trim_end_matches('/'),
@@ -232,17 +212,13 @@ impl Replay {
         );
         let mut rb = self.http.request(method, url);
         if let Some(q) = req["query"].as_object() {
-            let q: Vec<(String, String)> = q
-                .iter()
-                .map(|(k, v)| (k.clone(), self.map_form_value(k, v.as_str().unwrap())))
-                .collect();
+            let q: Vec<(String, String)> =
+                q.iter().map(|(k, v)| (k.clone(), self.map_form_value(k, v.as_str().unwrap()))).collect();
             rb = rb.query(&q);
         }
         if let Some(f) = req["form"].as_object() {
-            let f: Vec<(String, String)> = f
-                .iter()
-                .map(|(k, v)| (k.clone(), self.map_form_value(k, v.as_str().unwrap())))
-                .collect();
+            let f: Vec<(String, String)> =
+                f.iter().map(|(k, v)| (k.clone(), self.map_form_value(k, v.as_str().unwrap()))).collect();
             rb = rb.form(&f);
         }
         if let Some((email, key)) = self.creds.get(req["auth"].as_str().unwrap_or("none")) {
@@ -259,23 +235,12 @@ impl Replay {
         let title = ex["title"].as_str().unwrap_or_default();
         let (status, headers, text) = self.send(ex).await;
         let want = &ex["response"];
-        assert_eq!(
-            status,
-            want["status"].as_u64().unwrap() as u16,
-            "#{i} {title}: {text}"
-        );
+        assert_eq!(status, want["status"].as_u64().unwrap() as u16, "#{i} {title}: {text}");
         let want_ct = want["headers"]["Content-Type"].as_str().unwrap_or_default();
-        let got_ct = headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
+        let got_ct = headers.get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
         assert_eq!(got_ct, want_ct, "#{i} {title}: content type");
         for h in ["WWW-Authenticate", "Retry-After", "X-RateLimit-Limit"] {
-            assert_eq!(
-                headers.contains_key(h),
-                want["headers"].get(h).is_some(),
-                "#{i} {title}: header {h}"
-            );
+            assert_eq!(headers.contains_key(h), want["headers"].get(h).is_some(), "#{i} {title}: header {h}");
         }
         let body = &want["body"];
         if body.get("non_json").is_some() {
@@ -299,28 +264,17 @@ impl Replay {
                         o.insert("group_id".into(), json!(self.rev_group(g)));
                     }
                     if let Some(a) = o.get("supergroup_ids").and_then(Value::as_array) {
-                        let ids: Vec<u64> = a
-                            .iter()
-                            .map(|x| self.rev_group(x.as_u64().unwrap()))
-                            .collect();
+                        let ids: Vec<u64> = a.iter().map(|x| self.rev_group(x.as_u64().unwrap())).collect();
                         o.insert("supergroup_ids".into(), json!(ids));
                     }
                     Value::Object(o)
                 })
                 .collect();
-            assert_eq!(
-                &json!(got_objections),
-                want_objections,
-                "#{i} {title}: objections"
-            );
+            assert_eq!(&json!(got_objections), want_objections, "#{i} {title}: objections");
         }
-        for extra in [
-            "var_name",
-            "allowed_methods",
-            "ignored_parameters_unsupported",
-            "is_last_owner",
-            "entity",
-        ] {
+        for extra in
+            ["var_name", "allowed_methods", "ignored_parameters_unsupported", "is_last_owner", "entity"]
+        {
             assert_eq!(got.get(extra), body.get(extra), "#{i} {title}: {extra}");
         }
         if body["result"] == "success" {
@@ -341,10 +295,7 @@ impl Replay {
                 .and_then(|r| r.strip_suffix("@zulipdev.com"))
                 .and_then(|n| n.parse::<u64>().ok())
             {
-                u.insert(
-                    "email".into(),
-                    json!(format!("user{}@zulipdev.com", self.rev_user(n))),
-                );
+                u.insert("email".into(), json!(format!("user{}@zulipdev.com", self.rev_user(n))));
             }
         }
         if let Some(owner) = u.get("bot_owner_id").and_then(Value::as_u64) {
@@ -372,17 +323,9 @@ impl Replay {
         ] {
             assert_eq!(got.get(f), want.get(f), "#{i} {title}: user field {f}");
         }
-        assert_eq!(
-            got["avatar_url"].is_null(),
-            want["avatar_url"].is_null(),
-            "#{i} avatar"
-        );
+        assert_eq!(got["avatar_url"].is_null(), want["avatar_url"].is_null(), "#{i} avatar");
         let minute = got["date_joined"].as_str().unwrap();
-        assert_eq!(
-            minute.len(),
-            "2026-11-24T01:27+00:00".len(),
-            "#{i} date_joined {minute}"
-        );
+        assert_eq!(minute.len(), "2026-11-24T01:27+00:00".len(), "#{i} date_joined {minute}");
     }
 
     fn check_users(&self, i: usize, title: &str, got: &Value, want: &Value) {
@@ -392,10 +335,7 @@ impl Replay {
         if want.get("user_id").is_some() && want.get("full_name").is_some() {
             self.check_user(i, title, got, want); // GET /users/me
         }
-        if let Some(list) = want["members"]
-            .as_array()
-            .filter(|l| l.iter().all(Value::is_object))
-        {
+        if let Some(list) = want["members"].as_array().filter(|l| l.iter().all(Value::is_object)) {
             for w in list {
                 let tid = w["user_id"].as_u64().unwrap();
                 let fid = self.map_user(tid);
@@ -408,10 +348,7 @@ impl Replay {
                 self.check_user(i, title, g, w);
             }
         }
-        if let Some(ids) = want["members"]
-            .as_array()
-            .filter(|l| l.iter().all(Value::is_u64))
-        {
+        if let Some(ids) = want["members"].as_array().filter(|l| l.iter().all(Value::is_u64)) {
             let w: BTreeSet<u64> = ids.iter().map(|v| v.as_u64().unwrap()).collect();
             let g: BTreeSet<u64> = got["members"]
                 .as_array()
@@ -430,12 +367,8 @@ impl Replay {
                 "id" => json!(self.rev_group(v.as_u64().unwrap())),
                 "creator_id" => v.as_u64().map_or(Value::Null, |n| json!(self.rev_user(n))),
                 "members" => {
-                    let mut m: Vec<u64> = v
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| self.rev_user(x.as_u64().unwrap()))
-                        .collect();
+                    let mut m: Vec<u64> =
+                        v.as_array().unwrap().iter().map(|x| self.rev_user(x.as_u64().unwrap())).collect();
                     m.sort_unstable();
                     json!(m)
                 }
@@ -478,11 +411,7 @@ impl Replay {
             }
             if w["is_system_group"] == json!(true) {
                 // The dev realm's system groups hold other people: compare the shape only.
-                assert_eq!(
-                    keys(&g),
-                    keys(&Value::Object(w)),
-                    "#{i} {title}: system group"
-                );
+                assert_eq!(keys(&g), keys(&Value::Object(w)), "#{i} {title}: system group");
             } else {
                 assert_eq!(g, Value::Object(w), "#{i} {title}: group {tid}");
             }
@@ -491,9 +420,7 @@ impl Replay {
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
-    v.as_object()
-        .map(|o| o.keys().filter(|k| !k.starts_with('_')).cloned().collect())
-        .unwrap_or_default()
+    v.as_object().map(|o| o.keys().filter(|k| !k.starts_with('_')).cloned().collect()).unwrap_or_default()
 }
 
 fn form_field<'a>(ex: &'a Value, key: &str) -> &'a str {
@@ -532,10 +459,7 @@ async fn users_transcript_replays_against_the_fake() {
         }
         let got = r.replay(i, e).await;
         // Learn the ids the fake assigned.
-        if let (Some(tid), Some(fid)) = (
-            e["response"]["body"]["user_id"].as_u64(),
-            got["user_id"].as_u64(),
-        ) {
+        if let (Some(tid), Some(fid)) = (e["response"]["body"]["user_id"].as_u64(), got["user_id"].as_u64()) {
             if e["request"]["method"] == "POST" {
                 r.users.insert(tid, fid);
             }
@@ -543,11 +467,9 @@ async fn users_transcript_replays_against_the_fake() {
         if i == 13 {
             // The promoted admin gets a key for the "admin-without-can-create-users" label.
             let id = r.map_user(231);
-            r.fake
-                .modify_user(id, |u| u.api_key = Some(ADMIN2_KEY.into()));
+            r.fake.modify_user(id, |u| u.api_key = Some(ADMIN2_KEY.into()));
             let email = r.fake.user(id).unwrap().delivery_email;
-            r.creds
-                .insert("admin-without-can-create-users", (email, ADMIN2_KEY.into()));
+            r.creds.insert("admin-without-can-create-users", (email, ADMIN2_KEY.into()));
         }
     }
     // The state the transcript ends in.
@@ -590,19 +512,13 @@ async fn last_owner_rules_match_the_transcript() {
         .start()
         .await
         .unwrap();
-    let solo = fake
-        .user_by_email("solo-owner-4az4k5@example.com")
-        .unwrap()
-        .user_id;
+    let solo = fake.user_by_email("solo-owner-4az4k5@example.com").unwrap().user_id;
     let r = Replay {
         fake: fake.clone(),
         http: reqwest::Client::new(),
         users: HashMap::from([(234, solo)]),
         groups: HashMap::new(),
-        creds: HashMap::from([(
-            "sole-owner",
-            ("solo-owner-4az4k5@example.com".into(), OWNER_KEY.into()),
-        )]),
+        creds: HashMap::from([("sole-owner", ("solo-owner-4az4k5@example.com".into(), OWNER_KEY.into()))]),
     };
     let ex = load(USERS);
     fake.modify_user(solo, |u| u.full_name = "Solo Owner".into());
@@ -633,15 +549,8 @@ async fn user_groups_transcript_replays_against_the_fake() {
     // Transcript group ids by name, learned from the listing bodies.
     let mut names: HashMap<String, u64> = HashMap::new();
     for e in &ex {
-        for g in e["response"]["body"]["user_groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            names.insert(
-                g["name"].as_str().unwrap().to_string(),
-                g["id"].as_u64().unwrap(),
-            );
+        for g in e["response"]["body"]["user_groups"].as_array().into_iter().flatten() {
+            names.insert(g["name"].as_str().unwrap().to_string(), g["id"].as_u64().unwrap());
         }
     }
     names.insert("zt-4az4k5494-alpha".into(), 59);
@@ -653,10 +562,7 @@ async fn user_groups_transcript_replays_against_the_fake() {
             bot.bot_owner_id = Some(r.map_user(9));
             let id = r.fake.insert_user(bot);
             r.users.insert(237, id);
-            r.creds.insert(
-                "bot",
-                ("ztg-4az4k5494-bot@zulipdev.com".into(), BOT_KEY.into()),
-            );
+            r.creds.insert("bot", ("ztg-4az4k5494-bot@zulipdev.com".into(), BOT_KEY.into()));
             continue;
         }
         // GET …/members with subgroups: the dev realm's other members are not modelled,
@@ -688,17 +594,8 @@ async fn auth_failures_match_the_transcript() {
         let me = me.clone();
         let auth = auth.to_string();
         async move {
-            let resp = http
-                .get(&me)
-                .header("Authorization", auth)
-                .send()
-                .await
-                .unwrap();
-            (
-                resp.headers().clone(),
-                resp.status().as_u16(),
-                resp.json::<Value>().await.unwrap(),
-            )
+            let resp = http.get(&me).header("Authorization", auth).send().await.unwrap();
+            (resp.headers().clone(), resp.status().as_u16(), resp.json::<Value>().await.unwrap())
         }
     };
     let check = |i: usize, got: (reqwest::header::HeaderMap, u16, Value)| {
@@ -707,21 +604,14 @@ async fn auth_failures_match_the_transcript() {
         assert_eq!(got.2["msg"], want["body"]["msg"], "#{i}");
         assert_eq!(got.2["code"], want["body"]["code"], "#{i}");
         assert_eq!(
-            got.0
-                .get("www-authenticate")
-                .map(|v| v.to_str().unwrap().to_string()),
-            want["headers"]["WWW-Authenticate"]
-                .as_str()
-                .map(str::to_string),
+            got.0.get("www-authenticate").map(|v| v.to_str().unwrap().to_string()),
+            want["headers"]["WWW-Authenticate"].as_str().map(str::to_string),
             "#{i}"
         );
     };
     let basic = |email: &str, key: &str| {
         use base64::Engine;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{email}:{key}"))
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{email}:{key}")))
     };
     r.replay(0, &ex[0]).await;
     r.replay(1, &ex[1]).await;
@@ -745,13 +635,9 @@ async fn auth_failures_match_the_transcript() {
     // dave: created, key, deactivated, then his key is refused.
     let got = r.replay(15, &ex[15]).await;
     r.users.insert(238, got["user_id"].as_u64().unwrap());
-    r.fake
-        .modify_user(r.map_user(238), |u| u.api_key = Some(DAVE_KEY.into()));
+    r.fake.modify_user(r.map_user(238), |u| u.api_key = Some(DAVE_KEY.into()));
     r.replay(20, &ex[20]).await;
-    check(
-        21,
-        raw(&basic(form_field(&ex[15], "email"), DAVE_KEY)).await,
-    );
+    check(21, raw(&basic(form_field(&ex[15], "email"), DAVE_KEY)).await);
 
     // Routing: HTML 404s, 405s before auth, /json/*, unknown params, JSON bodies ignored.
     r.users.insert(227, r.map_user(10));
@@ -773,12 +659,7 @@ async fn auth_failures_match_the_transcript() {
         "the JSON body was ignored; the query-string PATCH (#37) applied"
     );
     r.replay(33, &ex[33]).await;
-    let allow = r
-        .http
-        .delete(format!("{base}api/v1/users"))
-        .send()
-        .await
-        .unwrap();
+    let allow = r.http.delete(format!("{base}api/v1/users")).send().await.unwrap();
     assert_eq!(allow.headers()["allow"], "GET, POST, HEAD");
     r.fake.shutdown().await;
 }
@@ -786,10 +667,7 @@ async fn auth_failures_match_the_transcript() {
 #[tokio::test]
 async fn browser_without_credentials_is_redirected_to_login() {
     let fake = FakeZulip::builder().start().await.unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let resp = http
         .get(format!("{}api/v1/users/me", fake.base_url()))
         .header("Accept", "text/html,application/xhtml+xml")
@@ -797,10 +675,7 @@ async fn browser_without_credentials_is_redirected_to_login() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 302);
-    assert_eq!(
-        resp.headers()["location"],
-        "/login/?next=%2Fapi%2Fv1%2Fusers%2Fme"
-    );
+    assert_eq!(resp.headers()["location"], "/login/?next=%2Fapi%2Fv1%2Fusers%2Fme");
     fake.shutdown().await;
 }
 
@@ -811,10 +686,7 @@ async fn server_settings_matches_the_transcript_shape() {
     let got = r.replay(0, &ex[0]).await;
     assert_eq!(got["zulip_feature_level"], 313);
     assert_eq!(got["zulip_version"], "10.0-dev+git");
-    assert_eq!(
-        got["realm_url"].as_str().unwrap(),
-        r.fake.base_url().as_str().trim_end_matches('/')
-    );
+    assert_eq!(got["realm_url"].as_str().unwrap(), r.fake.base_url().as_str().trim_end_matches('/'));
     r.replay(1, &ex[1]).await;
     r.replay(3, &ex[3]).await;
     let text = r
@@ -847,9 +719,7 @@ async fn rate_limit_counts_down_then_answers_429_with_float_retry_after() {
     let fake = FakeZulip::builder()
         .feature_level(313)
         .realm_host("zulipdev.com")
-        .rate_limit(RateLimitRules {
-            rules: vec![(Duration::from_secs(60), 200)],
-        })
+        .rate_limit(RateLimitRules { rules: vec![(Duration::from_secs(60), 200)] })
         .with_user(FakeUser::new("member2@zulip.com", "Rate Limit").api_key(MEMBER2_KEY))
         .with_user(FakeUser::new("hamlet@zulip.com", "King Hamlet").api_key(MEMBER_KEY))
         .start()
@@ -860,23 +730,14 @@ async fn rate_limit_counts_down_then_answers_429_with_float_retry_after() {
     let me = format!("{}api/v1/users/me", fake.base_url());
     let get = |email: &'static str, key: &'static str, url: String| {
         let http = http.clone();
-        async move {
-            http.get(url)
-                .basic_auth(email, Some(key))
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { http.get(url).basic_auth(email, Some(key)).send().await.unwrap() }
     };
     let header = |r: &reqwest::Response, h: &str| r.headers()[h].to_str().unwrap().to_string();
     for n in 1..=200u32 {
         let resp = get("member2@zulip.com", MEMBER2_KEY, me.clone()).await;
         assert_eq!(resp.status(), 200, "request #{n}");
         assert_eq!(header(&resp, "x-ratelimit-limit"), "200");
-        assert_eq!(
-            header(&resp, "x-ratelimit-remaining"),
-            (200 - n).to_string()
-        );
+        assert_eq!(header(&resp, "x-ratelimit-remaining"), (200 - n).to_string());
         let want = match n {
             1 => Some(&ex[2]),
             2 => Some(&ex[3]),
@@ -887,17 +748,12 @@ async fn rate_limit_counts_down_then_answers_429_with_float_retry_after() {
         if let Some(want) = want {
             assert_eq!(
                 header(&resp, "x-ratelimit-remaining"),
-                want["response"]["headers"]["X-RateLimit-Remaining"]
-                    .as_str()
-                    .unwrap()
+                want["response"]["headers"]["X-RateLimit-Remaining"].as_str().unwrap()
             );
         }
     }
-    for (i, url) in [
-        (6, me.clone()),
-        (7, me.clone()),
-        (8, format!("{}api/v1/user_groups", fake.base_url())),
-    ] {
+    for (i, url) in [(6, me.clone()), (7, me.clone()), (8, format!("{}api/v1/user_groups", fake.base_url()))]
+    {
         let resp = get("member2@zulip.com", MEMBER2_KEY, url).await;
         let want = &ex[i]["response"];
         assert_eq!(resp.status(), 429, "#{i}");
@@ -917,12 +773,7 @@ async fn rate_limit_counts_down_then_answers_429_with_float_retry_after() {
     let other = get("hamlet@zulip.com", MEMBER_KEY, me.clone()).await;
     assert_eq!(other.status(), 200);
     assert_eq!(header(&other, "x-ratelimit-remaining"), "199");
-    let bad = get(
-        "member2@zulip.com",
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        me.clone(),
-    )
-    .await;
+    let bad = get("member2@zulip.com", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", me.clone()).await;
     assert_eq!(bad.status(), 401);
     assert!(!bad.headers().contains_key("x-ratelimit-limit"));
     // Lifting the limit out of band lets the account through again.
@@ -958,20 +809,12 @@ async fn demo_data_lists_every_account_with_hidden_emails_null() {
         .unwrap();
     let members = body["members"].as_array().unwrap();
     assert_eq!(members.len(), 10);
-    let by = |e: &str| {
-        members
-            .iter()
-            .find(|m| m["full_name"] == e)
-            .unwrap_or_else(|| panic!("{e}"))
-    };
+    let by = |e: &str| members.iter().find(|m| m["full_name"] == e).unwrap_or_else(|| panic!("{e}"));
     assert_eq!(by("Hidden Person")["delivery_email"], Value::Null);
     assert_eq!(by("Othello Gone")["is_active"], false);
     assert_eq!(by("Welcome Bot")["is_bot"], true);
     assert_eq!(by("Iago Admin")["delivery_email"], "iago@zulip.example.com");
-    assert!(by("Iago Admin")["email"]
-        .as_str()
-        .unwrap()
-        .starts_with("user"));
+    assert!(by("Iago Admin")["email"].as_str().unwrap().starts_with("user"));
     assert_eq!(by("Iago Admin")["is_imported_stub"], false, "FL 442 shape");
     let groups = fake.groups();
     let eng = fake.group_by_name("Engineering").unwrap();
@@ -983,18 +826,11 @@ async fn demo_data_lists_every_account_with_hidden_emails_null() {
 #[tokio::test]
 async fn create_group_returns_group_id_from_feature_level_317() {
     let (fake, http) = demo().await;
-    let hamlet = fake
-        .user_by_email("hamlet@zulip.example.com")
-        .unwrap()
-        .user_id;
+    let hamlet = fake.user_by_email("hamlet@zulip.example.com").unwrap().user_id;
     let body: Value = http
         .post(api(&fake, "user_groups/create"))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
-        .form(&[
-            ("name", "QA"),
-            ("description", ""),
-            ("members", &format!("[{hamlet}]")),
-        ])
+        .form(&[("name", "QA"), ("description", ""), ("members", &format!("[{hamlet}]"))])
         .send()
         .await
         .unwrap()
@@ -1005,10 +841,7 @@ async fn create_group_returns_group_id_from_feature_level_317() {
     let g = fake.group(id).unwrap();
     assert_eq!(g.members, vec![hamlet]);
     let creator = fake.user_by_email(DEMO_SERVICE_EMAIL).unwrap().user_id;
-    assert_eq!(
-        g.settings["can_manage_group"],
-        json!({"direct_members": [creator], "direct_subgroups": []})
-    );
+    assert_eq!(g.settings["can_manage_group"], json!({"direct_members": [creator], "direct_subgroups": []}));
     assert!(g.settings.contains_key("can_remove_members_group"));
     let del = http
         .delete(api(&fake, &format!("user_groups/{id}")))
@@ -1016,21 +849,14 @@ async fn create_group_returns_group_id_from_feature_level_317() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        del.status(),
-        405,
-        "DELETE /user_groups/{{id}} is gone at FL 294"
-    );
+    assert_eq!(del.status(), 405, "DELETE /user_groups/{{id}} is gone at FL 294");
     fake.shutdown().await;
 }
 
 #[tokio::test]
 async fn role_changes_keep_system_groups_current() {
     let (fake, http) = demo().await;
-    let hamlet = fake
-        .user_by_email("hamlet@zulip.example.com")
-        .unwrap()
-        .user_id;
+    let hamlet = fake.user_by_email("hamlet@zulip.example.com").unwrap().user_id;
     let resp = http
         .patch(api(&fake, &format!("users/{hamlet}")))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
@@ -1041,11 +867,7 @@ async fn role_changes_keep_system_groups_current() {
     assert_eq!(resp.status(), 200);
     let admins = fake.group_by_name("role:administrators").unwrap();
     assert!(admins.members.contains(&hamlet));
-    assert!(!fake
-        .group_by_name("role:members")
-        .unwrap()
-        .members
-        .contains(&hamlet));
+    assert!(!fake.group_by_name("role:members").unwrap().members.contains(&hamlet));
     let rec: Value = http
         .get(api(&fake, &format!("user_groups/{}/members", admins.id)))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
@@ -1055,20 +877,9 @@ async fn role_changes_keep_system_groups_current() {
         .json()
         .await
         .unwrap();
-    let owner = fake
-        .user_by_email("desdemona@zulip.example.com")
-        .unwrap()
-        .user_id;
-    let ids: Vec<u64> = rec["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert!(
-        ids.contains(&hamlet) && ids.contains(&owner),
-        "owners come in via role:owners"
-    );
+    let owner = fake.user_by_email("desdemona@zulip.example.com").unwrap().user_id;
+    let ids: Vec<u64> = rec["members"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(ids.contains(&hamlet) && ids.contains(&owner), "owners come in via role:owners");
     fake.shutdown().await;
 }
 
@@ -1078,17 +889,9 @@ async fn injected_failure_changes_nothing_and_is_recorded() {
     fake.fail_next(
         "POST",
         "/api/v1/users",
-        Failure::Api {
-            status: 500,
-            code: "INTERNAL".into(),
-            msg: "boom".into(),
-        },
+        Failure::Api { status: 500, code: "INTERNAL".into(), msg: "boom".into() },
     );
-    let form = [
-        ("email", "new@example.com"),
-        ("password", "long-enough-pw"),
-        ("full_name", "New"),
-    ];
+    let form = [("email", "new@example.com"), ("password", "long-enough-pw"), ("full_name", "New")];
     let resp = http
         .post(api(&fake, "users"))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
@@ -1119,74 +922,39 @@ async fn injected_failure_changes_nothing_and_is_recorded() {
 #[tokio::test]
 async fn after_apply_failure_applies_then_fails() {
     let (fake, http) = demo().await;
-    fake.fail_next(
-        "POST",
-        "/api/v1/users",
-        Failure::AfterApply(Box::new(Failure::Reset)),
-    );
+    fake.fail_next("POST", "/api/v1/users", Failure::AfterApply(Box::new(Failure::Reset)));
     let err = http
         .post(api(&fake, "users"))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
-        .form(&[
-            ("email", "lost@example.com"),
-            ("password", "long-enough-pw"),
-            ("full_name", "Lost"),
-        ])
+        .form(&[("email", "lost@example.com"), ("password", "long-enough-pw"), ("full_name", "Lost")])
         .send()
         .await;
     assert!(err.is_err(), "connection closed without an answer");
-    assert!(
-        fake.user_by_email("lost@example.com").is_some(),
-        "but the user exists"
-    );
+    assert!(fake.user_by_email("lost@example.com").is_some(), "but the user exists");
     fake.shutdown().await;
 }
 
 #[tokio::test]
 async fn hang_and_delay_trip_client_timeouts_and_shutdown_ends_them() {
     let (fake, _) = demo().await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
     fake.fail_next("GET", "/api/v1/users", Failure::Hang);
-    let hung = http
-        .get(api(&fake, "users"))
-        .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
-        .send()
-        .await;
+    let hung = http.get(api(&fake, "users")).basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY)).send().await;
     assert!(hung.unwrap_err().is_timeout());
     fake.delay_next("GET", "/api/v1/users", Duration::from_secs(5));
-    let slow = http
-        .get(api(&fake, "users"))
-        .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
-        .send()
-        .await;
+    let slow = http.get(api(&fake, "users")).basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY)).send().await;
     assert!(slow.unwrap_err().is_timeout());
     // Non-JSON and truncated bodies.
     fake.fail_next("GET", "/api/v1/users", Failure::TruncatedJson);
     fake.fail_next("GET", "/api/v1/users", Failure::Html404);
-    fake.fail_next(
-        "GET",
-        "/api/v1/users",
-        Failure::RateLimited {
-            retry_after_secs: 1.5,
-        },
-    );
-    let send = || {
-        http.get(api(&fake, "users"))
-            .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
-            .send()
-    };
+    fake.fail_next("GET", "/api/v1/users", Failure::RateLimited { retry_after_secs: 1.5 });
+    let send = || http.get(api(&fake, "users")).basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY)).send();
     let t = send().await.unwrap();
     assert_eq!(t.status(), 200);
     assert!(serde_json::from_str::<Value>(&t.text().await.unwrap()).is_err());
     let h = send().await.unwrap();
     assert_eq!(h.status(), 404);
-    assert!(h.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    assert!(h.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let rl = send().await.unwrap();
     assert_eq!(rl.status(), 429);
     assert_eq!(rl.headers()["retry-after"], "1.5");
@@ -1195,12 +963,7 @@ async fn hang_and_delay_trip_client_timeouts_and_shutdown_ends_them() {
 
 #[tokio::test]
 async fn enforce_host_refuses_other_subdomains() {
-    let fake = FakeZulip::builder()
-        .with_demo_data()
-        .enforce_host(true)
-        .start()
-        .await
-        .unwrap();
+    let fake = FakeZulip::builder().with_demo_data().enforce_host(true).start().await.unwrap();
     let http = reqwest::Client::new();
     let wrong: Value = http
         .get(api(&fake, "users/me"))
@@ -1211,10 +974,7 @@ async fn enforce_host_refuses_other_subdomains() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        wrong["msg"],
-        "Account is not associated with this subdomain"
-    );
+    assert_eq!(wrong["msg"], "Account is not associated with this subdomain");
     let right = http
         .get(api(&fake, "users/me"))
         .header("Host", "zulip.example.com")
@@ -1232,10 +992,7 @@ async fn out_of_band_changes_are_visible_over_http() {
     let mut g = FakeGroup::new("Ops", &[]);
     g.description = "made in the UI".into();
     let gid = fake.insert_group(g);
-    let hamlet = fake
-        .user_by_email("hamlet@zulip.example.com")
-        .unwrap()
-        .user_id;
+    let hamlet = fake.user_by_email("hamlet@zulip.example.com").unwrap().user_id;
     fake.modify_group(gid, |g| g.members.push(hamlet));
     fake.modify_user(hamlet, |u| u.is_active = false);
     let list: Value = http
@@ -1247,18 +1004,9 @@ async fn out_of_band_changes_are_visible_over_http() {
         .json()
         .await
         .unwrap();
-    let ops = list["user_groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["id"] == json!(gid))
-        .unwrap();
+    let ops = list["user_groups"].as_array().unwrap().iter().find(|g| g["id"] == json!(gid)).unwrap();
     assert_eq!(ops["members"], json!([]), "deactivated members are hidden");
-    assert_eq!(
-        fake.group(gid).unwrap().members,
-        vec![hamlet],
-        "but still stored"
-    );
+    assert_eq!(fake.group(gid).unwrap().members, vec![hamlet], "but still stored");
     fake.shutdown().await;
 }
 
@@ -1270,47 +1018,27 @@ async fn odd_input_gets_an_answer_never_a_dropped_connection() {
         ("GET", "users/99999999999999999999999999", &[]),
         ("GET", "users/%FF%FE", &[]),
         ("PATCH", "users/%40", &[("full_name", "\u{0}")]),
+        ("POST", "user_groups/create", &[("name", "x"), ("description", ""), ("members", "[1.5, -3]")]),
         (
             "POST",
             "user_groups/create",
-            &[("name", "x"), ("description", ""), ("members", "[1.5, -3]")],
-        ),
-        (
-            "POST",
-            "user_groups/create",
-            &[
-                ("name", "y"),
-                ("description", ""),
-                ("members", "[]"),
-                ("can_manage_group", "[]"),
-            ],
+            &[("name", "y"), ("description", ""), ("members", "[]"), ("can_manage_group", "[]")],
         ),
         ("POST", "user_groups/30/members", &[("add", "{\"a\":1}")]),
-        (
-            "GET",
-            "users",
-            &[("user_ids", "[-1, 18446744073709551615]")],
-        ),
+        ("GET", "users", &[("user_ids", "[-1, 18446744073709551615]")]),
         ("PATCH", "users/10", &[("role", "1e400")]),
         ("GET", "user_groups/18446744073709551615/members/0", &[]),
         ("DELETE", "users/me", &[]),
     ];
     for (method, path, form) in cases {
         let resp = http
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                api(&fake, path),
-            )
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), api(&fake, path))
             .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_API_KEY))
             .form(form)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert!(
-            resp.status().as_u16() < 500,
-            "{method} {path}: {}",
-            resp.status()
-        );
+        assert!(resp.status().as_u16() < 500, "{method} {path}: {}", resp.status());
     }
     let ok = http
         .get(api(&fake, "users/me"))
@@ -1318,10 +1046,6 @@ async fn odd_input_gets_an_answer_never_a_dropped_connection() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        ok.status(),
-        401,
-        "DELETE /users/me deactivated the service account"
-    );
+    assert_eq!(ok.status(), 401, "DELETE /users/me deactivated the service account");
     fake.shutdown().await;
 }

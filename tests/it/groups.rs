@@ -18,11 +18,7 @@ fn percent(s: &str) -> String {
 fn ids(group: &Value) -> Vec<String> {
     group["members"]
         .as_array()
-        .map(|m| {
-            m.iter()
-                .map(|m| m["value"].as_str().unwrap().to_string())
-                .collect()
-        })
+        .map(|m| m.iter().map(|m| m["value"].as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
 }
 
@@ -33,8 +29,7 @@ async fn harness() -> Harness {
     let h = Harness::start_with(f, |_| {}).await;
     let hamlet = h.user_id("hamlet@zulip.example.com");
     let cordelia = h.user_id("cordelia@zulip.example.com");
-    h.fake
-        .insert_group(FakeGroup::new("Engineering", &[hamlet, cordelia]));
+    h.fake.insert_group(FakeGroup::new("Engineering", &[hamlet, cordelia]));
     h
 }
 
@@ -42,61 +37,28 @@ async fn harness() -> Harness {
 async fn list_and_filter_groups_including_system_groups() {
     let h = harness().await;
     let body = h.get("/Groups").await.assert_status(200).clone();
-    let names: Vec<&str> = body["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["displayName"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        body["Resources"].as_array().unwrap().iter().map(|g| g["displayName"].as_str().unwrap()).collect();
     assert!(names.contains(&"Engineering"), "{names:?}");
-    assert!(
-        names.contains(&"role:members"),
-        "system groups are visible: {names:?}"
-    );
-    let eng = h
-        .get(&format!(
-            "/Groups?filter={}",
-            percent("displayName eq \"Engineering\"")
-        ))
-        .await
-        .body;
+    assert!(names.contains(&"role:members"), "system groups are visible: {names:?}");
+    let eng = h.get(&format!("/Groups?filter={}", percent("displayName eq \"Engineering\""))).await.body;
     assert_eq!(eng["totalResults"], 1);
     let group = &eng["Resources"][0];
     let hamlet = h.user_id("hamlet@zulip.example.com").to_string();
     assert!(ids(group).contains(&hamlet));
-    let member = group["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["value"] == hamlet)
-        .unwrap();
+    let member = group["members"].as_array().unwrap().iter().find(|m| m["value"] == hamlet).unwrap();
     assert_eq!(member["display"], "King Hamlet");
-    assert_eq!(
-        member["$ref"],
-        format!("http://{}/scim/v2/Users/{hamlet}", h.addr)
-    );
+    assert_eq!(member["$ref"], format!("http://{}/scim/v2/Users/{hamlet}", h.addr));
     // Case-sensitive names, as in Zulip.
-    let none = h
-        .get(&format!(
-            "/Groups?filter={}",
-            percent("displayName eq \"engineering\"")
-        ))
-        .await
-        .body;
+    let none = h.get(&format!("/Groups?filter={}", percent("displayName eq \"engineering\""))).await.body;
     assert_eq!(none["totalResults"], 0);
     // Entra reads without members.
     let id = group["id"].as_str().unwrap();
-    let lean = h
-        .get(&format!("/Groups/{id}?excludedAttributes=members"))
-        .await
-        .body;
+    let lean = h.get(&format!("/Groups/{id}?excludedAttributes=members")).await.body;
     assert!(lean.get("members").is_none());
     assert_eq!(lean["displayName"], "Engineering");
     let by_member = h
-        .get(&format!(
-            "/Groups?filter={}",
-            percent(&format!("id eq \"{id}\" and members eq \"{hamlet}\""))
-        ))
+        .get(&format!("/Groups?filter={}", percent(&format!("id eq \"{id}\" and members eq \"{hamlet}\""))))
         .await
         .body;
     assert_eq!(by_member["totalResults"], 1);
@@ -110,26 +72,14 @@ async fn okta_push_groups_sequence() {
     let hamlet = h.user_id("hamlet@zulip.example.com").to_string();
     let iago = h.user_id("iago@zulip.example.com").to_string();
     // 1. Okta looks the group up, finds nothing, creates it empty.
-    let found = h
-        .get(&format!(
-            "/Groups?filter={}",
-            percent("displayName eq \"Sales\"")
-        ))
-        .await
-        .body;
+    let found = h.get(&format!("/Groups?filter={}", percent("displayName eq \"Sales\""))).await.body;
     assert_eq!(found["totalResults"], 0);
     let reply = h.post("/Groups", &json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Sales","members":[]})).await;
     let created = reply.assert_status(201).clone();
-    assert_eq!(
-        reply.header("location"),
-        created["meta"]["location"].as_str()
-    );
+    assert_eq!(reply.header("location"), created["meta"]["location"].as_str());
     let id = created["id"].as_str().unwrap().to_string();
     let writes = h.upstream_writes();
-    assert_eq!(
-        calls(&writes),
-        vec![call("POST", "/api/v1/user_groups/create")]
-    );
+    assert_eq!(calls(&writes), vec![call("POST", "/api/v1/user_groups/create")]);
     assert_eq!(writes[0].param("name"), Some("Sales"));
     assert_eq!(writes[0].param("description"), Some("Created from SCIM"));
     assert_eq!(writes[0].param("members"), Some("[]"));
@@ -162,10 +112,7 @@ async fn okta_push_groups_sequence() {
     assert_eq!(ids(reply.assert_status(200)), vec![hamlet.clone()]);
     let writes = h.upstream_writes();
     assert_eq!(writes.len(), 1);
-    assert_eq!(
-        writes[0].param("delete"),
-        Some(format!("[{iago}]").as_str())
-    );
+    assert_eq!(writes[0].param("delete"), Some(format!("[{iago}]").as_str()));
     // Adding an existing member again sends nothing (Zulip would answer 400).
     h.patch(
         &format!("/Groups/{id}"),
@@ -183,10 +130,7 @@ async fn okta_push_groups_sequence() {
         .await;
     assert_eq!(reply.assert_status(200)["displayName"], "Sales EMEA");
     let writes = h.upstream_writes();
-    assert_eq!(
-        calls(&writes),
-        vec![call("PATCH", format!("/api/v1/user_groups/{id}"))]
-    );
+    assert_eq!(calls(&writes), vec![call("PATCH", format!("/api/v1/user_groups/{id}"))]);
     assert_eq!(writes[0].param("name"), Some("Sales EMEA"));
     let zulip = h.fake.group(id.parse().unwrap()).unwrap();
     assert_eq!(zulip.name, "Sales EMEA");
@@ -214,9 +158,7 @@ async fn entra_group_sequence_with_both_removal_forms() {
         vec![call("POST", "/api/v1/user_groups/create")],
         "members set in the create call"
     );
-    let lean = h
-        .get(&format!("/Groups/{id}?excludedAttributes=members"))
-        .await;
+    let lean = h.get(&format!("/Groups/{id}?excludedAttributes=members")).await;
     assert!(lean.assert_status(200).get("members").is_none());
     h.patch(
         &format!("/Groups/{id}"),
@@ -256,15 +198,9 @@ async fn entra_group_sequence_with_both_removal_forms() {
 #[tokio::test]
 async fn create_conflicts_and_bad_members() {
     let h = harness().await;
-    h.post("/Groups", &json!({"displayName":"Engineering"}))
-        .await
-        .assert_error(409, Some("uniqueness"));
-    h.post("/Groups", &json!({"displayName":"role:hackers"}))
-        .await
-        .assert_error(400, Some("invalidValue"));
-    h.post("/Groups", &json!({"members":[]}))
-        .await
-        .assert_error(400, Some("invalidValue"));
+    h.post("/Groups", &json!({"displayName":"Engineering"})).await.assert_error(409, Some("uniqueness"));
+    h.post("/Groups", &json!({"displayName":"role:hackers"})).await.assert_error(400, Some("invalidValue"));
+    h.post("/Groups", &json!({"members":[]})).await.assert_error(400, Some("invalidValue"));
     let bot = h.user_id("welcome-bot@zulip.example.com");
     let othello = h.user_id("othello@zulip.example.com");
     let reply = h.post("/Groups", &json!({"displayName":"Bad","members":[{"value":"999999"},{"value":bot.to_string()},{"value":othello.to_string()}]})).await;
@@ -279,16 +215,10 @@ async fn create_conflicts_and_bad_members() {
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 
-    let h = Harness::start_with(fake(), |c| {
-        c.realms[0].unknown_members = UnknownMembers::Ignore
-    })
-    .await;
+    let h = Harness::start_with(fake(), |c| c.realms[0].unknown_members = UnknownMembers::Ignore).await;
     let hamlet = h.user_id("hamlet@zulip.example.com").to_string();
     let reply = h
-        .post(
-            "/Groups",
-            &json!({"displayName":"Lenient","members":[{"value":"999999"},{"value":hamlet}]}),
-        )
+        .post("/Groups", &json!({"displayName":"Lenient","members":[{"value":"999999"},{"value":hamlet}]}))
         .await;
     assert_eq!(ids(reply.assert_status(201)), vec![hamlet]);
     h.stop().await;
@@ -306,12 +236,7 @@ async fn put_replaces_name_and_members() {
     let writes = h.upstream_writes();
     assert_eq!(writes.len(), 2, "{writes:?}");
     // An empty member list empties the group (RFC replace; Zulip's built-in keeps members).
-    let reply = h
-        .put(
-            &format!("/Groups/{}", eng.id),
-            &json!({"displayName":"Eng","members":[]}),
-        )
-        .await;
+    let reply = h.put(&format!("/Groups/{}", eng.id), &json!({"displayName":"Eng","members":[]})).await;
     assert_eq!(ids(reply.assert_status(200)), Vec::<String>::new());
     assert!(h.fake.group(eng.id).unwrap().members.is_empty());
     h.stop().await;
@@ -327,9 +252,7 @@ async fn system_groups_are_read_only() {
     )
     .await
     .assert_error(400, Some("mutability"));
-    h.delete(&format!("/Groups/{}", members.id))
-        .await
-        .assert_error(400, Some("mutability"));
+    h.delete(&format!("/Groups/{}", members.id)).await.assert_error(400, Some("mutability"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -351,21 +274,11 @@ async fn delete_deactivates_frees_the_name_and_then_404s() {
     let zulip = h.fake.group(eng.id).unwrap();
     assert!(zulip.deactivated);
     assert_ne!(zulip.name, "Engineering");
-    h.get(&format!("/Groups/{}", eng.id))
-        .await
-        .assert_error(404, None);
-    let list = h
-        .get(&format!(
-            "/Groups?filter={}",
-            percent("displayName eq \"Engineering\"")
-        ))
-        .await
-        .body;
+    h.get(&format!("/Groups/{}", eng.id)).await.assert_error(404, None);
+    let list = h.get(&format!("/Groups?filter={}", percent("displayName eq \"Engineering\""))).await.body;
     assert_eq!(list["totalResults"], 0);
     // The IdP can create the name again.
-    h.post("/Groups", &json!({"displayName":"Engineering"}))
-        .await
-        .assert_status(201);
+    h.post("/Groups", &json!({"displayName":"Engineering"})).await.assert_status(201);
     h.stop().await;
 
     let h = Harness::start_with(fake().with_group(FakeGroup::new("Keep", &[])), |c| {
@@ -373,9 +286,7 @@ async fn delete_deactivates_frees_the_name_and_then_404s() {
     })
     .await;
     let keep = h.fake.group_by_name("Keep").unwrap();
-    h.delete(&format!("/Groups/{}", keep.id))
-        .await
-        .assert_error(501, None);
+    h.delete(&format!("/Groups/{}", keep.id)).await.assert_error(501, None);
     h.stop().await;
 }
 
@@ -388,10 +299,7 @@ async fn group_in_use_cannot_be_deleted_and_says_why() {
     h.fake.insert_group(parent);
     let reply = h.delete(&format!("/Groups/{}", eng.id)).await;
     reply.assert_error(400, None);
-    assert!(reply.body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("Engineering"));
+    assert!(reply.body["detail"].as_str().unwrap().contains("Engineering"));
     assert!(!h.fake.group(eng.id).unwrap().deactivated);
     h.stop().await;
 }
@@ -400,10 +308,7 @@ async fn group_in_use_cannot_be_deleted_and_says_why() {
 async fn big_group_costs_a_constant_number_of_upstream_calls() {
     let mut f = fake();
     for i in 0..5000 {
-        f = f.with_user(FakeUser::new(
-            &format!("u{i}@zulip.example.com"),
-            &format!("User {i}"),
-        ));
+        f = f.with_user(FakeUser::new(&format!("u{i}@zulip.example.com"), &format!("User {i}")));
     }
     let h = Harness::start_with(f, |_| {}).await;
     let all = h.fake.users();
@@ -413,41 +318,23 @@ async fn big_group_costs_a_constant_number_of_upstream_calls() {
         .map(|u| json!({"value": u.user_id.to_string()}))
         .collect();
     assert_eq!(members.len(), 5000);
-    let reply = h
-        .post(
-            "/Groups",
-            &json!({"displayName":"Everyone5k","members":members}),
-        )
-        .await;
+    let reply = h.post("/Groups", &json!({"displayName":"Everyone5k","members":members})).await;
     let created = reply.assert_status(201).clone();
     assert_eq!(created["members"].as_array().unwrap().len(), 5000);
     let id = created["id"].as_str().unwrap().to_string();
     let first = h.upstream();
-    assert_eq!(
-        first.iter().filter(|r| r.method != "GET").count(),
-        1,
-        "one create call"
-    );
+    assert_eq!(first.iter().filter(|r| r.method != "GET").count(), 1, "one create call");
     // Remove 2,500 and add them back in one PATCH each: one members call each.
     let half: Vec<Value> = members[..2500].to_vec();
-    h.patch(
-        &format!("/Groups/{id}"),
-        &patch_op(json!([{"op":"remove","path":"members","value":half}])),
-    )
-    .await
-    .assert_status(200);
-    h.patch(
-        &format!("/Groups/{id}"),
-        &patch_op(json!([{"op":"add","path":"members","value":half}])),
-    )
-    .await
-    .assert_status(200);
+    h.patch(&format!("/Groups/{id}"), &patch_op(json!([{"op":"remove","path":"members","value":half}])))
+        .await
+        .assert_status(200);
+    h.patch(&format!("/Groups/{id}"), &patch_op(json!([{"op":"add","path":"members","value":half}])))
+        .await
+        .assert_status(200);
     let writes = h.upstream_writes();
     assert_eq!(writes.len(), 2, "{:?}", calls(&writes));
-    assert_eq!(
-        h.fake.group(id.parse().unwrap()).unwrap().members.len(),
-        5000
-    );
+    assert_eq!(h.fake.group(id.parse().unwrap()).unwrap().members.len(), 5000);
     h.stop().await;
 }
 
@@ -457,16 +344,9 @@ async fn users_carry_their_groups_when_asked() {
     let hamlet = h.user_id("hamlet@zulip.example.com");
     let plain = h.get(&format!("/Users/{hamlet}")).await.body;
     assert!(plain.get("groups").is_none());
-    let with = h
-        .get(&format!("/Users/{hamlet}?attributes=userName,groups"))
-        .await
-        .body;
-    let names: Vec<&str> = with["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["display"].as_str().unwrap())
-        .collect();
+    let with = h.get(&format!("/Users/{hamlet}?attributes=userName,groups")).await.body;
+    let names: Vec<&str> =
+        with["groups"].as_array().unwrap().iter().map(|g| g["display"].as_str().unwrap()).collect();
     assert!(names.contains(&"Engineering"), "{with}");
     h.stop().await;
 }

@@ -51,9 +51,7 @@ impl Harness {
     /// A given fake; `tweak` adjusts the demo config (timeouts, realm options).
     pub async fn start_with(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config)) -> Harness {
         let fake = fake.start().await.expect("fake zulip starts");
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sidecar");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
         let addr = listener.local_addr().expect("local addr");
         let mut config = demo_config(addr, fake.base_url(), TOKEN).expect("demo config");
         tweak(&mut config);
@@ -63,10 +61,7 @@ impl Harness {
         }
         fake.clear_requests();
         let (tx, rx) = oneshot::channel::<()>();
-        let limits = ServerLimits {
-            max_connections: 64,
-            shutdown_grace: Duration::from_secs(5),
-        };
+        let limits = ServerLimits { max_connections: 64, shutdown_grace: Duration::from_secs(5) };
         let server = tokio::spawn(server::run(
             listener,
             app.clone(),
@@ -75,14 +70,7 @@ impl Harness {
             },
             limits,
         ));
-        Harness {
-            fake,
-            app,
-            addr,
-            http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            server: Some(server),
-        }
+        Harness { fake, app, addr, http: reqwest::Client::new(), shutdown: Some(tx), server: Some(server) }
     }
 
     /// `http://127.0.0.1:PORT/scim/v2` + `path`.
@@ -94,9 +82,7 @@ impl Harness {
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
         if let Some(body) = body {
-            req = req
-                .header("content-type", "application/scim+json")
-                .body(body.to_string());
+            req = req.header("content-type", "application/scim+json").body(body.to_string());
         }
         Reply::from(req.send().await.expect("sidecar answers")).await
     }
@@ -124,18 +110,12 @@ impl Harness {
 
     /// Upstream requests other than reads (`GET`).
     pub fn upstream_writes(&self) -> Vec<RecordedRequest> {
-        self.upstream()
-            .into_iter()
-            .filter(|r| r.method != "GET")
-            .collect()
+        self.upstream().into_iter().filter(|r| r.method != "GET").collect()
     }
 
     /// The Zulip id of the fake's user with this address.
     pub fn user_id(&self, email: &str) -> u64 {
-        self.fake
-            .user_by_email(email)
-            .unwrap_or_else(|| panic!("fake has {email}"))
-            .user_id
+        self.fake.user_by_email(email).unwrap_or_else(|| panic!("fake has {email}")).user_id
     }
 
     /// Stops the sidecar (graceful) and the fake; re-raises a panic from the server task.
@@ -183,12 +163,7 @@ impl Reply {
         let headers = response.headers().clone();
         let raw = response.text().await.expect("body");
         let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            raw,
-        }
+        Reply { status, headers, body, raw }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -199,29 +174,11 @@ impl Reply {
     #[track_caller]
     pub fn assert_error(&self, status: u16, scim_type: Option<&str>) {
         assert_eq!(self.status.as_u16(), status, "{}", self.raw);
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/scim+json"),
-            "{}",
-            self.raw
-        );
-        assert_eq!(
-            self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
-            "{}",
-            self.raw
-        );
+        assert_eq!(self.header("content-type"), Some("application/scim+json"), "{}", self.raw);
+        assert_eq!(self.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{}", self.raw);
         assert_eq!(self.body["status"], status.to_string(), "{}", self.raw);
-        assert_eq!(
-            self.body.get("scimType").and_then(Value::as_str),
-            scim_type,
-            "{}",
-            self.raw
-        );
-        assert!(
-            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{}",
-            self.raw
-        );
+        assert_eq!(self.body.get("scimType").and_then(Value::as_str), scim_type, "{}", self.raw);
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{}", self.raw);
     }
 
     #[track_caller]
@@ -233,10 +190,7 @@ impl Reply {
 
 /// The `(method, path)` pairs of recorded requests, for compact assertions.
 pub fn calls(requests: &[RecordedRequest]) -> Vec<(String, String)> {
-    requests
-        .iter()
-        .map(|r| (r.method.clone(), r.path.clone()))
-        .collect()
+    requests.iter().map(|r| (r.method.clone(), r.path.clone())).collect()
 }
 
 /// `(method, path)` literal helper.

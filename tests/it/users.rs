@@ -46,19 +46,12 @@ async fn wrong_token_is_401_and_never_reaches_zulip() {
         let reply = crate::support::Reply::from(req.send().await.unwrap()).await;
         reply.assert_error(401, None);
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
-        assert!(
-            !reply.raw.contains("demo"),
-            "the body never names the realm"
-        );
+        assert!(!reply.raw.contains("demo"), "the body never names the realm");
     }
     // Unknown SCIM endpoints need the token too.
-    let reply =
-        crate::support::Reply::from(h.http.get(h.url("/Widgets")).send().await.unwrap()).await;
+    let reply = crate::support::Reply::from(h.http.get(h.url("/Widgets")).send().await.unwrap()).await;
     reply.assert_error(401, None);
-    assert!(
-        h.upstream().is_empty(),
-        "no upstream call for an unauthenticated request"
-    );
+    assert!(h.upstream().is_empty(), "no upstream call for an unauthenticated request");
     h.stop().await;
 }
 
@@ -68,22 +61,12 @@ async fn list_shows_humans_including_deactivated_and_never_bots() {
     let reply = h.get("/Users").await;
     let body = reply.assert_status(200);
     assert_eq!(reply.header("content-type"), Some("application/scim+json"));
-    assert_eq!(
-        body["schemas"],
-        json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"])
-    );
-    let names: Vec<&str> = body["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["userName"].as_str().unwrap())
-        .collect();
+    assert_eq!(body["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
+    let names: Vec<&str> =
+        body["Resources"].as_array().unwrap().iter().map(|r| r["userName"].as_str().unwrap()).collect();
     assert!(names.contains(&"othello@zulip.example.com"));
     assert!(names.contains(&"hamlet@zulip.example.com"));
-    assert!(
-        !names.contains(&"welcome-bot@zulip.example.com"),
-        "{names:?}"
-    );
+    assert!(!names.contains(&"welcome-bot@zulip.example.com"), "{names:?}");
     assert_eq!(body["totalResults"], names.len());
     assert_eq!(body["itemsPerPage"], names.len());
     assert_eq!(body["startIndex"], 1);
@@ -96,9 +79,7 @@ async fn list_shows_humans_including_deactivated_and_never_bots() {
     assert_eq!(othello["active"], false);
     // One snapshot, whatever the number of reads.
     h.get("/Users").await.assert_status(200);
-    h.get(&format!("/Users/{}", h.user_id("hamlet@zulip.example.com")))
-        .await
-        .assert_status(200);
+    h.get(&format!("/Users/{}", h.user_id("hamlet@zulip.example.com"))).await.assert_status(200);
     assert_eq!(calls(&h.upstream()), vec![call("GET", "/api/v1/users")]);
     h.stop().await;
 }
@@ -107,34 +88,20 @@ async fn list_shows_humans_including_deactivated_and_never_bots() {
 async fn paging_is_one_based_stable_and_counts_what_it_returns() {
     let mut fake = fake();
     for i in 0..7 {
-        fake = fake.with_user(FakeUser::new(
-            &format!("p{i}@zulip.example.com"),
-            &format!("Person {i}"),
-        ));
+        fake = fake.with_user(FakeUser::new(&format!("p{i}@zulip.example.com"), &format!("Person {i}")));
     }
     let h = Harness::start_with(fake, |_| {}).await;
     let all = h.get("/Users?count=500").await.body;
     let total = all["totalResults"].as_u64().unwrap() as usize;
-    let ids: Vec<String> = all["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        all["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     let mut numeric: Vec<u64> = ids.iter().map(|i| i.parse().unwrap()).collect();
     numeric.sort();
-    assert_eq!(
-        numeric.iter().map(u64::to_string).collect::<Vec<_>>(),
-        ids,
-        "id order"
-    );
+    assert_eq!(numeric.iter().map(u64::to_string).collect::<Vec<_>>(), ids, "id order");
     let mut paged = Vec::new();
     let mut start = 1;
     while start <= total {
-        let page = h
-            .get(&format!("/Users?startIndex={start}&count=3"))
-            .await
-            .body;
+        let page = h.get(&format!("/Users?startIndex={start}&count=3")).await.body;
         assert_eq!(page["startIndex"], start);
         assert_eq!(page["totalResults"], total);
         let items = page["Resources"].as_array().unwrap();
@@ -148,9 +115,7 @@ async fn paging_is_one_based_stable_and_counts_what_it_returns() {
     assert_eq!(empty["itemsPerPage"], 0);
     let below = h.get("/Users?startIndex=0&count=1").await.body;
     assert_eq!(below["startIndex"], 1);
-    h.get("/Users?count=abc")
-        .await
-        .assert_error(400, Some("invalidValue"));
+    h.get("/Users?count=abc").await.assert_error(400, Some("invalidValue"));
     h.stop().await;
 }
 
@@ -159,37 +124,21 @@ async fn filters_the_idps_send_are_answered_from_the_snapshot() {
     let h = Harness::start().await;
     let hamlet = h.user_id("hamlet@zulip.example.com").to_string();
     let cases: Vec<(String, Vec<&str>)> = vec![
-        (
-            "userName eq \"HAMLET@zulip.example.com\"".into(),
-            vec!["hamlet@zulip.example.com"],
-        ),
+        ("userName eq \"HAMLET@zulip.example.com\"".into(), vec!["hamlet@zulip.example.com"]),
         ("userName eq \"nobody@zulip.example.com\"".into(), vec![]),
-        (
-            format!("id eq \"{hamlet}\""),
-            vec!["hamlet@zulip.example.com"],
-        ),
-        (
-            "externalId eq \"5e0c1f3a-7d0b-4c1e-9a52-1f0c2b7d9e44\"".into(),
-            vec![],
-        ),
-        (
-            "emails.value eq \"iago@zulip.example.com\"".into(),
-            vec!["iago@zulip.example.com"],
-        ),
+        (format!("id eq \"{hamlet}\""), vec!["hamlet@zulip.example.com"]),
+        ("externalId eq \"5e0c1f3a-7d0b-4c1e-9a52-1f0c2b7d9e44\"".into(), vec![]),
+        ("emails.value eq \"iago@zulip.example.com\"".into(), vec!["iago@zulip.example.com"]),
         (
             "emails[type eq \"work\"].value eq \"iago@zulip.example.com\"".into(),
             vec!["iago@zulip.example.com"],
         ),
         ("active eq false".into(), vec!["othello@zulip.example.com"]),
         (
-            "userName eq \"hamlet@zulip.example.com\" or userName eq \"iago@zulip.example.com\""
-                .into(),
+            "userName eq \"hamlet@zulip.example.com\" or userName eq \"iago@zulip.example.com\"".into(),
             vec!["hamlet@zulip.example.com", "iago@zulip.example.com"],
         ),
-        (
-            "userName eq \"hamlet@zulip.example.com\" and active eq false".into(),
-            vec![],
-        ),
+        ("userName eq \"hamlet@zulip.example.com\" and active eq false".into(), vec![]),
         (
             "welcome-bot@zulip.example.com"
                 .replace("welcome", "userName eq \"welcome")
@@ -200,12 +149,8 @@ async fn filters_the_idps_send_are_answered_from_the_snapshot() {
     for (f, want) in cases {
         let reply = h.get(&filter(&f)).await;
         let body = reply.assert_status(200);
-        let mut got: Vec<&str> = body["Resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["userName"].as_str().unwrap())
-            .collect();
+        let mut got: Vec<&str> =
+            body["Resources"].as_array().unwrap().iter().map(|r| r["userName"].as_str().unwrap()).collect();
         got.sort();
         assert_eq!(got, want, "{f}");
         assert_eq!(body["totalResults"], want.len(), "{f}");
@@ -226,9 +171,7 @@ async fn a_filter_it_cannot_evaluate_is_400_never_an_empty_list() {
         "active gt true",
         "emails[type eq \"work\"",
     ] {
-        h.get(&filter(bad))
-            .await
-            .assert_error(400, Some("invalidFilter"));
+        h.get(&filter(bad)).await.assert_error(400, Some("invalidFilter"));
     }
     let search = h.post("/Users/.search", &json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],"filter":"title eq \"x\""})).await;
     search.assert_error(400, Some("invalidFilter"));
@@ -268,16 +211,8 @@ async fn get_user_by_id_and_404s() {
     assert_eq!(reply.header("location"), Some(location));
     assert_eq!(reply.header("etag"), body["meta"]["version"].as_str());
     let bot = h.user_id("welcome-bot@zulip.example.com");
-    for missing in [
-        bot.to_string(),
-        "999999".into(),
-        "abc".into(),
-        "00919288221112222".into(),
-        "-5".into(),
-    ] {
-        h.get(&format!("/Users/{missing}"))
-            .await
-            .assert_error(404, None);
+    for missing in [bot.to_string(), "999999".into(), "abc".into(), "00919288221112222".into(), "-5".into()] {
+        h.get(&format!("/Users/{missing}")).await.assert_error(404, None);
     }
     h.stop().await;
 }
@@ -285,9 +220,7 @@ async fn get_user_by_id_and_404s() {
 #[tokio::test]
 async fn post_user_creates_with_one_call_and_answers_201_with_location() {
     let h = Harness::start().await;
-    let reply = h
-        .post("/Users", &okta_user("kim@zulip.example.com", "Kim", "Lee"))
-        .await;
+    let reply = h.post("/Users", &okta_user("kim@zulip.example.com", "Kim", "Lee")).await;
     let body = reply.assert_status(201).clone();
     let id = body["id"].as_str().unwrap().to_string();
     assert_eq!(body["userName"], "kim@zulip.example.com");
@@ -302,9 +235,7 @@ async fn post_user_creates_with_one_call_and_answers_201_with_location() {
     assert_eq!(writes[0].param("email"), Some("kim@zulip.example.com"));
     assert_eq!(writes[0].param("full_name"), Some("Kim Lee"));
     assert!(
-        writes[0]
-            .param("password")
-            .is_some_and(|p| p.len() >= 20 && p != "x7Rq2pLm"),
+        writes[0].param("password").is_some_and(|p| p.len() >= 20 && p != "x7Rq2pLm"),
         "a strong throwaway password, never the IdP's"
     );
     let zulip = h.fake.user(id.parse().unwrap()).unwrap();
@@ -312,9 +243,7 @@ async fn post_user_creates_with_one_call_and_answers_201_with_location() {
     assert_eq!(zulip.role, 400);
     // Readable at once, without another upstream call.
     h.get(&format!("/Users/{id}")).await.assert_status(200);
-    h.get(&filter("userName eq \"kim@zulip.example.com\""))
-        .await
-        .assert_status(200);
+    h.get(&filter("userName eq \"kim@zulip.example.com\"")).await.assert_status(200);
     assert!(h.upstream().is_empty());
     h.stop().await;
 }
@@ -330,18 +259,13 @@ async fn post_user_with_a_role_sets_it_with_a_second_call() {
     let writes = h.upstream_writes();
     assert_eq!(
         calls(&writes),
-        vec![
-            call("POST", "/api/v1/users"),
-            call("PATCH", format!("/api/v1/users/{id}"))
-        ]
+        vec![call("POST", "/api/v1/users"), call("PATCH", format!("/api/v1/users/{id}"))]
     );
     assert_eq!(writes[1].param("role"), Some("300"));
     assert_eq!(h.fake.user(id.parse().unwrap()).unwrap().role, 300);
     let mut bad = okta_user("x@zulip.example.com", "X", "Y");
     bad["role"] = json!("superuser");
-    h.post("/Users", &bad)
-        .await
-        .assert_error(400, Some("invalidValue"));
+    h.post("/Users", &bad).await.assert_error(400, Some("invalidValue"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -350,9 +274,7 @@ async fn post_user_with_a_role_sets_it_with_a_second_call() {
 async fn post_duplicate_address_is_409_without_upstream_write() {
     let h = Harness::start().await;
     for email in ["hamlet@zulip.example.com", "HAMLET@ZULIP.EXAMPLE.COM"] {
-        h.post("/Users", &okta_user(email, "King", "Hamlet"))
-            .await
-            .assert_error(409, Some("uniqueness"));
+        h.post("/Users", &okta_user(email, "King", "Hamlet")).await.assert_error(409, Some("uniqueness"));
     }
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
@@ -362,12 +284,7 @@ async fn post_duplicate_address_is_409_without_upstream_write() {
 async fn post_with_a_deactivated_accounts_address_reactivates_that_account() {
     let h = Harness::start().await;
     let othello = h.user_id("othello@zulip.example.com");
-    let reply = h
-        .post(
-            "/Users",
-            &okta_user("othello@zulip.example.com", "Othello", "Back"),
-        )
-        .await;
+    let reply = h.post("/Users", &okta_user("othello@zulip.example.com", "Othello", "Back")).await;
     let body = reply.assert_status(201);
     assert_eq!(body["id"], othello.to_string());
     assert_eq!(body["active"], true);
@@ -386,12 +303,9 @@ async fn post_with_a_deactivated_accounts_address_reactivates_that_account() {
     h.stop().await;
 
     let h = Harness::start_with(fake(), |c| c.realms[0].reactivate_on_create = false).await;
-    h.post(
-        "/Users",
-        &okta_user("othello@zulip.example.com", "Othello", "Back"),
-    )
-    .await
-    .assert_error(409, Some("uniqueness"));
+    h.post("/Users", &okta_user("othello@zulip.example.com", "Othello", "Back"))
+        .await
+        .assert_error(409, Some("uniqueness"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -405,20 +319,12 @@ async fn post_rejects_bad_bodies_before_any_upstream_call() {
             "invalidValue",
         ),
         (json!({"userName":"a@zulip.example.com"}), "invalidValue"),
-        (
-            json!({"userName":"not-an-email","name":{"formatted":"X"}}),
-            "invalidValue",
-        ),
+        (json!({"userName":"not-an-email","name":{"formatted":"X"}}), "invalidValue"),
         (json!({"not":"a scim resource"}), "invalidValue"),
-        (
-            json!({"userName":"a@zulip.example.com","name":{"formatted":"X"},"active":"maybe"}),
-            "invalidValue",
-        ),
+        (json!({"userName":"a@zulip.example.com","name":{"formatted":"X"},"active":"maybe"}), "invalidValue"),
     ];
     for (body, scim_type) in cases {
-        h.post("/Users", &body)
-            .await
-            .assert_error(400, Some(scim_type));
+        h.post("/Users", &body).await.assert_error(400, Some(scim_type));
     }
     let reply = crate::support::Reply::from(
         h.http
@@ -465,10 +371,8 @@ async fn media_types_and_body_limits() {
     )
     .await;
     reply.assert_error(415, None);
-    let huge = format!(
-        "{{\"userName\":\"big@zulip.example.com\",\"pad\":\"{}\"}}",
-        "x".repeat(1024 * 1024 + 10)
-    );
+    let huge =
+        format!("{{\"userName\":\"big@zulip.example.com\",\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
     let reply = crate::support::Reply::from(
         h.http
             .post(h.url("/Users"))
@@ -492,8 +396,7 @@ async fn entra_tenant_url_with_flag_and_trailing_slash_works() {
         h.addr,
         percent("userName eq \"5e0c1f3a-7d0b-4c1e-9a52-1f0c2b7d9e44\"")
     );
-    let reply =
-        crate::support::Reply::from(h.http.get(url).bearer_auth(TOKEN).send().await.unwrap()).await;
+    let reply = crate::support::Reply::from(h.http.get(url).bearer_auth(TOKEN).send().await.unwrap()).await;
     let body = reply.assert_status(200);
     assert_eq!(body["totalResults"], 0);
     assert_eq!(body["Resources"], json!([]));
@@ -511,30 +414,19 @@ async fn put_updates_name_and_role_and_keeps_what_it_omits() {
     let reply = h.put(&format!("/Users/{iago}"), &current).await;
     let body = reply.assert_status(200);
     assert_eq!(body["name"]["familyName"], "Renamed");
-    assert_eq!(
-        body["role"], "administrator",
-        "a PUT without role never demotes"
-    );
+    assert_eq!(body["role"], "administrator", "a PUT without role never demotes");
     let writes = h.upstream_writes();
-    assert_eq!(
-        calls(&writes),
-        vec![call("PATCH", format!("/api/v1/users/{iago}"))]
-    );
+    assert_eq!(calls(&writes), vec![call("PATCH", format!("/api/v1/users/{iago}"))]);
     assert_eq!(writes[0].param("full_name"), Some("Iago Renamed"));
     assert_eq!(writes[0].param("role"), None);
     assert_eq!(h.fake.user(iago).unwrap().role, 200);
     // Nothing changed: nothing sent.
-    h.put(&format!("/Users/{iago}"), &body.clone())
-        .await
-        .assert_status(200);
+    h.put(&format!("/Users/{iago}"), &body.clone()).await.assert_status(200);
     assert!(h.upstream_writes().is_empty());
     // userName is required in a PUT.
-    h.put(
-        &format!("/Users/{iago}"),
-        &json!({"name":{"formatted":"X"}}),
-    )
-    .await
-    .assert_error(400, Some("invalidValue"));
+    h.put(&format!("/Users/{iago}"), &json!({"name":{"formatted":"X"}}))
+        .await
+        .assert_error(400, Some("invalidValue"));
     h.stop().await;
 }
 
@@ -543,33 +435,18 @@ async fn okta_patch_deactivates_and_reactivates() {
     let h = Harness::start().await;
     let hamlet = h.user_id("hamlet@zulip.example.com");
     let reply = h
-        .patch(
-            &format!("/Users/{hamlet}"),
-            &patch_op(json!([{"op":"replace","value":{"active":false}}])),
-        )
+        .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await;
     assert_eq!(reply.assert_status(200)["active"], false);
-    assert_eq!(
-        calls(&h.upstream_writes()),
-        vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]
-    );
+    assert_eq!(calls(&h.upstream_writes()), vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]);
     assert!(!h.fake.user(hamlet).unwrap().is_active);
     // Still visible, as Okta's CRUD test requires.
-    assert_eq!(
-        h.get(&format!("/Users/{hamlet}")).await.assert_status(200)["active"],
-        false
-    );
+    assert_eq!(h.get(&format!("/Users/{hamlet}")).await.assert_status(200)["active"], false);
     let reply = h
-        .patch(
-            &format!("/Users/{hamlet}"),
-            &patch_op(json!([{"op":"replace","value":{"active":true}}])),
-        )
+        .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":true}}])))
         .await;
     assert_eq!(reply.assert_status(200)["active"], true);
-    assert_eq!(
-        calls(&h.upstream_writes()),
-        vec![call("POST", format!("/api/v1/users/{hamlet}/reactivate"))]
-    );
+    assert_eq!(calls(&h.upstream_writes()), vec![call("POST", format!("/api/v1/users/{hamlet}/reactivate"))]);
     assert!(h.fake.user(hamlet).unwrap().is_active);
     h.stop().await;
 }
@@ -580,46 +457,22 @@ async fn entra_patch_dialects_with_and_without_the_flag() {
     let hamlet = h.user_id("hamlet@zulip.example.com");
     let path = format!("/Users/{hamlet}");
     // Legacy (no aadOptscim062020): capitalised op, string boolean.
-    let reply = h
-        .patch(
-            &path,
-            &patch_op(json!([{"op":"Replace","path":"active","value":"False"}])),
-        )
-        .await;
+    let reply = h.patch(&path, &patch_op(json!([{"op":"Replace","path":"active","value":"False"}]))).await;
     assert_eq!(reply.assert_status(200)["active"], false);
-    assert_eq!(
-        calls(&h.upstream_writes()),
-        vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]
-    );
-    let reply = h
-        .patch(
-            &path,
-            &patch_op(json!([{"op":"Replace","path":"active","value":"True"}])),
-        )
-        .await;
+    assert_eq!(calls(&h.upstream_writes()), vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]);
+    let reply = h.patch(&path, &patch_op(json!([{"op":"Replace","path":"active","value":"True"}]))).await;
     assert_eq!(reply.assert_status(200)["active"], true);
     h.upstream();
     // Flag on: one path-less replace with dotted keys, one attribute per call to Zulip.
     let reply = h
         .patch(&path, &patch_op(json!([{"op":"replace","value":{"name.formatted":"Prince Hamlet","displayName":"Prince Hamlet"}}])))
         .await;
-    assert_eq!(
-        reply.assert_status(200)["name"]["formatted"],
-        "Prince Hamlet"
-    );
+    assert_eq!(reply.assert_status(200)["name"]["formatted"], "Prince Hamlet");
     let writes = h.upstream_writes();
-    assert_eq!(
-        calls(&writes),
-        vec![call("PATCH", format!("/api/v1/users/{hamlet}"))]
-    );
+    assert_eq!(calls(&writes), vec![call("PATCH", format!("/api/v1/users/{hamlet}"))]);
     assert_eq!(writes[0].param("full_name"), Some("Prince Hamlet"));
     // `Add` on a single-valued attribute is a replace.
-    let reply = h
-        .patch(
-            &path,
-            &patch_op(json!([{"op":"Add","path":"displayName","value":"Hamlet"}])),
-        )
-        .await;
+    let reply = h.patch(&path, &patch_op(json!([{"op":"Add","path":"displayName","value":"Hamlet"}]))).await;
     assert_eq!(reply.assert_status(200)["displayName"], "Hamlet");
     assert_eq!(h.fake.user(hamlet).unwrap().full_name, "Hamlet");
     h.stop().await;
@@ -632,32 +485,15 @@ async fn patch_user_name_changes_the_address_with_new_email() {
     let reply = h
         .patch(
             &format!("/Users/{hamlet}"),
-            &patch_op(
-                json!([{"op":"replace","path":"userName","value":"prince@zulip.example.com"}]),
-            ),
+            &patch_op(json!([{"op":"replace","path":"userName","value":"prince@zulip.example.com"}])),
         )
         .await;
-    assert_eq!(
-        reply.assert_status(200)["userName"],
-        "prince@zulip.example.com"
-    );
+    assert_eq!(reply.assert_status(200)["userName"], "prince@zulip.example.com");
     let writes = h.upstream_writes();
-    assert_eq!(
-        calls(&writes),
-        vec![call("PATCH", format!("/api/v1/users/{hamlet}"))]
-    );
-    assert_eq!(
-        writes[0].param("new_email"),
-        Some("prince@zulip.example.com")
-    );
-    assert_eq!(
-        h.fake.user(hamlet).unwrap().delivery_email,
-        "prince@zulip.example.com"
-    );
-    let found = h
-        .get(&filter("userName eq \"prince@zulip.example.com\""))
-        .await
-        .body;
+    assert_eq!(calls(&writes), vec![call("PATCH", format!("/api/v1/users/{hamlet}"))]);
+    assert_eq!(writes[0].param("new_email"), Some("prince@zulip.example.com"));
+    assert_eq!(h.fake.user(hamlet).unwrap().delivery_email, "prince@zulip.example.com");
+    let found = h.get(&filter("userName eq \"prince@zulip.example.com\"")).await.body;
     assert_eq!(found["totalResults"], 1);
     // Taken by someone else: 409 before any call.
     h.patch(
@@ -677,9 +513,7 @@ async fn email_change_on_an_old_zulip_is_a_clear_error() {
     let reply = h
         .patch(
             &format!("/Users/{hamlet}"),
-            &patch_op(
-                json!([{"op":"replace","path":"userName","value":"prince@zulip.example.com"}]),
-            ),
+            &patch_op(json!([{"op":"replace","path":"userName","value":"prince@zulip.example.com"}])),
         )
         .await;
     reply.assert_error(400, Some("mutability"));
@@ -700,23 +534,15 @@ async fn patch_role_and_bad_role() {
         ("guest", "600"),
         ("member", "400"),
     ] {
-        let reply = h
-            .patch(
-                &path,
-                &patch_op(json!([{"op":"replace","path":"role","value":role}])),
-            )
-            .await;
+        let reply = h.patch(&path, &patch_op(json!([{"op":"replace","path":"role","value":role}]))).await;
         assert_eq!(reply.assert_status(200)["role"], role);
         let writes = h.upstream_writes();
         assert_eq!(writes.len(), 1);
         assert_eq!(writes[0].param("role"), Some(api));
     }
-    h.patch(
-        &path,
-        &patch_op(json!([{"op":"replace","path":"role","value":"admin"}])),
-    )
-    .await
-    .assert_error(400, Some("invalidValue"));
+    h.patch(&path, &patch_op(json!([{"op":"replace","path":"role","value":"admin"}])))
+        .await
+        .assert_error(400, Some("invalidValue"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -728,28 +554,17 @@ async fn delete_deactivates_and_the_user_stays_visible_inactive() {
     let reply = h.delete(&format!("/Users/{hamlet}")).await;
     assert_eq!(reply.status.as_u16(), 204);
     assert!(reply.raw.is_empty());
-    assert_eq!(
-        calls(&h.upstream_writes()),
-        vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]
-    );
-    assert_eq!(
-        h.get(&format!("/Users/{hamlet}")).await.assert_status(200)["active"],
-        false
-    );
+    assert_eq!(calls(&h.upstream_writes()), vec![call("DELETE", format!("/api/v1/users/{hamlet}"))]);
+    assert_eq!(h.get(&format!("/Users/{hamlet}")).await.assert_status(200)["active"], false);
     // Idempotent.
-    assert_eq!(
-        h.delete(&format!("/Users/{hamlet}")).await.status.as_u16(),
-        204
-    );
+    assert_eq!(h.delete(&format!("/Users/{hamlet}")).await.status.as_u16(), 204);
     assert!(h.upstream_writes().is_empty());
     h.delete("/Users/999999").await.assert_error(404, None);
     h.stop().await;
 
     let h = Harness::start_with(fake(), |c| c.realms[0].user_delete = UserDelete::Reject).await;
     let hamlet = h.user_id("hamlet@zulip.example.com");
-    h.delete(&format!("/Users/{hamlet}"))
-        .await
-        .assert_error(400, None);
+    h.delete(&format!("/Users/{hamlet}")).await.assert_error(400, None);
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -758,12 +573,9 @@ async fn delete_deactivates_and_the_user_stays_visible_inactive() {
 async fn the_service_account_cannot_be_deactivated_over_scim() {
     let h = Harness::start().await;
     let me = h.user_id(scim_sidecar::app::DEMO_SERVICE_EMAIL);
-    h.patch(
-        &format!("/Users/{me}"),
-        &patch_op(json!([{"op":"replace","value":{"active":false}}])),
-    )
-    .await
-    .assert_error(400, Some("mutability"));
+    h.patch(&format!("/Users/{me}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
+        .await
+        .assert_error(400, Some("mutability"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
 }
@@ -778,61 +590,24 @@ async fn hidden_addresses_are_never_matched_wrongly() {
     let hidden = h.user_id("hidden@zulip.example.com");
     let reply = h.get(&format!("/Users/{hidden}")).await;
     let body = reply.assert_status(200);
-    assert_ne!(
-        body["userName"], "hidden@zulip.example.com",
-        "the sidecar cannot see it"
-    );
+    assert_ne!(body["userName"], "hidden@zulip.example.com", "the sidecar cannot see it");
     assert!(body.get("emails").is_none());
     // A lookup by the real address finds nothing (it cannot be resolved) ...
-    assert_eq!(
-        h.get(&filter("userName eq \"hidden@zulip.example.com\""))
-            .await
-            .body["totalResults"],
-        0
-    );
+    assert_eq!(h.get(&filter("userName eq \"hidden@zulip.example.com\"")).await.body["totalResults"], 0);
     // ... and creating it is refused by Zulip: a clear error that says why, never a duplicate.
-    let reply = h
-        .post(
-            "/Users",
-            &okta_user("hidden@zulip.example.com", "Hidden", "Person"),
-        )
-        .await;
+    let reply = h.post("/Users", &okta_user("hidden@zulip.example.com", "Hidden", "Person")).await;
     assert_eq!(reply.status.as_u16(), 400, "{}", reply.raw);
-    assert!(
-        reply.body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("hide their address"),
-        "{}",
-        reply.raw
-    );
-    assert_eq!(
-        h.fake
-            .users()
-            .iter()
-            .filter(|u| u.delivery_email == "hidden@zulip.example.com")
-            .count(),
-        1
-    );
+    assert!(reply.body["detail"].as_str().unwrap().contains("hide their address"), "{}", reply.raw);
+    assert_eq!(h.fake.users().iter().filter(|u| u.delivery_email == "hidden@zulip.example.com").count(), 1);
     // Once the sidecar sets the address itself, it knows it.
     let reply = h
         .patch(
             &format!("/Users/{hidden}"),
-            &patch_op(
-                json!([{"op":"replace","path":"userName","value":"hidden2@zulip.example.com"}]),
-            ),
+            &patch_op(json!([{"op":"replace","path":"userName","value":"hidden2@zulip.example.com"}])),
         )
         .await;
-    assert_eq!(
-        reply.assert_status(200)["userName"],
-        "hidden2@zulip.example.com"
-    );
-    assert_eq!(
-        h.get(&filter("userName eq \"hidden2@zulip.example.com\""))
-            .await
-            .body["totalResults"],
-        1
-    );
+    assert_eq!(reply.assert_status(200)["userName"], "hidden2@zulip.example.com");
+    assert_eq!(h.get(&filter("userName eq \"hidden2@zulip.example.com\"")).await.body["totalResults"], 1);
     h.stop().await;
 }
 
@@ -842,35 +617,21 @@ async fn upstream_failures_become_scim_errors() {
     h.fake.fail_next(
         "GET",
         "/api/v1/users",
-        Failure::Api {
-            status: 500,
-            code: "BAD_REQUEST".into(),
-            msg: "Internal server error".into(),
-        },
+        Failure::Api { status: 500, code: "BAD_REQUEST".into(), msg: "Internal server error".into() },
     );
     h.get("/Users").await.assert_error(502, None);
     h.fake.fail_next("GET", "/api/v1/users", Failure::Html404);
     h.get("/Users").await.assert_error(502, None);
-    h.fake.fail_next(
-        "GET",
-        "/api/v1/users",
-        Failure::RateLimited {
-            retry_after_secs: 28.7068,
-        },
-    );
+    h.fake.fail_next("GET", "/api/v1/users", Failure::RateLimited { retry_after_secs: 28.7068 });
     let reply = h.get("/Users").await;
     reply.assert_error(429, None);
     assert_eq!(reply.header("retry-after"), Some("29"));
     // Recovered.
     h.get("/Users").await.assert_status(200);
     let hamlet = h.user_id("hamlet@zulip.example.com");
-    h.fake
-        .fail_next("DELETE", &format!("/api/v1/users/{hamlet}"), Failure::Reset);
+    h.fake.fail_next("DELETE", &format!("/api/v1/users/{hamlet}"), Failure::Reset);
     let reply = h
-        .patch(
-            &format!("/Users/{hamlet}"),
-            &patch_op(json!([{"op":"replace","value":{"active":false}}])),
-        )
+        .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await;
     reply.assert_error(502, None);
     h.stop().await;
@@ -878,12 +639,8 @@ async fn upstream_failures_become_scim_errors() {
 
 #[tokio::test]
 async fn zulip_timeout_is_504() {
-    let h = Harness::start_with(fake(), |c| {
-        c.realms[0].upstream.timeout = Duration::from_millis(200)
-    })
-    .await;
-    h.fake
-        .delay_next("GET", "/api/v1/users", Duration::from_secs(3));
+    let h = Harness::start_with(fake(), |c| c.realms[0].upstream.timeout = Duration::from_millis(200)).await;
+    h.fake.delay_next("GET", "/api/v1/users", Duration::from_secs(3));
     h.get("/Users").await.assert_error(504, None);
     h.stop().await;
 }
@@ -892,25 +649,12 @@ async fn zulip_timeout_is_504() {
 async fn create_whose_outcome_is_unknown_is_resolved_by_looking() {
     let h = Harness::start().await;
     h.get("/Users").await.assert_status(200); // warm snapshot
-    h.fake.fail_next(
-        "POST",
-        "/api/v1/users",
-        Failure::AfterApply(Box::new(Failure::Reset)),
-    );
-    let reply = h
-        .post(
-            "/Users",
-            &okta_user("lost@zulip.example.com", "Lost", "Reply"),
-        )
-        .await;
+    h.fake.fail_next("POST", "/api/v1/users", Failure::AfterApply(Box::new(Failure::Reset)));
+    let reply = h.post("/Users", &okta_user("lost@zulip.example.com", "Lost", "Reply")).await;
     let body = reply.assert_status(201);
     assert_eq!(body["userName"], "lost@zulip.example.com");
     assert_eq!(
-        h.fake
-            .users()
-            .iter()
-            .filter(|u| u.delivery_email == "lost@zulip.example.com")
-            .count(),
+        h.fake.users().iter().filter(|u| u.delivery_email == "lost@zulip.example.com").count(),
         1,
         "never a duplicate"
     );
@@ -920,19 +664,9 @@ async fn create_whose_outcome_is_unknown_is_resolved_by_looking() {
 #[tokio::test]
 async fn readiness_and_liveness() {
     let h = Harness::start().await;
-    let live = h
-        .http
-        .get(format!("http://{}/livez", h.addr))
-        .send()
-        .await
-        .unwrap();
+    let live = h.http.get(format!("http://{}/livez", h.addr)).send().await.unwrap();
     assert_eq!(live.status().as_u16(), 200);
-    let ready = h
-        .http
-        .get(format!("http://{}/readyz", h.addr))
-        .send()
-        .await
-        .unwrap();
+    let ready = h.http.get(format!("http://{}/readyz", h.addr)).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     h.stop().await;
 
@@ -944,10 +678,8 @@ async fn readiness_and_liveness() {
     let config = scim_sidecar::app::demo_config(addr, dead, TOKEN).unwrap();
     let app = scim_sidecar::app::build_app(&config).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let limits = scim_sidecar::server::ServerLimits {
-        max_connections: 4,
-        shutdown_grace: Duration::from_secs(1),
-    };
+    let limits =
+        scim_sidecar::server::ServerLimits { max_connections: 4, shutdown_grace: Duration::from_secs(1) };
     let server = tokio::spawn(scim_sidecar::server::run(
         listener,
         app.clone(),
@@ -967,17 +699,13 @@ async fn readiness_and_liveness() {
 #[tokio::test]
 async fn inflight_request_completes_after_shutdown_begins() {
     let mut h = Harness::start().await;
-    h.fake
-        .delay_next("GET", "/api/v1/users", Duration::from_millis(500));
+    h.fake.delay_next("GET", "/api/v1/users", Duration::from_millis(500));
     let http = h.http.clone();
     let url = h.url("/Users");
-    let pending = tokio::spawn(async move {
-        http.get(url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    let pending =
+        tokio::spawn(
+            async move { http.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status().as_u16()) },
+        );
     // Wait until the request has reached Zulip, then begin shutdown.
     while h.fake.requests().is_empty() {
         tokio::task::yield_now().await;

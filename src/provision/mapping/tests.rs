@@ -3,10 +3,7 @@ use serde_json::json;
 use super::*;
 
 fn mapping(formatted: bool) -> UserMapping {
-    UserMapping {
-        base_url: "https://chat.example.com/scim/v2".into(),
-        name_formatted_included: formatted,
-    }
+    UserMapping { base_url: "https://chat.example.com/scim/v2".into(), name_formatted_included: formatted }
 }
 
 fn user(id: u64, email: Option<&str>, name: &str) -> User {
@@ -27,22 +24,13 @@ fn render_matches_zulip_shape_with_both_name_styles() {
     let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
     assert_eq!(v["id"], "10");
     assert_eq!(v["userName"], "hamlet@zulip.com");
-    assert_eq!(
-        v["name"],
-        json!({"formatted": "King Hamlet", "givenName": "King", "familyName": "Hamlet"})
-    );
+    assert_eq!(v["name"], json!({"formatted": "King Hamlet", "givenName": "King", "familyName": "Hamlet"}));
     assert_eq!(v["displayName"], "King Hamlet");
     assert_eq!(v["active"], true);
     assert_eq!(v["role"], "member");
-    assert_eq!(
-        v["emails"],
-        json!([{"value": "hamlet@zulip.com", "type": "work", "primary": true}])
-    );
+    assert_eq!(v["emails"], json!([{"value": "hamlet@zulip.com", "type": "work", "primary": true}]));
     assert_eq!(v["meta"]["created"], "2026-11-24T01:27:00+00:00");
-    assert_eq!(
-        v["meta"]["location"],
-        "https://chat.example.com/scim/v2/Users/10"
-    );
+    assert_eq!(v["meta"]["location"], "https://chat.example.com/scim/v2/Users/10");
     assert_eq!(v["schemas"], json!([scim::USER_SCHEMA]));
 }
 
@@ -73,12 +61,7 @@ fn new_user_reads_okta_and_entra_bodies() {
     let n = mapping(false).new_user(&okta).unwrap();
     assert_eq!(
         n,
-        NewUser {
-            email: "kim@example.com".into(),
-            full_name: "Kim Lee".into(),
-            role: None,
-            active: true
-        }
+        NewUser { email: "kim@example.com".into(), full_name: "Kim Lee".into(), role: None, active: true }
     );
 
     let entra = json!({"schemas":[scim::USER_SCHEMA, scim::ENTERPRISE_USER_SCHEMA],"externalId":"ana","userName":"ana@example.com",
@@ -88,46 +71,25 @@ fn new_user_reads_okta_and_entra_bodies() {
     assert_eq!(n.full_name, "Ana M. Diaz");
     assert!(n.active);
     // Okta style prefers the parts even when formatted is present.
-    assert_eq!(
-        mapping(false).new_user(&entra).unwrap().full_name,
-        "Ana Diaz"
-    );
+    assert_eq!(mapping(false).new_user(&entra).unwrap().full_name, "Ana Diaz");
 }
 
 #[test]
 fn new_user_rejects_bad_input_with_scim_types() {
     let cases = [
         (json!({"name":{"formatted":"X"}}), "userName is required"),
-        (
-            json!({"userName": 5, "name":{"formatted":"X"}}),
-            "userName must be a string",
-        ),
-        (
-            json!({"userName": "not-an-email", "name":{"formatted":"X"}}),
-            "not an e-mail",
-        ),
+        (json!({"userName": 5, "name":{"formatted":"X"}}), "userName must be a string"),
+        (json!({"userName": "not-an-email", "name":{"formatted":"X"}}), "not an e-mail"),
         (json!({"userName": "a@b.co"}), "must specify name"),
-        (
-            json!({"userName": "a@b.co", "displayName": "X", "role": "admin"}),
-            "invalid role",
-        ),
-        (
-            json!({"userName": "a@b.co", "displayName": "X", "active": "yes"}),
-            "active must be a boolean",
-        ),
-        (
-            json!({"userName": "a@b.co", "displayName": "X".repeat(101)}),
-            "longer than",
-        ),
+        (json!({"userName": "a@b.co", "displayName": "X", "role": "admin"}), "invalid role"),
+        (json!({"userName": "a@b.co", "displayName": "X", "active": "yes"}), "active must be a boolean"),
+        (json!({"userName": "a@b.co", "displayName": "X".repeat(101)}), "longer than"),
         (json!([1, 2]), "JSON object"),
     ];
     for (body, needle) in cases {
         match mapping(false).new_user(&body) {
             Err(Error::Invalid { scim_type, detail }) => {
-                assert!(matches!(
-                    scim_type,
-                    ScimType::InvalidValue | ScimType::InvalidSyntax
-                ));
+                assert!(matches!(scim_type, ScimType::InvalidValue | ScimType::InvalidSyntax));
                 assert!(detail.contains(needle), "{detail} should contain {needle}");
             }
             other => panic!("{body}: expected invalid, got {other:?}"),
@@ -137,9 +99,8 @@ fn new_user_rejects_bad_input_with_scim_types() {
 
 #[test]
 fn role_and_display_name_defaults() {
-    let n = mapping(false)
-        .new_user(&json!({"userName":"a@b.co","displayName":"Solo","role":"Guest"}))
-        .unwrap();
+    let n =
+        mapping(false).new_user(&json!({"userName":"a@b.co","displayName":"Solo","role":"Guest"})).unwrap();
     assert_eq!(n.role, Some(Role::Guest));
     assert_eq!(n.full_name, "Solo");
 }
@@ -150,13 +111,15 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
     let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
 
     let same = m.put_target(&before, &json!({"userName":"HAMLET@zulip.com","name":{"givenName":"King","familyName":"Hamlet"},"active":true})).unwrap();
-    assert!(
-        m.changes(&before, &same).unwrap().is_empty(),
-        "case-only userName and same name are no-ops"
-    );
+    assert!(m.changes(&before, &same).unwrap().is_empty(), "case-only userName and same name are no-ops");
 
-    let put = m.put_target(&before, &json!({"userName":"prince@zulip.com","name":{"givenName":"Prince","familyName":"Hamlet"},
-        "displayName":"King Hamlet","role":"administrator","active":false,"id":"99","meta":{}})).unwrap();
+    let put = m
+        .put_target(
+            &before,
+            &json!({"userName":"prince@zulip.com","name":{"givenName":"Prince","familyName":"Hamlet"},
+        "displayName":"King Hamlet","role":"administrator","active":false,"id":"99","meta":{}}),
+        )
+        .unwrap();
     let c = m.changes(&before, &put).unwrap();
     assert_eq!(
         c,
@@ -170,15 +133,10 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 
     // scim-sanity: only displayName changed → it wins over unchanged name parts.
     let put = m.put_target(&before, &json!({"userName":"hamlet@zulip.com","name":{"givenName":"King","familyName":"Hamlet"},"displayName":"Hamlet of Denmark"})).unwrap();
-    assert_eq!(
-        m.changes(&before, &put).unwrap().full_name.as_deref(),
-        Some("Hamlet of Denmark")
-    );
+    assert_eq!(m.changes(&before, &put).unwrap().full_name.as_deref(), Some("Hamlet of Denmark"));
 
     // a PUT without role keeps it
-    let put = m
-        .put_target(&before, &json!({"userName":"hamlet@zulip.com"}))
-        .unwrap();
+    let put = m.put_target(&before, &json!({"userName":"hamlet@zulip.com"})).unwrap();
     assert!(m.changes(&before, &put).unwrap().is_empty());
 }
 
@@ -190,10 +148,7 @@ fn changes_reject_a_second_address_and_bad_values() {
     after["emails"] = json!([{"value":"other@zulip.com","type":"work","primary":true}]);
     assert!(matches!(
         m.changes(&before, &after),
-        Err(Error::Invalid {
-            scim_type: ScimType::InvalidValue,
-            ..
-        })
+        Err(Error::Invalid { scim_type: ScimType::InvalidValue, .. })
     ));
 
     let mut after = before.clone();
@@ -214,9 +169,7 @@ fn email_plausibility() {
     for ok in ["a@b.co", "zt-4az4k5+tag@example.com", "ÄÖ@example.de"] {
         assert!(is_plausible_email(ok), "{ok}");
     }
-    for bad in [
-        "", "a", "a@", "@b.co", "a@b", "a b@c.de", "a@.co", "a@b.co.",
-    ] {
+    for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.de", "a@.co", "a@b.co."] {
         assert!(!is_plausible_email(bad), "{bad}");
     }
 }

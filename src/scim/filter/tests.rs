@@ -41,8 +41,7 @@ fn group() -> Value {
 
 fn eval(filter: &str, resource: &Value, rt: &ResourceTypeDef) -> bool {
     let f = Filter::parse(filter).unwrap_or_else(|e| panic!("parse {filter}: {e}"));
-    f.validate(rt)
-        .unwrap_or_else(|e| panic!("validate {filter}: {e}"));
+    f.validate(rt).unwrap_or_else(|e| panic!("validate {filter}: {e}"));
     // Display round-trips to an equal AST.
     let again = Filter::parse(&f.to_string()).unwrap_or_else(|e| panic!("reparse {f}: {e}"));
     assert_eq!(again, f, "display round trip of {filter}");
@@ -106,52 +105,22 @@ fn user_filters_match_as_expected() {
         // value paths
         (r#"emails[type eq "work"]"#, true),
         (r#"emails[type eq "other"]"#, false),
-        (
-            r#"emails[type eq "work" and primary eq true].value eq "ana@example.com""#,
-            true,
-        ),
-        (
-            r#"emails[type eq "work"].value eq "ana@home.example""#,
-            false,
-        ),
-        (
-            r#"emails[type eq "home"].value eq "ana@home.example""#,
-            true,
-        ),
-        (
-            r#"emails[type eq "work" or type eq "home"].value ew "example""#,
-            true,
-        ),
+        (r#"emails[type eq "work" and primary eq true].value eq "ana@example.com""#, true),
+        (r#"emails[type eq "work"].value eq "ana@home.example""#, false),
+        (r#"emails[type eq "home"].value eq "ana@home.example""#, true),
+        (r#"emails[type eq "work" or type eq "home"].value ew "example""#, true),
         (r#"emails[not (type eq "work")].primary eq false"#, true),
         (r#"emails[type eq "work"].display pr"#, false),
         (r#"emails[value co "home"] and userName sw "ana""#, true),
         // URN-qualified names
-        (
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "ana@example.com""#,
-            true,
-        ),
-        (
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:name.givenName eq "Ana""#,
-            true,
-        ),
-        (
-            r#"URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER:USERNAME eq "ana@example.com""#,
-            true,
-        ),
-        (
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:emails[type eq "work"].value pr"#,
-            true,
-        ),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "ana@example.com""#, true),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:name.givenName eq "Ana""#, true),
+        (r#"URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER:USERNAME eq "ana@example.com""#, true),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:emails[type eq "work"].value pr"#, true),
         // precedence: not > and > or
         (r#"userName eq "x" or id eq "17" and active eq true"#, true),
-        (
-            r#"(userName eq "x" or id eq "17") and active eq false"#,
-            false,
-        ),
-        (
-            r#"userName eq "x" or id eq "17" and active eq false"#,
-            false,
-        ),
+        (r#"(userName eq "x" or id eq "17") and active eq false"#, false),
+        (r#"userName eq "x" or id eq "17" and active eq false"#, false),
         (r#"id eq "17" and active eq false or userName pr"#, true),
         (r#"not (id eq "17") or active eq true"#, true),
         (r#"not (id eq "17") and active eq true"#, false),
@@ -195,10 +164,7 @@ fn group_filters_match_as_expected() {
         ("members pr", true),
         (r#"meta.resourceType eq "Group""#, true),
         (r#"meta.resourceType eq "group""#, false),
-        (
-            r#"urn:ietf:params:scim:schemas:core:2.0:Group:displayName sw "Eng""#,
-            true,
-        ),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:Group:displayName sw "Eng""#, true),
     ];
     for (filter, expected) in cases {
         assert_eq!(eval(filter, &g, &GROUP), *expected, "{filter}");
@@ -215,16 +181,9 @@ fn precedence_builds_the_expected_tree() {
     let p = |n: &str| Filter::Present(AttrPath::parse(n).unwrap());
     assert_eq!(
         f,
-        Filter::Or(vec![
-            p("a"),
-            Filter::And(vec![p("b"), Filter::Not(Box::new(p("c"))), p("d")]),
-            p("e"),
-        ])
+        Filter::Or(vec![p("a"), Filter::And(vec![p("b"), Filter::Not(Box::new(p("c"))), p("d")]), p("e"),])
     );
-    assert_eq!(
-        f.to_string(),
-        "a pr or b pr and not (c pr) and d pr or e pr"
-    );
+    assert_eq!(f.to_string(), "a pr or b pr and not (c pr) and d pr or e pr");
     let f = Filter::parse(r#"(a pr or b pr) and c pr"#).unwrap();
     assert_eq!(f.to_string(), "(a pr or b pr) and c pr");
 }
@@ -236,15 +195,9 @@ fn literals_parse_to_the_right_kind() {
         other => panic!("{other:?}"),
     };
     assert_eq!(value(r#"a eq "x\ny""#), CompValue::String("x\ny".into()));
-    assert_eq!(
-        value(r#"a eq "\u00e9\ud83d\ude00""#),
-        CompValue::String("é😀".into())
-    );
+    assert_eq!(value(r#"a eq "\u00e9\ud83d\ude00""#), CompValue::String("é😀".into()));
     assert_eq!(value("a eq jyoung"), CompValue::String("jyoung".into()));
-    assert_eq!(
-        value("a eq 2011-05-13T04:42:34Z"),
-        CompValue::String("2011-05-13T04:42:34Z".into())
-    );
+    assert_eq!(value("a eq 2011-05-13T04:42:34Z"), CompValue::String("2011-05-13T04:42:34Z".into()));
     assert_eq!(value("a eq -1.5e3"), CompValue::Number("-1.5e3".into()));
     assert_eq!(value("a eq 007"), CompValue::String("007".into()));
     assert_eq!(value("a eq False"), CompValue::Bool(false));
@@ -255,26 +208,14 @@ fn literals_parse_to_the_right_kind() {
 #[test]
 fn eq_constraint_finds_index_lookups() {
     let cases: &[(&str, &str, Option<&str>)] = &[
-        (
-            r#"userName eq "kim@example.com""#,
-            "userName",
-            Some("kim@example.com"),
-        ),
+        (r#"userName eq "kim@example.com""#, "userName", Some("kim@example.com")),
         (r#"USERNAME EQ "Kim""#, "username", Some("Kim")),
-        (
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "k""#,
-            "userName",
-            Some("k"),
-        ),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:userName eq "k""#, "userName", Some("k")),
         ("externalId eq jyoung", "externalId", Some("jyoung")),
         ("externalId eq 12345", "externalId", Some("12345")),
         (r#"id eq "g" and members eq "u""#, "id", Some("g")),
         (r#"id eq "g" and members eq "u""#, "members", Some("u")),
-        (
-            r#"(id eq "g" and active eq true) and userName eq "x""#,
-            "id",
-            Some("g"),
-        ),
+        (r#"(id eq "g" and active eq true) and userName eq "x""#, "id", Some("g")),
         (r#"displayName eq "Sales""#, "displayName", Some("Sales")),
         (r#"userName eq "a" or userName eq "b""#, "userName", None),
         (r#"userName ne "a""#, "userName", None),
@@ -299,7 +240,10 @@ fn syntax_errors_are_invalid_filter_with_position() {
         ("   ", "empty filter"),
         ("userName", "expected an operator"),
         ("userName eq", "expected a value after 'eq' at position 11"),
-        ("userName xx \"a\"", "expected an operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr) after \"userName\" at position 9"),
+        (
+            "userName xx \"a\"",
+            "expected an operator (eq, ne, co, sw, ew, gt, ge, lt, le, pr) after \"userName\" at position 9",
+        ),
         ("userName eq \"a", "unterminated string at position 12"),
         ("userName eq \"a\\q\"", "invalid string literal"),
         ("(userName pr", "missing ')' for '(' at position 0"),
@@ -321,89 +265,41 @@ fn syntax_errors_are_invalid_filter_with_position() {
     for (filter, needle) in cases {
         let e = Filter::parse(filter).expect_err(filter);
         assert_eq!(e.scim_type, ScimType::InvalidFilter, "{filter}");
-        assert!(
-            e.detail.contains(needle),
-            "{filter}: {:?} lacks {needle:?}",
-            e.detail
-        );
+        assert!(e.detail.contains(needle), "{filter}: {:?} lacks {needle:?}", e.detail);
     }
 }
 
 #[test]
 fn semantic_errors_are_invalid_filter() {
     let cases: &[(&str, &ResourceTypeDef, &str)] = &[
-        (
-            r#"nickName eq "x""#,
-            &USER,
-            "unknown attribute \"nickName\"",
-        ),
-        (
-            r#"name.middleName eq "x""#,
-            &USER,
-            "unknown attribute \"name.middleName\"",
-        ),
+        (r#"nickName eq "x""#, &USER, "unknown attribute \"nickName\""),
+        (r#"name.middleName eq "x""#, &USER, "unknown attribute \"name.middleName\""),
         (r#"members eq "1""#, &USER, "unknown attribute \"members\""),
-        (
-            r#"userName eq "x""#,
-            &GROUP,
-            "unknown attribute \"userName\"",
-        ),
+        (r#"userName eq "x""#, &GROUP, "unknown attribute \"userName\""),
         (
             r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "1""#,
             &USER,
             "unknown attribute",
         ),
-        (
-            r#"emails[kind eq "work"]"#,
-            &USER,
-            "unknown attribute \"emails.kind\"",
-        ),
-        (
-            r#"emails[type eq "work"].nope eq "x""#,
-            &USER,
-            "unknown attribute \"emails.nope\"",
-        ),
+        (r#"emails[kind eq "work"]"#, &USER, "unknown attribute \"emails.kind\""),
+        (r#"emails[type eq "work"].nope eq "x""#, &USER, "unknown attribute \"emails.nope\""),
         (r#"emails[value.x eq "work"]"#, &USER, "unknown attribute"),
-        (
-            r#"userName[value eq "x"]"#,
-            &USER,
-            "not a complex attribute",
-        ),
-        (
-            "active gt true",
-            &USER,
-            "operator gt is not applicable to boolean attribute \"active\"",
-        ),
+        (r#"userName[value eq "x"]"#, &USER, "not a complex attribute"),
+        ("active gt true", &USER, "operator gt is not applicable to boolean attribute \"active\""),
         ("active co true", &USER, "not applicable to boolean"),
         (r#"active eq "yes""#, &USER, "is boolean"),
         ("active eq 1", &USER, "is boolean"),
-        (
-            r#"emails[primary lt true]"#,
-            &USER,
-            "not applicable to boolean",
-        ),
+        (r#"emails[primary lt true]"#, &USER, "not applicable to boolean"),
         (r#"name eq "Ana""#, &USER, "complex attribute"),
-        (
-            r#"meta.lastModified gt "yesterday""#,
-            &USER,
-            "not an RFC 3339 date-time",
-        ),
+        (r#"meta.lastModified gt "yesterday""#, &USER, "not an RFC 3339 date-time"),
         (r#"meta.created eq 5"#, &USER, "not an RFC 3339 date-time"),
-        (
-            "userName gt null",
-            &USER,
-            "null can only be compared with eq or ne",
-        ),
+        ("userName gt null", &USER, "null can only be compared with eq or ne"),
     ];
     for (filter, rt, needle) in cases {
         let f = Filter::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
         let e = f.validate(rt).expect_err(filter);
         assert_eq!(e.scim_type, ScimType::InvalidFilter, "{filter}");
-        assert!(
-            e.detail.contains(needle),
-            "{filter}: {:?} lacks {needle:?}",
-            e.detail
-        );
+        assert!(e.detail.contains(needle), "{filter}: {:?} lacks {needle:?}", e.detail);
     }
 }
 
@@ -428,11 +324,8 @@ fn length_and_depth_caps() {
     assert!(Filter::parse(&nots).is_err());
     let deep_open = "(".repeat(4000);
     assert!(Filter::parse(&deep_open).is_err());
-    let deep_value = format!(
-        "emails[{}type pr{}]",
-        "(".repeat(MAX_FILTER_DEPTH),
-        ")".repeat(MAX_FILTER_DEPTH)
-    );
+    let deep_value =
+        format!("emails[{}type pr{}]", "(".repeat(MAX_FILTER_DEPTH), ")".repeat(MAX_FILTER_DEPTH));
     assert!(Filter::parse(&deep_value).is_err());
 
     // Long flat chains are fine (no nesting) and evaluate without recursion blow-up.
@@ -500,13 +393,7 @@ fn matching_tolerates_odd_resources() {
     for (filter, expected) in cases {
         assert_eq!(eval(filter, &odd, &USER), *expected, "{filter}");
     }
-    assert!(!Filter::parse("userName pr")
-        .unwrap()
-        .matches(&json!([1, 2]), &USER));
-    assert!(!Filter::parse("nope eq 1")
-        .unwrap()
-        .matches(&json!({"nope": "x"}), &USER));
-    assert!(Filter::parse("nope eq 1")
-        .unwrap()
-        .matches(&json!({"NOPE": 1}), &USER));
+    assert!(!Filter::parse("userName pr").unwrap().matches(&json!([1, 2]), &USER));
+    assert!(!Filter::parse("nope eq 1").unwrap().matches(&json!({"nope": "x"}), &USER));
+    assert!(Filter::parse("nope eq 1").unwrap().matches(&json!({"NOPE": 1}), &USER));
 }

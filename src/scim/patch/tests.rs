@@ -12,9 +12,7 @@ const CORE: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 static MANAGER_SUBS: &[AttributeDef] = &[
     AttributeDef::string("value", "Manager id.").case_exact(),
-    AttributeDef::string("$ref", "Manager URI.")
-        .of_type(AttrType::Reference)
-        .case_exact(),
+    AttributeDef::string("$ref", "Manager URI.").of_type(AttrType::Reference).case_exact(),
     AttributeDef::string("displayName", "Manager name.").mutability(Mutability::ReadOnly),
 ];
 
@@ -73,10 +71,7 @@ fn patch(resource: &Value, body: &Value, rt: &ResourceTypeDef) -> Result<Value, 
     match req.apply(&mut out, rt) {
         Ok(()) => Ok(out),
         Err(e) => {
-            assert_eq!(
-                &out, resource,
-                "a failed PATCH must leave the resource untouched"
-            );
+            assert_eq!(&out, resource, "a failed PATCH must leave the resource untouched");
             Err(e)
         }
     }
@@ -87,9 +82,7 @@ fn ok(resource: &Value, body: Value, rt: &ResourceTypeDef) -> Value {
 }
 
 fn members(g: &Value) -> Vec<&str> {
-    g["members"].as_array().map_or(vec![], |m| {
-        m.iter().filter_map(|e| e["value"].as_str()).collect()
-    })
+    g["members"].as_array().map_or(vec![], |m| m.iter().filter_map(|e| e["value"].as_str()).collect())
 }
 
 // --- parsing -------------------------------------------------------------------------
@@ -114,10 +107,7 @@ fn parse_accepts_idp_dialects() {
     .unwrap();
     let op = &req.operations[0];
     assert_eq!(op.op, PatchOpKind::Add);
-    assert_eq!(
-        op.path.as_ref().map(|p| p.to_string()),
-        Some("emails[type eq \"work\"].value".into())
-    );
+    assert_eq!(op.path.as_ref().map(|p| p.to_string()), Some("emails[type eq \"work\"].value".into()));
     assert_eq!(op.value, Some(json!("a@b")));
 }
 
@@ -126,56 +116,20 @@ fn parse_rejects_bad_bodies() {
     let cases: &[(Value, ScimType, &str)] = &[
         (json!([]), ScimType::InvalidSyntax, "must be a JSON object"),
         (json!({}), ScimType::InvalidSyntax, "no Operations"),
-        (
-            json!({"Operations": []}),
-            ScimType::InvalidSyntax,
-            "no Operations",
-        ),
-        (
-            json!({"Operations": null}),
-            ScimType::InvalidSyntax,
-            "no Operations",
-        ),
-        (
-            json!({"Operations": {"op": "add"}}),
-            ScimType::InvalidSyntax,
-            "must be an array",
-        ),
-        (
-            json!({"Operations": [1]}),
-            ScimType::InvalidSyntax,
-            "Operations[0] is not an object",
-        ),
-        (
-            json!({"Operations": [{"path": "x"}]}),
-            ScimType::InvalidSyntax,
-            "has no \"op\"",
-        ),
-        (
-            json!({"Operations": [{"op": 1}]}),
-            ScimType::InvalidSyntax,
-            "\"op\" must be a string",
-        ),
+        (json!({"Operations": []}), ScimType::InvalidSyntax, "no Operations"),
+        (json!({"Operations": null}), ScimType::InvalidSyntax, "no Operations"),
+        (json!({"Operations": {"op": "add"}}), ScimType::InvalidSyntax, "must be an array"),
+        (json!({"Operations": [1]}), ScimType::InvalidSyntax, "Operations[0] is not an object"),
+        (json!({"Operations": [{"path": "x"}]}), ScimType::InvalidSyntax, "has no \"op\""),
+        (json!({"Operations": [{"op": 1}]}), ScimType::InvalidSyntax, "\"op\" must be a string"),
         (
             json!({"Operations": [{"op": "move", "path": "a"}]}),
             ScimType::InvalidSyntax,
             "unknown PATCH op \"move\"",
         ),
-        (
-            json!({"Operations": [{"op": "remove"}]}),
-            ScimType::NoTarget,
-            "\"path\" must be specified",
-        ),
-        (
-            json!({"Operations": [{"op": "remove", "value": {"a": 1}}]}),
-            ScimType::NoTarget,
-            "\"path\"",
-        ),
-        (
-            json!({"Operations": [{"op": "add", "path": "a"}]}),
-            ScimType::InvalidSyntax,
-            "has no \"value\"",
-        ),
+        (json!({"Operations": [{"op": "remove"}]}), ScimType::NoTarget, "\"path\" must be specified"),
+        (json!({"Operations": [{"op": "remove", "value": {"a": 1}}]}), ScimType::NoTarget, "\"path\""),
+        (json!({"Operations": [{"op": "add", "path": "a"}]}), ScimType::InvalidSyntax, "has no \"value\""),
         (
             json!({"Operations": [{"op": "replace", "value": "x"}]}),
             ScimType::InvalidValue,
@@ -210,11 +164,7 @@ fn parse_rejects_bad_bodies() {
     for (body, scim_type, needle) in cases {
         let e = PatchRequest::parse(body).expect_err(&body.to_string());
         assert_eq!(e.scim_type, *scim_type, "{body}: {e}");
-        assert!(
-            e.detail.contains(needle),
-            "{body}: {:?} lacks {needle:?}",
-            e.detail
-        );
+        assert!(e.detail.contains(needle), "{body}: {:?} lacks {needle:?}", e.detail);
     }
 }
 
@@ -222,41 +172,23 @@ fn parse_rejects_bad_bodies() {
 
 #[test]
 fn okta_deactivate_reactivate_and_password_sync() {
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "replace", "value": {"active": false}}])),
-        &USER,
-    );
+    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"active": false}}])), &USER);
     assert_eq!(u["active"], json!(false));
-    let u = ok(
-        &u,
-        ops(json!([{"op": "replace", "value": {"active": true}}])),
-        &USER,
-    );
+    let u = ok(&u, ops(json!([{"op": "replace", "value": {"active": true}}])), &USER);
     assert_eq!(u, user());
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "replace", "value": {"password": "x7Rq2pLm"}}])),
-        &USER,
-    );
+    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"password": "x7Rq2pLm"}}])), &USER);
     assert_eq!(u, user());
 }
 
 #[test]
 fn okta_group_rename_with_id_and_membership() {
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "replace", "value": {"id": "31", "displayName": "Eng"}}])),
-        &GROUP,
-    );
+    let g =
+        ok(&group(), ops(json!([{"op": "replace", "value": {"id": "31", "displayName": "Eng"}}])), &GROUP);
     assert_eq!(g["displayName"], "Eng");
     assert_eq!(g["id"], "31");
     // A different id in the value object is ignored too (Okta's body is informational).
-    let g2 = ok(
-        &group(),
-        ops(json!([{"op": "replace", "value": {"id": "g-42", "displayName": "Eng"}}])),
-        &GROUP,
-    );
+    let g2 =
+        ok(&group(), ops(json!([{"op": "replace", "value": {"id": "g-42", "displayName": "Eng"}}])), &GROUP);
     assert_eq!(g2, g);
 
     let g = ok(
@@ -273,17 +205,11 @@ fn okta_group_rename_with_id_and_membership() {
 
     let g = ok(
         &group(),
-        ops(
-            json!([{"op": "replace", "path": "members", "value": [{"value": "a"}, {"value": "b"}]}]),
-        ),
+        ops(json!([{"op": "replace", "path": "members", "value": [{"value": "a"}, {"value": "b"}]}])),
         &GROUP,
     );
     assert_eq!(members(&g), ["a", "b"]);
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "replace", "path": "members", "value": []}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "replace", "path": "members", "value": []}])), &GROUP);
     assert!(g.get("members").is_none());
 }
 
@@ -302,15 +228,9 @@ fn entra_flag_on_update() {
         }}
     ]));
     let u = ok(&user(), body.clone(), &USER_ENT);
-    assert_eq!(
-        u["emails"],
-        json!([{"value": "ana.d@example.com", "type": "work", "primary": true}])
-    );
+    assert_eq!(u["emails"], json!([{"value": "ana.d@example.com", "type": "work", "primary": true}]));
     assert_eq!(u["displayName"], "Ana D.");
-    assert_eq!(
-        u["name"],
-        json!({"formatted": "Ana Diaz", "givenName": "Ana", "familyName": "D."})
-    );
+    assert_eq!(u["name"], json!({"formatted": "Ana Diaz", "givenName": "Ana", "familyName": "D."}));
     assert_eq!(u["userName"], "ana.d@example.com");
     assert_eq!(u[ENT], json!({"employeeNumber": "E17"}));
     assert_eq!(u["schemas"], json!([CORE, ENT]));
@@ -327,9 +247,7 @@ fn entra_work_email_is_created_when_missing() {
     u["emails"] = json!([{"value": "ana@home.example", "type": "home", "primary": true}]);
     let u = ok(
         &u,
-        ops(
-            json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "ana@example.com"}]),
-        ),
+        ops(json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "ana@example.com"}])),
         &USER,
     );
     assert_eq!(
@@ -345,10 +263,7 @@ fn entra_work_email_is_created_when_missing() {
         ),
         &USER,
     );
-    assert_eq!(
-        u["emails"],
-        json!([{"type": "work", "primary": true, "value": "a@b.c"}])
-    );
+    assert_eq!(u["emails"], json!([{"type": "work", "primary": true, "value": "a@b.c"}]));
     // Replacing with null where nothing matches is a no-op.
     let u = ok(
         &bare,
@@ -360,30 +275,14 @@ fn entra_work_email_is_created_when_missing() {
 
 #[test]
 fn entra_legacy_operations() {
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "Replace", "path": "active", "value": "False"}])),
-        &USER,
-    );
+    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "active", "value": "False"}])), &USER);
     assert_eq!(u["active"], json!(false));
-    let u = ok(
-        &u,
-        ops(json!([{"op": "Add", "path": "active", "value": "True"}])),
-        &USER,
-    );
+    let u = ok(&u, ops(json!([{"op": "Add", "path": "active", "value": "True"}])), &USER);
     assert_eq!(u["active"], json!(true));
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "Replace", "path": "name.familyName", "value": "D."}])),
-        &USER,
-    );
+    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "name.familyName", "value": "D."}])), &USER);
     assert_eq!(u["name"]["familyName"], "D.");
     // `Add` on a single-valued attribute replaces it.
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "Add", "path": "displayName", "value": "Ana"}])),
-        &USER,
-    );
+    let u = ok(&user(), ops(json!([{"op": "Add", "path": "displayName", "value": "Ana"}])), &USER);
     assert_eq!(u["displayName"], "Ana");
     let u = ok(
         &user(),
@@ -393,11 +292,8 @@ fn entra_legacy_operations() {
         &USER_ENT,
     );
     assert_eq!(u[ENT]["department"], "Sales");
-    let u = ok(
-        &user(),
-        ops(json!([{"op": "Replace", "path": "userName", "value": "ana.d@example.com"}])),
-        &USER,
-    );
+    let u =
+        ok(&user(), ops(json!([{"op": "Replace", "path": "userName", "value": "ana.d@example.com"}])), &USER);
     assert_eq!(u["userName"], "ana.d@example.com");
     let u = ok(
         &user(),
@@ -406,19 +302,13 @@ fn entra_legacy_operations() {
         ),
         &USER_ENT,
     );
-    assert_eq!(
-        u[ENT]["manager"],
-        json!({"$ref": "https://x/Users/9", "value": "9"})
-    );
+    assert_eq!(u[ENT]["manager"], json!({"$ref": "https://x/Users/9", "value": "9"}));
 }
 
 #[test]
 fn entra_group_operations() {
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "Replace", "path": "displayName", "value": "Sales EMEA"}])),
-        &GROUP,
-    );
+    let g =
+        ok(&group(), ops(json!([{"op": "Replace", "path": "displayName", "value": "Sales EMEA"}])), &GROUP);
     assert_eq!(g["displayName"], "Sales EMEA");
     let g = ok(
         &group(),
@@ -432,57 +322,27 @@ fn entra_group_operations() {
     // legacy removal by value list, and the flag-on filter form
     let g = ok(
         &group(),
-        ops(
-            json!([{"op": "Remove", "path": "members", "value": [{"value": "u-17"}, {"value": "nope"}]}]),
-        ),
+        ops(json!([{"op": "Remove", "path": "members", "value": [{"value": "u-17"}, {"value": "nope"}]}])),
         &GROUP,
     );
     assert_eq!(members(&g), ["u-42"]);
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "remove", "path": "members[value eq \"u-17\"]"}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "remove", "path": "members[value eq \"u-17\"]"}])), &GROUP);
     assert_eq!(members(&g), ["u-42"]);
     // removing a non-member is a no-op (idempotent retries)
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "remove", "path": "members[value eq \"u-99\"]"}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "remove", "path": "members[value eq \"u-99\"]"}])), &GROUP);
     assert_eq!(g, group());
     // an explicit empty list removes nothing; no value removes all
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "remove", "path": "members", "value": []}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "remove", "path": "members", "value": []}])), &GROUP);
     assert_eq!(g, group());
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "remove", "path": "members"}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "remove", "path": "members"}])), &GROUP);
     assert!(g.get("members").is_none());
     // bare strings (Microsoft's tests)
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "add", "path": "members", "value": ["u-1", "u-17"]}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "add", "path": "members", "value": ["u-1", "u-17"]}])), &GROUP);
     assert_eq!(members(&g), ["u-17", "u-42", "u-1"]);
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "remove", "path": "members", "value": ["u-17"]}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "remove", "path": "members", "value": ["u-17"]}])), &GROUP);
     assert_eq!(members(&g), ["u-42"]);
     // a single object where a list is expected
-    let g = ok(
-        &group(),
-        ops(json!([{"op": "add", "path": "members", "value": {"value": "u-5"}}])),
-        &GROUP,
-    );
+    let g = ok(&group(), ops(json!([{"op": "add", "path": "members", "value": {"value": "u-5"}}])), &GROUP);
     assert_eq!(members(&g), ["u-17", "u-42", "u-5"]);
 }
 
@@ -510,81 +370,29 @@ fn authentik_whole_group_replace() {
 fn add_replace_remove_table() {
     // (operations, expected JSON pointer, expected value at it; Value::Null = absent)
     let cases: &[(Value, &str, Value)] = &[
-        (
-            json!([{"op": "replace", "path": "displayName", "value": "X"}]),
-            "/displayName",
-            json!("X"),
-        ),
-        (
-            json!([{"op": "replace", "path": "DISPLAYNAME", "value": "X"}]),
-            "/displayName",
-            json!("X"),
-        ),
-        (
-            json!([{"op": "replace", "path": "displayName", "value": null}]),
-            "/displayName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "replace", "path": "displayName", "value": ""}]),
-            "/displayName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "displayName"}]),
-            "/displayName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "displayName", "value": "ignored"}]),
-            "/displayName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "role"}]),
-            "/role",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "add", "path": "role", "value": "guest"}]),
-            "/role",
-            json!("guest"),
-        ),
+        (json!([{"op": "replace", "path": "displayName", "value": "X"}]), "/displayName", json!("X")),
+        (json!([{"op": "replace", "path": "DISPLAYNAME", "value": "X"}]), "/displayName", json!("X")),
+        (json!([{"op": "replace", "path": "displayName", "value": null}]), "/displayName", Value::Null),
+        (json!([{"op": "replace", "path": "displayName", "value": ""}]), "/displayName", Value::Null),
+        (json!([{"op": "remove", "path": "displayName"}]), "/displayName", Value::Null),
+        (json!([{"op": "remove", "path": "displayName", "value": "ignored"}]), "/displayName", Value::Null),
+        (json!([{"op": "remove", "path": "role"}]), "/role", Value::Null),
+        (json!([{"op": "add", "path": "role", "value": "guest"}]), "/role", json!("guest")),
         (
             json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:role", "value": "owner"}]),
             "/role",
             json!("owner"),
         ),
-        (
-            json!([{"op": "add", "path": "externalId", "value": "ext-1"}]),
-            "/externalId",
-            json!("ext-1"),
-        ),
+        (json!([{"op": "add", "path": "externalId", "value": "ext-1"}]), "/externalId", json!("ext-1")),
         (
             json!([{"op": "replace", "path": "name.givenName", "value": "Anna"}]),
             "/name/givenName",
             json!("Anna"),
         ),
-        (
-            json!([{"op": "replace", "path": "name.givenName", "value": null}]),
-            "/name/givenName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "name.givenName"}]),
-            "/name/givenName",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "name.givenName"}]),
-            "/name/familyName",
-            json!("Diaz"),
-        ),
-        (
-            json!([{"op": "remove", "path": "name"}]),
-            "/name",
-            Value::Null,
-        ),
+        (json!([{"op": "replace", "path": "name.givenName", "value": null}]), "/name/givenName", Value::Null),
+        (json!([{"op": "remove", "path": "name.givenName"}]), "/name/givenName", Value::Null),
+        (json!([{"op": "remove", "path": "name.givenName"}]), "/name/familyName", json!("Diaz")),
+        (json!([{"op": "remove", "path": "name"}]), "/name", Value::Null),
         // complex replace merges sub-attributes (RFC 7644 §3.5.2.3)
         (
             json!([{"op": "replace", "path": "name", "value": {"givenName": "Anna"}}]),
@@ -596,26 +404,14 @@ fn add_replace_remove_table() {
             "/name",
             json!({"formatted": "Ana Diaz", "givenName": "Anna"}),
         ),
-        (
-            json!([{"op": "add", "value": {"name": {"givenName": "Anna"}}}]),
-            "/name/givenName",
-            json!("Anna"),
-        ),
-        (
-            json!([{"op": "replace", "path": "name", "value": null}]),
-            "/name",
-            Value::Null,
-        ),
+        (json!([{"op": "add", "value": {"name": {"givenName": "Anna"}}}]), "/name/givenName", json!("Anna")),
+        (json!([{"op": "replace", "path": "name", "value": null}]), "/name", Value::Null),
         (
             json!([{"op": "replace", "value": {"name.formatted": "A D", "active": "false"}}]),
             "/active",
             json!(false),
         ),
-        (
-            json!([{"op": "replace", "value": {"Name.Formatted": "A D"}}]),
-            "/name/formatted",
-            json!("A D"),
-        ),
+        (json!([{"op": "replace", "value": {"Name.Formatted": "A D"}}]), "/name/formatted", json!("A D")),
         (
             json!([{"op": "replace", "value": {"emails[type eq \"work\"].value": "w@x"}}]),
             "/emails/0/value",
@@ -657,26 +453,14 @@ fn add_replace_remove_table() {
             "/emails",
             json!([{"value": "b@x"}]),
         ),
-        (
-            json!([{"op": "replace", "path": "emails", "value": null}]),
-            "/emails",
-            Value::Null,
-        ),
-        (
-            json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]),
-            "/emails",
-            Value::Null,
-        ),
+        (json!([{"op": "replace", "path": "emails", "value": null}]), "/emails", Value::Null),
+        (json!([{"op": "remove", "path": "emails[type eq \"work\"]"}]), "/emails", Value::Null),
         (
             json!([{"op": "remove", "path": "emails[type eq \"work\"].primary"}]),
             "/emails/0",
             json!({"value": "ana@example.com", "type": "work"}),
         ),
-        (
-            json!([{"op": "remove", "path": "emails.type"}]),
-            "/emails/0/type",
-            Value::Null,
-        ),
+        (json!([{"op": "remove", "path": "emails.type"}]), "/emails/0/type", Value::Null),
         (
             json!([{"op": "replace", "path": "emails.type", "value": "other"}]),
             "/emails/0/type",
@@ -730,16 +514,9 @@ fn extension_paths_and_schemas() {
         ),
         &USER_ENT,
     );
-    assert_eq!(
-        u[ENT],
-        json!({"employeeNumber": "1", "manager": {"value": "9"}})
-    );
+    assert_eq!(u[ENT], json!({"employeeNumber": "1", "manager": {"value": "9"}}));
     assert_eq!(u["schemas"], json!([CORE, ENT]));
-    let u = ok(
-        &u,
-        ops(json!([{"op": "replace", "value": {ENT: {"department": "D"}}}])),
-        &USER_ENT,
-    );
+    let u = ok(&u, ops(json!([{"op": "replace", "value": {ENT: {"department": "D"}}}])), &USER_ENT);
     assert_eq!(u[ENT]["department"], "D");
     let u = ok(
         &u,
@@ -758,18 +535,11 @@ fn extension_paths_and_schemas() {
     assert_eq!(u["schemas"], json!([CORE]));
     let u = ok(
         &user(),
-        ops(
-            json!([{"op": "add", "path": ENT, "value": {"department": "D"}}, {"op": "remove", "path": ENT}]),
-        ),
+        ops(json!([{"op": "add", "path": ENT, "value": {"department": "D"}}, {"op": "remove", "path": ENT}])),
         &USER_ENT,
     );
     assert_eq!(u, user());
-    let e = patch(
-        &user(),
-        &ops(json!([{"op": "remove", "path": CORE}])),
-        &USER_ENT,
-    )
-    .unwrap_err();
+    let e = patch(&user(), &ops(json!([{"op": "remove", "path": CORE}])), &USER_ENT).unwrap_err();
     assert_eq!(e.scim_type, ScimType::Mutability);
 }
 
@@ -855,13 +625,7 @@ fn apply_errors_table() {
             ScimType::Mutability,
             "\"id\" is readOnly",
         ),
-        (
-            &user(),
-            &USER,
-            json!([{"op": "remove", "path": "meta"}]),
-            ScimType::Mutability,
-            "readOnly",
-        ),
+        (&user(), &USER, json!([{"op": "remove", "path": "meta"}]), ScimType::Mutability, "readOnly"),
         (
             &user(),
             &USER,
@@ -1031,11 +795,7 @@ fn apply_errors_table() {
     for (resource, rt, operations, scim_type, needle) in cases {
         let e = patch(resource, &ops(operations.clone()), rt).expect_err(&operations.to_string());
         assert_eq!(e.scim_type, *scim_type, "{operations}: {e}");
-        assert!(
-            e.detail.contains(needle),
-            "{operations}: {:?} lacks {needle:?}",
-            e.detail
-        );
+        assert!(e.detail.contains(needle), "{operations}: {:?} lacks {needle:?}", e.detail);
     }
 }
 
@@ -1063,9 +823,7 @@ fn immutable_sub_attributes_can_be_set_on_new_elements() {
     // same value: not a change
     let g = ok(
         &group(),
-        ops(
-            json!([{"op": "replace", "path": "members[value eq \"u-17\"].value", "value": "u-17"}]),
-        ),
+        ops(json!([{"op": "replace", "path": "members[value eq \"u-17\"].value", "value": "u-17"}])),
         &GROUP,
     );
     assert_eq!(g, group());

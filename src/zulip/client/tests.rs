@@ -22,14 +22,11 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::zulip::types::{PersonUpdate, Role, UserGroupChange};
 
-const AUTH_AND_ERRORS: &str =
-    include_str!("../../../tests/fixtures/zulip-transcripts/auth-and-errors.json");
+const AUTH_AND_ERRORS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/auth-and-errors.json");
 const EVENTS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/events.json");
 const RATE_LIMIT: &str = include_str!("../../../tests/fixtures/zulip-transcripts/rate-limit.json");
-const SERVER_SETTINGS: &str =
-    include_str!("../../../tests/fixtures/zulip-transcripts/server-settings.json");
-const USER_GROUPS: &str =
-    include_str!("../../../tests/fixtures/zulip-transcripts/user-groups.json");
+const SERVER_SETTINGS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/server-settings.json");
+const USER_GROUPS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/user-groups.json");
 const USERS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/users.json");
 
 const OWNER_EMAIL: &str = "desdemona@zulip.com";
@@ -55,10 +52,7 @@ fn exchange(file: &str, index: usize, title: &str) -> Exchange {
     let all: Vec<Value> = serde_json::from_str(file).expect("transcript is json");
     let ex = &all[index];
     let found = ex["title"].as_str().expect("title");
-    assert!(
-        found.contains(title),
-        "exchange {index} is {found:?}, not {title:?}"
-    );
+    assert!(found.contains(title), "exchange {index} is {found:?}, not {title:?}");
     let request = &ex["request"];
     let response = &ex["response"];
     // Form and query in the transcript's key order (serde_json has preserve_order).
@@ -73,11 +67,7 @@ fn exchange(file: &str, index: usize, title: &str) -> Exchange {
     };
     let body = &response["body"];
     let body = match body.get("non_json") {
-        Some(text) => text
-            .as_str()
-            .expect("non_json is a string")
-            .as_bytes()
-            .to_vec(),
+        Some(text) => text.as_str().expect("non_json is a string").as_bytes().to_vec(),
         None => serde_json::to_vec(body).expect("body"),
     };
     Exchange {
@@ -110,19 +100,11 @@ impl Exchange {
     }
 
     fn decode<T: DeserializeOwned>(&self) -> Result<T, ZulipError> {
-        decode(
-            StatusCode::from_u16(self.status).expect("status"),
-            &self.header_map(),
-            &self.body,
-        )
+        decode(StatusCode::from_u16(self.status).expect("status"), &self.header_map(), &self.body)
     }
 
     fn reply(&self) -> Reply {
-        Reply::Canned {
-            status: self.status,
-            headers: self.headers.clone(),
-            body: self.body.clone(),
-        }
+        Reply::Canned { status: self.status, headers: self.headers.clone(), body: self.body.clone() }
     }
 }
 
@@ -178,9 +160,7 @@ impl Upstream {
                         let (reqs, reps) = (reqs.clone(), reps.clone());
                         async move {
                             let header = |name: &str| {
-                                req.headers()
-                                    .get(name)
-                                    .map(|v| v.to_str().expect("ascii header").to_owned())
+                                req.headers().get(name).map(|v| v.to_str().expect("ascii header").to_owned())
                             };
                             let mut recorded = Recorded {
                                 method: req.method().to_string(),
@@ -199,17 +179,11 @@ impl Upstream {
                             Ok::<_, Infallible>(answer(reply).await)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
-        Upstream {
-            addr,
-            requests,
-            replies,
-        }
+        Upstream { addr, requests, replies }
     }
 
     fn reply(&self, reply: Reply) {
@@ -223,11 +197,7 @@ impl Upstream {
     /// The only request made so far.
     fn sole_request(&self) -> Recorded {
         let requests = self.requests();
-        assert_eq!(
-            requests.len(),
-            1,
-            "expected exactly one request: {requests:#?}"
-        );
+        assert_eq!(requests.len(), 1, "expected exactly one request: {requests:#?}");
         requests[0].clone()
     }
 
@@ -265,18 +235,12 @@ fn answer(
                 tokio::time::sleep(delay).await;
                 answer(Some(*reply)).await
             }
-            Some(Reply::Canned {
-                status,
-                headers,
-                body,
-            }) => {
+            Some(Reply::Canned { status, headers, body }) => {
                 let mut response = hyper::Response::builder().status(status);
                 for (k, v) in headers {
                     response = response.header(k, v);
                 }
-                response
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("response")
+                response.body(Full::new(Bytes::from(body))).expect("response")
             }
         }
     })
@@ -284,10 +248,7 @@ fn answer(
 
 fn owner_authorization() -> String {
     let raw = format!("{OWNER_EMAIL}:{OWNER_KEY}");
-    format!(
-        "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
-    )
+    format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw))
 }
 
 /// The request is the transcript's, byte for byte: method, path, query, form body.
@@ -295,11 +256,7 @@ fn owner_authorization() -> String {
 fn assert_sent(recorded: &Recorded, ex: &Exchange) {
     assert_eq!(recorded.method, ex.method);
     assert_eq!(recorded.path, ex.path);
-    assert_eq!(
-        recorded.query, ex.query,
-        "query of {} {}",
-        ex.method, ex.path
-    );
+    assert_eq!(recorded.query, ex.query, "query of {} {}", ex.method, ex.path);
     match &ex.form {
         Some(form) => {
             assert_eq!(&recorded.body, form, "form of {} {}", ex.method, ex.path);
@@ -319,9 +276,7 @@ fn assert_sent(recorded: &Recorded, ex: &Exchange) {
 }
 
 fn form_fields(recorded: &Recorded) -> Vec<(String, String)> {
-    form_urlencoded::parse(recorded.body.as_bytes())
-        .into_owned()
-        .collect()
+    form_urlencoded::parse(recorded.body.as_bytes()).into_owned().collect()
 }
 
 // === decoding recorded bodies ===
@@ -332,10 +287,7 @@ fn decodes_the_users_list_with_dummy_emails_bots_and_deactivated_users() {
     struct Users {
         members: Vec<User>,
     }
-    let users = exchange(USERS, 18, "GET /users")
-        .decode::<Users>()
-        .expect("users")
-        .members;
+    let users = exchange(USERS, 18, "GET /users").decode::<Users>().expect("users").members;
     let ids: Vec<u64> = users.iter().map(|u| u.user_id).collect();
     assert_eq!(ids, [9, 227, 228]);
     assert_eq!(users[0].role, Role::Owner);
@@ -343,19 +295,10 @@ fn decodes_the_users_list_with_dummy_emails_bots_and_deactivated_users() {
     assert_eq!(users[0].delivery_email, None);
     assert!(!users[2].is_active);
 
-    let with_fields = exchange(USERS, 17, "GET /users")
-        .decode::<Users>()
-        .expect("users")
-        .members;
-    let bot = with_fields
-        .iter()
-        .find(|u| u.user_id == 21)
-        .expect("commit bot");
+    let with_fields = exchange(USERS, 17, "GET /users").decode::<Users>().expect("users").members;
+    let bot = with_fields.iter().find(|u| u.user_id == 21).expect("commit bot");
     assert!(bot.is_bot);
-    assert_eq!(
-        with_fields[0].delivery_email.as_deref(),
-        Some("hamlet@zulip.com")
-    );
+    assert_eq!(with_fields[0].delivery_email.as_deref(), Some("hamlet@zulip.com"));
 }
 
 #[test]
@@ -364,36 +307,23 @@ fn decodes_single_users_and_the_own_user() {
     struct OneUser {
         user: User,
     }
-    let alice = exchange(USERS, 20, "GET /users/{id}")
-        .decode::<OneUser>()
-        .expect("user")
-        .user;
+    let alice = exchange(USERS, 20, "GET /users/{id}").decode::<OneUser>().expect("user").user;
     assert_eq!(alice.user_id, 227);
     assert_eq!(alice.full_name, "Alice Zt4az4k5");
     assert_eq!(alice.date_joined, "2026-11-24T02:03+00:00");
     assert_eq!(alice.role, Role::Member);
 
-    let guest = exchange(USERS, 50, "role=600")
-        .decode::<OneUser>()
-        .expect("user")
-        .user;
+    let guest = exchange(USERS, 50, "role=600").decode::<OneUser>().expect("user").user;
     assert_eq!(guest.role, Role::Guest);
 
     // /users/me has the user's fields at the top level, not under "user".
-    let me = exchange(USERS, 28, "GET /users/me")
-        .decode::<User>()
-        .expect("me");
-    assert_eq!(
-        (me.user_id, me.delivery_email.as_deref()),
-        (9, Some(OWNER_EMAIL))
-    );
+    let me = exchange(USERS, 28, "GET /users/me").decode::<User>().expect("me");
+    assert_eq!((me.user_id, me.delivery_email.as_deref()), (9, Some(OWNER_EMAIL)));
 }
 
 #[test]
 fn decodes_server_settings() {
-    let settings = exchange(SERVER_SETTINGS, 0, "no auth")
-        .decode::<ServerSettings>()
-        .expect("settings");
+    let settings = exchange(SERVER_SETTINGS, 0, "no auth").decode::<ServerSettings>().expect("settings");
     assert_eq!(settings.zulip_feature_level, 313);
     assert_eq!(settings.zulip_version, "10.0-dev+git");
     assert_eq!(settings.realm_url.as_deref(), Some("http://127.0.0.1:9991"));
@@ -405,90 +335,42 @@ fn decodes_groups_and_members() {
     struct Groups {
         user_groups: Vec<UserGroup>,
     }
-    let groups = exchange(USER_GROUPS, 19, "GET /user_groups")
-        .decode::<Groups>()
-        .expect("groups");
+    let groups = exchange(USER_GROUPS, 19, "GET /user_groups").decode::<Groups>().expect("groups");
     let groups = groups.user_groups;
-    assert_eq!(
-        groups.iter().map(|g| g.id).collect::<Vec<_>>(),
-        [9, 11, 59, 77]
-    );
+    assert_eq!(groups.iter().map(|g| g.id).collect::<Vec<_>>(), [9, 11, 59, 77]);
     assert!(groups[0].is_system_group);
     assert_eq!(groups[1].direct_subgroup_ids, [10]);
     assert_eq!(groups[2].members, [10, 227]);
     assert!(!groups[2].deactivated);
 
-    let deactivated = exchange(USER_GROUPS, 20, "include_deactivated_groups=true")
-        .decode::<Groups>()
-        .expect("groups");
+    let deactivated =
+        exchange(USER_GROUPS, 20, "include_deactivated_groups=true").decode::<Groups>().expect("groups");
     assert!(deactivated.user_groups[0].deactivated);
 
     #[derive(Deserialize)]
     struct Members {
         members: Vec<u64>,
     }
-    let members = exchange(USER_GROUPS, 51, "gamma")
-        .decode::<Members>()
-        .expect("members");
+    let members = exchange(USER_GROUPS, 51, "gamma").decode::<Members>().expect("members");
     assert_eq!(members.members, [10, 232, 227, 237]);
 }
 
 #[test]
 fn application_errors_keep_status_and_code() {
     let cases = [
-        (
-            exchange(USERS, 24, "GET /users/{id}"),
-            400,
-            "BAD_REQUEST",
-            "No such user",
-        ),
-        (
-            exchange(USERS, 7, "missing full_name"),
-            400,
-            "REQUEST_VARIABLE_MISSING",
-            "Missing",
-        ),
-        (
-            exchange(AUTH_AND_ERRORS, 0, "No Authorization header"),
-            401,
-            "UNAUTHORIZED",
-            "Not",
-        ),
-        (
-            exchange(AUTH_AND_ERRORS, 10, "Bearer"),
-            400,
-            "BAD_REQUEST",
-            "basic",
-        ),
-        (
-            exchange(USER_GROUPS, 61, "in use"),
-            400,
-            "CANNOT_DEACTIVATE_GROUP_IN_USE",
-            "in use",
-        ),
+        (exchange(USERS, 24, "GET /users/{id}"), 400, "BAD_REQUEST", "No such user"),
+        (exchange(USERS, 7, "missing full_name"), 400, "REQUEST_VARIABLE_MISSING", "Missing"),
+        (exchange(AUTH_AND_ERRORS, 0, "No Authorization header"), 401, "UNAUTHORIZED", "Not"),
+        (exchange(AUTH_AND_ERRORS, 10, "Bearer"), 400, "BAD_REQUEST", "basic"),
+        (exchange(USER_GROUPS, 61, "in use"), 400, "CANNOT_DEACTIVATE_GROUP_IN_USE", "in use"),
         // 405: JSON body labelled text/html, without `code`.
-        (
-            exchange(AUTH_AND_ERRORS, 27, "405"),
-            405,
-            "BAD_REQUEST",
-            "Method Not Allowed",
-        ),
-        (
-            exchange(EVENTS, 44, "bad queue id"),
-            400,
-            "BAD_EVENT_QUEUE_ID",
-            "Bad event queue",
-        ),
+        (exchange(AUTH_AND_ERRORS, 27, "405"), 405, "BAD_REQUEST", "Method Not Allowed"),
+        (exchange(EVENTS, 44, "bad queue id"), 400, "BAD_EVENT_QUEUE_ID", "Bad event queue"),
     ];
     for (ex, status, code, msg) in cases {
         let err = ex.decode::<IgnoredAny>().expect_err("an error");
         match &err {
-            ZulipError::Api {
-                status: s,
-                code: c,
-                msg: m,
-                retry_after: None,
-            } => {
+            ZulipError::Api { status: s, code: c, msg: m, retry_after: None } => {
                 assert_eq!((*s, c.as_str()), (status, code));
                 assert!(m.contains(msg), "{m:?} lacks {msg:?}");
             }
@@ -504,29 +386,16 @@ fn rate_limit_hit_carries_the_fractional_retry_after() {
     let ex = exchange(RATE_LIMIT, 6, "first 429");
     let err = ex.decode::<User>().expect_err("429");
     assert_eq!(err.code(), Some("RATE_LIMIT_HIT"));
-    assert_eq!(
-        err.rate_limited(),
-        Some(Duration::from_secs_f64(50.313318967819214))
-    );
+    assert_eq!(err.rate_limited(), Some(Duration::from_secs_f64(50.313318967819214)));
 
     // Without the header, the body's "retry-after" is used.
     let mut headers = ex.header_map();
     headers.remove("retry-after");
     let err = decode::<User>(StatusCode::TOO_MANY_REQUESTS, &headers, &ex.body).expect_err("429");
-    assert_eq!(
-        err.rate_limited(),
-        Some(Duration::from_secs_f64(50.313318967819214))
-    );
+    assert_eq!(err.rate_limited(), Some(Duration::from_secs_f64(50.313318967819214)));
 
     let state = rate_limit_from_headers(&ex.header_map());
-    assert_eq!(
-        state,
-        Some(RateLimitState {
-            limit: 200,
-            remaining: 0,
-            reset: 1795486110
-        })
-    );
+    assert_eq!(state, Some(RateLimitState { limit: 200, remaining: 0, reset: 1795486110 }));
 }
 
 #[test]
@@ -544,23 +413,14 @@ fn non_json_and_truncated_bodies_are_decode_errors() {
     let user = exchange(USERS, 20, "GET /users/{id}");
     let truncated = &user.body[..user.body.len() / 2];
     let err = decode::<IgnoredAny>(StatusCode::OK, &user.header_map(), truncated);
-    assert!(
-        matches!(err, Err(ZulipError::Decode { status: 200, .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, Err(ZulipError::Decode { status: 200, .. })), "{err:?}");
 
     // A success envelope without the expected data is not silently accepted.
     let err = exchange(USER_GROUPS, 1, "success with members").decode::<User>();
-    assert!(
-        matches!(err, Err(ZulipError::Decode { status: 200, .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, Err(ZulipError::Decode { status: 200, .. })), "{err:?}");
     // JSON that is no envelope at all.
     let err = decode::<IgnoredAny>(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"{}");
-    assert!(
-        matches!(err, Err(ZulipError::Decode { status: 502, .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, Err(ZulipError::Decode { status: 502, .. })), "{err:?}");
 }
 
 #[test]
@@ -568,11 +428,7 @@ fn rate_limit_headers_in_any_capitalisation() {
     let tornado = exchange(EVENTS, 8, "GET /events after: PATCH full_name").header_map();
     assert_eq!(
         rate_limit_from_headers(&tornado),
-        Some(RateLimitState {
-            limit: 100000,
-            remaining: 99999,
-            reset: 1795486190
-        })
+        Some(RateLimitState { limit: 100000, remaining: 99999, reset: 1795486190 })
     );
     let unauthenticated = exchange(AUTH_AND_ERRORS, 0, "No Authorization header").header_map();
     assert_eq!(rate_limit_from_headers(&unauthenticated), None);
@@ -583,10 +439,7 @@ fn json_text_is_spelled_like_the_transcripts() {
     assert_eq!(json_ids(&[10, 227]), "[10, 227]");
     assert_eq!(json_ids(&[]), "[]");
     assert_eq!(json_text(&json!(true)), "true");
-    assert_eq!(
-        json_text(&json!(["realm_user", "user_group"])),
-        r#"["realm_user", "user_group"]"#
-    );
+    assert_eq!(json_text(&json!(["realm_user", "user_group"])), r#"["realm_user", "user_group"]"#);
     assert_eq!(
         json_text(&json!({"direct_members": [227], "direct_subgroups": []})),
         r#"{"direct_members": [227], "direct_subgroups": []}"#
@@ -598,10 +451,7 @@ fn json_text_is_spelled_like_the_transcripts() {
 fn decodes_every_recorded_event() {
     let all: Vec<Value> = serde_json::from_str(EVENTS).expect("json");
     let mut ids = Vec::new();
-    for ex in all
-        .iter()
-        .filter(|ex| ex["response"]["body"]["events"].is_array())
-    {
+    for ex in all.iter().filter(|ex| ex["response"]["body"]["events"].is_array()) {
         for raw in ex["response"]["body"]["events"].as_array().expect("events") {
             let event = Event::from_value(raw.clone());
             assert!(!matches!(event, Event::Other(_)), "not typed: {raw}");
@@ -618,47 +468,25 @@ fn decodes_event_shapes() {
         struct Events {
             events: Vec<Value>,
         }
-        let raw = exchange(EVENTS, index, title)
-            .decode::<Events>()
-            .expect("events")
-            .events;
+        let raw = exchange(EVENTS, index, title).decode::<Events>().expect("events").events;
         raw.into_iter().map(Event::from_value).collect()
     };
 
     let created = events(6, "create eve");
     assert!(matches!(&created[0], Event::RealmUserAdd { id: 0, person } if person.user_id == 240));
-    assert_eq!(
-        created[1],
-        Event::UserGroupAddMembers {
-            id: 1,
-            group_id: 14,
-            user_ids: vec![240]
-        }
-    );
+    assert_eq!(created[1], Event::UserGroupAddMembers { id: 1, group_id: 14, user_ids: vec![240] });
 
     let renamed = events(8, "PATCH full_name");
-    let Event::RealmUserUpdate { id: 3, person } = &renamed[0] else {
-        panic!("{renamed:?}")
-    };
+    let Event::RealmUserUpdate { id: 3, person } = &renamed[0] else { panic!("{renamed:?}") };
     assert_eq!(person.user_id, 240);
     assert_eq!(person.full_name.as_deref(), Some("Eve Renamed Zt4az4k5m2j"));
-    assert_eq!(
-        (person.role, person.is_active, &person.delivery_email),
-        (None, None, &None)
-    );
+    assert_eq!((person.role, person.is_active, &person.delivery_email), (None, None, &None));
 
     let role = events(10, "role=200");
     assert!(
         matches!(&role[0], Event::RealmUserUpdate { person, .. } if person.role == Some(Role::Administrator))
     );
-    assert_eq!(
-        role[1],
-        Event::UserGroupRemoveMembers {
-            id: 5,
-            group_id: 14,
-            user_ids: vec![240]
-        }
-    );
+    assert_eq!(role[1], Event::UserGroupRemoveMembers { id: 5, group_id: 14, user_ids: vec![240] });
 
     let deactivated = events(16, "deactivate");
     assert!(
@@ -666,16 +494,9 @@ fn decodes_event_shapes() {
     );
 
     let email = events(20, "new_email");
-    let Event::RealmUserUpdate { person, .. } = &email[0] else {
-        panic!("{email:?}")
-    };
-    assert_eq!(
-        person.delivery_email,
-        Some(Some("zt-4az4k5m2j-eve2@example.com".to_owned()))
-    );
-    let Event::RealmUserUpdate { person, .. } = &email[1] else {
-        panic!("{email:?}")
-    };
+    let Event::RealmUserUpdate { person, .. } = &email[0] else { panic!("{email:?}") };
+    assert_eq!(person.delivery_email, Some(Some("zt-4az4k5m2j-eve2@example.com".to_owned())));
+    let Event::RealmUserUpdate { person, .. } = &email[1] else { panic!("{email:?}") };
     assert!(person.other.contains_key("avatar_url"));
 
     let group = events(26, "POST /user_groups/create");
@@ -684,42 +505,23 @@ fn decodes_event_shapes() {
     );
 
     let update = events(36, "description");
-    let Event::UserGroupUpdate {
-        group_id: 85, data, ..
-    } = &update[0]
-    else {
-        panic!("{update:?}")
-    };
+    let Event::UserGroupUpdate { group_id: 85, data, .. } = &update[0] else { panic!("{update:?}") };
     assert_eq!(data.description.as_deref(), Some("Events group, edited"));
-    let Event::UserGroupUpdate { data, .. } = &update[1] else {
-        panic!("{update:?}")
-    };
+    let Event::UserGroupUpdate { data, .. } = &update[1] else { panic!("{update:?}") };
     assert_eq!(data.other.get("can_mention_group"), Some(&json!(14)));
 
-    assert_eq!(
-        events(38, "deactivate")[0],
-        Event::UserGroupRemove {
-            id: 33,
-            group_id: 85
-        }
-    );
+    assert_eq!(events(38, "deactivate")[0], Event::UserGroupRemove { id: 33, group_id: 85 });
     assert_eq!(events(42, "heartbeat")[0], Event::Heartbeat { id: 35 });
 }
 
 #[test]
 fn unknown_and_malformed_events_are_kept_whole() {
     let removed = json!({"type": "realm_user", "op": "remove", "person": {"user_id": 7, "full_name": "Unknown user"}, "id": 40});
-    assert_eq!(
-        Event::from_value(removed),
-        Event::RealmUserRemove { id: 40, user_id: 7 }
-    );
+    assert_eq!(Event::from_value(removed), Event::RealmUserRemove { id: 40, user_id: 7 });
 
     let stream = json!({"type": "stream", "op": "create", "streams": [], "id": 41});
     assert_eq!(Event::from_value(stream.clone()), Event::Other(stream));
-    assert_eq!(
-        Event::from_value(json!({"type": "x", "id": 41})).id(),
-        Some(41)
-    );
+    assert_eq!(Event::from_value(json!({"type": "x", "id": 41})).id(), Some(41));
 
     // A known type with an unexpected shape (role 250 does not exist) is not lost.
     let odd = json!({"type": "realm_user", "op": "update", "person": {"user_id": 1, "role": 250}, "id": 42});
@@ -744,10 +546,7 @@ fn debug_never_prints_the_api_key() {
     let client = ZulipClient::new(config).expect("client");
     let debug = format!("{client:?}");
     let encoded = owner_authorization();
-    assert!(
-        !debug.contains(OWNER_KEY) && !debug.contains(&encoded[6..]),
-        "{debug}"
-    );
+    assert!(!debug.contains(OWNER_KEY) && !debug.contains(&encoded[6..]), "{debug}");
     assert!(debug.contains("acme.zulip.example.com"), "{debug}");
 }
 
@@ -760,16 +559,10 @@ fn rejects_unusable_configs() {
         api_key: Secret::new(OWNER_KEY.into()),
         timeout: Duration::from_secs(1),
     };
-    assert!(matches!(
-        ZulipClient::new(config.clone()),
-        Err(ZulipError::Config(_))
-    ));
+    assert!(matches!(ZulipClient::new(config.clone()), Err(ZulipError::Config(_))));
     config.base_url = Url::parse("https://zulip.example.com").expect("url");
     config.host = Some("bad\nhost".into());
-    assert!(matches!(
-        ZulipClient::new(config.clone()),
-        Err(ZulipError::Config(_))
-    ));
+    assert!(matches!(ZulipClient::new(config.clone()), Err(ZulipError::Config(_))));
     config.host = None;
     assert!(ZulipClient::new(config).is_ok());
 }
@@ -790,17 +583,11 @@ async fn user_calls_send_what_the_transcripts_show() {
         (exchange(USERS, 18, "GET /users"), "get_users"),
         (exchange(USERS, 20, "GET /users/{id}"), "get_user"),
         (exchange(USERS, 0, "POST /users: success"), "create_user"),
-        (
-            exchange(AUTH_AND_ERRORS, 39, "Restore alice's name"),
-            "full_name",
-        ),
+        (exchange(AUTH_AND_ERRORS, 39, "Restore alice's name"), "full_name"),
         (exchange(USERS, 46, "role=200"), "role"),
         (exchange(USERS, 63, "new_email success"), "new_email"),
         (exchange(USERS, 4, "DELETE /users/{id}"), "deactivate_user"),
-        (
-            exchange(USERS, 91, "reactivate: success"),
-            "reactivate_user",
-        ),
+        (exchange(USERS, 91, "reactivate: success"), "reactivate_user"),
     ];
     for (i, (ex, call)) in calls.iter().enumerate() {
         upstream.serve(ex);
@@ -816,17 +603,12 @@ async fn user_calls_send_what_the_transcripts_show() {
                 assert_eq!(id, 227);
             }
             "full_name" => {
-                let update = UserUpdate {
-                    full_name: Some("Alice ByEmail Zt4az4k5".into()),
-                    ..UserUpdate::default()
-                };
+                let update =
+                    UserUpdate { full_name: Some("Alice ByEmail Zt4az4k5".into()), ..UserUpdate::default() };
                 client.update_user(227, &update).await.expect("patch")
             }
             "role" => {
-                let update = UserUpdate {
-                    role: Some(Role::Administrator),
-                    ..UserUpdate::default()
-                };
+                let update = UserUpdate { role: Some(Role::Administrator), ..UserUpdate::default() };
                 client.update_user(227, &update).await.expect("patch")
             }
             "new_email" => {
@@ -852,40 +634,22 @@ async fn group_calls_send_what_the_transcripts_show() {
 
     let calls: Vec<(Exchange, &str)> = vec![
         (exchange(USER_GROUPS, 19, "GET /user_groups"), "list"),
-        (
-            exchange(USER_GROUPS, 20, "include_deactivated_groups=true"),
-            "list_all",
-        ),
+        (exchange(USER_GROUPS, 20, "include_deactivated_groups=true"), "list_all"),
         (exchange(USER_GROUPS, 1, "success with members"), "create"),
-        (
-            exchange(USER_GROUPS, 60, "epsilon with can_manage_group"),
-            "create_managed",
-        ),
+        (exchange(USER_GROUPS, 60, "epsilon with can_manage_group"), "create_managed"),
         (exchange(USER_GROUPS, 23, "rename"), "rename"),
         (exchange(USER_GROUPS, 27, "description"), "describe"),
         (exchange(USER_GROUPS, 35, "members: add"), "add"),
         (exchange(USER_GROUPS, 36, "members: delete"), "delete"),
         (exchange(USER_GROUPS, 37, "add and delete"), "add_delete"),
-        (
-            exchange(USER_GROUPS, 50, "GET /user_groups/{id}/members"),
-            "members",
-        ),
-        (
-            exchange(USER_GROUPS, 52, "direct_member_only=true"),
-            "direct_members",
-        ),
-        (
-            exchange(USER_GROUPS, 5, "deactivate: success"),
-            "deactivate",
-        ),
+        (exchange(USER_GROUPS, 50, "GET /user_groups/{id}/members"), "members"),
+        (exchange(USER_GROUPS, 52, "direct_member_only=true"), "direct_members"),
+        (exchange(USER_GROUPS, 5, "deactivate: success"), "deactivate"),
     ];
     for (i, (ex, call)) in calls.iter().enumerate() {
         upstream.serve(ex);
         match *call {
-            "list" => assert_eq!(
-                client.get_user_groups(false).await.expect("groups").len(),
-                4
-            ),
+            "list" => assert_eq!(client.get_user_groups(false).await.expect("groups").len(), 4),
             "list_all" => {
                 assert!(client.get_user_groups(true).await.expect("groups")[0].deactivated)
             }
@@ -897,10 +661,7 @@ async fn group_calls_send_what_the_transcripts_show() {
                     ..NewUserGroup::default()
                 };
                 // Feature level 313 returns no id.
-                assert_eq!(
-                    client.create_user_group(&group).await.expect("create"),
-                    None
-                );
+                assert_eq!(client.create_user_group(&group).await.expect("create"), None);
             }
             "create_managed" => {
                 let group = NewUserGroup {
@@ -912,43 +673,18 @@ async fn group_calls_send_what_the_transcripts_show() {
                 };
                 client.create_user_group(&group).await.expect("create");
             }
-            "rename" => client
-                .update_user_group(59, Some("zt-4az4k5494-alpha-renamed"), None)
-                .await
-                .expect("rename"),
-            "describe" => client
-                .update_user_group(59, None, Some("Alpha, renamed"))
-                .await
-                .expect("describe"),
-            "add" => client
-                .update_user_group_members(59, &[232], &[])
-                .await
-                .expect("add"),
-            "delete" => client
-                .update_user_group_members(59, &[], &[227])
-                .await
-                .expect("delete"),
-            "add_delete" => client
-                .update_user_group_members(59, &[227], &[232])
-                .await
-                .expect("both"),
+            "rename" => {
+                client.update_user_group(59, Some("zt-4az4k5494-alpha-renamed"), None).await.expect("rename")
+            }
+            "describe" => client.update_user_group(59, None, Some("Alpha, renamed")).await.expect("describe"),
+            "add" => client.update_user_group_members(59, &[232], &[]).await.expect("add"),
+            "delete" => client.update_user_group_members(59, &[], &[227]).await.expect("delete"),
+            "add_delete" => client.update_user_group_members(59, &[227], &[232]).await.expect("both"),
             "members" => {
-                assert_eq!(
-                    client
-                        .get_user_group_members(59, false)
-                        .await
-                        .expect("members"),
-                    [10, 227, 237]
-                )
+                assert_eq!(client.get_user_group_members(59, false).await.expect("members"), [10, 227, 237])
             }
             "direct_members" => {
-                assert_eq!(
-                    client
-                        .get_user_group_members(77, true)
-                        .await
-                        .expect("members"),
-                    [232]
-                )
+                assert_eq!(client.get_user_group_members(77, true).await.expect("members"), [232])
             }
             "deactivate" => client.deactivate_user_group(68).await.expect("deactivate"),
             other => unreachable!("{other}"),
@@ -971,28 +707,16 @@ async fn group_id_is_returned_from_feature_level_317() {
         can_add_members_group: Some(json!({"direct_members": [9], "direct_subgroups": []})),
         ..NewUserGroup::default()
     };
-    assert_eq!(
-        upstream
-            .client()
-            .create_user_group(&group)
-            .await
-            .expect("create"),
-        Some(91)
-    );
+    assert_eq!(upstream.client().create_user_group(&group).await.expect("create"), Some(91));
     let fields = form_fields(&upstream.sole_request());
     let expected = [
         ("name", "engineering"),
         ("description", ""),
         ("members", "[]"),
-        (
-            "can_add_members_group",
-            r#"{"direct_members": [9], "direct_subgroups": []}"#,
-        ),
+        ("can_add_members_group", r#"{"direct_members": [9], "direct_subgroups": []}"#),
     ];
-    let expected: Vec<(String, String)> = expected
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(fields, expected);
 }
 
@@ -1000,18 +724,9 @@ async fn group_id_is_returned_from_feature_level_317() {
 async fn nothing_to_change_sends_nothing() {
     let upstream = Upstream::start().await;
     let client = upstream.client();
-    client
-        .update_user(227, &UserUpdate::default())
-        .await
-        .expect("empty patch");
-    client
-        .update_user_group(59, None, None)
-        .await
-        .expect("empty group patch");
-    client
-        .update_user_group_members(59, &[], &[])
-        .await
-        .expect("empty members");
+    client.update_user(227, &UserUpdate::default()).await.expect("empty patch");
+    client.update_user_group(59, None, None).await.expect("empty group patch");
+    client.update_user_group_members(59, &[], &[]).await.expect("empty members");
     assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
 }
 
@@ -1024,20 +739,10 @@ async fn a_full_user_update_sends_all_three_fields() {
         role: Some(Role::Owner),
         new_email: Some("ann+x@example.com".into()),
     };
-    upstream
-        .client()
-        .update_user(5, &update)
-        .await
-        .expect("patch");
+    upstream.client().update_user(5, &update).await.expect("patch");
     let sent = upstream.sole_request();
-    assert_eq!(
-        (sent.method.as_str(), sent.path.as_str()),
-        ("PATCH", "/api/v1/users/5")
-    );
-    assert_eq!(
-        sent.body,
-        "full_name=Ann+Other&role=100&new_email=ann%2Bx%40example.com"
-    );
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("PATCH", "/api/v1/users/5"));
+    assert_eq!(sent.body, "full_name=Ann+Other&role=100&new_email=ann%2Bx%40example.com");
 }
 
 #[tokio::test]
@@ -1058,11 +763,7 @@ async fn host_override_selects_the_realm() {
 
     let mut config = upstream.config();
     config.host = Some("zt4az4k5.127.0.0.1:9991".into());
-    ZulipClient::new(config)
-        .expect("client")
-        .get_own_user()
-        .await
-        .expect("me");
+    ZulipClient::new(config).expect("client").get_own_user().await.expect("me");
     upstream.client().get_own_user().await.expect("me");
 
     let requests = upstream.requests();
@@ -1076,11 +777,7 @@ async fn base_url_with_a_path_prefix_keeps_it() {
     upstream.serve(&exchange(USERS, 20, "GET /users/{id}"));
     let mut config = upstream.config();
     config.base_url = Url::parse(&format!("http://{}/zulip/", upstream.addr)).expect("url");
-    ZulipClient::new(config)
-        .expect("client")
-        .get_user(227)
-        .await
-        .expect("user");
+    ZulipClient::new(config).expect("client").get_user(227).await.expect("user");
     assert_eq!(upstream.sole_request().path, "/zulip/api/v1/users/227");
 }
 
@@ -1089,30 +786,16 @@ async fn errors_over_the_wire() {
     let upstream = Upstream::start().await;
     let client = upstream.client();
 
-    upstream.serve(&exchange(
-        AUTH_AND_ERRORS,
-        23,
-        "Unknown endpoint under /api/v1",
-    ));
+    upstream.serve(&exchange(AUTH_AND_ERRORS, 23, "Unknown endpoint under /api/v1"));
     let err = client.get_user(1).await.expect_err("html 404");
-    assert!(
-        matches!(err, ZulipError::Decode { status: 404, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ZulipError::Decode { status: 404, .. }), "{err:?}");
 
     upstream.serve(&exchange(USERS, 80, "already deactivated"));
     let err = client.deactivate_user(232).await.expect_err("400");
-    assert!(
-        err.is_bad_request() && err.code() == Some("BAD_REQUEST"),
-        "{err:?}"
-    );
+    assert!(err.is_bad_request() && err.code() == Some("BAD_REQUEST"), "{err:?}");
 
     upstream.serve(&exchange(AUTH_AND_ERRORS, 3, "Wrong API key"));
-    assert!(client
-        .get_own_user()
-        .await
-        .expect_err("401")
-        .is_unauthorized());
+    assert!(client.get_own_user().await.expect_err("401").is_unauthorized());
 }
 
 #[tokio::test]
@@ -1124,29 +807,15 @@ async fn a_429_gives_the_fractional_retry_after_and_tracks_the_rate_limit() {
     // (The transcript trims this success body, so decode it as a plain envelope.)
     upstream.serve(&exchange(RATE_LIMIT, 5, "last request before the limit"));
     client.reactivate_user(239).await.expect("ok");
-    assert_eq!(
-        client.rate_limit(),
-        Some(RateLimitState {
-            limit: 200,
-            remaining: 0,
-            reset: 1795486120
-        })
-    );
+    assert_eq!(client.rate_limit(), Some(RateLimitState { limit: 200, remaining: 0, reset: 1795486120 }));
 
     upstream.serve(&exchange(RATE_LIMIT, 6, "first 429"));
     let err = client.get_own_user().await.expect_err("429");
-    assert_eq!(
-        err.rate_limited(),
-        Some(Duration::from_secs_f64(50.313318967819214))
-    );
+    assert_eq!(err.rate_limited(), Some(Duration::from_secs_f64(50.313318967819214)));
     // Clones share the record; the 429's own headers are recorded too.
     assert_eq!(
         client.clone().rate_limit(),
-        Some(RateLimitState {
-            limit: 200,
-            remaining: 0,
-            reset: 1795486110
-        })
+        Some(RateLimitState { limit: 200, remaining: 0, reset: 1795486110 })
     );
 
     // A response without the headers (a 401) leaves the last state in place.
@@ -1161,11 +830,7 @@ async fn a_silent_upstream_is_a_timeout() {
     upstream.reply(Reply::Hang);
     let mut config = upstream.config();
     config.timeout = Duration::from_millis(200);
-    let err = ZulipClient::new(config)
-        .expect("client")
-        .get_users()
-        .await
-        .expect_err("timeout");
+    let err = ZulipClient::new(config).expect("client").get_users().await.expect_err("timeout");
     assert!(err.is_timeout(), "{err:?}");
     assert!(matches!(err, ZulipError::Transport(_)));
 }
@@ -1182,15 +847,8 @@ async fn refused_connections_are_transport_errors() {
         api_key: Secret::new(OWNER_KEY.into()),
         timeout: Duration::from_secs(2),
     };
-    let err = ZulipClient::new(config)
-        .expect("client")
-        .get_users()
-        .await
-        .expect_err("refused");
-    assert!(
-        matches!(err, ZulipError::Transport(_)) && !err.is_timeout(),
-        "{err:?}"
-    );
+    let err = ZulipClient::new(config).expect("client").get_users().await.expect_err("refused");
+    assert!(matches!(err, ZulipError::Transport(_)) && !err.is_timeout(), "{err:?}");
 }
 
 // === events ===
@@ -1202,35 +860,19 @@ async fn event_queue_calls_send_what_the_transcripts_show() {
 
     let register = exchange(EVENTS, 0, "POST /register");
     upstream.serve(&register);
-    let queue = client
-        .register_event_queue(&["realm_user", "user_group"])
-        .await
-        .expect("queue");
+    let queue = client.register_event_queue(&["realm_user", "user_group"]).await.expect("queue");
     assert_eq!(
         queue,
-        RegisteredQueue {
-            queue_id: "0e9c6de2-3f78-4692-a1c2-1d07a71ecaad".into(),
-            last_event_id: -1
-        }
+        RegisteredQueue { queue_id: "0e9c6de2-3f78-4692-a1c2-1d07a71ecaad".into(), last_event_id: -1 }
     );
     let sent = upstream.sole_request();
-    assert_eq!(
-        (sent.method.as_str(), sent.path.as_str()),
-        ("POST", "/api/v1/register")
-    );
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/api/v1/register"));
     assert_eq!(sent.content_type.as_deref(), Some(FORM_CONTENT_TYPE));
     let fields = form_fields(&sent);
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     // event_types exactly as in the transcript; no initial state; plain text; gravatar hint.
     let transcript: Vec<(String, String)> =
-        form_urlencoded::parse(register.form.as_deref().expect("form").as_bytes())
-            .into_owned()
-            .collect();
+        form_urlencoded::parse(register.form.as_deref().expect("form").as_bytes()).into_owned().collect();
     assert_eq!(field("event_types"), Some(transcript[0].1.as_str()));
     assert_eq!(field("fetch_event_types"), Some("[]"));
     assert_eq!(field("apply_markdown"), Some("false"));
@@ -1239,45 +881,27 @@ async fn event_queue_calls_send_what_the_transcripts_show() {
 
     let poll = exchange(EVENTS, 8, "GET /events after: PATCH full_name");
     upstream.serve(&poll);
-    let events = client
-        .get_events(&queue.queue_id, 2, true, Duration::from_secs(5))
-        .await
-        .expect("events");
-    assert!(
-        matches!(&events[..], [Event::RealmUserUpdate { id: 3, .. }]),
-        "{events:?}"
-    );
+    let events = client.get_events(&queue.queue_id, 2, true, Duration::from_secs(5)).await.expect("events");
+    assert!(matches!(&events[..], [Event::RealmUserUpdate { id: 3, .. }]), "{events:?}");
     assert_sent(&upstream.requests()[1], &poll);
 
     let blocking = exchange(EVENTS, 42, "blocking");
     upstream.serve(&blocking);
-    let events = client
-        .get_events(&queue.queue_id, 34, false, Duration::from_secs(5))
-        .await
-        .expect("events");
+    let events = client.get_events(&queue.queue_id, 34, false, Duration::from_secs(5)).await.expect("events");
     assert_eq!(events, [Event::Heartbeat { id: 35 }]);
     assert_sent(&upstream.requests()[2], &blocking);
 
     let delete = exchange(EVENTS, 50, "DELETE /events");
     upstream.serve(&delete);
-    client
-        .delete_event_queue(&queue.queue_id)
-        .await
-        .expect("delete");
+    client.delete_event_queue(&queue.queue_id).await.expect("delete");
     assert_sent(&upstream.requests()[3], &delete);
 
     upstream.serve(&exchange(EVENTS, 51, "deleted queue"));
-    let err = client
-        .get_events(&queue.queue_id, 35, true, Duration::from_secs(5))
-        .await
-        .expect_err("gone");
+    let err = client.get_events(&queue.queue_id, 35, true, Duration::from_secs(5)).await.expect_err("gone");
     assert!(err.is_bad_event_queue(), "{err:?}");
 
     upstream.serve(&exchange(EVENTS, 52, "already deleted queue"));
-    let err = client
-        .delete_event_queue(&queue.queue_id)
-        .await
-        .expect_err("gone");
+    let err = client.delete_event_queue(&queue.queue_id).await.expect_err("gone");
     assert!(err.is_bad_event_queue(), "{err:?}");
 }
 
@@ -1290,21 +914,12 @@ async fn long_polls_use_their_own_timeout() {
 
     // Slower than the per-request timeout, well within the poll timeout.
     let heartbeat = exchange(EVENTS, 42, "blocking");
-    upstream.reply(Reply::Delayed(
-        Duration::from_millis(400),
-        Box::new(heartbeat.reply()),
-    ));
-    let events = client
-        .get_events("q", 34, false, Duration::from_secs(10))
-        .await
-        .expect("poll");
+    upstream.reply(Reply::Delayed(Duration::from_millis(400), Box::new(heartbeat.reply())));
+    let events = client.get_events("q", 34, false, Duration::from_secs(10)).await.expect("poll");
     assert_eq!(events, [Event::Heartbeat { id: 35 }]);
 
     // And the poll timeout itself applies.
     upstream.reply(Reply::Hang);
-    let err = client
-        .get_events("q", 35, false, Duration::from_millis(150))
-        .await
-        .expect_err("timeout");
+    let err = client.get_events("q", 35, false, Duration::from_millis(150)).await.expect_err("timeout");
     assert!(err.is_timeout(), "{err:?}");
 }

@@ -2,9 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::model::{
-    check_group_name, now_unix, FakeGroup, FakeUser, Realm, GROUP_SETTINGS, GUEST, MEMBER,
-};
+use super::model::{check_group_name, now_unix, FakeGroup, FakeUser, Realm, GROUP_SETTINGS, GUEST, MEMBER};
 use super::users::Data;
 use super::wire::{ApiError, ApiResult, Params};
 
@@ -117,10 +115,7 @@ fn check_setting_value(realm: &Realm, name: &str, v: &Value) -> ApiResult<()> {
                     None => Ok(Vec::new()),
                     Some(Value::Array(a)) => a
                         .iter()
-                        .map(|x| {
-                            x.as_u64()
-                                .ok_or_else(|| ApiError::bad(format!("Invalid {name}")))
-                        })
+                        .map(|x| x.as_u64().ok_or_else(|| ApiError::bad(format!("Invalid {name}"))))
                         .collect(),
                     Some(_) => Err(ApiError::bad(format!("Invalid {name}"))),
                 }
@@ -169,11 +164,8 @@ pub(crate) fn create(realm: &mut Realm, caller: &FakeUser, params: &Params) -> A
     let name = params.required_string("name")?;
     let members = params.required_int_list("members")?;
     let description = params.required_string("description")?;
-    let subgroups = if fl >= 311 {
-        params.json_int_list("subgroups")?.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let subgroups =
+        if fl >= 311 { params.json_int_list("subgroups")?.unwrap_or_default() } else { Vec::new() };
     let mut settings = serde_json::Map::new();
     for s in settings_for(fl) {
         if let Some(v) = params.json_value(s)? {
@@ -191,9 +183,7 @@ pub(crate) fn create(realm: &mut Realm, caller: &FakeUser, params: &Params) -> A
         check_setting_value(realm, s, v)?;
     }
     if realm.group_name_taken(&name) {
-        return Err(ApiError::bad(format!(
-            "User group '{name}' already exists."
-        )));
+        return Err(ApiError::bad(format!("User group '{name}' already exists.")));
     }
     let mut g = FakeGroup::new(&name, &dedup(members));
     g.description = description;
@@ -222,20 +212,11 @@ fn access_for_update(realm: &Realm, id: u64, allow_deactivated: bool) -> ApiResu
 }
 
 /// `PATCH /user_groups/{id}`.
-pub(crate) fn update(
-    realm: &mut Realm,
-    caller: &FakeUser,
-    id: u64,
-    params: &Params,
-) -> ApiResult<Data> {
+pub(crate) fn update(realm: &mut Realm, caller: &FakeUser, id: u64, params: &Params) -> ApiResult<Data> {
     let fl = realm.feature_level;
     let name = params.string("name");
     let description = params.string("description");
-    let reactivate = if fl >= 386 {
-        params.json_bool("deactivated")?
-    } else {
-        None
-    };
+    let reactivate = if fl >= 386 { params.json_bool("deactivated")? } else { None };
     let mut changes = Vec::new();
     for s in settings_for(fl) {
         if let Some(v) = params.json_value(s)? {
@@ -256,9 +237,7 @@ pub(crate) fn update(
     if let Some(name) = name.filter(|n| *n != g.name) {
         check_group_name(&name).map_err(ApiError::bad)?;
         if realm.group_name_taken(&name) {
-            return Err(ApiError::bad(format!(
-                "User group '{name}' already exists."
-            )));
+            return Err(ApiError::bad(format!("User group '{name}' already exists.")));
         }
         g.name = name;
     }
@@ -344,22 +323,16 @@ pub(crate) fn update_members(
 
     check_new_members(realm, &add)?;
     if let Some(u) = add.iter().find(|u| g.members.contains(u)) {
-        return Err(ApiError::bad(format!(
-            "User {u} is already a member of this group"
-        )));
+        return Err(ApiError::bad(format!("User {u} is already a member of this group")));
     }
     check_new_members(realm, &delete)?;
     if let Some(u) = delete.iter().find(|u| !g.members.contains(u)) {
-        return Err(ApiError::bad(format!(
-            "There is no member '{u}' in this user group"
-        )));
+        return Err(ApiError::bad(format!("There is no member '{u}' in this user group")));
     }
     check_subgroups_exist(realm, &add_sub)?;
     for s in &add_sub {
         if g.direct_subgroup_ids.contains(s) {
-            return Err(ApiError::bad(format!(
-                "User group {s} is already a subgroup of this group."
-            )));
+            return Err(ApiError::bad(format!("User group {s} is already a subgroup of this group.")));
         }
         if *s == id || realm.recursive_subgroups(*s, false).contains(&id) {
             return Err(ApiError::bad(format!(
@@ -368,13 +341,8 @@ pub(crate) fn update_members(
         }
     }
     check_subgroups_exist(realm, &delete_sub)?;
-    if let Some(s) = delete_sub
-        .iter()
-        .find(|s| !g.direct_subgroup_ids.contains(s))
-    {
-        return Err(ApiError::bad(format!(
-            "User group {s} is not a subgroup of this group."
-        )));
+    if let Some(s) = delete_sub.iter().find(|s| !g.direct_subgroup_ids.contains(s)) {
+        return Err(ApiError::bad(format!("User group {s} is not a subgroup of this group.")));
     }
 
     g.members.extend(dedup(add));
@@ -393,11 +361,7 @@ pub(crate) fn members(realm: &Realm, id: u64, params: &Params) -> ApiResult<Data
         return Err(deactivated_group());
     }
     let ids: Vec<u64> = if direct {
-        g.members
-            .iter()
-            .copied()
-            .filter(|u| realm.is_active_user(*u))
-            .collect()
+        g.members.iter().copied().filter(|u| realm.is_active_user(*u)).collect()
     } else {
         realm.recursive_members(id).into_iter().collect()
     };
@@ -417,11 +381,7 @@ pub(crate) fn is_member(realm: &Realm, id: u64, user_id: u64, params: &Params) -
         return Err(ApiError::bad("No such user"));
     }
     let member = realm.is_active_user(user_id)
-        && if direct {
-            g.members.contains(&user_id)
-        } else {
-            realm.recursive_members(id).contains(&user_id)
-        };
+        && if direct { g.members.contains(&user_id) } else { realm.recursive_members(id).contains(&user_id) };
     let mut d = Data::new();
     d.insert("is_user_group_member".into(), json!(member));
     Ok(d)
@@ -456,11 +416,7 @@ fn objections(realm: &Realm, id: u64) -> Vec<Value> {
     if !supergroups.is_empty() {
         out.push(json!({"type": "subgroup", "supergroup_ids": supergroups}));
     }
-    for g in realm
-        .groups
-        .values()
-        .filter(|g| !g.deactivated && !g.is_system_group && g.id != id)
-    {
+    for g in realm.groups.values().filter(|g| !g.deactivated && !g.is_system_group && g.id != id) {
         let settings: Vec<&str> = GROUP_SETTINGS
             .into_iter()
             .filter(|s| match g.settings.get(*s) {

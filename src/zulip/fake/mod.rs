@@ -61,11 +61,7 @@ pub struct RecordedRequest {
 #[derive(Debug, Clone)]
 pub enum Failure {
     /// A Zulip error envelope with this status, code and message.
-    Api {
-        status: u16,
-        code: String,
-        msg: String,
-    },
+    Api { status: u16, code: String, msg: String },
     /// 429 `RATE_LIMIT_HIT` with a fractional `Retry-After`.
     RateLimited { retry_after_secs: f64 },
     /// An HTML 404 page.
@@ -88,12 +84,7 @@ pub enum Failure {
 impl RecordedRequest {
     /// A parameter's value: the form body first, then the query string.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.form
-            .iter()
-            .rev()
-            .chain(self.query.iter().rev())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.form.iter().rev().chain(self.query.iter().rev()).find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn is(&self, method: &str, path: &str) -> bool {
@@ -146,10 +137,7 @@ pub struct FakeZulipBuilder {
 
 impl FakeZulip {
     pub fn builder() -> FakeZulipBuilder {
-        FakeZulipBuilder {
-            realm: Realm::new(),
-            rules: None,
-        }
+        FakeZulipBuilder { realm: Realm::new(), rules: None }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -202,11 +190,7 @@ impl FakeZulip {
 
     /// By delivery email, case-insensitively.
     pub fn user_by_email(&self, delivery_email: &str) -> Option<FakeUser> {
-        self.inner
-            .lock()
-            .realm
-            .user_by_email(delivery_email)
-            .cloned()
+        self.inner.lock().realm.user_by_email(delivery_email).cloned()
     }
 
     pub fn users(&self) -> Vec<FakeUser> {
@@ -219,13 +203,7 @@ impl FakeZulip {
 
     /// By exact (case-sensitive) name, like Zulip's uniqueness rule.
     pub fn group_by_name(&self, name: &str) -> Option<FakeGroup> {
-        self.inner
-            .lock()
-            .realm
-            .groups
-            .values()
-            .find(|g| g.name == name)
-            .cloned()
+        self.inner.lock().realm.groups.values().find(|g| g.name == name).cloned()
     }
 
     pub fn groups(&self) -> Vec<FakeGroup> {
@@ -305,9 +283,7 @@ impl FakeZulipBuilder {
 
     /// A human owner with `can_create_users` and `can_change_user_emails`.
     pub fn service_account(mut self, email: &str, api_key: &str) -> Self {
-        let mut u = FakeUser::new(email, "SCIM Service Account")
-            .role(OWNER)
-            .api_key(api_key);
+        let mut u = FakeUser::new(email, "SCIM Service Account").role(OWNER).api_key(api_key);
         u.can_create_users = true;
         u.can_change_user_emails = true;
         self.realm.insert_user(u);
@@ -335,10 +311,7 @@ impl FakeZulipBuilder {
     pub fn with_demo_data(self) -> Self {
         let host = "zulip.example.com";
         let at = |local: &str| format!("{local}@{host}");
-        let mut b = self
-            .realm_host(host)
-            .with_system_groups()
-            .service_account(&at("scim-bot"), DEMO_API_KEY);
+        let mut b = self.realm_host(host).with_system_groups().service_account(&at("scim-bot"), DEMO_API_KEY);
         let users = [
             FakeUser::new(&at("desdemona"), "Desdemona Owner").role(OWNER),
             FakeUser::new(&at("iago"), "Iago Admin").role(ADMIN),
@@ -396,12 +369,7 @@ impl FakeZulipBuilder {
             shutdown,
         });
         let task = tokio::spawn(accept_loop(listener, inner.clone()));
-        Ok(FakeZulip {
-            inner,
-            addr,
-            base_url,
-            task: Arc::new(Mutex::new(Some(task))),
-        })
+        Ok(FakeZulip { inner, addr, base_url, task: Arc::new(Mutex::new(Some(task))) })
     }
 }
 
@@ -446,41 +414,22 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
     let header = |name: header::HeaderName| {
-        parts
-            .headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
-    let form = if content_type
-        .to_ascii_lowercase()
-        .starts_with("application/x-www-form-urlencoded")
-    {
+    let form = if content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
         wire::parse_form(&body)
     } else {
         Vec::new()
     };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| wire::parse_form(q.as_bytes()))
-        .unwrap_or_default();
+    let query = parts.uri.query().map(|q| wire::parse_form(q.as_bytes())).unwrap_or_default();
     let raw_path = parts.uri.path();
     let segments: Vec<String> = raw_path
         .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     let path = segments.join("/");
-    let auth = wire::decode_auth(
-        parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-    );
+    let auth = wire::decode_auth(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
     let host = header(header::HOST).or_else(|| parts.uri.host().map(str::to_string));
     let method = parts.method.as_str().to_ascii_uppercase();
     let recorded = RecordedRequest {
@@ -550,9 +499,7 @@ async fn failure_response(inner: &Inner, failure: Failure) -> Result<Resp, std::
         failure = *f;
     }
     Ok(match failure {
-        Failure::Api { status, code, msg } => {
-            wire::error_response(&ApiError::new(status, &code, msg))
-        }
+        Failure::Api { status, code, msg } => wire::error_response(&ApiError::new(status, &code, msg)),
         Failure::RateLimited { retry_after_secs } => wire::rate_limited(retry_after_secs, fl),
         Failure::Html404 => wire::html_404("/"),
         Failure::NonJson { status, body } => wire::raw(status, "text/html; charset=utf-8", body),
@@ -617,11 +564,7 @@ fn process(shared: &mut Shared, req: &Parsed<'_>) -> Resp {
         Err(r) => return *r,
     };
     let (limit, remaining, reset_in) = match shared.limiter.check(caller.user_id, Instant::now()) {
-        Decision::Allowed {
-            limit,
-            remaining,
-            reset_in,
-        } => (limit, remaining, reset_in),
+        Decision::Allowed { limit, remaining, reset_in } => (limit, remaining, reset_in),
         Decision::Limited { limit, retry_after } => {
             let mut r = wire::rate_limited(retry_after, fl);
             let reset = now_unix_f64() + retry_after;
@@ -630,12 +573,9 @@ fn process(shared: &mut Shared, req: &Parsed<'_>) -> Resp {
         }
     };
     let mut response = if shared.realm.enforce_host && !host_matches(&shared.realm, req.host) {
-        wire::error_response(&ApiError::bad(
-            "Account is not associated with this subdomain",
-        ))
+        wire::error_response(&ApiError::bad("Account is not associated with this subdomain"))
     } else {
-        let (result, known) =
-            routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params);
+        let (result, known) = routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params);
         match result {
             Ok(data) => wire::success(data, &req.params.unknown(&known)),
             Err(e) => wire::error_response(&e),
@@ -670,25 +610,23 @@ fn host_matches(realm: &Realm, host: Option<&str>) -> bool {
     let Some(host) = host else {
         return false;
     };
-    let bare = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
+    let bare =
+        host.rsplit_once(':').map_or(
+            host,
+            |(h, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    host
+                }
+            },
+        );
     bare.eq_ignore_ascii_case(&realm.realm_host)
 }
 
 /// Zulip's REST auth decorator: every failure row of the transcripts (`auth-and-errors.json`).
 fn authenticate(realm: &Realm, req: &Parsed<'_>) -> Result<FakeUser, Box<Resp>> {
-    let unauthorized = |msg: &str| {
-        Box::new(wire::error_response(&ApiError::new(
-            401,
-            "UNAUTHORIZED",
-            msg,
-        )))
-    };
+    let unauthorized = |msg: &str| Box::new(wire::error_response(&ApiError::new(401, "UNAUTHORIZED", msg)));
     match &req.auth {
         AuthHeader::Missing => {
             if req.accept.contains("text/html") {
@@ -699,9 +637,7 @@ fn authenticate(realm: &Realm, req: &Parsed<'_>) -> Result<FakeUser, Box<Resp>> 
                 }
                 return Err(Box::new(r));
             }
-            Err(unauthorized(
-                "Not logged in: API authentication or user session required",
-            ))
+            Err(unauthorized("Not logged in: API authentication or user session required"))
         }
         AuthHeader::NotBasic => Err(Box::new(wire::error_response(&ApiError::bad(
             "This endpoint requires HTTP basic authentication.",
@@ -727,24 +663,12 @@ fn authenticate(realm: &Realm, req: &Parsed<'_>) -> Result<FakeUser, Box<Resp>> 
 
 /// Zulip's major version for a feature level: a release, or the next one's `-dev+git`.
 fn version_for(fl: u32) -> String {
-    const RELEASES: [(u32, u32); 9] = [
-        (25, 3),
-        (65, 4),
-        (122, 5),
-        (156, 6),
-        (185, 7),
-        (237, 8),
-        (277, 9),
-        (371, 10),
-        (421, 11),
-    ];
+    const RELEASES: [(u32, u32); 9] =
+        [(25, 3), (65, 4), (122, 5), (156, 6), (185, 7), (237, 8), (277, 9), (371, 10), (421, 11)];
     if let Some((_, major)) = RELEASES.iter().find(|(l, _)| *l == fl) {
         return format!("{major}.0");
     }
-    let next = RELEASES
-        .iter()
-        .find(|(l, _)| *l > fl)
-        .map_or(12, |(_, major)| *major);
+    let next = RELEASES.iter().find(|(l, _)| *l > fl).map_or(12, |(_, major)| *major);
     format!("{next}.0-dev+git")
 }
 
@@ -758,10 +682,7 @@ fn server_settings(realm: &Realm, host: Option<&str>) -> Resp {
                "remoteuser": false, "github": false, "azuread": false, "gitlab": false,
                "google": false, "apple": false, "saml": false, "openid connect": false}),
     );
-    d.insert(
-        "zulip_version".into(),
-        json!(version_for(realm.feature_level)),
-    );
+    d.insert("zulip_version".into(), json!(version_for(realm.feature_level)));
     d.insert("zulip_merge_base".into(), json!(""));
     d.insert("zulip_feature_level".into(), json!(realm.feature_level));
     d.insert("push_notifications_enabled".into(), json!(false));
@@ -774,15 +695,9 @@ fn server_settings(realm: &Realm, host: Option<&str>) -> Resp {
         "realm_icon".into(),
         json!("https://secure.gravatar.com/avatar/62429d594b6ffc712f54aee976a18b44?d=identicon"),
     );
-    d.insert(
-        "realm_description".into(),
-        json!("<p>An in-memory Zulip for tests.</p>"),
-    );
+    d.insert("realm_description".into(), json!("<p>An in-memory Zulip for tests.</p>"));
     d.insert("realm_web_public_access_enabled".into(), json!(false));
-    d.insert(
-        "external_authentication_methods".into(),
-        Value::Array(Vec::new()),
-    );
+    d.insert("external_authentication_methods".into(), Value::Array(Vec::new()));
     d.insert("realm_uri".into(), json!(realm_url));
     wire::success(d, &[])
 }

@@ -57,18 +57,8 @@ const SYSTEM_GROUPS: [(&str, &str, &[u16], Option<&str>); 8] = [
         &[MEMBER],
         Some("role:fullmembers"),
     ),
-    (
-        "role:everyone",
-        "Everyone including guests",
-        &[GUEST],
-        Some("role:members"),
-    ),
-    (
-        "role:internet",
-        "Everyone on the Internet",
-        &[],
-        Some("role:everyone"),
-    ),
+    ("role:everyone", "Everyone including guests", &[GUEST], Some("role:members")),
+    ("role:internet", "Everyone on the Internet", &[], Some("role:everyone")),
 ];
 
 /// A Zulip account as the fake stores it.
@@ -246,10 +236,7 @@ impl Realm {
     }
 
     pub fn system_group_id(&self, name: &str) -> Option<u64> {
-        self.groups
-            .values()
-            .find(|g| g.is_system_group && g.name == name)
-            .map(|g| g.id)
+        self.groups.values().find(|g| g.is_system_group && g.name == name).map(|g| g.id)
     }
 
     /// Creates the eight `role:*` groups (once), nested as in Zulip.
@@ -284,17 +271,9 @@ impl Realm {
     /// including deactivated users and bots, like Zulip).
     pub fn sync_system_groups(&mut self) {
         for (name, _, roles, _) in SYSTEM_GROUPS {
-            let members: Vec<u64> = self
-                .users
-                .values()
-                .filter(|u| roles.contains(&u.role))
-                .map(|u| u.user_id)
-                .collect();
-            if let Some(g) = self
-                .groups
-                .values_mut()
-                .find(|g| g.is_system_group && g.name == name)
-            {
+            let members: Vec<u64> =
+                self.users.values().filter(|u| roles.contains(&u.role)).map(|u| u.user_id).collect();
+            if let Some(g) = self.groups.values_mut().find(|g| g.is_system_group && g.name == name) {
                 g.members = members;
             }
         }
@@ -303,14 +282,10 @@ impl Realm {
     /// Fills settings left out with Zulip's creation defaults (§10).
     pub fn fill_group_defaults(&self, group: &mut FakeGroup) {
         let anon = |members: Vec<u64>| json!({"direct_members": members, "direct_subgroups": []});
-        let nobody = self
-            .system_group_id("role:nobody")
-            .map(|id| json!(id))
-            .unwrap_or_else(|| anon(Vec::new()));
-        let everyone = self
-            .system_group_id("role:everyone")
-            .map(|id| json!(id))
-            .unwrap_or_else(|| anon(Vec::new()));
+        let nobody =
+            self.system_group_id("role:nobody").map(|id| json!(id)).unwrap_or_else(|| anon(Vec::new()));
+        let everyone =
+            self.system_group_id("role:everyone").map(|id| json!(id)).unwrap_or_else(|| anon(Vec::new()));
         let creator = match group.creator_id {
             Some(c) => anon(vec![c]),
             None => nobody.clone(),
@@ -330,9 +305,7 @@ impl Realm {
 
     pub fn user_by_email(&self, email: &str) -> Option<&FakeUser> {
         let email = email.trim().to_lowercase();
-        self.users
-            .values()
-            .find(|u| u.delivery_email.to_lowercase() == email)
+        self.users.values().find(|u| u.delivery_email.to_lowercase() == email)
     }
 
     pub fn dummy_email(&self, user_id: u64) -> String {
@@ -406,11 +379,7 @@ impl Realm {
         m.insert("timezone".into(), json!(""));
         m.insert("is_active".into(), json!(u.is_active));
         m.insert("date_joined".into(), json!(u.date_joined));
-        let delivery = if self.can_see_email(viewer, u) {
-            json!(u.delivery_email)
-        } else {
-            Value::Null
-        };
+        let delivery = if self.can_see_email(viewer, u) { json!(u.delivery_email) } else { Value::Null };
         m.insert("delivery_email".into(), delivery);
         // The client can compute a gravatar only when it knows the real address.
         let avatar = if client_gravatar && email == u.delivery_email {
@@ -440,13 +409,7 @@ impl Realm {
         let mut out = BTreeSet::new();
         for g in self.recursive_subgroups(group_id, true) {
             if let Some(group) = self.groups.get(&g) {
-                out.extend(
-                    group
-                        .members
-                        .iter()
-                        .copied()
-                        .filter(|m| self.is_active_user(*m)),
-                );
+                out.extend(group.members.iter().copied().filter(|m| self.is_active_user(*m)));
             }
         }
         out
@@ -477,22 +440,20 @@ impl Realm {
             return false;
         }
         match value {
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .is_some_and(|g| self.recursive_members(g).contains(&user_id)),
+            Some(Value::Number(n)) => {
+                n.as_u64().is_some_and(|g| self.recursive_members(g).contains(&user_id))
+            }
             Some(Value::Object(o)) => {
                 let direct = o
                     .get("direct_members")
                     .and_then(Value::as_array)
                     .is_some_and(|a| a.iter().any(|v| v.as_u64() == Some(user_id)));
                 direct
-                    || o.get("direct_subgroups")
-                        .and_then(Value::as_array)
-                        .is_some_and(|a| {
-                            a.iter()
-                                .filter_map(Value::as_u64)
-                                .any(|g| self.recursive_members(g).contains(&user_id))
-                        })
+                    || o.get("direct_subgroups").and_then(Value::as_array).is_some_and(|a| {
+                        a.iter()
+                            .filter_map(Value::as_u64)
+                            .any(|g| self.recursive_members(g).contains(&user_id))
+                    })
             }
             _ => false,
         }
@@ -501,8 +462,7 @@ impl Realm {
     /// Manage rights: realm `can_manage_all_groups` (default role:owners) or the group's own
     /// `can_manage_group`.
     pub fn can_manage_group(&self, caller: &FakeUser, group: &FakeGroup) -> bool {
-        caller.role == OWNER
-            || self.setting_contains(group.settings.get("can_manage_group"), caller.user_id)
+        caller.role == OWNER || self.setting_contains(group.settings.get("can_manage_group"), caller.user_id)
     }
 
     pub fn group_name_taken(&self, name: &str) -> bool {
@@ -517,12 +477,7 @@ impl Realm {
         m.insert("creator_id".into(), json!(g.creator_id));
         m.insert("date_created".into(), json!(g.date_created));
         m.insert("description".into(), json!(g.description));
-        let members: Vec<u64> = g
-            .members
-            .iter()
-            .copied()
-            .filter(|id| self.is_active_user(*id))
-            .collect();
+        let members: Vec<u64> = g.members.iter().copied().filter(|id| self.is_active_user(*id)).collect();
         m.insert("members".into(), json!(members));
         m.insert("direct_subgroup_ids".into(), json!(g.direct_subgroup_ids));
         m.insert("is_system_group".into(), json!(g.is_system_group));
@@ -548,10 +503,7 @@ pub(crate) fn check_full_name(name: &str) -> Result<String, &'static str> {
     if name.is_empty() {
         return Err("Name too short!");
     }
-    if name
-        .chars()
-        .any(|c| "*`\\>\"@".contains(c) || c.is_control())
-    {
+    if name.chars().any(|c| "*`\\>\"@".contains(c) || c.is_control()) {
         return Err("Invalid characters in name!");
     }
     if let Some((_, tail)) = name.rsplit_once('|') {
@@ -608,10 +560,7 @@ fn gravatar_url(email: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
     let hex = hex::encode(digest);
-    format!(
-        "https://secure.gravatar.com/avatar/{}?d=identicon&version=1",
-        &hex[..32]
-    )
+    format!("https://secure.gravatar.com/avatar/{}?d=identicon&version=1", &hex[..32])
 }
 
 pub(crate) fn now_minute_iso() -> String {

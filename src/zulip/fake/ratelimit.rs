@@ -13,15 +13,8 @@ pub struct RateLimitRules {
 /// What the limiter decided for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
-    Allowed {
-        limit: u32,
-        remaining: u32,
-        reset_in: Duration,
-    },
-    Limited {
-        limit: u32,
-        retry_after: f64,
-    },
+    Allowed { limit: u32, remaining: u32, reset_in: Duration },
+    Limited { limit: u32, retry_after: f64 },
 }
 
 /// The dev server's effective rule: headers are sent, but nothing is ever limited.
@@ -53,17 +46,11 @@ impl Limiter {
         let rules = self.rules();
         let longest = rules.iter().map(|(w, _)| *w).max().unwrap_or(UNLIMITED.0);
         let hits = self.hits.entry(account).or_default();
-        while hits
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
-        {
+        while hits.front().is_some_and(|t| now.saturating_duration_since(*t) >= longest) {
             hits.pop_front();
         }
         let in_window = |hits: &VecDeque<Instant>, w: Duration| -> Vec<Instant> {
-            hits.iter()
-                .copied()
-                .filter(|t| now.saturating_duration_since(*t) < w)
-                .collect()
+            hits.iter().copied().filter(|t| now.saturating_duration_since(*t) < w).collect()
         };
         let mut limited: Option<(u32, f64)> = None;
         for (w, max) in &rules {
@@ -96,11 +83,7 @@ impl Limiter {
             }
         }
         let (limit, remaining) = best.unwrap_or((UNLIMITED.1, UNLIMITED.1));
-        Decision::Allowed {
-            limit,
-            remaining,
-            reset_in: longest,
-        }
+        Decision::Allowed { limit, remaining, reset_in: longest }
     }
 }
 
@@ -110,12 +93,7 @@ mod tests {
     use super::*;
 
     fn rules(r: &[(u64, u32)]) -> Option<RateLimitRules> {
-        Some(RateLimitRules {
-            rules: r
-                .iter()
-                .map(|(s, n)| (Duration::from_secs(*s), *n))
-                .collect(),
-        })
+        Some(RateLimitRules { rules: r.iter().map(|(s, n)| (Duration::from_secs(*s), *n)).collect() })
     }
 
     #[test]
@@ -127,11 +105,7 @@ mod tests {
             let t = t0 + Duration::from_millis(100 * i as u64);
             assert_eq!(
                 l.check(1, t),
-                Decision::Allowed {
-                    limit: 3,
-                    remaining: left,
-                    reset_in: Duration::from_secs(60)
-                }
+                Decision::Allowed { limit: 3, remaining: left, reset_in: Duration::from_secs(60) }
             );
         }
         let t = t0 + Duration::from_millis(10_500);
@@ -143,16 +117,10 @@ mod tests {
             other => panic!("expected limited, got {other:?}"),
         }
         // Another account has its own bucket.
-        assert!(matches!(
-            l.check(2, t),
-            Decision::Allowed { remaining: 2, .. }
-        ));
+        assert!(matches!(l.check(2, t), Decision::Allowed { remaining: 2, .. }));
         // The window slides: once the first request expires, one more fits.
         let later = t0 + Duration::from_millis(60_050);
-        assert!(matches!(
-            l.check(1, later),
-            Decision::Allowed { remaining: 0, .. }
-        ));
+        assert!(matches!(l.check(1, later), Decision::Allowed { remaining: 0, .. }));
     }
 
     #[test]
@@ -160,27 +128,13 @@ mod tests {
         let mut l = Limiter::default();
         l.set_rules(rules(&[(60, 10), (3600, 2)]));
         let t0 = Instant::now();
-        assert!(matches!(
-            l.check(1, t0),
-            Decision::Allowed {
-                limit: 2,
-                remaining: 1,
-                ..
-            }
-        ));
+        assert!(matches!(l.check(1, t0), Decision::Allowed { limit: 2, remaining: 1, .. }));
     }
 
     #[test]
     fn default_is_effectively_unlimited() {
         let mut l = Limiter::default();
         let t0 = Instant::now();
-        assert!(matches!(
-            l.check(1, t0),
-            Decision::Allowed {
-                limit: 100_000,
-                remaining: 99_999,
-                ..
-            }
-        ));
+        assert!(matches!(l.check(1, t0), Decision::Allowed { limit: 100_000, remaining: 99_999, .. }));
     }
 }

@@ -49,9 +49,7 @@ impl Route {
             ["user_groups", "create"] => Route::UserGroupCreate,
             ["user_groups", id] => Route::UserGroup(int_segment(id)?),
             ["user_groups", id, "members"] => Route::GroupMembers(int_segment(id)?),
-            ["user_groups", id, "members", uid] => {
-                Route::GroupMember(int_segment(id)?, int_segment(uid)?)
-            }
+            ["user_groups", id, "members", uid] => Route::GroupMember(int_segment(id)?, int_segment(uid)?),
             ["user_groups", id, "subgroups"] => Route::GroupSubgroups(int_segment(id)?),
             ["user_groups", id, "deactivate"] if feature_level >= 290 => {
                 Route::GroupDeactivate(int_segment(id)?)
@@ -117,23 +115,15 @@ pub(crate) fn dispatch(
     let method = if method == "HEAD" { "GET" } else { method };
     match (route, method) {
         (Route::Users, "GET") => {
-            let known = if fl >= 384 {
-                users::LIST_PARAMS.to_vec()
-            } else {
-                users::GET_PARAMS.to_vec()
-            };
+            let known = if fl >= 384 { users::LIST_PARAMS.to_vec() } else { users::GET_PARAMS.to_vec() };
             (users::list(realm, caller, params), known)
         }
-        (Route::Users, _) => (
-            users::create(realm, caller, params),
-            users::CREATE_PARAMS.to_vec(),
-        ),
+        (Route::Users, _) => (users::create(realm, caller, params), users::CREATE_PARAMS.to_vec()),
         (Route::UsersMe, "GET") => (users::me(realm, caller), Vec::new()),
         (Route::UsersMe, _) => (users::deactivate_me(realm, caller), Vec::new()),
-        (Route::User(target), "GET") => (
-            users::get(realm, caller, target, params),
-            users::GET_PARAMS.to_vec(),
-        ),
+        (Route::User(target), "GET") => {
+            (users::get(realm, caller, target, params), users::GET_PARAMS.to_vec())
+        }
         (Route::User(target), "PATCH") => {
             let mut known = users::UPDATE_PARAMS.to_vec();
             if fl < 313 {
@@ -150,35 +140,24 @@ pub(crate) fn dispatch(
         }
         (Route::UserReactivate(id), _) => (users::reactivate(realm, caller, *id), Vec::new()),
         (Route::UserGroups, _) => (groups::list(realm, params), groups::list_params(fl)),
-        (Route::UserGroupCreate, _) => (
-            groups::create(realm, caller, params),
-            groups::create_params(fl),
-        ),
-        (Route::UserGroup(id), "PATCH") => (
-            groups::update(realm, caller, *id, params),
-            groups::update_params(fl),
-        ),
+        (Route::UserGroupCreate, _) => (groups::create(realm, caller, params), groups::create_params(fl)),
+        (Route::UserGroup(id), "PATCH") => {
+            (groups::update(realm, caller, *id, params), groups::update_params(fl))
+        }
         (Route::UserGroup(id), _) => (groups::delete(realm, caller, *id), Vec::new()),
-        (Route::GroupMembers(id), "GET") => (
-            groups::members(realm, *id, params),
-            vec!["direct_member_only"],
-        ),
-        (Route::GroupMembers(id), _) => (
-            groups::update_members(realm, caller, *id, params, false),
-            groups::members_params(fl),
-        ),
-        (Route::GroupMember(id, uid), _) => (
-            groups::is_member(realm, *id, *uid, params),
-            vec!["direct_member_only"],
-        ),
-        (Route::GroupSubgroups(id), "GET") => (
-            groups::subgroups(realm, *id, params),
-            vec!["direct_subgroup_only"],
-        ),
-        (Route::GroupSubgroups(id), _) => (
-            groups::update_members(realm, caller, *id, params, true),
-            vec!["add", "delete"],
-        ),
+        (Route::GroupMembers(id), "GET") => (groups::members(realm, *id, params), vec!["direct_member_only"]),
+        (Route::GroupMembers(id), _) => {
+            (groups::update_members(realm, caller, *id, params, false), groups::members_params(fl))
+        }
+        (Route::GroupMember(id, uid), _) => {
+            (groups::is_member(realm, *id, *uid, params), vec!["direct_member_only"])
+        }
+        (Route::GroupSubgroups(id), "GET") => {
+            (groups::subgroups(realm, *id, params), vec!["direct_subgroup_only"])
+        }
+        (Route::GroupSubgroups(id), _) => {
+            (groups::update_members(realm, caller, *id, params, true), vec!["add", "delete"])
+        }
         (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
         // Unreachable after the method check; answer like an unknown user to stay total.
         (Route::ServerSettings, _) | (Route::User(UserRef::Email(_)), _) => {
@@ -203,10 +182,7 @@ mod tests {
             ("users/me", Some(Route::UsersMe)),
             ("users/12", Some(Route::User(UserRef::Id(12)))),
             ("users/-5", Some(Route::User(UserRef::Email("-5".into())))),
-            (
-                "users/a@b.c",
-                Some(Route::User(UserRef::Email("a@b.c".into()))),
-            ),
+            ("users/a@b.c", Some(Route::User(UserRef::Email("a@b.c".into())))),
             ("users/12/reactivate", Some(Route::UserReactivate(12))),
             ("users/abc/reactivate", None),
             ("users/me/", None),
@@ -215,10 +191,7 @@ mod tests {
             ("user_groups/create", Some(Route::UserGroupCreate)),
             ("user_groups/7/deactivate", Some(Route::GroupDeactivate(7))),
             ("no_such_endpoint", None),
-            (
-                "users/99999999999999999999999",
-                Some(Route::User(UserRef::Id(u64::MAX))),
-            ),
+            ("users/99999999999999999999999", Some(Route::User(UserRef::Id(u64::MAX)))),
         ];
         for (path, want) in cases {
             assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
@@ -232,9 +205,6 @@ mod tests {
         assert_eq!(Route::UsersMe.allowed(313), ["GET", "DELETE", "HEAD"]);
         assert_eq!(Route::UserGroup(1).allowed(442), ["PATCH"]);
         assert_eq!(Route::UserGroup(1).allowed(293), ["PATCH", "DELETE"]);
-        assert_eq!(
-            Route::User(UserRef::Email("x".into())).allowed(312),
-            ["GET", "HEAD"]
-        );
+        assert_eq!(Route::User(UserRef::Email("x".into())).allowed(312), ["GET", "HEAD"]);
     }
 }

@@ -6,9 +6,7 @@ use super::wire::*;
 use super::*;
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[test]
@@ -32,23 +30,11 @@ fn json_typed_parameters_report_zulip_messages() {
         ]),
         &[],
     );
-    assert_eq!(
-        p.json_int("role").map_err(|e| e.msg),
-        Err("role is not valid JSON".into())
-    );
-    assert_eq!(
-        p.json_int("r2").map_err(|e| e.msg),
-        Err("r2 is not an integer".into())
-    );
-    assert_eq!(
-        p.json_int_list("add").map_err(|e| e.msg),
-        Err("add is not a list".into())
-    );
+    assert_eq!(p.json_int("role").map_err(|e| e.msg), Err("role is not valid JSON".into()));
+    assert_eq!(p.json_int("r2").map_err(|e| e.msg), Err("r2 is not an integer".into()));
+    assert_eq!(p.json_int_list("add").map_err(|e| e.msg), Err("add is not a list".into()));
     assert_eq!(p.json_bool("ok"), Ok(Some(true)));
-    assert_eq!(
-        p.json_int_list("ids").map_err(|e| e.msg),
-        Err("ids[1] is not an integer".into())
-    );
+    assert_eq!(p.json_int_list("ids").map_err(|e| e.msg), Err("ids[1] is not an integer".into()));
     let missing = p.required_string("email").unwrap_err();
     assert_eq!(missing.code, "REQUEST_VARIABLE_MISSING");
     assert_eq!(missing.msg, "Missing 'email' argument");
@@ -62,26 +48,14 @@ fn basic_auth_header_decoding() {
     let basic = format!("Basic {}", b64("a@b.c: key "));
     assert_eq!(
         decode_auth(Some(basic.as_bytes())),
-        AuthHeader::Basic {
-            email: "a@b.c".into(),
-            api_key: "key".into()
-        }
+        AuthHeader::Basic { email: "a@b.c".into(), api_key: "key".into() }
     );
     assert_eq!(decode_auth(None), AuthHeader::Missing);
     assert_eq!(decode_auth(Some(b"Bearer abc")), AuthHeader::NotBasic);
-    assert_eq!(
-        decode_auth(Some(b"Digest username=x")),
-        AuthHeader::NotBasic
-    );
-    assert_eq!(
-        decode_auth(Some(b"Basic !!!not-base64!!!")),
-        AuthHeader::Malformed
-    );
+    assert_eq!(decode_auth(Some(b"Digest username=x")), AuthHeader::NotBasic);
+    assert_eq!(decode_auth(Some(b"Basic !!!not-base64!!!")), AuthHeader::Malformed);
     let no_colon = format!("Basic {}", b64("no-colon-here"));
-    assert_eq!(
-        decode_auth(Some(no_colon.as_bytes())),
-        AuthHeader::Malformed
-    );
+    assert_eq!(decode_auth(Some(no_colon.as_bytes())), AuthHeader::Malformed);
     assert!(well_formed_key("abcdefghijklmnopqrstuvwxyz012345"));
     assert!(!well_formed_key("abc"));
     assert!(!well_formed_key("abcdefghijklmnopqrstuvwxyz01234-"));
@@ -93,10 +67,7 @@ fn full_name_rules() {
     assert_eq!(check_full_name(""), Err("Name too short!"));
     assert_eq!(check_full_name(&"B".repeat(101)), Err("Name too long!"));
     assert!(check_full_name(&"A".repeat(100)).is_ok());
-    assert_eq!(
-        check_full_name("Bad*Name"),
-        Err("Invalid characters in name!")
-    );
+    assert_eq!(check_full_name("Bad*Name"), Err("Invalid characters in name!"));
     assert_eq!(check_full_name("Name|123"), Err("Invalid format!"));
 }
 
@@ -106,14 +77,8 @@ fn email_and_group_name_rules() {
     assert!(!valid_email("not-an-email"));
     assert!(!valid_email("a@b"));
     assert!(!valid_email("a b@example.com"));
-    assert_eq!(
-        check_group_name(""),
-        Err("User group name can't be empty!".into())
-    );
-    assert_eq!(
-        check_group_name("role:x"),
-        Err("User group name cannot start with 'role:'.".into())
-    );
+    assert_eq!(check_group_name(""), Err("User group name can't be empty!".into()));
+    assert_eq!(check_group_name("role:x"), Err("User group name cannot start with 'role:'.".into()));
     assert_eq!(
         check_group_name(&"z".repeat(101)),
         Err("User group name cannot exceed 100 characters.".into())
@@ -143,21 +108,12 @@ fn email_visibility_follows_the_viewer_role() {
 
     let seen = realm.render_user(&owner, &iago, true, false);
     assert_eq!(seen["delivery_email"], "iago@zulip.example.com");
-    assert_eq!(
-        seen["email"],
-        format!("user{}@zulip.example.com", iago.user_id)
-    );
+    assert_eq!(seen["email"], format!("user{}@zulip.example.com", iago.user_id));
     assert!(seen["avatar_url"].is_string());
     assert!(!seen.contains_key("is_billing_admin"));
 
-    assert_eq!(
-        realm.render_user(&member, &iago, true, false)["delivery_email"],
-        Value::Null
-    );
-    assert_eq!(
-        realm.render_user(&owner, &hidden, true, false)["delivery_email"],
-        Value::Null
-    );
+    assert_eq!(realm.render_user(&member, &iago, true, false)["delivery_email"], Value::Null);
+    assert_eq!(realm.render_user(&owner, &hidden, true, false)["delivery_email"], Value::Null);
     assert_eq!(
         realm.render_user(&hidden, &hidden, true, false)["delivery_email"],
         "hidden@zulip.example.com"
@@ -168,34 +124,20 @@ fn email_visibility_follows_the_viewer_role() {
     assert!(!b.contains_key("profile_data"));
 
     // Lookup by real email only when visible; the dummy always works.
-    assert!(realm
-        .lookup_by_api_email(&owner, "IAGO@zulip.example.com")
-        .is_some());
-    assert!(realm
-        .lookup_by_api_email(&member, "iago@zulip.example.com")
-        .is_none());
+    assert!(realm.lookup_by_api_email(&owner, "IAGO@zulip.example.com").is_some());
+    assert!(realm.lookup_by_api_email(&member, "iago@zulip.example.com").is_none());
     let dummy = realm.dummy_email(iago.user_id);
     assert!(realm.lookup_by_api_email(&member, &dummy).is_some());
-    assert!(realm
-        .lookup_by_api_email(&owner, "hidden@zulip.example.com")
-        .is_none());
+    assert!(realm.lookup_by_api_email(&owner, "hidden@zulip.example.com").is_none());
 }
 
 #[test]
 fn system_groups_follow_roles_and_nest() {
     let mut realm = demo_realm();
     let owners = realm.system_group_id("role:owners").expect("owners");
-    let admins = realm
-        .system_group_id("role:administrators")
-        .expect("admins");
-    let iago = realm
-        .user_by_email("iago@zulip.example.com")
-        .map(|u| u.user_id)
-        .expect("iago");
-    let desdemona = realm
-        .user_by_email("desdemona@zulip.example.com")
-        .map(|u| u.user_id)
-        .expect("desdemona");
+    let admins = realm.system_group_id("role:administrators").expect("admins");
+    let iago = realm.user_by_email("iago@zulip.example.com").map(|u| u.user_id).expect("iago");
+    let desdemona = realm.user_by_email("desdemona@zulip.example.com").map(|u| u.user_id).expect("desdemona");
     assert!(realm.recursive_members(admins).contains(&desdemona));
     assert!(!realm.groups[&admins].members.contains(&desdemona));
     assert!(!realm.recursive_members(owners).contains(&iago));

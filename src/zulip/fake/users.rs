@@ -14,11 +14,7 @@ pub(crate) enum UserRef {
     Email(String),
 }
 
-pub(crate) const LIST_PARAMS: &[&str] = &[
-    "client_gravatar",
-    "include_custom_profile_fields",
-    "user_ids",
-];
+pub(crate) const LIST_PARAMS: &[&str] = &["client_gravatar", "include_custom_profile_fields", "user_ids"];
 pub(crate) const GET_PARAMS: &[&str] = &["client_gravatar", "include_custom_profile_fields"];
 pub(crate) const CREATE_PARAMS: &[&str] = &["email", "password", "full_name"];
 pub(crate) const UPDATE_PARAMS: &[&str] = &["full_name", "role", "profile_data", "new_email"];
@@ -31,23 +27,15 @@ fn no_such_user() -> ApiError {
 fn gravatar_flags(realm: &Realm, params: &Params) -> ApiResult<(bool, bool)> {
     let default_gravatar = realm.feature_level >= 92;
     Ok((
-        params
-            .json_bool("client_gravatar")?
-            .unwrap_or(default_gravatar),
-        params
-            .json_bool("include_custom_profile_fields")?
-            .unwrap_or(false),
+        params.json_bool("client_gravatar")?.unwrap_or(default_gravatar),
+        params.json_bool("include_custom_profile_fields")?.unwrap_or(false),
     ))
 }
 
 /// `GET /users`: every account, bots and deactivated users included, ascending ids.
 pub(crate) fn list(realm: &Realm, caller: &FakeUser, params: &Params) -> ApiResult<Data> {
     let (gravatar, profile) = gravatar_flags(realm, params)?;
-    let wanted = if realm.feature_level >= 384 {
-        params.json_int_list("user_ids")?
-    } else {
-        None
-    };
+    let wanted = if realm.feature_level >= 384 { params.json_int_list("user_ids")? } else { None };
     let members: Vec<Value> = realm
         .users
         .values()
@@ -67,19 +55,11 @@ fn resolve<'a>(realm: &'a Realm, caller: &FakeUser, r: &UserRef) -> Option<&'a F
 }
 
 /// `GET /users/{user_id}` and `GET /users/{email}`.
-pub(crate) fn get(
-    realm: &Realm,
-    caller: &FakeUser,
-    target: &UserRef,
-    params: &Params,
-) -> ApiResult<Data> {
+pub(crate) fn get(realm: &Realm, caller: &FakeUser, target: &UserRef, params: &Params) -> ApiResult<Data> {
     let (gravatar, profile) = gravatar_flags(realm, params)?;
     let user = resolve(realm, caller, target).ok_or_else(no_such_user)?;
     let mut d = Data::new();
-    d.insert(
-        "user".into(),
-        Value::Object(realm.render_user(caller, user, gravatar, profile)),
-    );
+    d.insert("user".into(), Value::Object(realm.render_user(caller, user, gravatar, profile)));
     Ok(d)
 }
 
@@ -135,9 +115,7 @@ pub(crate) fn update(
     let full_name = params.string("full_name");
     let role = match params.json_int("role")? {
         Some(r) if !ROLES.iter().any(|x| i64::from(*x) == r) => {
-            return Err(ApiError::bad(
-                "Invalid role: Value error, Not in the list of possible values",
-            ))
+            return Err(ApiError::bad("Invalid role: Value error, Not in the list of possible values"))
         }
         Some(r) => u16::try_from(r).ok(),
         None => None,
@@ -147,18 +125,12 @@ pub(crate) fn update(
             return Err(ApiError::bad("profile_data is not a list"));
         }
     }
-    let new_email = if fl >= 313 {
-        params.string("new_email")
-    } else {
-        None
-    };
+    let new_email = if fl >= 313 { params.string("new_email") } else { None };
 
     if caller.is_admin() && new_email.is_some() && !caller.can_change_user_emails {
         return Err(ApiError::bad("User not authorized to change user emails"));
     }
-    let mut user = resolve(realm, caller, target)
-        .cloned()
-        .ok_or_else(no_such_user)?;
+    let mut user = resolve(realm, caller, target).cloned().ok_or_else(no_such_user)?;
     if !caller.is_admin() {
         return Err(ApiError::bad("Insufficient permission"));
     }
@@ -201,10 +173,7 @@ pub(crate) fn update(
 
 /// The only active human owner?
 fn is_last_owner(realm: &Realm, user_id: u64) -> bool {
-    !realm
-        .users
-        .values()
-        .any(|u| u.user_id != user_id && u.role == OWNER && u.is_active && !u.is_bot)
+    !realm.users.values().any(|u| u.user_id != user_id && u.role == OWNER && u.is_active && !u.is_bot)
 }
 
 /// `DELETE /users/{user_id}`.
@@ -228,12 +197,7 @@ pub(crate) fn deactivate(
             }
         }
     }
-    let target = realm
-        .users
-        .get(&user_id)
-        .filter(|u| !u.is_bot)
-        .cloned()
-        .ok_or_else(no_such_user)?;
+    let target = realm.users.get(&user_id).filter(|u| !u.is_bot).cloned().ok_or_else(no_such_user)?;
     if !target.is_active {
         return Err(ApiError::bad("User is deactivated"));
     }
@@ -244,9 +208,7 @@ pub(crate) fn deactivate(
         return Err(ApiError::principal("Must be an organization owner"));
     }
     if target.role == OWNER && is_last_owner(realm, user_id) {
-        return Err(ApiError::bad(
-            "Cannot deactivate the only organization owner",
-        ));
+        return Err(ApiError::bad("Cannot deactivate the only organization owner"));
     }
     deactivate_with_bots(realm, user_id);
     Ok(Data::new())
@@ -263,18 +225,11 @@ fn deactivate_with_bots(realm: &mut Realm, user_id: u64) {
 
 /// `DELETE /users/me`.
 pub(crate) fn deactivate_me(realm: &mut Realm, caller: &FakeUser) -> ApiResult<Data> {
-    let others_active = realm
-        .users
-        .values()
-        .any(|u| u.is_active && u.user_id != caller.user_id);
+    let others_active = realm.users.values().any(|u| u.is_active && u.user_id != caller.user_id);
     if !others_active {
-        return Err(ApiError::new(
-            400,
-            "CANNOT_DEACTIVATE_LAST_USER",
-            "Cannot deactivate the only user.",
-        )
-        .with("is_last_owner", json!(false))
-        .with("entity", json!("user")));
+        return Err(ApiError::new(400, "CANNOT_DEACTIVATE_LAST_USER", "Cannot deactivate the only user.")
+            .with("is_last_owner", json!(false))
+            .with("entity", json!("user")));
     }
     if caller.role == OWNER && is_last_owner(realm, caller.user_id) {
         return Err(ApiError::new(

@@ -51,11 +51,7 @@ impl Params {
 
     /// The raw value (the last one given).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Parameter names not in `known`, deduplicated, in order of appearance.
@@ -93,20 +89,14 @@ impl Params {
     pub fn json_int(&self, name: &str) -> ApiResult<Option<i64>> {
         match self.json(name)? {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| ApiError::bad(format!("{name} is not an integer"))),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| ApiError::bad(format!("{name} is not an integer"))),
         }
     }
 
     pub fn json_bool(&self, name: &str) -> ApiResult<Option<bool>> {
         match self.json(name)? {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| ApiError::bad(format!("{name} is not a boolean"))),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| ApiError::bad(format!("{name} is not a boolean"))),
         }
     }
 
@@ -132,8 +122,7 @@ impl Params {
     }
 
     pub fn required_int_list(&self, name: &str) -> ApiResult<Vec<u64>> {
-        self.json_int_list(name)?
-            .ok_or_else(|| ApiError::missing(name))
+        self.json_int_list(name)?.ok_or_else(|| ApiError::missing(name))
     }
 }
 
@@ -141,12 +130,7 @@ impl Params {
 
 impl ApiError {
     pub fn new(status: u16, code: &str, msg: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code: code.to_string(),
-            msg: msg.into(),
-            extra: Vec::new(),
-        }
+        ApiError { status, code: code.to_string(), msg: msg.into(), extra: Vec::new() }
     }
 
     /// 400 `BAD_REQUEST`, Zulip's default for logical errors.
@@ -155,12 +139,8 @@ impl ApiError {
     }
 
     pub fn missing(name: &str) -> Self {
-        ApiError::new(
-            400,
-            "REQUEST_VARIABLE_MISSING",
-            format!("Missing '{name}' argument"),
-        )
-        .with("var_name", json!(name))
+        ApiError::new(400, "REQUEST_VARIABLE_MISSING", format!("Missing '{name}' argument"))
+            .with("var_name", json!(name))
     }
 
     pub fn principal(msg: &str) -> Self {
@@ -217,20 +197,15 @@ pub(crate) fn success(data: Map<String, Value>, ignored: &[String]) -> Resp {
 pub(crate) fn error_response(e: &ApiError) -> Resp {
     let mut r = json_response(e.status, &e.body());
     if e.status == 401 {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"zulip\""),
-        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"zulip\""));
     }
     r
 }
 
 /// Django's 404 page: HTML, never JSON.
 pub(crate) fn html_404(path: &str) -> Resp {
-    let escaped = path
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let escaped = path.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let body = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n  <meta http-equiv=\"content-type\" \
          content=\"text/html; charset=utf-8\">\n  <title>Page not found at {escaped}</title>\n  \
@@ -252,8 +227,7 @@ pub(crate) fn method_not_allowed(allowed: &[&str]) -> Resp {
 
 pub(crate) fn empty_405() -> Resp {
     let mut r = response(405, "text/html; charset=utf-8", "");
-    r.headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
     r
 }
 
@@ -304,10 +278,7 @@ pub(crate) fn decode_auth(value: Option<&[u8]>) -> AuthHeader {
         return AuthHeader::Malformed;
     };
     match text.split_once(':') {
-        Some((email, key)) => AuthHeader::Basic {
-            email: email.to_string(),
-            api_key: key.trim().to_string(),
-        },
+        Some((email, key)) => AuthHeader::Basic { email: email.to_string(), api_key: key.trim().to_string() },
         None => AuthHeader::Malformed,
     }
 }
