@@ -226,22 +226,10 @@ impl App {
         let body = body.unwrap_or(Value::Null);
         let base = realm.base_url.as_str();
         match route {
-            Route::List(resource) => {
-                let list = list_query(&query, rt_of(resource))?;
-                let page = match resource {
-                    Resource::User => realm.list_users(&list).await?,
-                    Resource::Group => realm.list_groups(&list, wants_members(&query)?).await?,
-                };
-                Ok(list_response(page, &query.projection()?, rt_of(resource)))
-            }
+            Route::List(resource) => list(realm, resource, &query).await,
             Route::Search(resource) => {
                 let search = SearchRequest::parse(&body)?;
-                let list = list_query(&search.query, rt_of(resource))?;
-                let page = match resource {
-                    Resource::User => realm.list_users(&list).await?,
-                    Resource::Group => realm.list_groups(&list, wants_members(&search.query)?).await?,
-                };
-                Ok(list_response(page, &search.query.projection()?, rt_of(resource)))
+                list(realm, resource, &search.query).await
             }
             Route::SearchAll => {
                 let search = SearchRequest::parse(&body)?;
@@ -249,10 +237,13 @@ impl App {
                 Ok(list_response_mixed(page, &search.query.projection()?))
             }
             Route::Get(resource, id) => {
-                let value = match resource {
+                let mut value = match resource {
                     Resource::User => realm.get_user(&id).await?,
                     Resource::Group => realm.get_group(&id, wants_members(&query)?).await?,
                 };
+                if resource == Resource::User && query.projection()?.requests("groups", &USER) {
+                    realm.attach_groups(std::slice::from_mut(&mut value)).await?;
+                }
                 if let (Some(inm), Some(version)) = (if_none_match.as_deref(), version_of(&value)) {
                     if scim::version::if_none_match_satisfied(inm, version) {
                         return Err(Error::NotModified { etag: version.to_string() });
@@ -350,6 +341,20 @@ impl App {
             Error::invalid(ScimType::InvalidSyntax, format!("the request body is not valid JSON: {e}"))
         })
     }
+}
+
+/// `GET /Users|/Groups` and their `.search`: one page, projected.
+async fn list(realm: &Realm, resource: Resource, query: &Query) -> Result<Response<Body>, Error> {
+    let projection = query.projection()?;
+    let list = list_query(query, rt_of(resource))?;
+    let mut page = match resource {
+        Resource::User => realm.list_users(&list).await?,
+        Resource::Group => realm.list_groups(&list, projection.requests("members", &GROUP)).await?,
+    };
+    if resource == Resource::User && projection.requests("groups", &USER) {
+        realm.attach_groups(&mut page.resources).await?;
+    }
+    Ok(list_response(page, &projection, rt_of(resource)))
 }
 
 /// A `SearchRequest` body (RFC 7644 §3.4.3), as query parameters.
