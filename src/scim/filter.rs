@@ -232,7 +232,7 @@ impl Filter {
                 };
                 elements.iter().any(|e| {
                     filter.eval(Scope::Element(parent), e)
-                        && then.as_ref().map_or(true, |t| t.eval(Scope::Element(parent), e))
+                        && then.as_ref().is_none_or(|t| t.eval(Scope::Element(parent), e))
                 })
             }
             Filter::And(fs) => fs.iter().all(|f| f.eval(scope, node)),

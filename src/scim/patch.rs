@@ -522,7 +522,7 @@ fn remove(work: &mut Value, t: &Target<'_>, value: Option<&Value>) -> Result<(),
             (Some(filter), None) => items.retain(|e| !filter.matches_element(e, def)),
             (filter, Some(sub)) => {
                 for item in &mut items {
-                    if filter.map_or(true, |f| f.matches_element(item, def)) {
+                    if filter.is_none_or(|f| f.matches_element(item, def)) {
                         set_sub(item, sub, None, def)?;
                     }
                 }

@@ -79,7 +79,7 @@ impl AttrPath {
 
     /// No URN, or the core User or Group schema URN.
     pub(crate) fn has_core_urn(&self) -> bool {
-        self.urn.as_deref().map_or(true, |u| {
+        self.urn.as_deref().is_none_or(|u| {
             u.eq_ignore_ascii_case(super::USER_SCHEMA) || u.eq_ignore_ascii_case(super::GROUP_SCHEMA)
         })
     }

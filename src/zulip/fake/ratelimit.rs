@@ -65,7 +65,7 @@ impl Limiter {
                     .and_then(|t| t.checked_add(*w))
                     .map(|expiry| expiry.saturating_duration_since(now).as_secs_f64())
                     .unwrap_or(w.as_secs_f64());
-                if limited.map_or(true, |(_, longest_wait)| longest_wait < wait) {
+                if limited.is_none_or(|(_, longest_wait)| longest_wait < wait) {
                     limited = Some((*max, wait));
                 }
             }
@@ -78,7 +78,7 @@ impl Limiter {
         for (w, max) in &rules {
             let count = u32::try_from(in_window(hits, *w).len()).unwrap_or(u32::MAX);
             let remaining = max.saturating_sub(count);
-            if best.map_or(true, |(_, fewest)| fewest > remaining) {
+            if best.is_none_or(|(_, fewest)| fewest > remaining) {
                 best = Some((*max, remaining));
             }
         }

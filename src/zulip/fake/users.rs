@@ -39,7 +39,7 @@ pub(crate) fn list(realm: &Realm, caller: &FakeUser, params: &Params) -> ApiResu
     let members: Vec<Value> = realm
         .users
         .values()
-        .filter(|u| wanted.as_ref().map_or(true, |w| w.contains(&u.user_id)))
+        .filter(|u| wanted.as_ref().is_none_or(|w| w.contains(&u.user_id)))
         .map(|u| Value::Object(realm.render_user(caller, u, gravatar, profile)))
         .collect();
     let mut d = Data::new();
