@@ -1,5 +1,7 @@
 //! The one integration-test binary. Add new areas as modules here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod fake_transcripts;
 mod groups;
 mod support;

@@ -2,7 +2,6 @@
 //! ways, configured in code exactly as `scim-sidecar demo` is.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -14,7 +13,6 @@ use tokio::task::JoinHandle;
 
 use scim_sidecar::app::{build_app, demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
 use scim_sidecar::config::Config;
-use scim_sidecar::http::App;
 use scim_sidecar::server::{self, ServerLimits};
 use scim_sidecar::zulip::fake::{FakeUser, FakeZulip, FakeZulipBuilder, RecordedRequest};
 
@@ -23,7 +21,6 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// A running FakeZulip + sidecar pair.
 pub struct Harness {
     pub fake: FakeZulip,
-    pub app: Arc<App>,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -70,7 +67,7 @@ impl Harness {
             },
             limits,
         ));
-        Harness { fake, app, addr, http: reqwest::Client::new(), shutdown: Some(tx), server: Some(server) }
+        Harness { fake, addr, http: reqwest::Client::new(), shutdown: Some(tx), server: Some(server) }
     }
 
     /// `http://127.0.0.1:PORT/scim/v2` + `path`.
