@@ -126,6 +126,9 @@ fn user_filters_match_as_expected() {
         (r#"not (id eq "17") and active eq true"#, false),
         (r#"not id eq "18" and active eq true"#, true),
         (r#"not not (id eq "17")"#, true),
+        (r#"not(id eq "17")"#, false),
+        (r#"(id eq "17")and(active eq true)"#, true),
+        ("id\teq\n\"17\"\r\nAND active Eq TRUE", true),
         (r#"((((id eq "17"))))"#, true),
         (
             r#"name.FamilyName eq "Diaz" and (emails.Value co "example.com" or emails.Value co "example.org")"#,
