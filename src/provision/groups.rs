@@ -97,10 +97,15 @@ impl Realm {
                 .collect();
             out.insert("members".into(), Value::Array(members));
         }
-        out.insert(
-            "meta".into(),
-            json!({"resourceType": "Group", "location": format!("{}/Groups/{}", self.base_url, group.id)}),
-        );
+        let mut meta = Map::new();
+        meta.insert("resourceType".into(), Value::from("Group"));
+        // Zulip records when a group was created, not when it last changed.
+        if let Some(created) = group.date_created.and_then(rfc3339_from_unix) {
+            meta.insert("created".into(), Value::from(created.clone()));
+            meta.insert("lastModified".into(), Value::from(created));
+        }
+        meta.insert("location".into(), Value::from(format!("{}/Groups/{}", self.base_url, group.id)));
+        out.insert("meta".into(), Value::Object(meta));
         Realm::with_version(Value::Object(out))
     }
 
@@ -492,6 +497,12 @@ impl Realm {
         tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
         Ok(())
     }
+}
+
+/// UNIX seconds as RFC 3339 (`2026-11-24T01:27:00Z`).
+fn rfc3339_from_unix(secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 fn group_name_taken(name: &str, id: u64, deactivated: bool) -> Error {

@@ -88,6 +88,9 @@ pub struct UserGroup {
     pub is_system_group: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// UNIX seconds (FL 292); null for system groups and groups older than that.
+    #[serde(default)]
+    pub date_created: Option<i64>,
 }
 
 /// `GET /server_settings` (no authentication).
