@@ -646,8 +646,8 @@ impl ZulipClient {
         }
     }
 
-    /// Waits for this call's send slot ([`Pacer::reserve`]), or refuses the call when the
-    /// slot would leave no time to be answered before the deadline.
+    /// Waits for this call's send slot ([`Pacer::reserve`]), or refuses the call (nothing
+    /// sent) when the slot would leave no time to be answered before the deadline.
     async fn pace(
         &self,
         path: &str,
@@ -656,9 +656,13 @@ impl ZulipClient {
         reserve: Duration,
     ) -> Result<(), ZulipError> {
         let now = Instant::now();
-        let max_wait = deadline
-            .saturating_duration_since(now)
-            .saturating_sub(reserve);
+        let left = deadline.saturating_duration_since(now);
+        if left < reserve {
+            // Queueing used up the deadline: sending now would likely time out and leave
+            // a write's outcome unknown. Not sending is a clean "retry later".
+            return Err(queue_full(path));
+        }
+        let max_wait = left.saturating_sub(reserve);
         match self.pacer.reserve(now, max_wait) {
             Ok(wait) if wait.is_zero() => Ok(()),
             Ok(wait) => {
@@ -837,7 +841,8 @@ fn rate_limit_from_headers(headers: &HeaderMap) -> Option<RateLimitState> {
     })
 }
 
-/// The call never left: the realm's queue did not admit it within the deadline.
+/// The call never left: the realm's queue did not admit it in time to be answered within
+/// the deadline.
 fn queue_full(path: &str) -> ZulipError {
     tracing::debug!(
         endpoint = path,

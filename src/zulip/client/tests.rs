@@ -1875,3 +1875,34 @@ async fn a_low_budget_spaces_calls_out() {
     assert!(gap(&requests, 2) >= MS(150), "{:?}", gap(&requests, 2));
     assert!(gap(&requests, 2) < MS(1000), "{:?}", gap(&requests, 2));
 }
+
+#[tokio::test]
+async fn a_write_that_cannot_be_sent_in_time_is_not_sent() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client_with(UpstreamPolicy {
+        deadline: MS(600),
+        ..UpstreamPolicy::default()
+    });
+    // The first write hangs until its own deadline, holding the write lock...
+    upstream.reply(Reply::Hang);
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.deactivate_user(1).await }
+    });
+    upstream.arrived(1).await;
+    upstream.reply(success());
+    // ...so the second gets the lock too late to be answered: refused, never sent (rather
+    // than sent with a few milliseconds left and its outcome made unknown).
+    let err = client.deactivate_user(2).await.expect_err("not sent");
+    assert!(
+        matches!(err, ZulipError::Throttled { .. }) && err.outcome_known(),
+        "{err:?}"
+    );
+    assert!(err.rate_limited().is_some());
+    assert!(first
+        .await
+        .expect("join")
+        .expect_err("timeout")
+        .is_timeout());
+    assert_eq!(upstream.requests().len(), 1);
+}
