@@ -306,9 +306,9 @@ impl UserMapping {
         }
         // Zulip needs a name; an IdP that sends none gets the address's local part, which
         // the admin (or a later update) can change.
-        let full_name = self.full_name_of(None, body).unwrap_or_else(|| {
-            email.rsplit_once('@').map(|(local, _)| local).unwrap_or(&email).to_string()
-        });
+        let full_name = self
+            .full_name_of(None, body)
+            .unwrap_or_else(|| email.rsplit_once('@').map(|(local, _)| local).unwrap_or(&email).to_string());
         check_full_name(&full_name)?;
         let role = match value_at(body, &["role"]) {
             None | Some(Value::Null) => None,

@@ -150,7 +150,9 @@ fn changes_ignore_emails_and_reject_bad_values() {
     let m = mapping(true);
     let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
     // emails is derived from userName: a PUT that carries another address ignores it.
-    let put = m.put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]})).unwrap();
+    let put = m
+        .put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]}))
+        .unwrap();
     assert!(m.changes(&before, &put).unwrap().is_empty());
 
     let mut after = before.clone();
