@@ -114,17 +114,15 @@ impl UserMapping {
                 return Some(d.to_string());
             }
         }
-        if changed(&["name", "formatted"]) {
-            if let Some(f) = formatted {
-                return Some(f.to_string());
-            }
+        let formatted = formatted.filter(|_| changed(&["name", "formatted"])).map(str::to_string);
+        let parts_changed = changed(&["name", "givenName"]) || changed(&["name", "familyName"]);
+        let composed = composed.filter(|_| parts_changed);
+        // Both forms changed (and may disagree): the realm's configured style wins.
+        if self.name_formatted_included {
+            formatted.or(composed)
+        } else {
+            composed.or(formatted)
         }
-        if changed(&["name", "givenName"]) || changed(&["name", "familyName"]) {
-            if let Some(c) = composed {
-                return Some(c);
-            }
-        }
-        None
     }
 }
 
@@ -248,6 +246,16 @@ impl UserMapping {
             }
         }
 
+        // Every Zulip account has a role and is active or deactivated: neither can be removed.
+        for (attr, how) in [("role", "set role to member"), ("active", "set active to false to deactivate")] {
+            let present = |v: &Value| value_at(v, &[attr]).is_some_and(|x| !x.is_null());
+            if present(before) && !present(after) {
+                return Err(Error::invalid(
+                    ScimType::Mutability,
+                    format!("{attr} cannot be removed from a Zulip account: {how}"),
+                ));
+            }
+        }
         match value_at(after, &["role"]) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.trim().is_empty() => {}

@@ -143,7 +143,7 @@ impl Realm {
                 // because the address belongs to an account the snapshot did not show (new
                 // since the snapshot, or hidden). Look before answering: never a duplicate,
                 // never a false error.
-                let unknown_outcome = !matches!(e, ZulipError::Api { .. });
+                let unknown_outcome = !e.outcome_known();
                 if !unknown_outcome && !e.is_bad_request() {
                     return Err(refusal(e));
                 }
@@ -344,7 +344,7 @@ impl Realm {
         };
         if !update.is_empty() {
             if let Err(e) = self.client.update_user(user_id, &update).await {
-                if !matches!(e, ZulipError::Api { .. }) {
+                if !e.outcome_known() {
                     self.dir.invalidate_users().await;
                 }
                 return Err(refusal(e));
@@ -384,7 +384,7 @@ impl Realm {
     }
 
     async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
-        if !matches!(e, ZulipError::Api { .. }) {
+        if !e.outcome_known() {
             self.dir.invalidate_users().await;
         }
         match applied {

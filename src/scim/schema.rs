@@ -264,8 +264,7 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
             .complex(NAME_SUBS),
         AttributeDef::string("displayName", "The name shown in Zulip (full_name).").required(),
         AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
-            .of_type(AttrType::Boolean)
-            .required(),
+            .of_type(AttrType::Boolean),
         AttributeDef::string(
             "emails",
             "The account's address (derived from userName: a Zulip account has exactly one).",

@@ -155,6 +155,15 @@ fn changes_ignore_emails_and_reject_bad_values() {
         .unwrap();
     assert!(m.changes(&before, &put).unwrap().is_empty());
 
+    for attr in ["role", "active"] {
+        let mut after = before.clone();
+        after.as_object_mut().unwrap().remove(attr);
+        assert!(matches!(
+            m.changes(&before, &after),
+            Err(Error::Invalid { scim_type: ScimType::Mutability, .. })
+        ));
+    }
+
     let mut after = before.clone();
     after["active"] = json!("False");
     assert_eq!(m.changes(&before, &after).unwrap().active, Some(false));
