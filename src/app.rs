@@ -51,7 +51,10 @@ pub fn build_app(config: &Config) -> Result<Arc<App>, StartupError> {
             email: realm.upstream.email.clone(),
             api_key: realm.upstream.api_key.clone(),
             timeout: realm.upstream.timeout,
-            policy: crate::zulip::client::UpstreamPolicy::default(),
+            policy: crate::zulip::client::UpstreamPolicy {
+                deadline: config.request_deadline,
+                ..crate::zulip::client::UpstreamPolicy::default()
+            },
         })
         .map_err(|e| {
             StartupError::Other(format!("realm {}: cannot build the Zulip client: {e}", realm.name))
