@@ -4,5 +4,6 @@
 
 mod fake_transcripts;
 mod groups;
+mod idp_sequences;
 mod support;
 mod users;
