@@ -4,5 +4,6 @@
 
 mod fake_transcripts;
 mod groups;
+mod live;
 mod support;
 mod users;
