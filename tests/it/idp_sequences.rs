@@ -28,7 +28,8 @@ fn subst_str(s: &str, vars: &HashMap<String, String>) -> String {
 
 async fn replay(fixture: &str, name_formatted_included: bool) {
     let script: Value = serde_json::from_str(fixture).expect("fixture is JSON");
-    let h = Harness::start_with(fake(), |c| c.realms[0].name_formatted_included = name_formatted_included).await;
+    let h =
+        Harness::start_with(fake(), |c| c.realms[0].name_formatted_included = name_formatted_included).await;
     let suffix = script["query_suffix"].as_str();
     let mut vars: HashMap<String, String> = HashMap::new();
     for step in script["steps"].as_array().expect("steps") {

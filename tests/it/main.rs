@@ -5,5 +5,6 @@
 mod fake_transcripts;
 mod groups;
 mod idp_sequences;
+mod live;
 mod support;
 mod users;

@@ -556,7 +556,7 @@ pub(crate) fn check_group_name(name: &str) -> Result<(), String> {
 
 /// Gravatar-style URL. Zulip hashes with MD5; the fake uses the first 32 hex digits of
 /// SHA-256 (no MD5 dependency), which has the same shape.
-fn gravatar_url(email: &str) -> String {
+pub(crate) fn gravatar_url(email: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
     let hex = hex::encode(digest);

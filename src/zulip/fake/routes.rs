@@ -20,6 +20,10 @@ pub(crate) enum Route {
     GroupMember(u64, u64),
     GroupSubgroups(u64),
     GroupDeactivate(u64),
+    /// `POST /register` (served by `process`, not `dispatch`: it owns the event queues).
+    Register,
+    /// `GET`/`DELETE /events` (likewise; a `GET` may long-poll).
+    Events,
 }
 
 /// An integer path segment as Django's `[0-9]+` matches it; huge values never exist.
@@ -38,6 +42,8 @@ impl Route {
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let route = match s.as_slice() {
             ["server_settings"] => Route::ServerSettings,
+            ["register"] => Route::Register,
+            ["events"] => Route::Events,
             ["users"] => Route::Users,
             ["users", "me"] => Route::UsersMe,
             ["users", id] if !id.is_empty() => match int_segment(id) {
@@ -76,6 +82,8 @@ impl Route {
             Route::GroupMembers(_) | Route::GroupSubgroups(_) => vec!["GET", "POST"],
             Route::GroupMember(..) => vec!["GET"],
             Route::GroupDeactivate(_) => vec!["POST"],
+            Route::Register => vec!["POST"],
+            Route::Events => vec!["GET", "DELETE"],
         };
         if m.contains(&"GET") {
             m.push("HEAD");
@@ -94,6 +102,19 @@ impl Route {
                 | Route::GroupMember(..)
                 | Route::GroupSubgroups(_)
         )
+    }
+}
+
+/// The users a write on `route` may change (bots they own follow them; new users are found
+/// by id), so that only those are compared for events.
+pub(crate) fn touched_users(realm: &Realm, route: &Route, caller: &FakeUser) -> Vec<u64> {
+    match route {
+        Route::User(UserRef::Id(id)) | Route::UserReactivate(id) => vec![*id],
+        Route::User(UserRef::Email(email)) => {
+            realm.lookup_by_api_email(caller, email).map(|u| u.user_id).into_iter().collect()
+        }
+        Route::UsersMe => vec![caller.user_id],
+        _ => Vec::new(),
     }
 }
 
@@ -160,9 +181,10 @@ pub(crate) fn dispatch(
         }
         (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
         // Unreachable after the method check; answer like an unknown user to stay total.
-        (Route::ServerSettings, _) | (Route::User(UserRef::Email(_)), _) => {
-            (Err(super::wire::ApiError::bad("No such user")), Vec::new())
-        }
+        (Route::ServerSettings, _)
+        | (Route::User(UserRef::Email(_)), _)
+        | (Route::Register, _)
+        | (Route::Events, _) => (Err(super::wire::ApiError::bad("No such user")), Vec::new()),
     }
 }
 
@@ -192,6 +214,8 @@ mod tests {
             ("user_groups/7/deactivate", Some(Route::GroupDeactivate(7))),
             ("no_such_endpoint", None),
             ("users/99999999999999999999999", Some(Route::User(UserRef::Id(u64::MAX)))),
+            ("register", Some(Route::Register)),
+            ("events", Some(Route::Events)),
         ];
         for (path, want) in cases {
             assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
