@@ -7,5 +7,6 @@ mod faults;
 mod groups;
 mod idp_sequences;
 mod live;
+mod protocol;
 mod support;
 mod users;
