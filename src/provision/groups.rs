@@ -70,6 +70,22 @@ fn member_ids(members: &Value) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// The `displayName` and member ids of a POST/PUT Group body.
+fn read_group_body(body: &Value) -> Result<(String, Vec<String>), Error> {
+    if !body.is_object() {
+        return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
+    }
+    let name = match value_at(body, &["displayName"]) {
+        Some(Value::String(s)) => s.trim().to_string(),
+        None | Some(Value::Null) => {
+            return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
+        }
+        Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
+    };
+    let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+    Ok((name, ids))
+}
+
 // === impl Realm (Groups) ===
 
 impl Realm {
@@ -277,18 +293,8 @@ impl Realm {
 
     /// `POST /Groups`
     pub async fn create_group(&self, body: &Value) -> Result<Value, Error> {
-        if !body.is_object() {
-            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
-        }
-        let name = match value_at(body, &["displayName"]) {
-            Some(Value::String(s)) => s.trim().to_string(),
-            None | Some(Value::Null) => {
-                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
-            }
-            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
-        };
+        let (name, ids) = read_group_body(body)?;
         check_group_name(&name)?;
-        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
         let members = self.resolve_members(&ids).await?;
         let (taken, nobody) = {
             let groups = self.group_index().await?;
@@ -357,17 +363,7 @@ impl Realm {
         Self::check_writable(&group)?;
         let before = self.get_group(id, true).await?;
         check_if_match(if_match, &before)?;
-        if !body.is_object() {
-            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
-        }
-        let name = match value_at(body, &["displayName"]) {
-            Some(Value::String(s)) => s.trim().to_string(),
-            None | Some(Value::Null) => {
-                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
-            }
-            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
-        };
-        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+        let (name, ids) = read_group_body(body)?;
         self.apply_group(group, name, ids).await
     }
 
