@@ -14,6 +14,7 @@ use crate::scim::patch::PatchRequest;
 use crate::scim::schema::USER;
 use crate::scim::ScimType;
 use crate::secret::Secret;
+use crate::zulip::client::ChannelQuery;
 use crate::zulip::{Role, User, UserUpdate, ZulipError};
 
 /// Zulip's own answer to `DELETE /Users/{id}` (realms configured with `user_delete: reject`).
@@ -128,7 +129,11 @@ impl Realm {
         Ok(self.render_user(&user))
     }
 
-    /// `POST /Users`
+    /// `POST /Users`: `POST /users`, then the role when not member, then — for a guest in a
+    /// realm with `create_guests_without_streams` — the default channels removed again,
+    /// then the deactivation when `active` is false. Only a creation does this, as in Zulip:
+    /// a later change to guest, or a deactivated account brought back by a POST, keeps its
+    /// channels.
     pub async fn create_user(&self, body: &Value) -> Result<Value, Error> {
         let new = self.users.new_user(body)?;
         let existing = self.user_index().await?.read().by_email(&new.email).cloned();
@@ -218,6 +223,17 @@ impl Realm {
             user.role = role;
             self.dir.upsert_user(user.clone()).await;
         }
+        if role == Role::Guest && self.config.create_guests_without_streams {
+            if let Err(e) = self.unsubscribe_new_guest(user_id).await {
+                // The account exists, as a guest; only its channels are left. A retry of
+                // this POST answers 409 (the address is taken): the IdP's next GET finds
+                // the user, and an admin removes the channels in Zulip.
+                return Err(with_applied(
+                    refusal(e),
+                    format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip"),
+                ));
+            }
+        }
         if !new.active {
             if let Err(e) = self.client.deactivate_user(user_id).await {
                 return Err(with_applied(
@@ -230,6 +246,22 @@ impl Realm {
         }
         tracing::info!(realm = %self.name(), user_id, "created user");
         Ok(self.render_user(&user))
+    }
+
+    /// `create_guests_without_streams`: Zulip's built-in SCIM creates such a guest without
+    /// channels, but `POST /users` has just subscribed it to the organization's default
+    /// channels — the only channels a new account is in. Zulip has no "get default
+    /// channels" endpoint; `GET /streams` narrowed to them names them (on every feature
+    /// level, and `DELETE /users/me/subscriptions` wants names, not ids), then one
+    /// `DELETE` removes the guest from all of them. Two calls, whatever the realm's size;
+    /// no default channels: one.
+    async fn unsubscribe_new_guest(&self, user_id: u64) -> Result<(), ZulipError> {
+        let channels = self.client.get_channels(&ChannelQuery::default_channels()).await?;
+        let names: Vec<String> =
+            channels.into_iter().filter(|c| c.is_default == Some(true)).map(|c| c.name).collect();
+        let outcome = self.client.unsubscribe_users(&names, &[user_id]).await?;
+        tracing::info!(realm = %self.name(), user_id, removed = ?outcome.removed, "new guest removed from the default channels");
+        Ok(())
     }
 
     /// `POST /Users` with the address of an existing account: 409, or — for a deactivated

@@ -17,6 +17,9 @@
 //! update_user_group_members(group_id, add: &[u64], delete: &[u64]) -> Result<(), ZulipError>
 //! get_user_group_members(group_id, direct_only: bool) -> Result<Vec<u64>, ZulipError>
 //! deactivate_user_group(group_id) -> Result<(), ZulipError>
+//! get_channels(&ChannelQuery) -> Result<Vec<Channel>, ZulipError>  // GET /streams
+//! unsubscribe_users(channel_names: &[String], user_ids: &[u64]) -> Result<Unsubscribed, ZulipError>
+//!                                                                   // DELETE /users/me/subscriptions
 //! rate_limit() -> Option<RateLimitState>                           // last X-RateLimit-* seen
 //! // Events API
 //! register_event_queue(event_types: &[&str]) -> Result<RegisteredQueue, ZulipError>   // POST /register
@@ -30,8 +33,9 @@
 //!   body otherwise; Zulip silently ignores JSON bodies.
 //! - Plain strings (`email`, `password`, `full_name`, `new_email`, `name`, `description`,
 //!   `queue_id`) are sent as they are; every other parameter is JSON text inside the form
-//!   field (`role=200`, `members=[10, 227]`, `include_deactivated_groups=true`), spelled as
-//!   in the transcripts (`", "` and `": "` separators; Zulip accepts either spelling).
+//!   field (`role=200`, `members=[10, 227]`, `include_deactivated_groups=true`,
+//!   `subscriptions=["general", "random"]`), spelled as in the transcripts (`", "` and
+//!   `": "` separators; Zulip accepts either spelling).
 //! - `None` fields and empty member lists are left out; a call with nothing to change is not
 //!   sent at all (Zulip answers 400 "No new data supplied" / "Nothing to do").
 //! - Decoding branches on HTTP status and the envelope's `code`, never on `msg`.
@@ -54,10 +58,11 @@
 //!
 //! | method | request | idempotency | retried after |
 //! |---|---|---|---|
-//! | `server_settings`, `get_own_user`, `get_users`, `get_user`, `get_user_groups`, `get_user_group_members` | `GET` | idempotent | 429, connect/reset/timeout, 502–504, undecodable 2xx body |
+//! | `server_settings`, `get_own_user`, `get_users`, `get_user`, `get_user_groups`, `get_user_group_members`, `get_channels` | `GET` | idempotent | 429, connect/reset/timeout, 502–504, undecodable 2xx body |
 //! | `update_user` | `PATCH /users/{id}` | idempotent (same values twice: 200, transcripts) | same as `GET` |
 //! | `update_user_group` | `PATCH /user_groups/{id}` | idempotent (same name twice: 200) | same as `GET` |
 //! | `reactivate_user` | `POST /users/{id}/reactivate` | idempotent (active user: 200) | same as `GET` |
+//! | `unsubscribe_users` | `DELETE /users/me/subscriptions` | idempotent (not subscribed: 200, listed in `not_removed`) | same as `GET` |
 //! | `create_user` | `POST /users` | not idempotent | 429, connection never made |
 //! | `deactivate_user` | `DELETE /users/{id}` | not idempotent (twice: 400) | 429, connection never made |
 //! | `create_user_group` | `POST /user_groups/create` | not idempotent | 429, connection never made |
@@ -86,7 +91,10 @@ use url::Url;
 use super::error::ZulipError;
 pub use super::pacing::UpstreamPolicy;
 use super::pacing::{backoff, retry_for, Idempotency, Pacer, Retry};
-use super::types::{Event, RateLimitState, RegisteredQueue, ServerSettings, User, UserGroup, UserUpdate};
+use super::types::{
+    Channel, Event, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User, UserGroup,
+    UserUpdate,
+};
 use crate::secret::Secret;
 
 /// `User-Agent` of every upstream request.
@@ -128,6 +136,45 @@ pub struct NewUserGroup {
     /// `None` lets Zulip default to the creating account.
     pub can_manage_group: Option<Value>,
     pub can_add_members_group: Option<Value>,
+}
+
+/// Which channels `GET /streams` returns: the union of the sets asked for. `Default` is
+/// Zulip's own default (public channels and the caller's subscriptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelQuery {
+    pub include_public: bool,
+    pub include_web_public: bool,
+    pub include_subscribed: bool,
+    /// Every active channel; administrators only (others: 400).
+    pub include_all_active: bool,
+    /// The realm's default channels, and `is_default` on every channel returned.
+    pub include_default: bool,
+}
+
+impl Default for ChannelQuery {
+    fn default() -> Self {
+        ChannelQuery {
+            include_public: true,
+            include_web_public: false,
+            include_subscribed: true,
+            include_all_active: false,
+            include_default: false,
+        }
+    }
+}
+
+impl ChannelQuery {
+    /// Exactly the realm's default channels (the ones `POST /users` subscribes a new user
+    /// to), each with `is_default: true`. Default channels are never private (Zulip refuses
+    /// to make a private channel default, or a default channel private).
+    pub fn default_channels() -> Self {
+        ChannelQuery {
+            include_public: false,
+            include_subscribed: false,
+            include_default: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// A client for one realm's service account.
@@ -426,6 +473,51 @@ impl ZulipClient {
     pub async fn deactivate_user_group(&self, group_id: u64) -> Result<(), ZulipError> {
         let path = format!("/user_groups/{group_id}/deactivate");
         self.call_unit(Method::POST, &path, Vec::new(), NOT_IDEMPOTENT).await
+    }
+
+    /// `GET /streams`: the channels `query` selects that the service account can see.
+    /// Only parameters that differ from Zulip's defaults are sent.
+    pub async fn get_channels(&self, query: &ChannelQuery) -> Result<Vec<Channel>, ZulipError> {
+        #[derive(Deserialize)]
+        struct Channels {
+            streams: Vec<Channel>,
+        }
+        let defaults = ChannelQuery::default();
+        let mut params = Params::new();
+        for (name, value, default) in [
+            ("include_public", query.include_public, defaults.include_public),
+            ("include_web_public", query.include_web_public, defaults.include_web_public),
+            ("include_subscribed", query.include_subscribed, defaults.include_subscribed),
+            ("include_all_active", query.include_all_active, defaults.include_all_active),
+            ("include_default", query.include_default, defaults.include_default),
+        ] {
+            if value != default {
+                params.push((name, json_text(&Value::Bool(value))));
+            }
+        }
+        let channels: Channels = self.call(Method::GET, "/streams", params, Auth::Basic, IDEMPOTENT).await?;
+        Ok(channels.streams)
+    }
+
+    /// `DELETE /users/me/subscriptions` with `principals`: removes `user_ids` from the
+    /// channels named (administrators may remove anyone). A channel a user is not in is
+    /// reported in `not_removed`, not refused; an unknown name is a 400
+    /// `STREAM_DOES_NOT_EXIST`. Nothing is sent when either list is empty (without
+    /// `principals` Zulip would unsubscribe the service account itself).
+    pub async fn unsubscribe_users(
+        &self,
+        channel_names: &[String],
+        user_ids: &[u64],
+    ) -> Result<Unsubscribed, ZulipError> {
+        if channel_names.is_empty() || user_ids.is_empty() {
+            return Ok(Unsubscribed::default());
+        }
+        let params = vec![
+            ("subscriptions", json_text(&Value::from(channel_names.to_vec()))),
+            ("principals", json_ids(user_ids)),
+        ];
+        // Repeating it finds nothing left to remove: a 200 with everything in `not_removed`.
+        self.call(Method::DELETE, "/users/me/subscriptions", params, Auth::Basic, IDEMPOTENT).await
     }
 
     /// The `X-RateLimit-*` headers of the latest response that carried them.

@@ -1396,3 +1396,130 @@ async fn a_write_that_cannot_be_sent_in_time_is_not_sent() {
     assert!(first.await.expect("join").expect_err("timeout").is_timeout());
     assert_eq!(upstream.requests().len(), 1);
 }
+
+// === channels (no transcripts: shapes from the OpenAPI description, FL 313) ===
+
+/// `GET /streams`' example response (zulip-openapi.yaml, "Get all channels"), trimmed to
+/// the fields any decoder could need plus a few it must ignore.
+fn channels_reply() -> Reply {
+    json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "streams": [
+            {"can_remove_subscribers_group": 9, "creator_id": 12, "date_created": 1691057093,
+             "description": "A default public channel", "first_message_id": 21,
+             "history_public_to_subscribers": true, "invite_only": false,
+             "is_announcement_only": false, "is_default": true, "is_web_public": false,
+             "message_retention_days": null, "name": "welcome",
+             "rendered_description": "<p>A default public channel</p>", "stream_id": 1,
+             "stream_post_policy": 1, "stream_weekly_traffic": null},
+            {"can_remove_subscribers_group": 10, "creator_id": null, "date_created": 1691057093,
+             "description": "A private channel", "first_message_id": 18,
+             "history_public_to_subscribers": false, "invite_only": true,
+             "is_announcement_only": false, "is_web_public": false,
+             "message_retention_days": null, "name": "management",
+             "rendered_description": "<p>A private channel</p>", "stream_id": 2,
+             "stream_post_policy": 1, "stream_weekly_traffic": null}
+        ]}),
+    )
+}
+
+#[tokio::test]
+async fn get_channels_sends_only_what_differs_from_zulips_defaults() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    upstream.reply(channels_reply());
+    let channels = client.get_channels(&ChannelQuery::default_channels()).await.expect("channels");
+    assert_eq!(
+        channels,
+        [
+            Channel { stream_id: 1, name: "welcome".into(), invite_only: false, is_default: Some(true) },
+            Channel { stream_id: 2, name: "management".into(), invite_only: true, is_default: None },
+        ]
+    );
+    upstream.reply(channels_reply());
+    client.get_channels(&ChannelQuery::default()).await.expect("channels");
+    let requests = upstream.requests();
+    let sent: Vec<_> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str(), r.query.as_deref(), r.body.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "GET",
+                "/api/v1/streams",
+                Some("include_public=false&include_subscribed=false&include_default=true"),
+                ""
+            ),
+            ("GET", "/api/v1/streams", None, ""),
+        ]
+    );
+    assert!(requests.iter().all(|r| r.authorization == Some(owner_authorization())));
+}
+
+#[tokio::test]
+async fn unsubscribe_users_sends_json_lists_of_names_and_ids() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    upstream.reply(json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "removed": ["general"], "not_removed": ["Café \"ops\""]}),
+    ));
+    let names = vec!["general".to_owned(), "Café \"ops\"".to_owned()];
+    let answer = client.unsubscribe_users(&names, &[42, 7]).await.expect("unsubscribed");
+    assert_eq!(answer.removed, ["general"]);
+    assert_eq!(answer.not_removed, ["Café \"ops\""]);
+    let sent = upstream.sole_request();
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str(), sent.query.as_deref()),
+        ("DELETE", "/api/v1/users/me/subscriptions", None)
+    );
+    assert_eq!(sent.content_type.as_deref(), Some(FORM_CONTENT_TYPE));
+    assert_eq!(
+        form_fields(&sent),
+        [
+            ("subscriptions".to_owned(), r#"["general", "Café \"ops\""]"#.to_owned()),
+            ("principals".to_owned(), "[42, 7]".to_owned()),
+        ]
+    );
+
+    // Nothing to remove, or nobody to remove it from: nothing is sent (no `principals`
+    // would mean the service account itself).
+    assert_eq!(client.unsubscribe_users(&[], &[42]).await.expect("noop"), Unsubscribed::default());
+    assert_eq!(client.unsubscribe_users(&names, &[]).await.expect("noop"), Unsubscribed::default());
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn channel_errors_and_retries() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    // An unknown channel name: Zulip's STREAM_DOES_NOT_EXIST, kept by code.
+    upstream.reply(json_reply(
+        400,
+        &[],
+        json!({"code": "STREAM_DOES_NOT_EXIST", "msg": "Channel 'nonexistent' does not exist",
+               "result": "error", "stream": "nonexistent"}),
+    ));
+    let err = client.unsubscribe_users(&["nonexistent".to_owned()], &[42]).await.expect_err("400");
+    assert!(
+        matches!(&err, ZulipError::Api { status: 400, code, .. } if code == "STREAM_DOES_NOT_EXIST"),
+        "{err:?}"
+    );
+    // Idempotent: a reset is retried (the repeat finds nothing left: `not_removed`).
+    upstream.reply(Reply::Reset);
+    upstream.reply(json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "removed": [], "not_removed": ["general"]}),
+    ));
+    let answer = client.unsubscribe_users(&["general".to_owned()], &[42]).await.expect("retried");
+    assert_eq!(answer.not_removed, ["general"]);
+    upstream.reply(Reply::Reset);
+    upstream.reply(channels_reply());
+    assert_eq!(client.get_channels(&ChannelQuery::default()).await.expect("retried").len(), 2);
+    assert_eq!(upstream.requests().len(), 5);
+}

@@ -4,7 +4,10 @@
 //! client's wire types (a serialisation bug must not cancel itself out). Layout:
 //! - [`model`]: users, groups, the realm's rules (system groups, e-mail visibility, rendering);
 //! - [`wire`]: parameters (form body + query, JSON-typed values), envelopes, Basic auth;
-//! - [`routes`]: path → route, allowed methods, dispatch; [`users`] and [`groups`]: endpoints;
+//! - [`routes`]: path → route, allowed methods, dispatch; [`users`], [`groups`] and
+//!   [`channels`]: endpoints (channels: `GET /streams`, `GET /streams/{id}/members`,
+//!   `GET /users/{id}/channels`, `DELETE /users/me/subscriptions`; `POST /users`
+//!   subscribes the new user to the default channels; no channel events);
 //! - [`ratelimit`]: per-account sliding windows with `X-RateLimit-*` headers;
 //! - [`events`]: `POST /register`, `GET /events` (long-poll), `DELETE /events`, and the events
 //!   that every change generates (REST writes and the out-of-band helpers alike).
@@ -12,6 +15,7 @@
 //! A request is recorded first, then a queued delay or failure applies, then the route is
 //! matched (HTML 404 / 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
 
+mod channels;
 mod events;
 mod groups;
 mod model;
@@ -36,7 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use events::EventQueueInfo;
-pub use model::{FakeGroup, FakeUser};
+pub use model::{FakeChannel, FakeGroup, FakeUser};
 pub use ratelimit::RateLimitRules;
 
 use events::{EventQueues, PollStart};
@@ -230,6 +234,21 @@ impl FakeZulip {
         self.inner.lock().realm.groups.values().cloned().collect()
     }
 
+    /// Every channel, in id order.
+    pub fn channels(&self) -> Vec<FakeChannel> {
+        self.inner.lock().realm.channels.values().cloned().collect()
+    }
+
+    /// Names of the channels `user_id` is subscribed to, in channel-id order.
+    pub fn user_channels(&self, user_id: u64) -> Vec<String> {
+        self.inner.lock().realm.user_channel_names(user_id)
+    }
+
+    /// Adds (or replaces) a channel; assigns an id when `stream_id == 0`. No events.
+    pub fn insert_channel(&self, channel: FakeChannel) -> u64 {
+        self.inner.lock().realm.insert_channel(channel)
+    }
+
     /// Adds (or replaces) a user "in Zulip's UI"; assigns an id when `user_id == 0`.
     /// Generates the events Zulip would (`realm_user`/`add`, role-group `add_members`).
     pub fn insert_user(&self, user: FakeUser) -> u64 {
@@ -345,14 +364,24 @@ impl FakeZulipBuilder {
         self
     }
 
-    /// The eight `role:*` groups, members derived from the users' roles.
+    /// What every realm has from the start: the eight `role:*` groups (members derived
+    /// from the users' roles) and three channels, "general" and "random" being default
+    /// channels and "engineering" not.
     pub fn with_system_groups(mut self) -> Self {
         self.realm.add_system_groups();
+        self.realm.add_default_channels();
+        self
+    }
+
+    /// Adds a channel (id 0 = assign).
+    pub fn with_channel(mut self, channel: FakeChannel) -> Self {
+        self.realm.insert_channel(channel);
         self
     }
 
     /// The `demo` realm: a service account, one user per role, a deactivated user, a
-    /// hidden-email user, a bot, system groups, "Engineering" and "Support".
+    /// hidden-email user, a bot, system groups, "Engineering" and "Support", and the
+    /// channels of [`FakeZulipBuilder::with_system_groups`].
     pub fn with_demo_data(self) -> Self {
         let host = "zulip.example.com";
         let at = |local: &str| format!("{local}@{host}");

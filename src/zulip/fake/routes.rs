@@ -3,7 +3,7 @@
 use super::model::{FakeUser, Realm};
 use super::users::{Data, UserRef};
 use super::wire::{ApiResult, Params};
-use super::{groups, users};
+use super::{channels, groups, users};
 
 /// A known `/api/v1/…` route.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +13,12 @@ pub(crate) enum Route {
     UsersMe,
     User(UserRef),
     UserReactivate(u64),
+    /// `GET /users/{user_id}/channels` (FL 440).
+    UserChannels(u64),
+    /// `DELETE /users/me/subscriptions` (the only method the fake serves there).
+    UsersMeSubscriptions,
+    Streams,
+    StreamMembers(u64),
     UserGroups,
     UserGroupCreate,
     UserGroup(u64),
@@ -46,11 +52,15 @@ impl Route {
             ["events"] => Route::Events,
             ["users"] => Route::Users,
             ["users", "me"] => Route::UsersMe,
+            ["users", "me", "subscriptions"] => Route::UsersMeSubscriptions,
+            ["users", id, "channels"] if feature_level >= 440 => Route::UserChannels(int_segment(id)?),
             ["users", id] if !id.is_empty() => match int_segment(id) {
                 Some(n) => Route::User(UserRef::Id(n)),
                 None => Route::User(UserRef::Email((*id).to_string())),
             },
             ["users", id, "reactivate"] => Route::UserReactivate(int_segment(id)?),
+            ["streams"] => Route::Streams,
+            ["streams", id, "members"] => Route::StreamMembers(int_segment(id)?),
             ["user_groups"] => Route::UserGroups,
             ["user_groups", "create"] => Route::UserGroupCreate,
             ["user_groups", id] => Route::UserGroup(int_segment(id)?),
@@ -75,6 +85,9 @@ impl Route {
             Route::User(UserRef::Email(_)) if feature_level >= 313 => vec!["GET", "PATCH"],
             Route::User(UserRef::Email(_)) => vec!["GET"],
             Route::UserReactivate(_) => vec!["POST"],
+            Route::UserChannels(_) | Route::Streams | Route::StreamMembers(_) => vec!["GET"],
+            // Zulip also serves GET, POST and PATCH here; the fake only what the sidecar uses.
+            Route::UsersMeSubscriptions => vec!["DELETE"],
             Route::UserGroups => vec!["GET"],
             Route::UserGroupCreate => vec!["POST"],
             Route::UserGroup(_) if feature_level < 294 => vec!["PATCH", "DELETE"],
@@ -160,6 +173,14 @@ pub(crate) fn dispatch(
             (users::deactivate(realm, caller, *id, params), known)
         }
         (Route::UserReactivate(id), _) => (users::reactivate(realm, caller, *id), Vec::new()),
+        (Route::UserChannels(id), _) => (channels::user_channels(realm, caller, *id), Vec::new()),
+        (Route::UsersMeSubscriptions, _) => {
+            (channels::unsubscribe(realm, caller, params), channels::UNSUBSCRIBE_PARAMS.to_vec())
+        }
+        (Route::Streams, _) => {
+            (channels::list(realm, caller, params), channels::GET_CHANNELS_PARAMS.to_vec())
+        }
+        (Route::StreamMembers(id), _) => (channels::members(realm, caller, *id), Vec::new()),
         (Route::UserGroups, _) => (groups::list(realm, params), groups::list_params(fl)),
         (Route::UserGroupCreate, _) => (groups::create(realm, caller, params), groups::create_params(fl)),
         (Route::UserGroup(id), "PATCH") => {
@@ -215,12 +236,18 @@ mod tests {
             ("no_such_endpoint", None),
             ("users/99999999999999999999999", Some(Route::User(UserRef::Id(u64::MAX)))),
             ("register", Some(Route::Register)),
+            ("streams", Some(Route::Streams)),
+            ("streams/501/members", Some(Route::StreamMembers(501))),
+            ("streams/general/members", None),
+            ("users/12/channels", Some(Route::UserChannels(12))),
+            ("users/me/subscriptions", Some(Route::UsersMeSubscriptions)),
             ("events", Some(Route::Events)),
         ];
         for (path, want) in cases {
             assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
         }
         assert_eq!(Route::parse(&segs("user_groups/7/deactivate"), 289), None);
+        assert_eq!(Route::parse(&segs("users/12/channels"), 439), None);
     }
 
     #[test]
