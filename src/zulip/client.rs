@@ -894,6 +894,15 @@ fn seconds(value: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(value).ok()
 }
 
+/// The part of Zulip's envelope read before the data.
+#[derive(serde::Deserialize)]
+struct EnvelopeHead {
+    #[serde(default)]
+    result: Option<String>,
+    #[serde(default)]
+    ignored_parameters_unsupported: Option<Vec<Value>>,
+}
+
 /// Turns one response into `T` (the success envelope's data) or a [`ZulipError`].
 ///
 /// - `{"result":"success", …}` with a 2xx status → `T` from the whole envelope;
@@ -910,17 +919,20 @@ pub(crate) fn decode<T: DeserializeOwned>(
     let decode_error = |detail: String| ZulipError::Decode { status: code, detail };
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("no content type");
 
-    let envelope: Value = serde_json::from_slice(body)
+    // Only the envelope's head is read first: a large success body (`GET /users` of a big
+    // realm) is then decoded straight into `T`, never through a `serde_json::Value` tree.
+    let head: EnvelopeHead = serde_json::from_slice(body)
         .map_err(|e| decode_error(format!("{} byte {content_type} body is not json: {e}", body.len())))?;
-    match envelope.get("result").and_then(Value::as_str) {
+    match head.result.as_deref() {
         Some("success") if status.is_success() => {
-            if let Some(ignored) = envelope.get("ignored_parameters_unsupported") {
-                tracing::warn!(parameters = %ignored, "zulip ignored parameters it does not know");
+            if let Some(ignored) = head.ignored_parameters_unsupported {
+                tracing::warn!(parameters = ?ignored, "zulip ignored parameters it does not know");
             }
-            serde_json::from_value(envelope)
-                .map_err(|e| decode_error(format!("unexpected success body: {e}")))
+            serde_json::from_slice(body).map_err(|e| decode_error(format!("unexpected success body: {e}")))
         }
         Some("error") => {
+            let envelope: Value = serde_json::from_slice(body)
+                .map_err(|e| decode_error(format!("error body is not json: {e}")))?;
             let text = |key: &str| envelope.get(key).and_then(Value::as_str).map(str::to_owned);
             let retry_after = headers
                 .get(reqwest::header::RETRY_AFTER)
