@@ -101,6 +101,10 @@ struct BenchArgs {
     /// Sequential requests per lookup-latency row.
     #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Exit right after the snapshot load without freeing anything, so that a heap profiler
+    /// (`heaptrack scim-load bench --exit-after-snapshot`) reports the live heap as "leaked".
+    #[arg(long, hide = true)]
+    exit_after_snapshot: bool,
 }
 
 #[derive(Debug, Args)]
@@ -456,6 +460,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let total = body["totalResults"].as_u64().unwrap_or(0);
     let (rss_sidecar, hwm) = rss_mib();
     let cold_calls = stack.fake.take_requests();
+    if args.exit_after_snapshot {
+        println!("rss after fake {rss_fake:.1} MiB, after snapshot {rss_sidecar:.1} MiB; exiting");
+        std::process::exit(0);
+    }
 
     // The ids of the seeded people (the fake assigns them in insertion order).
     let ids: Vec<u64> = {
