@@ -2,7 +2,8 @@
 # Load, memory and upstream-economy benchmarks of scim-sidecar, reproducible with one command.
 #
 #   bench/load.sh            # standard set (~3 min on 2 cores)
-#   bench/load.sh big        # + 100,000-user realm (snapshot load, RSS, lookups)
+#   bench/load.sh big        # + a big realm (BIG_USERS, default 50,000: seeding the fake is O(n²),
+#                            #   100,000 takes >10 min until the fake gets a bulk seeding path)
 #   bench/load.sh pending    # rate-limited 2,000-user run and event latency (need pacing + events)
 #   DURATION=10s bench/load.sh
 #
@@ -38,7 +39,7 @@ if [[ "$MODE" == standard || "$MODE" == big ]]; then
 fi
 
 if [[ "$MODE" == big ]]; then
-    "$LOAD" bench --users 100000 --no-load --samples 50
+    "$LOAD" bench --users "${BIG_USERS:-50000}" --no-load --samples 50
     echo
 fi
 
