@@ -497,7 +497,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     println!("| request | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
     let human_total = usize::try_from(total).unwrap_or(usize::MAX).max(1);
     let pages: [(&str, usize); 3] =
-        [("first", 1), ("middle", human_total / 2), ("last", human_total.saturating_sub(99).max(1))];
+        [("first", 1), ("middle", (human_total / 2).max(1)), ("last", human_total.saturating_sub(99).max(1))];
     for (label, start) in pages {
         let (lat, body) = sequential(&client, &base, args.samples, |_| {
             format!("/scim/v2/Users?startIndex={start}&count=100")
