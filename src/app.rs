@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::{
     Config, GroupDelete, LogFormat, RealmConfig, UnknownMembers, UpstreamConfig, UserDelete,
 };
 use crate::http::auth::token_digest;
 use crate::http::App;
+use crate::provision::live::{self, LiveOptions};
 use crate::provision::Realm;
 use crate::secret::Secret;
 use crate::server::{self, ServerLimits};
@@ -51,6 +54,10 @@ pub fn build_app(config: &Config) -> Result<Arc<App>, StartupError> {
             email: realm.upstream.email.clone(),
             api_key: realm.upstream.api_key.clone(),
             timeout: realm.upstream.timeout,
+            policy: crate::zulip::client::UpstreamPolicy {
+                deadline: config.request_deadline,
+                ..crate::zulip::client::UpstreamPolicy::default()
+            },
         })
         .map_err(|e| {
             StartupError::Other(format!("realm {}: cannot build the Zulip client: {e}", realm.name))
@@ -103,6 +110,25 @@ pub fn spawn_readiness(app: &Arc<App>) {
     }
 }
 
+/// Starts one live task per realm (see [`crate::provision::live`]): each follows its realm's
+/// Zulip events so that changes made in Zulip reach the snapshots at once. They stop when
+/// `shutdown` turns true (or its sender is dropped); join the handles to wait for them.
+pub fn spawn_live(app: &Arc<App>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    app.realms()
+        .iter()
+        .map(|realm| tokio::spawn(live::run(realm.clone(), shutdown.clone(), LiveOptions::default())))
+        .collect()
+}
+
+/// Stops the live tasks and waits for them (they delete their queues) for a short while.
+async fn stop_live(stop: watch::Sender<bool>, tasks: Vec<JoinHandle<()>>) {
+    let _ = stop.send(true);
+    let joined = tokio::time::timeout(Duration::from_secs(2), futures_util::future::join_all(tasks)).await;
+    if joined.is_err() {
+        tracing::warn!("live update tasks did not stop within 2 s");
+    }
+}
+
 /// Runs the sidecar with `config` until SIGTERM/SIGINT, then drains within the grace period.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let app = build_app(&config)?;
@@ -111,7 +137,10 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
     tracing::info!(listen = %config.listen, realms = config.realms.len(), "scim-sidecar listening");
     spawn_readiness(&app);
+    let (stop, stopped) = watch::channel(false);
+    let live_tasks = spawn_live(&app, stopped);
     server::run(listener, app, server::shutdown_signal(), limits(&config)).await;
+    stop_live(stop, live_tasks).await;
     Ok(())
 }
 
@@ -175,6 +204,8 @@ pub async fn demo(options: DemoOptions) -> Result<(), StartupError> {
     let config = demo_config(listen, fake.base_url(), &options.token)?;
     let app = build_app(&config)?;
     spawn_readiness(&app);
+    let (stop, stopped) = watch::channel(false);
+    let live_tasks = spawn_live(&app, stopped);
     let base = format!("http://{listen}/scim/v2");
     let token = &options.token;
     println!(
@@ -194,6 +225,7 @@ Press Ctrl-C to stop.",
         upstream = fake.base_url()
     );
     server::run(listener, app, server::shutdown_signal(), limits(&config)).await;
+    stop_live(stop, live_tasks).await;
     fake.shutdown().await;
     Ok(())
 }

@@ -6,10 +6,17 @@
 //! server (accept loop, graceful shutdown, connection limit)
 //!   └─ http (route parsed first, bearer auth → realm, body limit, Error → SCIM error body)
 //!        └─ provision::Realm (SCIM operation ⇄ Zulip calls; the only module knowing both)
-//!             ├─ scim   (pure protocol: schema, filter, PATCH, projection, discovery)
+//!             ├─ scim   (pure protocol: schema, filter, PATCH, projection, discovery, ETags)
 //!             ├─ idmap  (per-realm snapshot of users and groups, indexes, single-flight)
-//!             └─ zulip  (ZulipClient, the only reqwest user; FakeZulip for tests/demo)
+//!             └─ zulip  (ZulipClient, the only reqwest user: pacing, retries, per-realm write
+//!                        queue; FakeZulip for tests and `demo`)
+//!
+//! provision::live (one task per realm) ── GET /events long-poll ──> idmap (applied in place)
 //! ```
+//!
+//! Reads are answered from the realm snapshot (no upstream call once warm). Writes go to
+//! Zulip first and are then recorded in the snapshot; Zulip's events keep the snapshot current
+//! with changes made elsewhere, and a TTL reload covers the time events are unavailable.
 //!
 //! # Modules
 //! - [`config`]: figment layering and validation into [`config::Config`].

@@ -70,6 +70,22 @@ fn member_ids(members: &Value) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// The `displayName` and member ids of a POST/PUT Group body.
+fn read_group_body(body: &Value) -> Result<(String, Vec<String>), Error> {
+    if !body.is_object() {
+        return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
+    }
+    let name = match value_at(body, &["displayName"]) {
+        Some(Value::String(s)) => s.trim().to_string(),
+        None | Some(Value::Null) => {
+            return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
+        }
+        Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
+    };
+    let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+    Ok((name, ids))
+}
+
 // === impl Realm (Groups) ===
 
 impl Realm {
@@ -97,10 +113,15 @@ impl Realm {
                 .collect();
             out.insert("members".into(), Value::Array(members));
         }
-        out.insert(
-            "meta".into(),
-            json!({"resourceType": "Group", "location": format!("{}/Groups/{}", self.base_url, group.id)}),
-        );
+        let mut meta = Map::new();
+        meta.insert("resourceType".into(), Value::from("Group"));
+        // Zulip records when a group was created, not when it last changed.
+        if let Some(created) = group.date_created.and_then(rfc3339_from_unix) {
+            meta.insert("created".into(), Value::from(created.clone()));
+            meta.insert("lastModified".into(), Value::from(created));
+        }
+        meta.insert("location".into(), Value::from(format!("{}/Groups/{}", self.base_url, group.id)));
+        out.insert("meta".into(), Value::Object(meta));
         Realm::with_version(Value::Object(out))
     }
 
@@ -272,18 +293,8 @@ impl Realm {
 
     /// `POST /Groups`
     pub async fn create_group(&self, body: &Value) -> Result<Value, Error> {
-        if !body.is_object() {
-            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
-        }
-        let name = match value_at(body, &["displayName"]) {
-            Some(Value::String(s)) => s.trim().to_string(),
-            None | Some(Value::Null) => {
-                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
-            }
-            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
-        };
+        let (name, ids) = read_group_body(body)?;
         check_group_name(&name)?;
-        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
         let members = self.resolve_members(&ids).await?;
         let (taken, nobody) = {
             let groups = self.group_index().await?;
@@ -352,17 +363,7 @@ impl Realm {
         Self::check_writable(&group)?;
         let before = self.get_group(id, true).await?;
         check_if_match(if_match, &before)?;
-        if !body.is_object() {
-            return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
-        }
-        let name = match value_at(body, &["displayName"]) {
-            Some(Value::String(s)) => s.trim().to_string(),
-            None | Some(Value::Null) => {
-                return Err(Error::invalid(ScimType::InvalidValue, "displayName is required"))
-            }
-            Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "displayName must be a string")),
-        };
-        let ids = member_ids(value_at(body, &["members"]).unwrap_or(&Value::Null))?;
+        let (name, ids) = read_group_body(body)?;
         self.apply_group(group, name, ids).await
     }
 
@@ -492,6 +493,12 @@ impl Realm {
         tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
         Ok(())
     }
+}
+
+/// UNIX seconds as RFC 3339 (`2026-11-24T01:27:00Z`).
+fn rfc3339_from_unix(secs: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
 }
 
 fn group_name_taken(name: &str, id: u64, deactivated: bool) -> Error {

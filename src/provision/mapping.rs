@@ -114,17 +114,15 @@ impl UserMapping {
                 return Some(d.to_string());
             }
         }
-        if changed(&["name", "formatted"]) {
-            if let Some(f) = formatted {
-                return Some(f.to_string());
-            }
+        let formatted = formatted.filter(|_| changed(&["name", "formatted"])).map(str::to_string);
+        let parts_changed = changed(&["name", "givenName"]) || changed(&["name", "familyName"]);
+        let composed = composed.filter(|_| parts_changed);
+        // Both forms changed (and may disagree): the realm's configured style wins.
+        if self.name_formatted_included {
+            formatted.or(composed)
+        } else {
+            composed.or(formatted)
         }
-        if changed(&["name", "givenName"]) || changed(&["name", "familyName"]) {
-            if let Some(c) = composed {
-                return Some(c);
-            }
-        }
-        None
     }
 }
 
@@ -241,27 +239,6 @@ impl UserMapping {
             }
             changes.new_email = Some(new_user_name.to_string());
         }
-        // Zulip accounts have exactly one address, shown as userName and emails[primary].
-        // An IdP that sends another address in `emails` without changing userName asks for
-        // something Zulip cannot store: say so instead of dropping it.
-        if let Some(emails) = value_at(after, &["emails"]).and_then(Value::as_array) {
-            let before_emails = value_at(before, &["emails"]).and_then(Value::as_array);
-            if Some(emails) != before_emails {
-                for e in emails {
-                    if let Some(v) = str_at(e, &["value"]) {
-                        if !v.eq_ignore_ascii_case(new_user_name) && !v.eq_ignore_ascii_case(old_user_name) {
-                            return Err(Error::invalid(
-                                ScimType::InvalidValue,
-                                format!(
-                                    "emails value {v:?} differs from userName: a Zulip account has one address; change userName instead (or remove the emails mapping)"
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-
         if let Some(full_name) = self.full_name_of(Some(before), after) {
             if Some(full_name.as_str()) != str_at(before, &["displayName"]) {
                 check_full_name(&full_name)?;
@@ -269,6 +246,16 @@ impl UserMapping {
             }
         }
 
+        // Every Zulip account has a role and is active or deactivated: neither can be removed.
+        for (attr, how) in [("role", "set role to member"), ("active", "set active to false to deactivate")] {
+            let present = |v: &Value| value_at(v, &[attr]).is_some_and(|x| !x.is_null());
+            if present(before) && !present(after) {
+                return Err(Error::invalid(
+                    ScimType::Mutability,
+                    format!("{attr} cannot be removed from a Zulip account: {how}"),
+                ));
+            }
+        }
         match value_at(after, &["role"]) {
             None | Some(Value::Null) => {}
             Some(Value::String(s)) if s.trim().is_empty() => {}
@@ -325,12 +312,11 @@ impl UserMapping {
                 format!("userName {email:?} is not an e-mail address: Zulip accounts are identified by their e-mail"),
             ));
         }
-        let full_name = self.full_name_of(None, body).ok_or_else(|| {
-            Error::invalid(
-                ScimType::InvalidValue,
-                "must specify name.formatted, name.givenName, name.familyName or displayName when creating a user",
-            )
-        })?;
+        // Zulip needs a name; an IdP that sends none gets the address's local part, which
+        // the admin (or a later update) can change.
+        let full_name = self
+            .full_name_of(None, body)
+            .unwrap_or_else(|| email.rsplit_once('@').map(|(local, _)| local).unwrap_or(&email).to_string());
         check_full_name(&full_name)?;
         let role = match value_at(body, &["role"]) {
             None | Some(Value::Null) => None,
@@ -362,7 +348,8 @@ impl UserMapping {
             return Err(Error::Internal("rendered user is not an object".into()));
         };
         for (key, value) in body {
-            let canonical = ["userName", "name", "displayName", "active", "role", "emails"]
+            // `emails` is read-only (derived from userName): ignored here, as RFC 7644 §3.5.1 asks.
+            let canonical = ["userName", "name", "displayName", "active", "role"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(key));
             let Some(canonical) = canonical else { continue };

@@ -2,6 +2,7 @@
 //! Zulip REST calls, serving reads from the realm snapshot in [`crate::idmap`].
 
 pub mod groups;
+pub mod live;
 pub mod mapping;
 pub mod realm;
 pub mod users;

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::config::{RealmConfig, UnknownMembers};
 use crate::error::Error;
 use crate::idmap::{Directory, GroupIndex, Shared, UserIndex};
+use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
 use crate::scim;
 use crate::zulip::{ZulipClient, ZulipError};
@@ -34,6 +36,11 @@ pub struct Realm {
     /// The service account's own user id (`GET /users/me`); 0 until known.
     service_account_id: AtomicU64,
     ready: AtomicBool,
+    /// Set once a live task follows this realm's events: from then on, readiness also needs
+    /// the snapshots.
+    live_task: AtomicBool,
+    /// What the live task has applied; a `watch` so that tests and logs can wait for it.
+    live: watch::Sender<LiveProgress>,
 }
 
 /// What the readiness check learned.
@@ -63,6 +70,8 @@ impl Realm {
             feature_level: AtomicU32::new(0),
             service_account_id: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            live_task: AtomicBool::new(false),
+            live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
         }
     }
 
@@ -86,8 +95,54 @@ impl Realm {
         })
     }
 
+    /// Zulip answered the readiness check and, once a live task follows the realm, both
+    /// snapshots are loaded (a realm without its snapshot would answer its first reads slowly
+    /// or, with Zulip down, not at all).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && (!self.live_task.load(Ordering::Acquire) || self.dir.is_loaded())
+    }
+
+    /// Whether Zulip's events keep the snapshots current (else they expire by TTL).
+    pub fn is_live(&self) -> bool {
+        self.dir.is_live()
+    }
+
+    /// The id of the newest event applied from the current queue (`-1` when none).
+    pub fn last_event_id(&self) -> i64 {
+        self.live.borrow().last_event_id
+    }
+
+    /// The live task's progress, to wait on (e.g. until an event id has been applied).
+    pub fn live_progress(&self) -> watch::Receiver<LiveProgress> {
+        self.live.subscribe()
+    }
+
+    pub(crate) fn mark_live_task_started(&self) {
+        self.live_task.store(true, Ordering::Release);
+    }
+
+    /// Records the live task's state: the queue and last applied event (`None`: no queue),
+    /// and whether events flow (which suspends the snapshots' TTL).
+    pub(crate) fn set_live(&self, queue: Option<(&str, i64)>, live: bool) {
+        self.dir.set_live(live);
+        let (queue_id, last_event_id) = match queue {
+            Some((id, last)) => (Some(id.to_string()), last),
+            None => (None, -1),
+        };
+        self.live.send_if_modified(|progress| {
+            let next = LiveProgress { queue_id, last_event_id, live };
+            let changed = *progress != next;
+            *progress = next;
+            changed
+        });
+    }
+
+    /// Loads both snapshots anew, whatever is cached (right after registering a queue).
+    pub(crate) async fn reload_snapshots(&self) -> Result<(), Error> {
+        self.dir.reload_users(|| self.client.get_users()).await.map_err(shared_refusal)?;
+        self.dir.reload_groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)?;
+        Ok(())
     }
 
     pub fn feature_level(&self) -> u32 {

@@ -7,13 +7,14 @@ use serde_json::Value;
 
 use crate::config::UserDelete;
 use crate::error::Error;
-use crate::provision::mapping::{NewUser, UserChanges};
+use crate::provision::mapping::{str_at, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{refusal, ListPage, ListQuery};
 use crate::scim::patch::PatchRequest;
 use crate::scim::schema::USER;
 use crate::scim::ScimType;
 use crate::secret::Secret;
+use crate::zulip::client::ChannelQuery;
 use crate::zulip::{Role, User, UserUpdate, ZulipError};
 
 /// Zulip's own answer to `DELETE /Users/{id}` (realms configured with `user_delete: reject`).
@@ -128,7 +129,11 @@ impl Realm {
         Ok(self.render_user(&user))
     }
 
-    /// `POST /Users`
+    /// `POST /Users`: `POST /users`, then the role when not member, then — for a guest in a
+    /// realm with `create_guests_without_streams` — the default channels removed again,
+    /// then the deactivation when `active` is false. Only a creation does this, as in Zulip:
+    /// a later change to guest, or a deactivated account brought back by a POST, keeps its
+    /// channels.
     pub async fn create_user(&self, body: &Value) -> Result<Value, Error> {
         let new = self.users.new_user(body)?;
         let existing = self.user_index().await?.read().by_email(&new.email).cloned();
@@ -143,7 +148,7 @@ impl Realm {
                 // because the address belongs to an account the snapshot did not show (new
                 // since the snapshot, or hidden). Look before answering: never a duplicate,
                 // never a false error.
-                let unknown_outcome = !matches!(e, ZulipError::Api { .. });
+                let unknown_outcome = !e.outcome_known();
                 if !unknown_outcome && !e.is_bad_request() {
                     return Err(refusal(e));
                 }
@@ -218,6 +223,17 @@ impl Realm {
             user.role = role;
             self.dir.upsert_user(user.clone()).await;
         }
+        if role == Role::Guest && self.config.create_guests_without_streams {
+            if let Err(e) = self.unsubscribe_new_guest(user_id).await {
+                // The account exists, as a guest; only its channels are left. A retry of
+                // this POST answers 409 (the address is taken): the IdP's next GET finds
+                // the user, and an admin removes the channels in Zulip.
+                return Err(with_applied(
+                    refusal(e),
+                    format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip"),
+                ));
+            }
+        }
         if !new.active {
             if let Err(e) = self.client.deactivate_user(user_id).await {
                 return Err(with_applied(
@@ -230,6 +246,22 @@ impl Realm {
         }
         tracing::info!(realm = %self.name(), user_id, "created user");
         Ok(self.render_user(&user))
+    }
+
+    /// `create_guests_without_streams`: Zulip's built-in SCIM creates such a guest without
+    /// channels, but `POST /users` has just subscribed it to the organization's default
+    /// channels — the only channels a new account is in. Zulip has no "get default
+    /// channels" endpoint; `GET /streams` narrowed to them names them (on every feature
+    /// level, and `DELETE /users/me/subscriptions` wants names, not ids), then one
+    /// `DELETE` removes the guest from all of them. Two calls, whatever the realm's size;
+    /// no default channels: one.
+    async fn unsubscribe_new_guest(&self, user_id: u64) -> Result<(), ZulipError> {
+        let channels = self.client.get_channels(&ChannelQuery::default_channels()).await?;
+        let names: Vec<String> =
+            channels.into_iter().filter(|c| c.is_default == Some(true)).map(|c| c.name).collect();
+        let outcome = self.client.unsubscribe_users(&names, &[user_id]).await?;
+        tracing::info!(realm = %self.name(), user_id, removed = ?outcome.removed, "new guest removed from the default channels");
+        Ok(())
     }
 
     /// `POST /Users` with the address of an existing account: 409, or — for a deactivated
@@ -279,9 +311,10 @@ impl Realm {
     /// `PATCH /Users/{id}`: applied to the resource in memory, validated as a whole, then
     /// turned into the minimal Zulip calls.
     pub async fn patch_user(&self, id: &str, body: &Value, if_match: Option<&str>) -> Result<Value, Error> {
-        let patch = PatchRequest::parse(body)?;
+        let mut patch = PatchRequest::parse(body)?;
         let user = self.find_user(id).await?;
         let before = self.render_user(&user);
+        drop_consistent_email_ops(&mut patch, str_at(&before, &["userName"]).unwrap_or(""))?;
         check_if_match(if_match, &before)?;
         let mut after = before.clone();
         patch.apply(&mut after, &USER)?;
@@ -343,7 +376,7 @@ impl Realm {
         };
         if !update.is_empty() {
             if let Err(e) = self.client.update_user(user_id, &update).await {
-                if !matches!(e, ZulipError::Api { .. }) {
+                if !e.outcome_known() {
                     self.dir.invalidate_users().await;
                 }
                 return Err(refusal(e));
@@ -383,7 +416,7 @@ impl Realm {
     }
 
     async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
-        if !matches!(e, ZulipError::Api { .. }) {
+        if !e.outcome_known() {
             self.dir.invalidate_users().await;
         }
         match applied {
@@ -395,6 +428,83 @@ impl Realm {
 
 fn update_was_empty(changes: &UserChanges) -> bool {
     changes.full_name.is_none() && changes.role.is_none() && changes.new_email.is_none()
+}
+
+/// `emails` is read-only: it is the account's one address, derived from `userName`. Entra
+/// (flag on) still sends `emails[type eq "work"].value` next to the `userName` it maps from
+/// the same source; such operations agree with the address and are dropped. An operation
+/// that asks for a different address is refused, naming the way to change it.
+fn drop_consistent_email_ops(patch: &mut PatchRequest, current: &str) -> Result<(), Error> {
+    let is_emails_key = |key: &str| {
+        let key = key.rsplit_once(":").map_or(key, |(_, k)| k);
+        let head = key.split(['[', '.']).next().unwrap_or("");
+        head.eq_ignore_ascii_case("emails")
+    };
+    // The userName the request sets, if any (path form or path-less value).
+    let mut target = current.to_string();
+    for op in &patch.operations {
+        match (&op.path, &op.value) {
+            (Some(path), Some(Value::String(v))) if path.attr.is("userName") && path.filter.is_none() => {
+                target = v.clone();
+            }
+            (None, Some(Value::Object(map))) => {
+                if let Some((_, Value::String(v))) = map.iter().find(|(k, _)| {
+                    k.rsplit_once(':').map_or(k.as_str(), |(_, k)| k).eq_ignore_ascii_case("userName")
+                }) {
+                    target = v.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    let agrees = |value: &Value| -> bool {
+        let mut addresses = Vec::new();
+        collect_strings(value, &mut addresses);
+        addresses.iter().all(|a| a.eq_ignore_ascii_case(&target) || a.eq_ignore_ascii_case(current))
+    };
+    let refuse = || {
+        Error::invalid(
+            ScimType::Mutability,
+            "emails is derived from userName (a Zulip account has exactly one address): change userName instead",
+        )
+    };
+    let mut kept = Vec::with_capacity(patch.operations.len());
+    for mut op in std::mem::take(&mut patch.operations) {
+        if let Some(path) = &op.path {
+            if is_emails_key(&path.attr.attr) {
+                if op.value.as_ref().is_some_and(agrees) {
+                    continue;
+                }
+                return Err(refuse());
+            }
+        } else if let Some(Value::Object(map)) = &mut op.value {
+            let keys: Vec<String> = map.keys().filter(|k| is_emails_key(k)).cloned().collect();
+            for key in keys {
+                if let Some(v) = map.remove(&key) {
+                    if !agrees(&v) {
+                        return Err(refuse());
+                    }
+                }
+            }
+        }
+        kept.push(op);
+    }
+    patch.operations = kept;
+    Ok(())
+}
+
+/// Every address-like string in a PATCH value (`"a@b"`, `{"value": "a@b"}`, lists of those).
+fn collect_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+        Value::Object(map) => {
+            if let Some(v) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v) {
+                collect_strings(v, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Adds "what was already applied upstream" to an error's detail.

@@ -8,6 +8,7 @@
 //! - [`patch`]: RFC 7644 §3.5.2 PATCH operations applied to a resource in memory.
 //! - [`projection`]: `attributes` / `excludedAttributes`, sorting.
 //! - [`discovery`]: `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas` documents.
+//! - [`version`]: weak ETags over resource content, `If-Match` / `If-None-Match`.
 //! - [`error`]: `ScimType` and the protocol-level error.
 
 pub mod discovery;

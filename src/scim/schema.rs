@@ -256,15 +256,21 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
         AttributeDef::string("userName", "The Zulip account's e-mail address (delivery e-mail).")
             .required()
             .unique(Uniqueness::Server),
-        AttributeDef::string("name", "The components of the user's name.").complex(NAME_SUBS),
-        AttributeDef::string("displayName", "The name shown in Zulip (full_name)."),
+        // A Zulip account always has a name (one full_name), so `name` and `displayName`
+        // cannot be removed: they are published as required. On create, a missing name is
+        // derived from the userName's local part.
+        AttributeDef::string("name", "The components of the user's name (one Zulip full_name).")
+            .required()
+            .complex(NAME_SUBS),
+        AttributeDef::string("displayName", "The name shown in Zulip (full_name).").required(),
         AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
             .of_type(AttrType::Boolean),
         AttributeDef::string(
             "emails",
-            "E-mail addresses: the account's delivery e-mail, type work, primary.",
+            "The account's address (derived from userName: a Zulip account has exactly one).",
         )
         .multi()
+        .mutability(Mutability::ReadOnly)
         .complex(EMAIL_SUBS),
         AttributeDef::string("role", "Zulip organization role.").canonical(ROLE_VALUES),
         AttributeDef::string(

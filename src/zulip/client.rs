@@ -17,6 +17,9 @@
 //! update_user_group_members(group_id, add: &[u64], delete: &[u64]) -> Result<(), ZulipError>
 //! get_user_group_members(group_id, direct_only: bool) -> Result<Vec<u64>, ZulipError>
 //! deactivate_user_group(group_id) -> Result<(), ZulipError>
+//! get_channels(&ChannelQuery) -> Result<Vec<Channel>, ZulipError>  // GET /streams
+//! unsubscribe_users(channel_names: &[String], user_ids: &[u64]) -> Result<Unsubscribed, ZulipError>
+//!                                                                   // DELETE /users/me/subscriptions
 //! rate_limit() -> Option<RateLimitState>                           // last X-RateLimit-* seen
 //! // Events API
 //! register_event_queue(event_types: &[&str]) -> Result<RegisteredQueue, ZulipError>   // POST /register
@@ -30,28 +33,68 @@
 //!   body otherwise; Zulip silently ignores JSON bodies.
 //! - Plain strings (`email`, `password`, `full_name`, `new_email`, `name`, `description`,
 //!   `queue_id`) are sent as they are; every other parameter is JSON text inside the form
-//!   field (`role=200`, `members=[10, 227]`, `include_deactivated_groups=true`), spelled as
-//!   in the transcripts (`", "` and `": "` separators; Zulip accepts either spelling).
+//!   field (`role=200`, `members=[10, 227]`, `include_deactivated_groups=true`,
+//!   `subscriptions=["general", "random"]`), spelled as in the transcripts (`", "` and
+//!   `": "` separators; Zulip accepts either spelling).
 //! - `None` fields and empty member lists are left out; a call with nothing to change is not
 //!   sent at all (Zulip answers 400 "No new data supplied" / "Nothing to do").
 //! - Decoding branches on HTTP status and the envelope's `code`, never on `msg`.
 //!
-//! No retries or pacing here: the client records the last `X-RateLimit-*` headers
-//! ([`ZulipClient::rate_limit`]) and reports 429s with their fractional `Retry-After`
-//! ([`ZulipError::rate_limited`]); a layer above decides what to do.
+//! # Respecting the upstream ([`UpstreamPolicy`], [`super::pacing`])
+//! Every call but the long poll runs within one deadline (`policy.deadline`, 25 s):
+//! 1. **Queue.** At most `max_in_flight` calls per realm; writes also take the realm's
+//!    write lock, so they reach Zulip one at a time, in arrival order (see
+//!    [`ZulipClient`]'s `writes`).
+//! 2. **Pace.** The last `X-RateLimit-*` report may ask for a wait ([`super::pacing`]).
+//! 3. **Send**, with a timeout of `min(timeout, time left)`.
+//! 4. **Retry** what is safe ([`Idempotency`], [`super::pacing::retry_for`]), at most
+//!    `max_retries` times: a 429 after its `Retry-After`, faults after a full-jitter
+//!    backoff.
+//!
+//! A wait that would not leave time to be answered before the deadline is never started:
+//! a 429 is returned as it came (`Api { status: 429, retry_after }`), a pacing wait becomes
+//! [`ZulipError::Throttled`] (nothing sent), a fault returns its own error. Either way
+//! [`ZulipError::rate_limited`] gives the `Retry-After` for the IdP.
+//!
+//! | method | request | idempotency | retried after |
+//! |---|---|---|---|
+//! | `server_settings`, `get_own_user`, `get_users`, `get_user`, `get_user_groups`, `get_user_group_members`, `get_channels` | `GET` | idempotent | 429, connect/reset/timeout, 502–504, undecodable 2xx body |
+//! | `update_user` | `PATCH /users/{id}` | idempotent (same values twice: 200, transcripts) | same as `GET` |
+//! | `update_user_group` | `PATCH /user_groups/{id}` | idempotent (same name twice: 200) | same as `GET` |
+//! | `reactivate_user` | `POST /users/{id}/reactivate` | idempotent (active user: 200) | same as `GET` |
+//! | `unsubscribe_users` | `DELETE /users/me/subscriptions` | idempotent (not subscribed: 200, listed in `not_removed`) | same as `GET` |
+//! | `create_user` | `POST /users` | not idempotent | 429, connection never made |
+//! | `deactivate_user` | `DELETE /users/{id}` | not idempotent (twice: 400) | 429, connection never made |
+//! | `create_user_group` | `POST /user_groups/create` | not idempotent | 429, connection never made |
+//! | `update_user_group_members` | `POST /user_groups/{id}/members` | not idempotent (a diff) | 429, connection never made |
+//! | `deactivate_user_group` | `POST /user_groups/{id}/deactivate` | not idempotent (twice: 400) | 429, connection never made |
+//! | `register_event_queue` | `POST /register` | not idempotent (a queue each) | 429, connection never made |
+//! | `delete_event_queue` | `DELETE /events` | not idempotent (twice: bad queue) | 429, connection never made |
+//! | `get_events` | `GET /events` (long poll) | exempt: no queue, pacing or retry | never (the poller loops) |
+//!
+//! For a non-idempotent call that failed after it may have reached Zulip (timeout, reset,
+//! undecodable answer: [`ZulipError::outcome_known`] is false) the caller looks before
+//! repeating it.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use reqwest::{Method, StatusCode};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::time::Instant;
 use url::Url;
 
 use super::error::ZulipError;
-use super::types::{Event, RateLimitState, RegisteredQueue, ServerSettings, User, UserGroup, UserUpdate};
+pub use super::pacing::UpstreamPolicy;
+use super::pacing::{backoff, retry_for, Idempotency, Pacer, Retry};
+use super::types::{
+    Channel, Event, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User, UserGroup,
+    UserUpdate,
+};
 use crate::secret::Secret;
 
 /// `User-Agent` of every upstream request.
@@ -61,6 +104,9 @@ pub const USER_AGENT: &str = concat!("scim-sidecar/", env!("CARGO_PKG_VERSION"))
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// `Retry-After` suggested when the realm's queue did not admit a call within its deadline.
+const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// How to reach one realm's Zulip as its service account.
 #[derive(Debug, Clone)]
@@ -72,8 +118,10 @@ pub struct ClientConfig {
     /// The service account's delivery e-mail (Basic auth user).
     pub email: String,
     pub api_key: Secret<String>,
-    /// Per-request timeout.
+    /// Per-request timeout (one attempt; the whole call is bounded by `policy.deadline`).
     pub timeout: Duration,
+    /// Deadline, concurrency and retries (`UpstreamPolicy::default()` unless configured).
+    pub policy: UpstreamPolicy,
 }
 
 /// Parameters of `POST /user_groups/create`.
@@ -90,9 +138,49 @@ pub struct NewUserGroup {
     pub can_add_members_group: Option<Value>,
 }
 
+/// Which channels `GET /streams` returns: the union of the sets asked for. `Default` is
+/// Zulip's own default (public channels and the caller's subscriptions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelQuery {
+    pub include_public: bool,
+    pub include_web_public: bool,
+    pub include_subscribed: bool,
+    /// Every active channel; administrators only (others: 400).
+    pub include_all_active: bool,
+    /// The realm's default channels, and `is_default` on every channel returned.
+    pub include_default: bool,
+}
+
+impl Default for ChannelQuery {
+    fn default() -> Self {
+        ChannelQuery {
+            include_public: true,
+            include_web_public: false,
+            include_subscribed: true,
+            include_all_active: false,
+            include_default: false,
+        }
+    }
+}
+
+impl ChannelQuery {
+    /// Exactly the realm's default channels (the ones `POST /users` subscribes a new user
+    /// to), each with `is_default: true`. Default channels are never private (Zulip refuses
+    /// to make a private channel default, or a default channel private).
+    pub fn default_channels() -> Self {
+        ChannelQuery {
+            include_public: false,
+            include_subscribed: false,
+            include_default: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// A client for one realm's service account.
 ///
-/// Cheap to clone: clones share one connection pool and one rate-limit record.
+/// Cheap to clone: clones share one connection pool, one rate-limit record and one queue
+/// (a client is one realm's service account: Zulip's rate limit is per account).
 #[derive(Clone)]
 pub struct ZulipClient {
     /// One pool per realm; reqwest's `Client` is an `Arc` inside.
@@ -105,8 +193,18 @@ pub struct ZulipClient {
     host: Option<HeaderValue>,
     email: String,
     timeout: Duration,
-    /// std `Mutex`: the lock is only taken to copy a small value, never across `.await`.
-    rate_limit: Arc<Mutex<Option<RateLimitState>>>,
+    policy: UpstreamPolicy,
+    /// The last `X-RateLimit-*` report and the send slots derived from it.
+    pacer: Arc<Pacer>,
+    /// `max_in_flight` permits: bounds the realm's open upstream requests (and sockets).
+    in_flight: Arc<Semaphore>,
+    /// Taken by every write for its whole call, retries included. tokio's `Mutex` is fair
+    /// (FIFO), so writes reach Zulip one at a time in the order they arrived: an IdP's
+    /// changes to one user or group are applied in the order it sent them (a PATCH racing
+    /// its own DELETE, a member added then removed), and a burst of an import's writes
+    /// spends Zulip's per-account budget one by one, paced, instead of piling into 429s.
+    /// Reads only take a permit. Always locked before `in_flight`, so no cycle.
+    writes: Arc<AsyncMutex<()>>,
 }
 
 /// Whether a call carries the service account's credentials.
@@ -119,12 +217,20 @@ enum Auth {
 /// Form fields or query parameters, in the order they are sent.
 type Params = Vec<(&'static str, String)>;
 
+const IDEMPOTENT: Idempotency = Idempotency::Idempotent;
+const NOT_IDEMPOTENT: Idempotency = Idempotency::NotIdempotent;
+
 // === impl ZulipClient ===
 
 impl ZulipClient {
     /// Builds the client (rustls, pooled connections, no request sent).
     pub fn new(config: ClientConfig) -> Result<ZulipClient, ZulipError> {
-        let ClientConfig { base_url, host, email, api_key, timeout } = config;
+        let ClientConfig { base_url, host, email, api_key, timeout, policy } = config;
+        if policy.max_in_flight == 0 || policy.deadline.is_zero() {
+            return Err(ZulipError::Config(
+                "upstream policy needs max_in_flight >= 1 and a non-zero deadline".into(),
+            ));
+        }
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
             return Err(ZulipError::Config(format!("base url {base_url} is not an http(s) url with a host")));
         }
@@ -168,18 +274,21 @@ impl ZulipClient {
             host,
             email,
             timeout,
-            rate_limit: Arc::new(Mutex::new(None)),
+            policy,
+            pacer: Arc::new(Pacer::default()),
+            in_flight: Arc::new(Semaphore::new(policy.max_in_flight.min(Semaphore::MAX_PERMITS))),
+            writes: Arc::new(AsyncMutex::new(())),
         })
     }
 
     /// `GET /server_settings` (no authentication): version and feature level.
     pub async fn server_settings(&self) -> Result<ServerSettings, ZulipError> {
-        self.call(Method::GET, "/server_settings", Vec::new(), Auth::None).await
+        self.call(Method::GET, "/server_settings", Vec::new(), Auth::None, IDEMPOTENT).await
     }
 
     /// `GET /users/me`: the service account itself (its fields sit at the top level).
     pub async fn get_own_user(&self) -> Result<User, ZulipError> {
-        self.call(Method::GET, "/users/me", Vec::new(), Auth::Basic).await
+        self.call(Method::GET, "/users/me", Vec::new(), Auth::Basic, IDEMPOTENT).await
     }
 
     /// `GET /users`: every account of the realm, bots and deactivated users included.
@@ -188,7 +297,7 @@ impl ZulipClient {
         struct Users {
             members: Vec<User>,
         }
-        let users: Users = self.call(Method::GET, "/users", Vec::new(), Auth::Basic).await?;
+        let users: Users = self.call(Method::GET, "/users", Vec::new(), Auth::Basic, IDEMPOTENT).await?;
         Ok(users.members)
     }
 
@@ -199,7 +308,7 @@ impl ZulipClient {
             user: User,
         }
         let path = format!("/users/{user_id}");
-        let one: OneUser = self.call(Method::GET, &path, Vec::new(), Auth::Basic).await?;
+        let one: OneUser = self.call(Method::GET, &path, Vec::new(), Auth::Basic, IDEMPOTENT).await?;
         Ok(one.user)
     }
 
@@ -219,7 +328,7 @@ impl ZulipClient {
             ("password", password.expose().clone()),
             ("full_name", full_name.to_owned()),
         ];
-        let created: Created = self.call(Method::POST, "/users", params, Auth::Basic).await?;
+        let created: Created = self.call(Method::POST, "/users", params, Auth::Basic, NOT_IDEMPOTENT).await?;
         Ok(created.user_id)
     }
 
@@ -239,19 +348,22 @@ impl ZulipClient {
             params.push(("new_email", new_email.clone()));
         }
         let path = format!("/users/{user_id}");
-        self.call_unit(Method::PATCH, &path, params).await
+        // Setting the same values twice is a 200 (transcripts: same name, role, address).
+        self.call_unit(Method::PATCH, &path, params, IDEMPOTENT).await
     }
 
     /// `DELETE /users/{user_id}`: deactivates (400 "User is deactivated" if already so).
     pub async fn deactivate_user(&self, user_id: u64) -> Result<(), ZulipError> {
         let path = format!("/users/{user_id}");
-        self.call_unit(Method::DELETE, &path, Vec::new()).await
+        // Twice is a 400 "User is deactivated": the caller resolves an unknown outcome.
+        self.call_unit(Method::DELETE, &path, Vec::new(), NOT_IDEMPOTENT).await
     }
 
     /// `POST /users/{user_id}/reactivate` (succeeds on an active user too).
     pub async fn reactivate_user(&self, user_id: u64) -> Result<(), ZulipError> {
         let path = format!("/users/{user_id}/reactivate");
-        self.call_unit(Method::POST, &path, Vec::new()).await
+        // An active user's reactivation is a 200.
+        self.call_unit(Method::POST, &path, Vec::new(), IDEMPOTENT).await
     }
 
     /// `GET /user_groups`, system groups included; deactivated ones only when asked.
@@ -264,7 +376,7 @@ impl ZulipClient {
         if include_deactivated {
             params.push(("include_deactivated_groups", json_text(&Value::Bool(true))));
         }
-        let groups: Groups = self.call(Method::GET, "/user_groups", params, Auth::Basic).await?;
+        let groups: Groups = self.call(Method::GET, "/user_groups", params, Auth::Basic, IDEMPOTENT).await?;
         Ok(groups.user_groups)
     }
 
@@ -287,7 +399,8 @@ impl ZulipClient {
         if let Some(setting) = &group.can_add_members_group {
             params.push(("can_add_members_group", json_text(setting)));
         }
-        let created: Created = self.call(Method::POST, "/user_groups/create", params, Auth::Basic).await?;
+        let created: Created =
+            self.call(Method::POST, "/user_groups/create", params, Auth::Basic, NOT_IDEMPOTENT).await?;
         Ok(created.group_id)
     }
 
@@ -309,7 +422,8 @@ impl ZulipClient {
             return Ok(());
         }
         let path = format!("/user_groups/{group_id}");
-        self.call_unit(Method::PATCH, &path, params).await
+        // Renaming to the current name is a 200.
+        self.call_unit(Method::PATCH, &path, params, IDEMPOTENT).await
     }
 
     /// `POST /user_groups/{group_id}/members`. Zulip is strict (adding a member or removing
@@ -331,7 +445,8 @@ impl ZulipClient {
             return Ok(());
         }
         let path = format!("/user_groups/{group_id}/members");
-        self.call_unit(Method::POST, &path, params).await
+        // A diff: adding a member twice is a 400.
+        self.call_unit(Method::POST, &path, params, NOT_IDEMPOTENT).await
     }
 
     /// `GET /user_groups/{group_id}/members`: active members, recursively through subgroups
@@ -350,19 +465,64 @@ impl ZulipClient {
             params.push(("direct_member_only", json_text(&Value::Bool(true))));
         }
         let path = format!("/user_groups/{group_id}/members");
-        let members: Members = self.call(Method::GET, &path, params, Auth::Basic).await?;
+        let members: Members = self.call(Method::GET, &path, params, Auth::Basic, IDEMPOTENT).await?;
         Ok(members.members)
     }
 
     /// `POST /user_groups/{group_id}/deactivate` (FL 290; `DELETE` is gone since FL 294).
     pub async fn deactivate_user_group(&self, group_id: u64) -> Result<(), ZulipError> {
         let path = format!("/user_groups/{group_id}/deactivate");
-        self.call_unit(Method::POST, &path, Vec::new()).await
+        self.call_unit(Method::POST, &path, Vec::new(), NOT_IDEMPOTENT).await
+    }
+
+    /// `GET /streams`: the channels `query` selects that the service account can see.
+    /// Only parameters that differ from Zulip's defaults are sent.
+    pub async fn get_channels(&self, query: &ChannelQuery) -> Result<Vec<Channel>, ZulipError> {
+        #[derive(Deserialize)]
+        struct Channels {
+            streams: Vec<Channel>,
+        }
+        let defaults = ChannelQuery::default();
+        let mut params = Params::new();
+        for (name, value, default) in [
+            ("include_public", query.include_public, defaults.include_public),
+            ("include_web_public", query.include_web_public, defaults.include_web_public),
+            ("include_subscribed", query.include_subscribed, defaults.include_subscribed),
+            ("include_all_active", query.include_all_active, defaults.include_all_active),
+            ("include_default", query.include_default, defaults.include_default),
+        ] {
+            if value != default {
+                params.push((name, json_text(&Value::Bool(value))));
+            }
+        }
+        let channels: Channels = self.call(Method::GET, "/streams", params, Auth::Basic, IDEMPOTENT).await?;
+        Ok(channels.streams)
+    }
+
+    /// `DELETE /users/me/subscriptions` with `principals`: removes `user_ids` from the
+    /// channels named (administrators may remove anyone). A channel a user is not in is
+    /// reported in `not_removed`, not refused; an unknown name is a 400
+    /// `STREAM_DOES_NOT_EXIST`. Nothing is sent when either list is empty (without
+    /// `principals` Zulip would unsubscribe the service account itself).
+    pub async fn unsubscribe_users(
+        &self,
+        channel_names: &[String],
+        user_ids: &[u64],
+    ) -> Result<Unsubscribed, ZulipError> {
+        if channel_names.is_empty() || user_ids.is_empty() {
+            return Ok(Unsubscribed::default());
+        }
+        let params = vec![
+            ("subscriptions", json_text(&Value::from(channel_names.to_vec()))),
+            ("principals", json_ids(user_ids)),
+        ];
+        // Repeating it finds nothing left to remove: a 200 with everything in `not_removed`.
+        self.call(Method::DELETE, "/users/me/subscriptions", params, Auth::Basic, IDEMPOTENT).await
     }
 
     /// The `X-RateLimit-*` headers of the latest response that carried them.
     pub fn rate_limit(&self) -> Option<RateLimitState> {
-        *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pacer.report()
     }
 
     /// `POST /register`: a queue of `event_types` events. Asks for no initial state
@@ -375,13 +535,16 @@ impl ZulipClient {
             ("apply_markdown", json_text(&Value::Bool(false))),
             ("client_gravatar", json_text(&Value::Bool(true))),
         ];
-        self.call(Method::POST, "/register", params, Auth::Basic).await
+        self.call(Method::POST, "/register", params, Auth::Basic, NOT_IDEMPOTENT).await
     }
 
     /// `GET /events`: the events after `last_event_id` (which they acknowledge). A blocking
     /// poll (`dont_block: false`) waits up to about a minute for a heartbeat, so it runs
     /// under `poll_timeout` instead of the per-request timeout. An expired or unknown
     /// queue is [`ZulipError::is_bad_event_queue`].
+    ///
+    /// Exempt from the realm's queue, pacing and retries: a poll holds its request open for
+    /// up to a minute and would block every other call; the poller's loop retries.
     pub async fn get_events(
         &self,
         queue_id: &str,
@@ -398,52 +561,173 @@ impl ZulipClient {
         if dont_block {
             params.push(("dont_block", json_text(&Value::Bool(true))));
         }
-        let events: Events = self.send(Method::GET, "/events", params, Auth::Basic, poll_timeout).await?;
+        let events: Events =
+            self.send_once(&Method::GET, "/events", &params, Auth::Basic, poll_timeout).await?;
         Ok(events.events.into_iter().map(Event::from_value).collect())
     }
 
     /// `DELETE /events`: drops the queue (an already deleted one is a bad-queue error).
     pub async fn delete_event_queue(&self, queue_id: &str) -> Result<(), ZulipError> {
         let params = vec![("queue_id", queue_id.to_owned())];
-        self.call_unit(Method::DELETE, "/events", params).await
+        self.call_unit(Method::DELETE, "/events", params, NOT_IDEMPOTENT).await
     }
 
     // --- request machinery ---
 
-    async fn call_unit(&self, method: Method, path: &str, params: Params) -> Result<(), ZulipError> {
-        let IgnoredAny = self.call(method, path, params, Auth::Basic).await?;
+    async fn call_unit(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+        idempotency: Idempotency,
+    ) -> Result<(), ZulipError> {
+        let IgnoredAny = self.call(method, path, params, Auth::Basic, idempotency).await?;
         Ok(())
     }
 
+    /// One call under the realm's [`UpstreamPolicy`]: queue, pace, send, retry what is
+    /// safe, all within the deadline (module doc). The write lock is the first `.await`,
+    /// so writes queue in the order their calls were made.
+    #[tracing::instrument(level = "debug", skip_all, fields(method = %method, endpoint = path))]
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         params: Params,
         auth: Auth,
+        idempotency: Idempotency,
     ) -> Result<T, ZulipError> {
-        self.send(method, path, params, auth, self.timeout).await
+        let deadline = Instant::now() + self.policy.deadline;
+        let _write = if method == Method::GET {
+            None
+        } else {
+            let lock = tokio::time::timeout_at(deadline, self.writes.lock()).await;
+            Some(lock.map_err(|_| queue_full(path))?)
+        };
+        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(queue_full(path)),
+        };
+        let reserve = self.policy.answer_reserve();
+        let mut attempt: u32 = 0;
+        loop {
+            self.pace(path, attempt, deadline, reserve).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match self.send_once(&method, path, &params, auth, self.timeout.min(left)).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let Some(retry) = retry_for(idempotency, &error) else {
+                return Err(error);
+            };
+            attempt += 1;
+            let wait = match retry {
+                Retry::RateLimited(after) => {
+                    // Zulip's word holds for every caller of this account.
+                    self.pacer.hold(Instant::now() + after);
+                    after
+                }
+                Retry::Fault { at_least, .. } => {
+                    backoff(self.policy.retry_base, attempt, rand::random::<f64>()).max(at_least)
+                }
+            };
+            let wait_ms = wait.as_millis() as u64;
+            if attempt > self.policy.max_retries {
+                tracing::debug!(
+                    endpoint = path,
+                    attempt,
+                    wait_ms,
+                    reason = retry.reason(),
+                    "zulip call failed; retries exhausted"
+                );
+                return Err(error);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if wait + reserve > left {
+                tracing::debug!(
+                    endpoint = path,
+                    attempt,
+                    wait_ms,
+                    reason = retry.reason(),
+                    "zulip call failed; a retry would pass the deadline"
+                );
+                return Err(error);
+            }
+            tracing::debug!(
+                endpoint = path,
+                attempt,
+                wait_ms,
+                reason = retry.reason(),
+                "zulip call failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Waits for this call's send slot ([`Pacer::reserve`]), or refuses the call (nothing
+    /// sent) when the slot would leave no time to be answered before the deadline.
+    async fn pace(
+        &self,
+        path: &str,
+        attempt: u32,
+        deadline: Instant,
+        reserve: Duration,
+    ) -> Result<(), ZulipError> {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left < reserve {
+            // Queueing used up the deadline: sending now would likely time out and leave
+            // a write's outcome unknown. Not sending is a clean "retry later".
+            return Err(queue_full(path));
+        }
+        let max_wait = left.saturating_sub(reserve);
+        match self.pacer.reserve(now, max_wait) {
+            Ok(wait) if wait.is_zero() => Ok(()),
+            Ok(wait) => {
+                tracing::debug!(
+                    endpoint = path,
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    reason = "rate-limit budget",
+                    "pacing zulip call"
+                );
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Err(wait) => {
+                tracing::debug!(
+                    endpoint = path,
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    reason = "rate-limit budget",
+                    "zulip call not sent: the wait would pass the deadline"
+                );
+                Err(ZulipError::Throttled {
+                    reason: "the service account's rate-limit budget is spent",
+                    retry_after: wait,
+                })
+            }
+        }
     }
 
     /// One request: query string for GET, form body otherwise; then [`decode`].
-    #[tracing::instrument(level = "debug", skip_all, fields(method = %method, path = path))]
-    async fn send<T: DeserializeOwned>(
+    async fn send_once<T: DeserializeOwned>(
         &self,
-        method: Method,
+        method: &Method,
         path: &str,
-        params: Params,
+        params: &Params,
         auth: Auth,
         timeout: Duration,
     ) -> Result<T, ZulipError> {
         let mut url = Url::parse(&format!("{}{path}", self.api_root))
             .map_err(|e| ZulipError::Config(format!("cannot build url for {path}: {e}")))?;
-        let encoded = encode_params(&params);
+        let encoded = encode_params(params);
         let is_get = method == Method::GET;
         if is_get && !params.is_empty() {
             url.set_query(Some(&encoded));
         }
 
-        let mut request = self.http.request(method, url).timeout(timeout);
+        let mut request = self.http.request(method.clone(), url).timeout(timeout);
         if let Some(host) = &self.host {
             request = request.header(HOST, host.clone());
         }
@@ -456,7 +740,7 @@ impl ZulipClient {
 
         let started = Instant::now();
         let response = request.send().await.map_err(|e| {
-            tracing::debug!(error = %e, timeout = e.is_timeout(), "zulip request failed");
+            tracing::debug!(error = %e, timeout = e.is_timeout(), connect = e.is_connect(), "zulip request failed");
             ZulipError::Transport(e)
         })?;
         let status = response.status();
@@ -473,7 +757,8 @@ impl ZulipClient {
 
     fn record_rate_limit(&self, headers: &HeaderMap) {
         if let Some(state) = rate_limit_from_headers(headers) {
-            *self.rate_limit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(state);
+            let server_now = http_date(headers).unwrap_or_else(unix_now);
+            self.pacer.observe(state, server_now, Instant::now());
         }
     }
 }
@@ -486,6 +771,7 @@ impl std::fmt::Debug for ZulipClient {
             .field("email", &self.email)
             .field("authorization", &self.authorization)
             .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -569,6 +855,38 @@ fn rate_limit_from_headers(headers: &HeaderMap) -> Option<RateLimitState> {
         remaining: number(headers, "x-ratelimit-remaining")? as u32,
         reset: number(headers, "x-ratelimit-reset")? as u64,
     })
+}
+
+/// The call never left: the realm's queue did not admit it in time to be answered within
+/// the deadline.
+fn queue_full(path: &str) -> ZulipError {
+    tracing::debug!(
+        endpoint = path,
+        wait_ms = QUEUE_RETRY_AFTER.as_millis() as u64,
+        reason = "queue full",
+        "zulip call not sent: the realm's queue did not admit it before the deadline"
+    );
+    ZulipError::Throttled {
+        reason: "the realm's upstream queue did not admit the call before the deadline",
+        retry_after: QUEUE_RETRY_AFTER,
+    }
+}
+
+/// Zulip's clock when it answered: the `Date` header (`Tue, 24 Nov 2026 02:56:29 GMT`),
+/// as UNIX seconds.
+fn http_date(headers: &HeaderMap) -> Option<u64> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let value = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = time::PrimitiveDateTime::parse(value.trim(), &format).ok()?;
+    u64::try_from(at.assume_utc().unix_timestamp()).ok()
+}
+
+/// The local wall clock as UNIX seconds (0 before 1970: any reset is then believed up to
+/// [`super::pacing::MAX_RESET_IN`]).
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Seconds as a float, e.g. `"50.313318967819214"`.

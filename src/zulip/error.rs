@@ -20,6 +20,10 @@ pub enum ZulipError {
     /// A body that is not what the endpoint returns (HTML 404 page, truncated JSON, …).
     #[error("unexpected answer from zulip (http {status}): {detail}")]
     Decode { status: u16, detail: String },
+    /// Not sent: the realm's rate-limit budget, or its queue of calls, would not let the
+    /// call through within the deadline. Zulip did nothing; retry after `retry_after`.
+    #[error("zulip call not sent: {reason}; retry after {retry_after:?}")]
+    Throttled { reason: &'static str, retry_after: Duration },
     /// A [`ClientConfig`](super::ClientConfig) the client cannot be built from (a `host`
     /// that is not a valid header value, a base URL that cannot carry `/api/v1`, …).
     #[error("invalid zulip client configuration: {0}")]
@@ -32,13 +36,27 @@ impl ZulipError {
         matches!(self, ZulipError::Transport(e) if e.is_timeout())
     }
 
-    /// `Some(wait)` for a 429 `RATE_LIMIT_HIT`.
+    /// `Some(wait)` for a 429 `RATE_LIMIT_HIT`, and for a call the sidecar held back
+    /// ([`ZulipError::Throttled`]): answer the IdP 429 with `Retry-After`.
     pub fn rate_limited(&self) -> Option<Duration> {
         match self {
             ZulipError::Api { status: 429, retry_after, .. } => {
                 Some(retry_after.unwrap_or(Duration::from_secs(1)))
             }
+            ZulipError::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// Zulip certainly did not act on the call: it answered with an error envelope, the
+    /// connection was never made, or the sidecar never sent it. When false (a timeout, a
+    /// reset after sending, an undecodable answer) the outcome is unknown: look before
+    /// repeating a non-idempotent call.
+    pub fn outcome_known(&self) -> bool {
+        match self {
+            ZulipError::Api { .. } | ZulipError::Throttled { .. } | ZulipError::Config(_) => true,
+            ZulipError::Transport(e) => e.is_connect(),
+            ZulipError::Decode { .. } => false,
         }
     }
 

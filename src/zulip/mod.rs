@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod fake;
+pub mod pacing;
 pub mod types;
 
 pub use client::{ClientConfig, ZulipClient};

@@ -88,6 +88,33 @@ pub struct UserGroup {
     pub is_system_group: bool,
     #[serde(default)]
     pub deactivated: bool,
+    /// UNIX seconds (FL 292); null for system groups and groups older than that.
+    #[serde(default)]
+    pub date_created: Option<i64>,
+}
+
+/// A channel from `GET /streams` (only the fields the sidecar reads; Zulip's API calls
+/// channels "streams" in paths and field names).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Channel {
+    pub stream_id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub invite_only: bool,
+    /// Only present when the request asked `include_default=true`.
+    #[serde(default)]
+    pub is_default: Option<bool>,
+}
+
+/// The answer of `DELETE /users/me/subscriptions`: channel names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Unsubscribed {
+    /// Channels the users were removed from.
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Channels the users were not subscribed to (nothing to do).
+    #[serde(default)]
+    pub not_removed: Vec<String>,
 }
 
 /// `GET /server_settings` (no authentication).

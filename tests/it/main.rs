@@ -3,6 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_transcripts;
+mod faults;
 mod groups;
+mod idp_sequences;
+mod live;
+mod protocol;
 mod support;
 mod users;

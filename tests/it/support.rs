@@ -2,17 +2,19 @@
 //! ways, configured in code exactly as `scim-sidecar demo` is.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use scim_sidecar::app::{build_app, demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
+use scim_sidecar::app::{build_app, demo_config, spawn_live, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
 use scim_sidecar::config::Config;
+use scim_sidecar::http::App;
 use scim_sidecar::server::{self, ServerLimits};
 use scim_sidecar::zulip::fake::{FakeUser, FakeZulip, FakeZulipBuilder, RecordedRequest};
 
@@ -23,8 +25,12 @@ pub struct Harness {
     pub fake: FakeZulip,
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The application the sidecar serves (its realms, for live-update tests).
+    pub app: Arc<App>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// Live-update tasks ([`Harness::start_live`]) and their stop signal.
+    live: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)>,
 }
 
 /// The fake every test starts from unless it builds its own: a service account (owner),
@@ -47,6 +53,16 @@ impl Harness {
 
     /// A given fake; `tweak` adjusts the demo config (timeouts, realm options).
     pub async fn start_with(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config)) -> Harness {
+        Harness::start_inner(fake, tweak, false).await
+    }
+
+    /// Like [`Harness::start_with`], plus each realm's live task following the fake's events
+    /// (as `serve` runs it). It does not wait for events to flow.
+    pub async fn start_live(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config)) -> Harness {
+        Harness::start_inner(fake, tweak, true).await
+    }
+
+    async fn start_inner(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config), live: bool) -> Harness {
         let fake = fake.start().await.expect("fake zulip starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
         let addr = listener.local_addr().expect("local addr");
@@ -57,6 +73,11 @@ impl Harness {
             realm.check_ready().await.expect("realm ready");
         }
         fake.clear_requests();
+        let live = live.then(|| {
+            let (stop, stopped) = watch::channel(false);
+            let tasks = spawn_live(&app, stopped);
+            (stop, tasks)
+        });
         let (tx, rx) = oneshot::channel::<()>();
         let limits = ServerLimits { max_connections: 64, shutdown_grace: Duration::from_secs(5) };
         let server = tokio::spawn(server::run(
@@ -67,7 +88,15 @@ impl Harness {
             },
             limits,
         ));
-        Harness { fake, addr, http: reqwest::Client::new(), shutdown: Some(tx), server: Some(server) }
+        Harness {
+            fake,
+            addr,
+            http: reqwest::Client::new(),
+            app,
+            shutdown: Some(tx),
+            server: Some(server),
+            live,
+        }
     }
 
     /// `http://127.0.0.1:PORT/scim/v2` + `path`.
@@ -117,6 +146,16 @@ impl Harness {
 
     /// Stops the sidecar (graceful) and the fake; re-raises a panic from the server task.
     pub async fn stop(mut self) {
+        if let Some((stop, tasks)) = self.live.take() {
+            let _ = stop.send(true);
+            for task in tasks {
+                if let Err(e) = task.await {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

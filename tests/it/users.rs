@@ -318,7 +318,6 @@ async fn post_rejects_bad_bodies_before_any_upstream_call() {
             json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"name":{"givenName":"A","familyName":"B"}}),
             "invalidValue",
         ),
-        (json!({"userName":"a@zulip.example.com"}), "invalidValue"),
         (json!({"userName":"not-an-email","name":{"formatted":"X"}}), "invalidValue"),
         (json!({"not":"a scim resource"}), "invalidValue"),
         (json!({"userName":"a@zulip.example.com","name":{"formatted":"X"},"active":"maybe"}), "invalidValue"),
@@ -622,25 +621,46 @@ async fn upstream_failures_become_scim_errors() {
     h.get("/Users").await.assert_error(502, None);
     h.fake.fail_next("GET", "/api/v1/users", Failure::Html404);
     h.get("/Users").await.assert_error(502, None);
-    h.fake.fail_next("GET", "/api/v1/users", Failure::RateLimited { retry_after_secs: 28.7068 });
-    let reply = h.get("/Users").await;
-    reply.assert_error(429, None);
-    assert_eq!(reply.header("retry-after"), Some("29"));
-    // Recovered.
+    // A reset on a non-idempotent call is not retried: its outcome is unknown.
     h.get("/Users").await.assert_status(200);
     let hamlet = h.user_id("hamlet@zulip.example.com");
+    h.upstream();
     h.fake.fail_next("DELETE", &format!("/api/v1/users/{hamlet}"), Failure::Reset);
     let reply = h
         .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await;
     reply.assert_error(502, None);
+    let deletes = h.upstream().into_iter().filter(|r| r.method == "DELETE").count();
+    assert_eq!(deletes, 1, "sent once, never repeated blindly");
+    // Zulip's 429 becomes a SCIM 429 with Retry-After, and the sidecar holds back until then.
+    h.fake.fail_next("GET", "/api/v1/users", Failure::RateLimited { retry_after_secs: 28.7068 });
+    let reply = h.get("/Users").await;
+    reply.assert_error(429, None);
+    assert_eq!(reply.header("retry-after"), Some("29"));
+    h.upstream();
+    let again = h.get("/Users").await;
+    again.assert_error(429, None);
+    assert!(again.header("retry-after").is_some());
+    assert!(h.upstream().is_empty(), "nothing is sent while Zulip asked to wait");
     h.stop().await;
 }
 
 #[tokio::test]
-async fn zulip_timeout_is_504() {
+async fn a_slow_read_is_retried_and_a_dead_zulip_is_504() {
     let h = Harness::start_with(fake(), |c| c.realms[0].upstream.timeout = Duration::from_millis(200)).await;
     h.fake.delay_next("GET", "/api/v1/users", Duration::from_secs(3));
+    h.get("/Users").await.assert_status(200);
+    assert_eq!(
+        h.upstream().iter().filter(|r| r.path == "/api/v1/users").count(),
+        2,
+        "timed out once, retried once"
+    );
+    h.stop().await;
+
+    let h = Harness::start_with(fake(), |c| c.realms[0].upstream.timeout = Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        h.fake.fail_next("GET", "/api/v1/users", Failure::Hang);
+    }
     h.get("/Users").await.assert_error(504, None);
     h.stop().await;
 }
@@ -715,4 +735,114 @@ async fn inflight_request_completes_after_shutdown_begins() {
     let fake = h.fake.clone();
     h.join().await;
     fake.shutdown().await;
+}
+
+// === create_guests_without_streams ===
+
+fn guest_user(email: &str) -> Value {
+    let mut body = okta_user(email, "Gus", "Guest");
+    body["role"] = json!("guest");
+    body
+}
+
+async fn without_streams_for_guests() -> Harness {
+    let h = Harness::start_with(fake(), |c| c.realms[0].create_guests_without_streams = true).await;
+    h.get("/Users").await.assert_status(200); // warm snapshot: only the creation's calls below
+    h.upstream();
+    h
+}
+
+#[tokio::test]
+async fn a_guest_created_with_create_guests_without_streams_has_no_channels() {
+    let h = without_streams_for_guests().await;
+    let reply = h.post("/Users", &guest_user("gus@zulip.example.com")).await;
+    let body = reply.assert_status(201).clone();
+    assert_eq!(body["role"], "guest");
+    let id: u64 = body["id"].as_str().unwrap().parse().unwrap();
+    let upstream = h.upstream();
+    assert_eq!(
+        calls(&upstream),
+        vec![
+            call("POST", "/api/v1/users"),
+            call("PATCH", format!("/api/v1/users/{id}")),
+            call("GET", "/api/v1/streams"),
+            call("DELETE", "/api/v1/users/me/subscriptions"),
+        ]
+    );
+    assert_eq!(upstream[1].param("role"), Some("600"));
+    let lookup: Vec<(&str, &str)> = upstream[2].query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        lookup,
+        [("include_public", "false"), ("include_subscribed", "false"), ("include_default", "true")],
+        "only the default channels"
+    );
+    assert_eq!(upstream[3].param("subscriptions"), Some(r#"["general", "random"]"#));
+    assert_eq!(upstream[3].param("principals"), Some(format!("[{id}]").as_str()));
+    let zulip = h.fake.user(id).unwrap();
+    assert_eq!((zulip.role, zulip.is_active), (600, true));
+    assert!(h.fake.user_channels(id).is_empty(), "{:?}", h.fake.user_channels(id));
+
+    // A member created the same way keeps the default channels, with one call.
+    let member = h.post("/Users", &okta_user("mem@zulip.example.com", "Mem", "Ber")).await;
+    let member_id: u64 = member.assert_status(201)["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(calls(&h.upstream()), vec![call("POST", "/api/v1/users")]);
+    assert_eq!(h.fake.user_channels(member_id), ["general", "random"]);
+
+    // Only at creation, as in Zulip: a later change to guest keeps the channels.
+    let reply = h
+        .patch(
+            &format!("/Users/{member_id}"),
+            &patch_op(json!([{"op":"replace","path":"role","value":"guest"}])),
+        )
+        .await;
+    assert_eq!(reply.assert_status(200)["role"], "guest");
+    assert_eq!(calls(&h.upstream()), vec![call("PATCH", format!("/api/v1/users/{member_id}"))]);
+    assert_eq!(h.fake.user_channels(member_id), ["general", "random"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_option_off_a_new_guest_keeps_the_default_channels() {
+    let h = Harness::start().await;
+    let created = h.post("/Users", &guest_user("gus@zulip.example.com")).await.assert_status(201).clone();
+    let id: u64 = created["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        calls(&h.upstream_writes()),
+        vec![call("POST", "/api/v1/users"), call("PATCH", format!("/api/v1/users/{id}"))]
+    );
+    assert_eq!(h.fake.user(id).unwrap().role, 600);
+    assert_eq!(h.fake.user_channels(id), ["general", "random"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_unsubscribe_says_the_guest_exists_still_subscribed() {
+    let h = without_streams_for_guests().await;
+    h.fake.fail_next(
+        "DELETE",
+        "/api/v1/users/me/subscriptions",
+        Failure::Api { status: 500, code: "BAD_REQUEST".into(), msg: "Internal server error".into() },
+    );
+    let reply = h.post("/Users", &guest_user("gus@zulip.example.com")).await;
+    reply.assert_error(502, None);
+    let id = h.user_id("gus@zulip.example.com");
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("created Zulip user {id} as a guest"))
+            && detail.contains("still subscribed to the organization's default channels"),
+        "{detail}"
+    );
+    assert_eq!(
+        calls(&h.upstream()).last(),
+        Some(&call("DELETE", "/api/v1/users/me/subscriptions")),
+        "sent once: a 500 is not retried"
+    );
+    // Zulip holds what the detail says.
+    let zulip = h.fake.user(id).unwrap();
+    assert_eq!((zulip.role, zulip.is_active), (600, true));
+    assert_eq!(h.fake.user_channels(id), ["general", "random"]);
+    // The IdP's retry finds the address taken (documented): 409, nothing written.
+    h.post("/Users", &guest_user("gus@zulip.example.com")).await.assert_error(409, Some("uniqueness"));
+    assert!(h.upstream_writes().is_empty());
+    h.stop().await;
 }

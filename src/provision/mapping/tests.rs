@@ -80,7 +80,6 @@ fn new_user_rejects_bad_input_with_scim_types() {
         (json!({"name":{"formatted":"X"}}), "userName is required"),
         (json!({"userName": 5, "name":{"formatted":"X"}}), "userName must be a string"),
         (json!({"userName": "not-an-email", "name":{"formatted":"X"}}), "not an e-mail"),
-        (json!({"userName": "a@b.co"}), "must specify name"),
         (json!({"userName": "a@b.co", "displayName": "X", "role": "admin"}), "invalid role"),
         (json!({"userName": "a@b.co", "displayName": "X", "active": "yes"}), "active must be a boolean"),
         (json!({"userName": "a@b.co", "displayName": "X".repeat(101)}), "longer than"),
@@ -95,6 +94,12 @@ fn new_user_rejects_bad_input_with_scim_types() {
             other => panic!("{body}: expected invalid, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_nameless_user_is_named_after_the_address() {
+    let n = mapping(false).new_user(&json!({"userName":"kim.lee@b.co"})).unwrap();
+    assert_eq!(n.full_name, "kim.lee");
 }
 
 #[test]
@@ -141,15 +146,23 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 }
 
 #[test]
-fn changes_reject_a_second_address_and_bad_values() {
+fn changes_ignore_emails_and_reject_bad_values() {
     let m = mapping(true);
     let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
-    let mut after = before.clone();
-    after["emails"] = json!([{"value":"other@zulip.com","type":"work","primary":true}]);
-    assert!(matches!(
-        m.changes(&before, &after),
-        Err(Error::Invalid { scim_type: ScimType::InvalidValue, .. })
-    ));
+    // emails is derived from userName: a PUT that carries another address ignores it.
+    let put = m
+        .put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]}))
+        .unwrap();
+    assert!(m.changes(&before, &put).unwrap().is_empty());
+
+    for attr in ["role", "active"] {
+        let mut after = before.clone();
+        after.as_object_mut().unwrap().remove(attr);
+        assert!(matches!(
+            m.changes(&before, &after),
+            Err(Error::Invalid { scim_type: ScimType::Mutability, .. })
+        ));
+    }
 
     let mut after = before.clone();
     after["active"] = json!("False");

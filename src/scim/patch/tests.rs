@@ -1,6 +1,8 @@
 //! Unit tests (table-driven): accepted and rejected inputs with their scimType.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::LazyLock;
+
 use serde_json::{json, Value};
 
 use super::*;
@@ -28,13 +30,36 @@ static ENTERPRISE: SchemaDef = SchemaDef {
     ],
 };
 
-static USER_ENT: ResourceTypeDef = ResourceTypeDef {
+/// The engine is schema-driven. These tests exercise multi-valued e-mail editing, which the
+/// sidecar's User schema forbids (there `emails` is read-only, derived from userName), so they
+/// run on a copy of it where `emails` is writable.
+static USER_RW_SCHEMA: LazyLock<&'static SchemaDef> = LazyLock::new(|| {
+    let attributes: Vec<AttributeDef> = USER_SCHEMA_DEF
+        .attributes
+        .iter()
+        .map(|a| {
+            let mut a = *a;
+            if a.name == "emails" {
+                a.mutability = Mutability::ReadWrite;
+            }
+            a
+        })
+        .collect();
+    Box::leak(Box::new(SchemaDef { attributes: Box::leak(attributes.into_boxed_slice()), ..USER_SCHEMA_DEF }))
+});
+
+static USER_RW: LazyLock<ResourceTypeDef> =
+    LazyLock::new(|| ResourceTypeDef { schema: *USER_RW_SCHEMA, ..USER });
+
+static USER_ENT: LazyLock<ResourceTypeDef> = LazyLock::new(|| ResourceTypeDef {
     name: "User",
     endpoint: "/Users",
     description: "User Account",
-    schema: &USER_SCHEMA_DEF,
-    extensions: &[(&ENTERPRISE, false)],
-};
+    schema: *USER_RW_SCHEMA,
+    extensions: ENTERPRISE_EXTENSIONS,
+});
+
+static ENTERPRISE_EXTENSIONS: &[(&SchemaDef, bool)] = &[(&ENTERPRISE, false)];
 
 fn user() -> Value {
     json!({
@@ -172,11 +197,11 @@ fn parse_rejects_bad_bodies() {
 
 #[test]
 fn okta_deactivate_reactivate_and_password_sync() {
-    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"active": false}}])), &USER);
+    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"active": false}}])), &USER_RW);
     assert_eq!(u["active"], json!(false));
-    let u = ok(&u, ops(json!([{"op": "replace", "value": {"active": true}}])), &USER);
+    let u = ok(&u, ops(json!([{"op": "replace", "value": {"active": true}}])), &USER_RW);
     assert_eq!(u, user());
-    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"password": "x7Rq2pLm"}}])), &USER);
+    let u = ok(&user(), ops(json!([{"op": "replace", "value": {"password": "x7Rq2pLm"}}])), &USER_RW);
     assert_eq!(u, user());
 }
 
@@ -236,7 +261,7 @@ fn entra_flag_on_update() {
     assert_eq!(u["schemas"], json!([CORE, ENT]));
 
     // Without the enterprise extension in the schema, the URN key is an unknown attribute.
-    let e = patch(&user(), &body, &USER).unwrap_err();
+    let e = patch(&user(), &body, &USER_RW).unwrap_err();
     assert_eq!(e.scim_type, ScimType::InvalidPath);
     assert!(e.detail.contains("employeeNumber"), "{}", e.detail);
 }
@@ -248,7 +273,7 @@ fn entra_work_email_is_created_when_missing() {
     let u = ok(
         &u,
         ops(json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "ana@example.com"}])),
-        &USER,
+        &USER_RW,
     );
     assert_eq!(
         u["emails"],
@@ -261,28 +286,28 @@ fn entra_work_email_is_created_when_missing() {
         ops(
             json!([{"op": "replace", "path": "emails[type eq \"work\" and primary eq true].value", "value": "a@b.c"}]),
         ),
-        &USER,
+        &USER_RW,
     );
     assert_eq!(u["emails"], json!([{"type": "work", "primary": true, "value": "a@b.c"}]));
     // Replacing with null where nothing matches is a no-op.
     let u = ok(
         &bare,
         ops(json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": null}])),
-        &USER,
+        &USER_RW,
     );
     assert_eq!(u, bare);
 }
 
 #[test]
 fn entra_legacy_operations() {
-    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "active", "value": "False"}])), &USER);
+    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "active", "value": "False"}])), &USER_RW);
     assert_eq!(u["active"], json!(false));
-    let u = ok(&u, ops(json!([{"op": "Add", "path": "active", "value": "True"}])), &USER);
+    let u = ok(&u, ops(json!([{"op": "Add", "path": "active", "value": "True"}])), &USER_RW);
     assert_eq!(u["active"], json!(true));
-    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "name.familyName", "value": "D."}])), &USER);
+    let u = ok(&user(), ops(json!([{"op": "Replace", "path": "name.familyName", "value": "D."}])), &USER_RW);
     assert_eq!(u["name"]["familyName"], "D.");
     // `Add` on a single-valued attribute replaces it.
-    let u = ok(&user(), ops(json!([{"op": "Add", "path": "displayName", "value": "Ana"}])), &USER);
+    let u = ok(&user(), ops(json!([{"op": "Add", "path": "displayName", "value": "Ana"}])), &USER_RW);
     assert_eq!(u["displayName"], "Ana");
     let u = ok(
         &user(),
@@ -292,8 +317,11 @@ fn entra_legacy_operations() {
         &USER_ENT,
     );
     assert_eq!(u[ENT]["department"], "Sales");
-    let u =
-        ok(&user(), ops(json!([{"op": "Replace", "path": "userName", "value": "ana.d@example.com"}])), &USER);
+    let u = ok(
+        &user(),
+        ops(json!([{"op": "Replace", "path": "userName", "value": "ana.d@example.com"}])),
+        &USER_RW,
+    );
     assert_eq!(u["userName"], "ana.d@example.com");
     let u = ok(
         &user(),
@@ -372,10 +400,9 @@ fn add_replace_remove_table() {
     let cases: &[(Value, &str, Value)] = &[
         (json!([{"op": "replace", "path": "displayName", "value": "X"}]), "/displayName", json!("X")),
         (json!([{"op": "replace", "path": "DISPLAYNAME", "value": "X"}]), "/displayName", json!("X")),
-        (json!([{"op": "replace", "path": "displayName", "value": null}]), "/displayName", Value::Null),
-        (json!([{"op": "replace", "path": "displayName", "value": ""}]), "/displayName", Value::Null),
-        (json!([{"op": "remove", "path": "displayName"}]), "/displayName", Value::Null),
-        (json!([{"op": "remove", "path": "displayName", "value": "ignored"}]), "/displayName", Value::Null),
+        (json!([{"op": "replace", "path": "role", "value": null}]), "/role", Value::Null),
+        (json!([{"op": "replace", "path": "role", "value": ""}]), "/role", Value::Null),
+        (json!([{"op": "remove", "path": "role", "value": "ignored"}]), "/role", Value::Null),
         (json!([{"op": "remove", "path": "role"}]), "/role", Value::Null),
         (json!([{"op": "add", "path": "role", "value": "guest"}]), "/role", json!("guest")),
         (
@@ -392,7 +419,7 @@ fn add_replace_remove_table() {
         (json!([{"op": "replace", "path": "name.givenName", "value": null}]), "/name/givenName", Value::Null),
         (json!([{"op": "remove", "path": "name.givenName"}]), "/name/givenName", Value::Null),
         (json!([{"op": "remove", "path": "name.givenName"}]), "/name/familyName", json!("Diaz")),
-        (json!([{"op": "remove", "path": "name"}]), "/name", Value::Null),
+        (json!([{"op": "remove", "path": "name.familyName"}]), "/name/familyName", Value::Null),
         // complex replace merges sub-attributes (RFC 7644 §3.5.2.3)
         (
             json!([{"op": "replace", "path": "name", "value": {"givenName": "Anna"}}]),
@@ -405,7 +432,6 @@ fn add_replace_remove_table() {
             json!({"formatted": "Ana Diaz", "givenName": "Anna"}),
         ),
         (json!([{"op": "add", "value": {"name": {"givenName": "Anna"}}}]), "/name/givenName", json!("Anna")),
-        (json!([{"op": "replace", "path": "name", "value": null}]), "/name", Value::Null),
         (
             json!([{"op": "replace", "value": {"name.formatted": "A D", "active": "false"}}]),
             "/active",
@@ -499,7 +525,7 @@ fn add_replace_remove_table() {
         ),
     ];
     for (operations, pointer, expected) in cases {
-        let u = ok(&user(), ops(operations.clone()), &USER);
+        let u = ok(&user(), ops(operations.clone()), &USER_RW);
         let got = u.pointer(pointer).cloned().unwrap_or(Value::Null);
         assert_eq!(&got, expected, "{operations} at {pointer}: {u}");
     }
@@ -549,63 +575,63 @@ fn apply_errors_table() {
         // unknown attributes
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "add", "path": "nickName", "value": "A"}]),
             ScimType::InvalidPath,
             "unknown attribute \"nickName\"",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "add", "path": "name.middleName", "value": "A"}]),
             ScimType::InvalidPath,
             "unknown attribute \"name.middleName\"",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "value": {"nickName": "A"}}]),
             ScimType::InvalidPath,
             "unknown attribute \"nickName\" in value",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "value": {"bad key!": "A"}}]),
             ScimType::InvalidPath,
             "unknown attribute \"bad key!\"",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "password", "value": "x"}]),
             ScimType::InvalidPath,
             "password",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "add", "path": "emails", "value": [{"value": "a@b", "kind": "x"}]}]),
             ScimType::InvalidPath,
             "emails.kind",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "emails[kind eq \"x\"].value", "value": "a"}]),
             ScimType::InvalidPath,
             "unknown attribute",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "userName[value eq \"x\"]", "value": "a"}]),
             ScimType::InvalidPath,
             "not a complex attribute",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "remove", "path": "members"}]),
             ScimType::InvalidPath,
             "unknown attribute",
@@ -620,22 +646,22 @@ fn apply_errors_table() {
         // mutability
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "id", "value": "18"}]),
             ScimType::Mutability,
             "\"id\" is readOnly",
         ),
-        (&user(), &USER, json!([{"op": "remove", "path": "meta"}]), ScimType::Mutability, "readOnly"),
+        (&user(), &USER_RW, json!([{"op": "remove", "path": "meta"}]), ScimType::Mutability, "readOnly"),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "meta.lastModified", "value": "2024-01-01T00:00:00Z"}]),
             ScimType::Mutability,
             "readOnly",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "add", "path": "groups", "value": [{"value": "1"}]}]),
             ScimType::Mutability,
             "\"groups\" is readOnly",
@@ -671,21 +697,21 @@ fn apply_errors_table() {
         // required attributes
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "remove", "path": "userName"}]),
             ScimType::Mutability,
             "required attribute \"userName\"",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "userName", "value": null}]),
             ScimType::Mutability,
             "required",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "value": {"userName": ""}}]),
             ScimType::Mutability,
             "required",
@@ -700,42 +726,42 @@ fn apply_errors_table() {
         // values
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "active", "value": "yes"}]),
             ScimType::InvalidValue,
             "\"active\" must be a boolean, not a string",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "active", "value": 0}]),
             ScimType::InvalidValue,
             "boolean",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "value": {"active": [true, false]}}]),
             ScimType::InvalidValue,
             "boolean",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "userName", "value": 42}]),
             ScimType::InvalidValue,
             "\"userName\" must be a string, not a number",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "name", "value": "Ana"}]),
             ScimType::InvalidValue,
             "object of sub-attributes",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "add", "path": "emails", "value": [{"value": "a", "primary": "maybe"}]}]),
             ScimType::InvalidValue,
             "emails.primary",
@@ -756,7 +782,7 @@ fn apply_errors_table() {
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "value": {CORE: "x"}}]),
             ScimType::InvalidValue,
             "must be an object",
@@ -771,14 +797,14 @@ fn apply_errors_table() {
         // noTarget: replace with a filter (no sub-attribute) that matches nothing
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "h@x"}}]),
             ScimType::NoTarget,
             "no value of \"emails\" matches [type eq \"home\"]",
         ),
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "emails[type co \"h\"].value", "value": "h@x"}]),
             ScimType::NoTarget,
             "no value",
@@ -786,7 +812,7 @@ fn apply_errors_table() {
         // atomicity: an error in a later operation
         (
             &user(),
-            &USER,
+            &USER_RW,
             json!([{"op": "replace", "path": "displayName", "value": "A"}, {"op": "replace", "path": "id", "value": "1"}]),
             ScimType::Mutability,
             "Operations[1]",
@@ -807,7 +833,7 @@ fn pathless_ignores_what_clients_do_not_own() {
             "id": "99", "ID": "98", "schemas": ["x"], "meta": {"version": "1"}, "password": "p",
             "groups": [{"value": "1"}], "urn:ietf:params:scim:schemas:core:2.0:User:id": "5", "roles": [], "phoneNumbers": null
         }}])),
-        &USER,
+        &USER_RW,
     );
     assert_eq!(u, user());
 }
@@ -844,7 +870,7 @@ fn case_variants_in_the_resource_are_canonicalised() {
         ops(
             json!([{"op": "replace", "path": "userName", "value": "c@d"}, {"op": "replace", "path": "name.givenName", "value": "C"}, {"op": "add", "path": "emails", "value": [{"value": "A@B"}]}]),
         ),
-        &USER,
+        &USER_RW,
     );
     assert_eq!(
         u,
@@ -874,7 +900,7 @@ fn garbage_never_panics() {
     ];
     for body in &bodies {
         for resource in &resources {
-            for rt in [&USER, &GROUP, &USER_ENT] {
+            for rt in [&USER_RW, &GROUP, &USER_ENT] {
                 let _ = patch(resource, body, rt);
             }
         }

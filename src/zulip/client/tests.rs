@@ -4,8 +4,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,6 +120,8 @@ struct Recorded {
     authorization: Option<String>,
     host: Option<String>,
     user_agent: Option<String>,
+    /// When the request (head and body) had arrived.
+    at: std::time::Instant,
 }
 
 enum Reply {
@@ -132,6 +134,8 @@ enum Reply {
     Hang,
     /// Answers after a delay (a server-side delay, never a wait in the test itself).
     Delayed(Duration, Box<Reply>),
+    /// Reads the request, then drops the connection without answering.
+    Reset,
 }
 
 /// A one-purpose HTTP/1 server on 127.0.0.1:0 that records each request and answers the
@@ -140,6 +144,16 @@ struct Upstream {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     replies: Arc<Mutex<VecDeque<Reply>>>,
+    /// Requests being answered now, and the most there ever were at once.
+    load: Arc<Load>,
+    /// Counts arrived requests (to wait for one without sleeping).
+    arrived: tokio::sync::watch::Receiver<usize>,
+}
+
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl Upstream {
@@ -148,16 +162,19 @@ impl Upstream {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let replies = Arc::new(Mutex::new(VecDeque::new()));
-        let (reqs, reps) = (requests.clone(), replies.clone());
+        let load = Arc::new(Load::default());
+        let (arrived_tx, arrived) = tokio::sync::watch::channel(0);
+        let arrived_tx = Arc::new(arrived_tx);
+        let (reqs, reps, ld) = (requests.clone(), replies.clone(), load.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (reqs, reps) = (reqs.clone(), reps.clone());
+                let (reqs, reps, ld, tx) = (reqs.clone(), reps.clone(), ld.clone(), arrived_tx.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (reqs, reps) = (reqs.clone(), reps.clone());
+                        let (reqs, reps, ld, tx) = (reqs.clone(), reps.clone(), ld.clone(), tx.clone());
                         async move {
                             let header = |name: &str| {
                                 req.headers().get(name).map(|v| v.to_str().expect("ascii header").to_owned())
@@ -171,19 +188,51 @@ impl Upstream {
                                 authorization: header("authorization"),
                                 host: header("host"),
                                 user_agent: header("user-agent"),
+                                at: std::time::Instant::now(),
                             };
                             let body = req.into_body().collect().await.expect("body").to_bytes();
                             recorded.body = String::from_utf8(body.to_vec()).expect("utf-8");
-                            reqs.lock().expect("lock").push(recorded);
+                            recorded.at = std::time::Instant::now();
+                            let now = ld.now.fetch_add(1, Ordering::SeqCst) + 1;
+                            ld.max.fetch_max(now, Ordering::SeqCst);
+                            let count = {
+                                let mut reqs = reqs.lock().expect("lock");
+                                reqs.push(recorded);
+                                reqs.len()
+                            };
+                            tx.send_replace(count);
                             let reply = reps.lock().expect("lock").pop_front();
-                            Ok::<_, Infallible>(answer(reply).await)
+                            let response = match reply {
+                                Some(Reply::Reset) => Err(std::io::Error::other("scripted connection reset")),
+                                reply => Ok(answer(reply).await),
+                            };
+                            ld.now.fetch_sub(1, Ordering::SeqCst);
+                            response
                         }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
-        Upstream { addr, requests, replies }
+        Upstream { addr, requests, replies, load, arrived }
+    }
+
+    /// Waits (on the server's own signal, never a sleep) until `n` requests have arrived.
+    async fn arrived(&self, n: usize) {
+        let mut arrived = self.arrived.clone();
+        arrived.wait_for(|count| *count >= n).await.expect("server alive");
+    }
+
+    /// The most requests that were ever being answered at once.
+    fn max_concurrent(&self) -> usize {
+        self.load.max.load(Ordering::SeqCst)
+    }
+
+    /// A client with `policy` instead of the default one.
+    fn client_with(&self, policy: UpstreamPolicy) -> ZulipClient {
+        let mut config = self.config();
+        config.policy = policy;
+        ZulipClient::new(config).expect("client")
     }
 
     fn reply(&self, reply: Reply) {
@@ -208,6 +257,7 @@ impl Upstream {
             email: OWNER_EMAIL.to_owned(),
             api_key: Secret::new(OWNER_KEY.to_owned()),
             timeout: Duration::from_secs(5),
+            policy: UpstreamPolicy::default(),
         }
     }
 
@@ -231,6 +281,7 @@ fn answer(
                 .body(Full::new(Bytes::from_static(b"no canned reply")))
                 .expect("response"),
             Some(Reply::Hang) => std::future::pending().await,
+            Some(Reply::Reset) => unreachable!("handled by the service"),
             Some(Reply::Delayed(delay, reply)) => {
                 tokio::time::sleep(delay).await;
                 answer(Some(*reply)).await
@@ -542,6 +593,7 @@ fn debug_never_prints_the_api_key() {
         email: OWNER_EMAIL.into(),
         api_key: Secret::new(OWNER_KEY.into()),
         timeout: Duration::from_secs(1),
+        policy: UpstreamPolicy::default(),
     };
     let client = ZulipClient::new(config).expect("client");
     let debug = format!("{client:?}");
@@ -558,13 +610,21 @@ fn rejects_unusable_configs() {
         email: OWNER_EMAIL.into(),
         api_key: Secret::new(OWNER_KEY.into()),
         timeout: Duration::from_secs(1),
+        policy: UpstreamPolicy::default(),
     };
     assert!(matches!(ZulipClient::new(config.clone()), Err(ZulipError::Config(_))));
     config.base_url = Url::parse("https://zulip.example.com").expect("url");
     config.host = Some("bad\nhost".into());
     assert!(matches!(ZulipClient::new(config.clone()), Err(ZulipError::Config(_))));
     config.host = None;
-    assert!(ZulipClient::new(config).is_ok());
+    assert!(ZulipClient::new(config.clone()).is_ok());
+    for policy in [
+        UpstreamPolicy { max_in_flight: 0, ..UpstreamPolicy::default() },
+        UpstreamPolicy { deadline: Duration::ZERO, ..UpstreamPolicy::default() },
+    ] {
+        config.policy = policy;
+        assert!(matches!(ZulipClient::new(config.clone()), Err(ZulipError::Config(_))));
+    }
 }
 
 // === requests, byte for byte ===
@@ -809,19 +869,34 @@ async fn a_429_gives_the_fractional_retry_after_and_tracks_the_rate_limit() {
     client.reactivate_user(239).await.expect("ok");
     assert_eq!(client.rate_limit(), Some(RateLimitState { limit: 200, remaining: 0, reset: 1795486120 }));
 
+    // A response without the headers (a 401) leaves the last state in place.
+    upstream.serve(&exchange(RATE_LIMIT, 10, "Wrong key"));
+    client.get_own_user().await.expect_err("401");
+    assert_eq!(client.rate_limit().map(|s| s.reset), Some(1795486120));
+
+    // 50 s is beyond the 25 s deadline: the 429 comes back at once, not retried.
     upstream.serve(&exchange(RATE_LIMIT, 6, "first 429"));
     let err = client.get_own_user().await.expect_err("429");
+    assert!(
+        matches!(err, ZulipError::Api { status: 429, ref code, .. } if code == "RATE_LIMIT_HIT"),
+        "{err:?}"
+    );
     assert_eq!(err.rate_limited(), Some(Duration::from_secs_f64(50.313318967819214)));
+    assert_eq!(upstream.requests().len(), 3);
     // Clones share the record; the 429's own headers are recorded too.
     assert_eq!(
         client.clone().rate_limit(),
         Some(RateLimitState { limit: 200, remaining: 0, reset: 1795486110 })
     );
 
-    // A response without the headers (a 401) leaves the last state in place.
-    upstream.serve(&exchange(RATE_LIMIT, 10, "Wrong key"));
-    client.get_own_user().await.expect_err("401");
-    assert_eq!(client.rate_limit().map(|s| s.reset), Some(1795486110));
+    // Zulip's Retry-After holds for every call of the account (clones too): the next
+    // call is not sent, and says how long is left.
+    let err = client.clone().get_users().await.expect_err("held back");
+    assert!(matches!(err, ZulipError::Throttled { .. }), "{err:?}");
+    let left = err.rate_limited().expect("retry after");
+    assert!(left > Duration::from_secs(45) && left <= Duration::from_secs_f64(50.32), "{left:?}");
+    assert!(err.outcome_known());
+    assert_eq!(upstream.requests().len(), 3);
 }
 
 #[tokio::test]
@@ -830,6 +905,7 @@ async fn a_silent_upstream_is_a_timeout() {
     upstream.reply(Reply::Hang);
     let mut config = upstream.config();
     config.timeout = Duration::from_millis(200);
+    config.policy.max_retries = 0;
     let err = ZulipClient::new(config).expect("client").get_users().await.expect_err("timeout");
     assert!(err.is_timeout(), "{err:?}");
     assert!(matches!(err, ZulipError::Transport(_)));
@@ -846,6 +922,7 @@ async fn refused_connections_are_transport_errors() {
         email: OWNER_EMAIL.into(),
         api_key: Secret::new(OWNER_KEY.into()),
         timeout: Duration::from_secs(2),
+        policy: UpstreamPolicy::default(),
     };
     let err = ZulipClient::new(config).expect("client").get_users().await.expect_err("refused");
     assert!(matches!(err, ZulipError::Transport(_)) && !err.is_timeout(), "{err:?}");
@@ -922,4 +999,527 @@ async fn long_polls_use_their_own_timeout() {
     upstream.reply(Reply::Hang);
     let err = client.get_events("q", 35, false, Duration::from_millis(150)).await.expect_err("timeout");
     assert!(err.is_timeout(), "{err:?}");
+}
+
+// === pacing, retries and the realm's queue ===
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn json_reply(status: u16, extra: &[(&str, &str)], body: Value) -> Reply {
+    let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    headers.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Reply::Canned { status, headers, body: serde_json::to_vec(&body).expect("json") }
+}
+
+/// A success envelope every method decodes (`user_id` for `create_user`, `members` for
+/// `get_user_group_members`; the others ignore both).
+fn success() -> Reply {
+    json_reply(200, &[], json!({"result": "success", "msg": "", "user_id": 42, "members": [10, 227]}))
+}
+
+/// Zulip's 429, as in the transcripts, with a chosen `Retry-After`.
+fn rate_limit_hit(retry_after: &str) -> Reply {
+    json_reply(
+        429,
+        &[("Retry-After", retry_after)],
+        json!({"result": "error", "msg": "API usage exceeded rate limit",
+               "code": "RATE_LIMIT_HIT", "retry-after": retry_after.parse::<f64>().expect("float")}),
+    )
+}
+
+/// A proxy's 503 page in front of Zulip.
+fn unavailable_html() -> Reply {
+    Reply::Canned {
+        status: 503,
+        headers: vec![("Content-Type".into(), "text/html".into())],
+        body: b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>".to_vec(),
+    }
+}
+
+fn unavailable_json() -> Reply {
+    json_reply(503, &[], json!({"result": "error", "msg": "Service unavailable", "code": "BAD_REQUEST"}))
+}
+
+fn gap(requests: &[Recorded], i: usize) -> Duration {
+    requests[i].at.duration_since(requests[i - 1].at)
+}
+
+#[test]
+fn zulips_date_header_is_its_clock() {
+    let mut headers = HeaderMap::new();
+    headers.insert(reqwest::header::DATE, HeaderValue::from_static("Tue, 24 Nov 2026 02:56:29 GMT"));
+    assert_eq!(http_date(&headers), Some(1795488989));
+    headers.insert(reqwest::header::DATE, HeaderValue::from_static("yesterday"));
+    assert_eq!(http_date(&headers), None);
+    assert_eq!(http_date(&HeaderMap::new()), None);
+}
+
+#[tokio::test]
+async fn a_429_is_retried_once_its_retry_after_has_passed() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+
+    // A read...
+    upstream.reply(rate_limit_hit("0.05"));
+    upstream.reply(success());
+    let members = client.get_user_group_members(31, true).await.expect("ok");
+    assert_eq!(members, [10, 227]);
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].query, requests[1].query);
+    let waited = gap(&requests, 1);
+    assert!(waited >= MS(50) && waited < MS(1000), "{waited:?}");
+
+    // ...and a create: a 429 means Zulip did nothing, so even a create is sent again.
+    upstream.reply(rate_limit_hit("0.05"));
+    upstream.reply(success());
+    let password = Secret::new("pw".to_owned());
+    let id = client.create_user("a@example.com", &password, "A").await.expect("created");
+    assert_eq!(id, 42);
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(requests[2].method, "POST");
+    assert_eq!(requests[2].body, requests[3].body);
+    assert!(gap(&requests, 3) >= MS(50), "{:?}", gap(&requests, 3));
+}
+
+#[tokio::test]
+async fn a_429_beyond_the_deadline_is_returned_at_once() {
+    let upstream = Upstream::start().await;
+    let client = upstream
+        .client_with(UpstreamPolicy { deadline: Duration::from_secs(2), ..UpstreamPolicy::default() });
+    // 1.9 s fits in 2 s, but would leave no time to be answered: not waited either.
+    upstream.reply(rate_limit_hit("1.9"));
+    let started = std::time::Instant::now();
+    let password = Secret::new("pw".to_owned());
+    let err = client.create_user("a@example.com", &password, "A").await.expect_err("429");
+    assert!(started.elapsed() < MS(1000), "{:?}", started.elapsed());
+    assert!(
+        matches!(err, ZulipError::Api { status: 429, retry_after: Some(after), .. } if after == MS(1900)),
+        "{err:?}"
+    );
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn reads_and_idempotent_writes_are_retried_after_a_reset() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+
+    upstream.reply(Reply::Reset);
+    upstream.reply(success());
+    assert_eq!(client.get_user_group_members(31, false).await.expect("ok"), [10, 227]);
+    assert_eq!(upstream.requests().len(), 2);
+
+    let update = UserUpdate { role: Some(Role::Administrator), ..UserUpdate::default() };
+    upstream.reply(Reply::Reset);
+    upstream.reply(success());
+    client.update_user(227, &update).await.expect("patched");
+    upstream.reply(Reply::Reset);
+    upstream.reply(success());
+    client.reactivate_user(227).await.expect("reactivated");
+    upstream.reply(Reply::Reset);
+    upstream.reply(success());
+    client.update_user_group(59, Some("alpha"), None).await.expect("renamed");
+
+    let requests = upstream.requests();
+    let sent: Vec<_> = requests.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect();
+    assert_eq!(
+        sent[2..],
+        [
+            "PATCH /api/v1/users/227 role=200",
+            "PATCH /api/v1/users/227 role=200",
+            "POST /api/v1/users/227/reactivate ",
+            "POST /api/v1/users/227/reactivate ",
+            "PATCH /api/v1/user_groups/59 name=alpha",
+            "PATCH /api/v1/user_groups/59 name=alpha",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn non_idempotent_writes_are_never_sent_twice_after_a_reset() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    let password = Secret::new("pw".to_owned());
+    let group = NewUserGroup { name: "alpha".into(), ..NewUserGroup::default() };
+
+    for (i, name) in [
+        "create_user",
+        "deactivate_user",
+        "create_user_group",
+        "update_user_group_members",
+        "deactivate_user_group",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        upstream.reply(Reply::Reset);
+        upstream.reply(success()); // what a wrong retry would get
+        let err = match name {
+            "create_user" => client.create_user("a@example.com", &password, "A").await.map(drop),
+            "deactivate_user" => client.deactivate_user(227).await,
+            "create_user_group" => client.create_user_group(&group).await.map(drop),
+            "update_user_group_members" => client.update_user_group_members(59, &[10], &[]).await,
+            _ => client.deactivate_user_group(59).await,
+        }
+        .expect_err(name);
+        assert!(matches!(err, ZulipError::Transport(_)) && !err.outcome_known(), "{name}: {err:?}");
+        assert_eq!(upstream.requests().len(), i + 1, "{name} was sent again");
+        upstream.replies.lock().expect("lock").clear();
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_is_not_sent_again() {
+    let upstream = Upstream::start().await;
+    let mut config = upstream.config();
+    config.timeout = MS(200);
+    let client = ZulipClient::new(config).expect("client");
+    upstream.reply(Reply::Hang);
+    upstream.reply(success());
+    let err = client.create_user("a@example.com", &Secret::new("pw".into()), "A").await.expect_err("timeout");
+    assert!(err.is_timeout() && !err.outcome_known(), "{err:?}");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_read_that_times_out_is_sent_again() {
+    let upstream = Upstream::start().await;
+    let mut config = upstream.config();
+    config.timeout = MS(200);
+    let client = ZulipClient::new(config).expect("client");
+    upstream.reply(Reply::Hang);
+    upstream.reply(success());
+    assert_eq!(client.get_user_group_members(31, false).await.expect("ok"), [10, 227]);
+    assert_eq!(upstream.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_read_survives_two_503s() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    upstream.reply(unavailable_html());
+    upstream.reply(unavailable_json());
+    upstream.reply(success());
+    assert_eq!(client.get_user_group_members(31, false).await.expect("ok"), [10, 227]);
+    assert_eq!(upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn max_retries_is_respected() {
+    let upstream = Upstream::start().await;
+    for (max_retries, want) in [(2, 3), (0, 1)] {
+        let client = upstream.client_with(UpstreamPolicy {
+            max_retries,
+            retry_base: MS(1),
+            ..UpstreamPolicy::default()
+        });
+        let before = upstream.requests().len();
+        for _ in 0..6 {
+            upstream.reply(unavailable_json());
+        }
+        let err = client.get_users().await.expect_err("503");
+        assert!(matches!(err, ZulipError::Api { status: 503, .. }), "{err:?}");
+        assert_eq!(upstream.requests().len() - before, want, "max_retries {max_retries}");
+        upstream.replies.lock().expect("lock").clear();
+    }
+
+    // 429s count too.
+    let client = upstream.client_with(UpstreamPolicy { max_retries: 1, ..UpstreamPolicy::default() });
+    let before = upstream.requests().len();
+    for _ in 0..3 {
+        upstream.reply(rate_limit_hit("0.01"));
+    }
+    let err = client.reactivate_user(9).await.expect_err("429");
+    assert_eq!(err.rate_limited(), Some(MS(10)));
+    assert_eq!(upstream.requests().len() - before, 2);
+}
+
+#[tokio::test]
+async fn no_call_outlives_its_deadline() {
+    let upstream = Upstream::start().await;
+    // A 5 s request timeout, but a 600 ms deadline for the whole call.
+    let client = upstream.client_with(UpstreamPolicy { deadline: MS(600), ..UpstreamPolicy::default() });
+    for _ in 0..3 {
+        upstream.reply(Reply::Hang);
+    }
+    let started = std::time::Instant::now();
+    let err = client.get_users().await.expect_err("timeout");
+    let took = started.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(took >= MS(550) && took < MS(2000), "{took:?}");
+    // No time left for a retry.
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn writes_reach_zulip_one_at_a_time_in_call_order() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    for _ in 0..6 {
+        upstream.reply(Reply::Delayed(MS(30), Box::new(success())));
+    }
+    let password = Secret::new("pw".to_owned());
+    let rename = UserUpdate { full_name: Some("Alice".into()), ..UserUpdate::default() };
+    type Call<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ZulipError>> + 'a>>;
+    let calls: Vec<Call<'_>> = vec![
+        Box::pin(async { client.create_user("a@example.com", &password, "A").await.map(drop) }),
+        Box::pin(client.update_user(42, &rename)),
+        Box::pin(client.update_user_group_members(59, &[42], &[])),
+        Box::pin(client.deactivate_user(42)),
+        Box::pin(client.reactivate_user(42)),
+        Box::pin(client.update_user_group_members(59, &[], &[42])),
+    ];
+    for result in futures_util::future::join_all(calls).await {
+        result.expect("write");
+    }
+    let sent: Vec<_> =
+        upstream.requests().iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect();
+    assert_eq!(
+        sent,
+        [
+            "POST /api/v1/users email=a%40example.com&password=pw&full_name=A",
+            "PATCH /api/v1/users/42 full_name=Alice",
+            "POST /api/v1/user_groups/59/members add=%5B42%5D",
+            "DELETE /api/v1/users/42 ",
+            "POST /api/v1/users/42/reactivate ",
+            "POST /api/v1/user_groups/59/members delete=%5B42%5D",
+        ]
+    );
+    assert_eq!(upstream.max_concurrent(), 1);
+}
+
+#[tokio::test]
+async fn reads_run_side_by_side_up_to_max_in_flight() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client_with(UpstreamPolicy { max_in_flight: 2, ..UpstreamPolicy::default() });
+    for _ in 0..5 {
+        upstream.reply(Reply::Delayed(MS(200), Box::new(success())));
+    }
+    let reads = (0..5).map(|id| client.get_user_group_members(id, false));
+    for result in futures_util::future::join_all(reads).await {
+        result.expect("read");
+    }
+    assert_eq!(upstream.requests().len(), 5);
+    assert_eq!(upstream.max_concurrent(), 2);
+}
+
+#[tokio::test]
+async fn the_long_poll_bypasses_a_full_queue() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client_with(UpstreamPolicy { max_in_flight: 1, ..UpstreamPolicy::default() });
+    // A write that never returns holds the write lock and the only permit.
+    upstream.reply(Reply::Hang);
+    let stuck = tokio::spawn({
+        let client = client.clone();
+        async move { client.deactivate_user(42).await }
+    });
+    upstream.arrived(1).await;
+
+    upstream.serve(&exchange(EVENTS, 42, "blocking"));
+    let events = client.get_events("q", 34, false, Duration::from_secs(5)).await.expect("poll");
+    assert_eq!(events, [Event::Heartbeat { id: 35 }]);
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn a_spent_budget_holds_calls_back_without_sending() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    // Zulip's clock (its Date header) is what the reset is read against, not ours.
+    upstream.reply(json_reply(
+        200,
+        &[
+            ("Date", "Sun, 01 Mar 2020 00:00:00 GMT"),
+            ("X-RateLimit-Limit", "200"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", "1583020860"), // 60 s after that Date
+        ],
+        json!({"result": "success", "msg": ""}),
+    ));
+    client.reactivate_user(9).await.expect("ok");
+    let err = client.get_users().await.expect_err("held back");
+    assert!(matches!(err, ZulipError::Throttled { .. }), "{err:?}");
+    let after = err.rate_limited().expect("retry after");
+    assert!(after > Duration::from_secs(58) && after <= Duration::from_secs(60), "{after:?}");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_low_budget_spaces_calls_out() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    // 5 of 200 left, reset 1 s after Zulip's Date: one call every 200 ms.
+    let low = || {
+        json_reply(
+            200,
+            &[
+                ("Date", "Sun, 01 Mar 2020 00:00:00 GMT"),
+                ("X-RateLimit-Limit", "200"),
+                ("X-RateLimit-Remaining", "5"),
+                ("X-RateLimit-Reset", "1583020801"),
+            ],
+            json!({"result": "success", "msg": "", "members": []}),
+        )
+    };
+    for _ in 0..3 {
+        upstream.reply(low());
+    }
+    for _ in 0..3 {
+        client.get_user_group_members(31, false).await.expect("ok");
+    }
+    let requests = upstream.requests();
+    // The first report arrives with the first answer; the second call takes the first
+    // slot at once, the third waits for the next one.
+    assert!(gap(&requests, 2) >= MS(150), "{:?}", gap(&requests, 2));
+    assert!(gap(&requests, 2) < MS(1000), "{:?}", gap(&requests, 2));
+}
+
+#[tokio::test]
+async fn a_write_that_cannot_be_sent_in_time_is_not_sent() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client_with(UpstreamPolicy { deadline: MS(600), ..UpstreamPolicy::default() });
+    // The first write hangs until its own deadline, holding the write lock...
+    upstream.reply(Reply::Hang);
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.deactivate_user(1).await }
+    });
+    upstream.arrived(1).await;
+    upstream.reply(success());
+    // ...so the second gets the lock too late to be answered: refused, never sent (rather
+    // than sent with a few milliseconds left and its outcome made unknown).
+    let err = client.deactivate_user(2).await.expect_err("not sent");
+    assert!(matches!(err, ZulipError::Throttled { .. }) && err.outcome_known(), "{err:?}");
+    assert!(err.rate_limited().is_some());
+    assert!(first.await.expect("join").expect_err("timeout").is_timeout());
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+// === channels (no transcripts: shapes from the OpenAPI description, FL 313) ===
+
+/// `GET /streams`' example response (zulip-openapi.yaml, "Get all channels"), trimmed to
+/// the fields any decoder could need plus a few it must ignore.
+fn channels_reply() -> Reply {
+    json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "streams": [
+            {"can_remove_subscribers_group": 9, "creator_id": 12, "date_created": 1691057093,
+             "description": "A default public channel", "first_message_id": 21,
+             "history_public_to_subscribers": true, "invite_only": false,
+             "is_announcement_only": false, "is_default": true, "is_web_public": false,
+             "message_retention_days": null, "name": "welcome",
+             "rendered_description": "<p>A default public channel</p>", "stream_id": 1,
+             "stream_post_policy": 1, "stream_weekly_traffic": null},
+            {"can_remove_subscribers_group": 10, "creator_id": null, "date_created": 1691057093,
+             "description": "A private channel", "first_message_id": 18,
+             "history_public_to_subscribers": false, "invite_only": true,
+             "is_announcement_only": false, "is_web_public": false,
+             "message_retention_days": null, "name": "management",
+             "rendered_description": "<p>A private channel</p>", "stream_id": 2,
+             "stream_post_policy": 1, "stream_weekly_traffic": null}
+        ]}),
+    )
+}
+
+#[tokio::test]
+async fn get_channels_sends_only_what_differs_from_zulips_defaults() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    upstream.reply(channels_reply());
+    let channels = client.get_channels(&ChannelQuery::default_channels()).await.expect("channels");
+    assert_eq!(
+        channels,
+        [
+            Channel { stream_id: 1, name: "welcome".into(), invite_only: false, is_default: Some(true) },
+            Channel { stream_id: 2, name: "management".into(), invite_only: true, is_default: None },
+        ]
+    );
+    upstream.reply(channels_reply());
+    client.get_channels(&ChannelQuery::default()).await.expect("channels");
+    let requests = upstream.requests();
+    let sent: Vec<_> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str(), r.query.as_deref(), r.body.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "GET",
+                "/api/v1/streams",
+                Some("include_public=false&include_subscribed=false&include_default=true"),
+                ""
+            ),
+            ("GET", "/api/v1/streams", None, ""),
+        ]
+    );
+    assert!(requests.iter().all(|r| r.authorization == Some(owner_authorization())));
+}
+
+#[tokio::test]
+async fn unsubscribe_users_sends_json_lists_of_names_and_ids() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    upstream.reply(json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "removed": ["general"], "not_removed": ["Café \"ops\""]}),
+    ));
+    let names = vec!["general".to_owned(), "Café \"ops\"".to_owned()];
+    let answer = client.unsubscribe_users(&names, &[42, 7]).await.expect("unsubscribed");
+    assert_eq!(answer.removed, ["general"]);
+    assert_eq!(answer.not_removed, ["Café \"ops\""]);
+    let sent = upstream.sole_request();
+    assert_eq!(
+        (sent.method.as_str(), sent.path.as_str(), sent.query.as_deref()),
+        ("DELETE", "/api/v1/users/me/subscriptions", None)
+    );
+    assert_eq!(sent.content_type.as_deref(), Some(FORM_CONTENT_TYPE));
+    assert_eq!(
+        form_fields(&sent),
+        [
+            ("subscriptions".to_owned(), r#"["general", "Café \"ops\""]"#.to_owned()),
+            ("principals".to_owned(), "[42, 7]".to_owned()),
+        ]
+    );
+
+    // Nothing to remove, or nobody to remove it from: nothing is sent (no `principals`
+    // would mean the service account itself).
+    assert_eq!(client.unsubscribe_users(&[], &[42]).await.expect("noop"), Unsubscribed::default());
+    assert_eq!(client.unsubscribe_users(&names, &[]).await.expect("noop"), Unsubscribed::default());
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn channel_errors_and_retries() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    // An unknown channel name: Zulip's STREAM_DOES_NOT_EXIST, kept by code.
+    upstream.reply(json_reply(
+        400,
+        &[],
+        json!({"code": "STREAM_DOES_NOT_EXIST", "msg": "Channel 'nonexistent' does not exist",
+               "result": "error", "stream": "nonexistent"}),
+    ));
+    let err = client.unsubscribe_users(&["nonexistent".to_owned()], &[42]).await.expect_err("400");
+    assert!(
+        matches!(&err, ZulipError::Api { status: 400, code, .. } if code == "STREAM_DOES_NOT_EXIST"),
+        "{err:?}"
+    );
+    // Idempotent: a reset is retried (the repeat finds nothing left: `not_removed`).
+    upstream.reply(Reply::Reset);
+    upstream.reply(json_reply(
+        200,
+        &[],
+        json!({"msg": "", "result": "success", "removed": [], "not_removed": ["general"]}),
+    ));
+    let answer = client.unsubscribe_users(&["general".to_owned()], &[42]).await.expect("retried");
+    assert_eq!(answer.not_removed, ["general"]);
+    upstream.reply(Reply::Reset);
+    upstream.reply(channels_reply());
+    assert_eq!(client.get_channels(&ChannelQuery::default()).await.expect("retried").len(), 2);
+    assert_eq!(upstream.requests().len(), 5);
 }

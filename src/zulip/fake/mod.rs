@@ -4,12 +4,19 @@
 //! client's wire types (a serialisation bug must not cancel itself out). Layout:
 //! - [`model`]: users, groups, the realm's rules (system groups, e-mail visibility, rendering);
 //! - [`wire`]: parameters (form body + query, JSON-typed values), envelopes, Basic auth;
-//! - [`routes`]: path → route, allowed methods, dispatch; [`users`] and [`groups`]: endpoints;
-//! - [`ratelimit`]: per-account sliding windows with `X-RateLimit-*` headers.
+//! - [`routes`]: path → route, allowed methods, dispatch; [`users`], [`groups`] and
+//!   [`channels`]: endpoints (channels: `GET /streams`, `GET /streams/{id}/members`,
+//!   `GET /users/{id}/channels`, `DELETE /users/me/subscriptions`; `POST /users`
+//!   subscribes the new user to the default channels; no channel events);
+//! - [`ratelimit`]: per-account sliding windows with `X-RateLimit-*` headers;
+//! - [`events`]: `POST /register`, `GET /events` (long-poll), `DELETE /events`, and the events
+//!   that every change generates (REST writes and the out-of-band helpers alike).
 //!
 //! A request is recorded first, then a queued delay or failure applies, then the route is
 //! matched (HTML 404 / 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
 
+mod channels;
+mod events;
 mod groups;
 mod model;
 mod ratelimit;
@@ -32,9 +39,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use model::{FakeGroup, FakeUser};
+pub use events::EventQueueInfo;
+pub use model::{FakeChannel, FakeGroup, FakeUser};
 pub use ratelimit::RateLimitRules;
 
+use events::{EventQueues, PollStart};
 use model::{Realm, ADMIN, GUEST, MEMBER, MODERATOR, OWNER, VIS_NOBODY};
 use ratelimit::{Decision, Limiter};
 use routes::Route;
@@ -100,6 +109,20 @@ struct Shared {
     log: Vec<RecordedRequest>,
     failures: HashMap<(String, String), VecDeque<Failure>>,
     delays: HashMap<(String, String), VecDeque<Duration>>,
+    events: EventQueues,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Runs a change of the realm and queues the events it generates (`touched`: the users it
+    /// may change besides new ones).
+    fn change<R>(&mut self, touched: &[u64], f: impl FnOnce(&mut Realm) -> R) -> R {
+        let before = self.events.capture(&self.realm, touched);
+        let out = f(&mut self.realm);
+        self.events.publish(&self.realm, before);
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -131,13 +154,14 @@ pub struct FakeZulip {
 pub struct FakeZulipBuilder {
     realm: Realm,
     rules: Option<RateLimitRules>,
+    heartbeat: Duration,
 }
 
 // === impl FakeZulip ===
 
 impl FakeZulip {
     pub fn builder() -> FakeZulipBuilder {
-        FakeZulipBuilder { realm: Realm::new(), rules: None }
+        FakeZulipBuilder { realm: Realm::new(), rules: None, heartbeat: events::DEFAULT_HEARTBEAT }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -210,33 +234,73 @@ impl FakeZulip {
         self.inner.lock().realm.groups.values().cloned().collect()
     }
 
-    /// Adds (or replaces) a user "in Zulip's UI"; assigns an id when `user_id == 0`.
-    pub fn insert_user(&self, user: FakeUser) -> u64 {
-        self.inner.lock().realm.insert_user(user)
+    /// Every channel, in id order.
+    pub fn channels(&self) -> Vec<FakeChannel> {
+        self.inner.lock().realm.channels.values().cloned().collect()
     }
 
-    /// Changes a user out of band; system-group membership follows role changes.
+    /// Names of the channels `user_id` is subscribed to, in channel-id order.
+    pub fn user_channels(&self, user_id: u64) -> Vec<String> {
+        self.inner.lock().realm.user_channel_names(user_id)
+    }
+
+    /// Adds (or replaces) a channel; assigns an id when `stream_id == 0`. No events.
+    pub fn insert_channel(&self, channel: FakeChannel) -> u64 {
+        self.inner.lock().realm.insert_channel(channel)
+    }
+
+    /// Adds (or replaces) a user "in Zulip's UI"; assigns an id when `user_id == 0`.
+    /// Generates the events Zulip would (`realm_user`/`add`, role-group `add_members`).
+    pub fn insert_user(&self, user: FakeUser) -> u64 {
+        let touched: Vec<u64> = [user.user_id].into_iter().filter(|id| *id != 0).collect();
+        self.inner.lock().change(&touched, |realm| realm.insert_user(user))
+    }
+
+    /// Changes a user out of band; system-group membership follows role changes. Generates
+    /// one `realm_user`/`update` event per changed property, then the group events.
     pub fn modify_user(&self, user_id: u64, f: impl FnOnce(&mut FakeUser)) {
-        let mut shared = self.inner.lock();
-        if let Some(u) = shared.realm.users.get_mut(&user_id) {
-            f(u);
-            u.user_id = user_id;
-        }
-        shared.realm.sync_system_groups();
+        self.inner.lock().change(&[user_id], |realm| {
+            if let Some(u) = realm.users.get_mut(&user_id) {
+                f(u);
+                u.user_id = user_id;
+            }
+            realm.sync_system_groups();
+        });
     }
 
     /// Adds (or replaces) a group; assigns an id when `id == 0` and fills default settings.
     pub fn insert_group(&self, group: FakeGroup) -> u64 {
-        self.inner.lock().realm.insert_group(group)
+        self.inner.lock().change(&[], |realm| realm.insert_group(group))
     }
 
+    /// Changes a group out of band (name, description, members, `deactivated`, …) and
+    /// generates the `user_group` events.
     pub fn modify_group(&self, group_id: u64, f: impl FnOnce(&mut FakeGroup)) {
-        let mut shared = self.inner.lock();
-        if let Some(g) = shared.realm.groups.get_mut(&group_id) {
-            f(g);
-            g.id = group_id;
-        }
-        shared.realm.sync_system_groups();
+        self.inner.lock().change(&[], |realm| {
+            if let Some(g) = realm.groups.get_mut(&group_id) {
+                f(g);
+                g.id = group_id;
+            }
+            realm.sync_system_groups();
+        });
+    }
+
+    /// Registered event queues with their newest event id (tests wait for a consumer to have
+    /// applied that id).
+    pub fn event_queues(&self) -> Vec<EventQueueInfo> {
+        self.inner.lock().events.info()
+    }
+
+    /// Drops every event queue, as Zulip does after a restart or when a queue was not polled
+    /// for ten minutes: polls answer `BAD_EVENT_QUEUE_ID`, pending ones at once.
+    pub fn expire_event_queues(&self) {
+        self.inner.lock().events.expire_all();
+    }
+
+    /// How long a blocking `GET /events` with nothing to deliver waits before it answers a
+    /// `heartbeat` (default 50 s; Zulip's is about 54 s).
+    pub fn set_event_heartbeat(&self, interval: Duration) {
+        self.inner.lock().events.heartbeat = interval;
     }
 
     pub fn set_feature_level(&self, level: u32) {
@@ -300,14 +364,24 @@ impl FakeZulipBuilder {
         self
     }
 
-    /// The eight `role:*` groups, members derived from the users' roles.
+    /// What every realm has from the start: the eight `role:*` groups (members derived
+    /// from the users' roles) and three channels, "general" and "random" being default
+    /// channels and "engineering" not.
     pub fn with_system_groups(mut self) -> Self {
         self.realm.add_system_groups();
+        self.realm.add_default_channels();
+        self
+    }
+
+    /// Adds a channel (id 0 = assign).
+    pub fn with_channel(mut self, channel: FakeChannel) -> Self {
+        self.realm.insert_channel(channel);
         self
     }
 
     /// The `demo` realm: a service account, one user per role, a deactivated user, a
-    /// hidden-email user, a bot, system groups, "Engineering" and "Support".
+    /// hidden-email user, a bot, system groups, "Engineering" and "Support", and the
+    /// channels of [`FakeZulipBuilder::with_system_groups`].
     pub fn with_demo_data(self) -> Self {
         let host = "zulip.example.com";
         let at = |local: &str| format!("{local}@{host}");
@@ -343,6 +417,12 @@ impl FakeZulipBuilder {
         self
     }
 
+    /// See [`FakeZulip::set_event_heartbeat`].
+    pub fn event_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start(self) -> std::io::Result<FakeZulip> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -358,6 +438,8 @@ impl FakeZulipBuilder {
         let mut realm = self.realm;
         realm.sync_system_groups();
         let (shutdown, _) = watch::channel(false);
+        let mut events = EventQueues::new();
+        events.heartbeat = self.heartbeat;
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
                 realm,
@@ -365,6 +447,7 @@ impl FakeZulipBuilder {
                 log: Vec::new(),
                 failures: HashMap::new(),
                 delays: HashMap::new(),
+                events,
             }),
             shutdown,
         });
@@ -470,9 +553,13 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::
         host: host.as_deref(),
         accept: header(header::ACCEPT).unwrap_or_default(),
     };
-    let response = {
+    let processed = {
         let mut shared = inner.lock();
         process(&mut shared, &request)
+    };
+    let response = match processed {
+        Processed::Done(response) => response,
+        Processed::Wait(wait) => long_poll(&inner, wait).await?,
     };
     match after_apply {
         Some(f) => failure_response(&inner, f).await,
@@ -518,8 +605,108 @@ async fn failure_response(inner: &Inner, failure: Failure) -> Result<Resp, std::
     })
 }
 
+/// What `process` decided.
+enum Processed {
+    Done(Resp),
+    /// A blocking `GET /events` with nothing to deliver yet.
+    Wait(Wait),
+}
+
+/// A long-poll to finish outside the lock.
+struct Wait {
+    queue_id: String,
+    owner: u64,
+    /// `X-RateLimit-*` of the request (limit, remaining, reset).
+    rate: (u32, u32, i64),
+}
+
+/// Waits until the queue has events (answered at once), disappears (`BAD_EVENT_QUEUE_ID`),
+/// or the heartbeat interval passes (a `heartbeat` event); `Err` closes the connection when
+/// the fake shuts down.
+async fn long_poll(inner: &Inner, wait: Wait) -> Result<Resp, std::io::Error> {
+    let deadline = tokio::time::Instant::now() + inner.lock().events.heartbeat;
+    let mut stop = inner.shutdown.subscribe();
+    let (limit, remaining, reset) = wait.rate;
+    let answer = |result: Result<Map<String, Value>, ApiError>| {
+        let mut r = match result {
+            Ok(data) => wire::success(data, &[]),
+            Err(e) => wire::error_response(&e),
+        };
+        add_rate_headers(&mut r, limit, remaining, reset);
+        r
+    };
+    loop {
+        let mut wake = {
+            let mut shared = inner.lock();
+            match shared.events.pending(wait.owner, &wait.queue_id) {
+                Ok(Some(data)) => return Ok(answer(Ok(data))),
+                Err(e) => return Ok(answer(Err(e))),
+                Ok(None) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(answer(shared.events.heartbeat(wait.owner, &wait.queue_id)));
+            }
+            // Subscribed under the lock: an event queued after the check above wakes us.
+            shared.events.subscribe()
+        };
+        tokio::select! {
+            _ = wake.changed() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = stop.changed() => return Err(std::io::Error::other("shut down during a long-poll")),
+        }
+    }
+}
+
+/// `POST /register`, `GET /events`, `DELETE /events` for an authenticated caller.
+fn serve_events(
+    shared: &mut Shared,
+    route: &Route,
+    req: &Parsed<'_>,
+    caller: &FakeUser,
+) -> Result<Processed, ApiError> {
+    let data = match (route, req.method) {
+        (Route::Register, _) => events::register(&shared.realm, &mut shared.events, caller, &req.params)?,
+        (Route::Events, "DELETE") => {
+            let queue_id = req.params.required_string("queue_id")?;
+            shared.events.delete(caller.user_id, &queue_id)?;
+            Map::new()
+        }
+        _ => match shared.events.poll(caller.user_id, &req.params)? {
+            PollStart::Ready(data) => data,
+            PollStart::Wait { queue_id } => {
+                return Ok(Processed::Wait(Wait { queue_id, owner: caller.user_id, rate: (0, 0, 0) }))
+            }
+        },
+    };
+    let known = match route {
+        Route::Register => events::REGISTER_PARAMS,
+        _ if req.method == "DELETE" => events::DELETE_QUEUE_PARAMS,
+        _ => events::GET_EVENTS_PARAMS,
+    };
+    Ok(Processed::Done(wire::success(data, &req.params.unknown(known))))
+}
+
 /// Routing, auth, Host, rate limit and the endpoint, all under the lock (no `.await`).
-fn process(shared: &mut Shared, req: &Parsed<'_>) -> Resp {
+fn process(shared: &mut Shared, req: &Parsed<'_>) -> Processed {
+    let mut wait = None;
+    let response = process_inner(shared, req, &mut wait);
+    match wait {
+        Some(mut w) => {
+            let rate = |name: &str| {
+                response.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok())
+            };
+            w.rate = (
+                rate("x-ratelimit-limit").unwrap_or_default() as u32,
+                rate("x-ratelimit-remaining").unwrap_or_default() as u32,
+                rate("x-ratelimit-reset").unwrap_or_default(),
+            );
+            Processed::Wait(w)
+        }
+        None => Processed::Done(response),
+    }
+}
+
+fn process_inner(shared: &mut Shared, req: &Parsed<'_>, wait: &mut Option<Wait>) -> Resp {
     let fl = shared.realm.feature_level;
     let Some(api_segments) = req.segments.get(..3).and_then(|head| {
         (head.first().map(String::as_str) == Some("")
@@ -574,8 +761,26 @@ fn process(shared: &mut Shared, req: &Parsed<'_>) -> Resp {
     };
     let mut response = if shared.realm.enforce_host && !host_matches(&shared.realm, req.host) {
         wire::error_response(&ApiError::bad("Account is not associated with this subdomain"))
+    } else if matches!(route, Route::Register | Route::Events) {
+        match serve_events(shared, &route, req, &caller) {
+            Ok(Processed::Done(r)) => r,
+            Ok(Processed::Wait(w)) => {
+                *wait = Some(w);
+                wire::success(Map::new(), &[])
+            }
+            Err(e) => wire::error_response(&e),
+        }
     } else {
-        let (result, known) = routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params);
+        let touched = if matches!(req.method, "GET" | "HEAD") {
+            None
+        } else {
+            Some(routes::touched_users(&shared.realm, &route, &caller))
+        };
+        let (result, known) = match touched {
+            Some(touched) => shared
+                .change(&touched, |realm| routes::dispatch(realm, &route, req.method, &caller, &req.params)),
+            None => routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params),
+        };
         match result {
             Ok(data) => wire::success(data, &req.params.unknown(&known)),
             Err(e) => wire::error_response(&e),

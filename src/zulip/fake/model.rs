@@ -106,6 +106,26 @@ pub struct FakeGroup {
     pub settings: Map<String, Value>,
 }
 
+/// A channel ("stream" in the API's paths and fields) as the fake stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeChannel {
+    /// 0 means "assign one on insertion".
+    pub stream_id: u64,
+    /// Unique in the realm, case-insensitively (Zulip's rule).
+    pub name: String,
+    pub description: String,
+    /// Private channel. Zulip never lets a default channel be private; keep it so.
+    pub invite_only: bool,
+    pub is_web_public: bool,
+    /// One of the realm's default channels: `POST /users` subscribes new users to it.
+    pub is_default: bool,
+    /// Subscribed users, deactivated ones included (hidden from reads, like Zulip).
+    pub subscribers: BTreeSet<u64>,
+    /// UNIX seconds.
+    pub date_created: i64,
+    pub creator_id: Option<u64>,
+}
+
 // === impl FakeUser ===
 
 impl FakeUser {
@@ -183,13 +203,50 @@ impl FakeGroup {
     }
 }
 
+// === impl FakeChannel ===
+
+impl FakeChannel {
+    /// A public, non-default channel without subscribers; id 0 = assign.
+    pub fn new(name: &str) -> Self {
+        FakeChannel {
+            stream_id: 0,
+            name: name.to_string(),
+            description: String::new(),
+            invite_only: false,
+            is_web_public: false,
+            is_default: false,
+            subscribers: BTreeSet::new(),
+            date_created: now_unix(),
+            creator_id: None,
+        }
+    }
+
+    /// Makes it one of the realm's default channels.
+    pub fn default_channel(mut self) -> Self {
+        self.is_default = true;
+        self
+    }
+
+    pub fn private(mut self) -> Self {
+        self.invite_only = true;
+        self
+    }
+
+    pub fn subscribers(mut self, user_ids: &[u64]) -> Self {
+        self.subscribers.extend(user_ids.iter().copied());
+        self
+    }
+}
+
 /// Everything the fake knows about its one realm.
 #[derive(Debug, Clone)]
 pub(crate) struct Realm {
     pub users: BTreeMap<u64, FakeUser>,
     pub groups: BTreeMap<u64, FakeGroup>,
+    pub channels: BTreeMap<u64, FakeChannel>,
     pub next_user_id: u64,
     pub next_group_id: u64,
+    pub next_channel_id: u64,
     pub feature_level: u32,
     /// Host (no port) of the realm: dummy emails `user<id>@<host>`, Host enforcement.
     pub realm_host: String,
@@ -203,9 +260,11 @@ impl Realm {
         Realm {
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
-            // Distinct id ranges make user-id/group-id mix-ups visible in tests.
+            channels: BTreeMap::new(),
+            // Distinct id ranges make user-id/group-id/channel-id mix-ups visible in tests.
             next_user_id: 8,
             next_group_id: 30,
+            next_channel_id: 500,
             feature_level: 442,
             realm_host: "zulip.example.com".to_string(),
             enforce_host: false,
@@ -233,6 +292,49 @@ impl Realm {
         self.groups.insert(id, group);
         self.sync_system_groups();
         id
+    }
+
+    pub fn insert_channel(&mut self, mut channel: FakeChannel) -> u64 {
+        if channel.stream_id == 0 {
+            channel.stream_id = self.next_channel_id;
+        }
+        self.next_channel_id = self.next_channel_id.max(channel.stream_id.saturating_add(1));
+        let id = channel.stream_id;
+        self.channels.insert(id, channel);
+        id
+    }
+
+    /// The realm's starting channels (once): "general" and "random" are default channels,
+    /// "engineering" is not.
+    pub fn add_default_channels(&mut self) {
+        if !self.channels.is_empty() {
+            return;
+        }
+        for channel in [
+            FakeChannel::new("general").default_channel(),
+            FakeChannel::new("random").default_channel(),
+            FakeChannel::new("engineering"),
+        ] {
+            self.insert_channel(channel);
+        }
+    }
+
+    /// What `POST /users` does for a new account: subscribe it to every default channel.
+    pub fn subscribe_to_default_channels(&mut self, user_id: u64) {
+        for channel in self.channels.values_mut().filter(|c| c.is_default) {
+            channel.subscribers.insert(user_id);
+        }
+    }
+
+    /// By name, case-insensitively (Zulip's `name__iexact`).
+    pub fn channel_by_name(&self, name: &str) -> Option<&FakeChannel> {
+        let name = name.to_lowercase();
+        self.channels.values().find(|c| c.name.to_lowercase() == name)
+    }
+
+    /// Names of the channels `user_id` is subscribed to, in id order.
+    pub fn user_channel_names(&self, user_id: u64) -> Vec<String> {
+        self.channels.values().filter(|c| c.subscribers.contains(&user_id)).map(|c| c.name.clone()).collect()
     }
 
     pub fn system_group_id(&self, name: &str) -> Option<u64> {
@@ -465,6 +567,33 @@ impl Realm {
         caller.role == OWNER || self.setting_contains(group.settings.get("can_manage_group"), caller.user_id)
     }
 
+    /// A channel object as `GET /streams` returns it (`is_default` only when asked).
+    pub fn render_channel(&self, c: &FakeChannel, include_default: bool) -> Map<String, Value> {
+        let admins = self.system_group_id("role:administrators");
+        let mut m = Map::new();
+        m.insert("stream_id".into(), json!(c.stream_id));
+        m.insert("name".into(), json!(c.name));
+        m.insert("description".into(), json!(c.description));
+        m.insert("date_created".into(), json!(c.date_created));
+        m.insert("creator_id".into(), json!(c.creator_id));
+        m.insert("invite_only".into(), json!(c.invite_only));
+        let rendered =
+            if c.description.is_empty() { String::new() } else { format!("<p>{}</p>", c.description) };
+        m.insert("rendered_description".into(), json!(rendered));
+        m.insert("is_web_public".into(), json!(c.is_web_public));
+        m.insert("stream_post_policy".into(), json!(1));
+        m.insert("message_retention_days".into(), Value::Null);
+        m.insert("history_public_to_subscribers".into(), json!(!c.invite_only));
+        m.insert("first_message_id".into(), Value::Null);
+        m.insert("is_announcement_only".into(), json!(false));
+        m.insert("can_remove_subscribers_group".into(), json!(admins));
+        m.insert("stream_weekly_traffic".into(), Value::Null);
+        if include_default {
+            m.insert("is_default".into(), json!(c.is_default));
+        }
+        m
+    }
+
     pub fn group_name_taken(&self, name: &str) -> bool {
         self.groups.values().any(|g| g.name == name)
     }
@@ -556,7 +685,7 @@ pub(crate) fn check_group_name(name: &str) -> Result<(), String> {
 
 /// Gravatar-style URL. Zulip hashes with MD5; the fake uses the first 32 hex digits of
 /// SHA-256 (no MD5 dependency), which has the same shape.
-fn gravatar_url(email: &str) -> String {
+pub(crate) fn gravatar_url(email: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(email.to_lowercase().as_bytes());
     let hex = hex::encode(digest);

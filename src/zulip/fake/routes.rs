@@ -3,7 +3,7 @@
 use super::model::{FakeUser, Realm};
 use super::users::{Data, UserRef};
 use super::wire::{ApiResult, Params};
-use super::{groups, users};
+use super::{channels, groups, users};
 
 /// A known `/api/v1/…` route.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +13,12 @@ pub(crate) enum Route {
     UsersMe,
     User(UserRef),
     UserReactivate(u64),
+    /// `GET /users/{user_id}/channels` (FL 440).
+    UserChannels(u64),
+    /// `DELETE /users/me/subscriptions` (the only method the fake serves there).
+    UsersMeSubscriptions,
+    Streams,
+    StreamMembers(u64),
     UserGroups,
     UserGroupCreate,
     UserGroup(u64),
@@ -20,6 +26,10 @@ pub(crate) enum Route {
     GroupMember(u64, u64),
     GroupSubgroups(u64),
     GroupDeactivate(u64),
+    /// `POST /register` (served by `process`, not `dispatch`: it owns the event queues).
+    Register,
+    /// `GET`/`DELETE /events` (likewise; a `GET` may long-poll).
+    Events,
 }
 
 /// An integer path segment as Django's `[0-9]+` matches it; huge values never exist.
@@ -38,13 +48,19 @@ impl Route {
         let s: Vec<&str> = segments.iter().map(String::as_str).collect();
         let route = match s.as_slice() {
             ["server_settings"] => Route::ServerSettings,
+            ["register"] => Route::Register,
+            ["events"] => Route::Events,
             ["users"] => Route::Users,
             ["users", "me"] => Route::UsersMe,
+            ["users", "me", "subscriptions"] => Route::UsersMeSubscriptions,
+            ["users", id, "channels"] if feature_level >= 440 => Route::UserChannels(int_segment(id)?),
             ["users", id] if !id.is_empty() => match int_segment(id) {
                 Some(n) => Route::User(UserRef::Id(n)),
                 None => Route::User(UserRef::Email((*id).to_string())),
             },
             ["users", id, "reactivate"] => Route::UserReactivate(int_segment(id)?),
+            ["streams"] => Route::Streams,
+            ["streams", id, "members"] => Route::StreamMembers(int_segment(id)?),
             ["user_groups"] => Route::UserGroups,
             ["user_groups", "create"] => Route::UserGroupCreate,
             ["user_groups", id] => Route::UserGroup(int_segment(id)?),
@@ -69,6 +85,9 @@ impl Route {
             Route::User(UserRef::Email(_)) if feature_level >= 313 => vec!["GET", "PATCH"],
             Route::User(UserRef::Email(_)) => vec!["GET"],
             Route::UserReactivate(_) => vec!["POST"],
+            Route::UserChannels(_) | Route::Streams | Route::StreamMembers(_) => vec!["GET"],
+            // Zulip also serves GET, POST and PATCH here; the fake only what the sidecar uses.
+            Route::UsersMeSubscriptions => vec!["DELETE"],
             Route::UserGroups => vec!["GET"],
             Route::UserGroupCreate => vec!["POST"],
             Route::UserGroup(_) if feature_level < 294 => vec!["PATCH", "DELETE"],
@@ -76,6 +95,8 @@ impl Route {
             Route::GroupMembers(_) | Route::GroupSubgroups(_) => vec!["GET", "POST"],
             Route::GroupMember(..) => vec!["GET"],
             Route::GroupDeactivate(_) => vec!["POST"],
+            Route::Register => vec!["POST"],
+            Route::Events => vec!["GET", "DELETE"],
         };
         if m.contains(&"GET") {
             m.push("HEAD");
@@ -94,6 +115,19 @@ impl Route {
                 | Route::GroupMember(..)
                 | Route::GroupSubgroups(_)
         )
+    }
+}
+
+/// The users a write on `route` may change (bots they own follow them; new users are found
+/// by id), so that only those are compared for events.
+pub(crate) fn touched_users(realm: &Realm, route: &Route, caller: &FakeUser) -> Vec<u64> {
+    match route {
+        Route::User(UserRef::Id(id)) | Route::UserReactivate(id) => vec![*id],
+        Route::User(UserRef::Email(email)) => {
+            realm.lookup_by_api_email(caller, email).map(|u| u.user_id).into_iter().collect()
+        }
+        Route::UsersMe => vec![caller.user_id],
+        _ => Vec::new(),
     }
 }
 
@@ -139,6 +173,14 @@ pub(crate) fn dispatch(
             (users::deactivate(realm, caller, *id, params), known)
         }
         (Route::UserReactivate(id), _) => (users::reactivate(realm, caller, *id), Vec::new()),
+        (Route::UserChannels(id), _) => (channels::user_channels(realm, caller, *id), Vec::new()),
+        (Route::UsersMeSubscriptions, _) => {
+            (channels::unsubscribe(realm, caller, params), channels::UNSUBSCRIBE_PARAMS.to_vec())
+        }
+        (Route::Streams, _) => {
+            (channels::list(realm, caller, params), channels::GET_CHANNELS_PARAMS.to_vec())
+        }
+        (Route::StreamMembers(id), _) => (channels::members(realm, caller, *id), Vec::new()),
         (Route::UserGroups, _) => (groups::list(realm, params), groups::list_params(fl)),
         (Route::UserGroupCreate, _) => (groups::create(realm, caller, params), groups::create_params(fl)),
         (Route::UserGroup(id), "PATCH") => {
@@ -160,9 +202,10 @@ pub(crate) fn dispatch(
         }
         (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
         // Unreachable after the method check; answer like an unknown user to stay total.
-        (Route::ServerSettings, _) | (Route::User(UserRef::Email(_)), _) => {
-            (Err(super::wire::ApiError::bad("No such user")), Vec::new())
-        }
+        (Route::ServerSettings, _)
+        | (Route::User(UserRef::Email(_)), _)
+        | (Route::Register, _)
+        | (Route::Events, _) => (Err(super::wire::ApiError::bad("No such user")), Vec::new()),
     }
 }
 
@@ -192,11 +235,19 @@ mod tests {
             ("user_groups/7/deactivate", Some(Route::GroupDeactivate(7))),
             ("no_such_endpoint", None),
             ("users/99999999999999999999999", Some(Route::User(UserRef::Id(u64::MAX)))),
+            ("register", Some(Route::Register)),
+            ("streams", Some(Route::Streams)),
+            ("streams/501/members", Some(Route::StreamMembers(501))),
+            ("streams/general/members", None),
+            ("users/12/channels", Some(Route::UserChannels(12))),
+            ("users/me/subscriptions", Some(Route::UsersMeSubscriptions)),
+            ("events", Some(Route::Events)),
         ];
         for (path, want) in cases {
             assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
         }
         assert_eq!(Route::parse(&segs("user_groups/7/deactivate"), 289), None);
+        assert_eq!(Route::parse(&segs("users/12/channels"), 439), None);
     }
 
     #[test]

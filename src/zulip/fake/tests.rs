@@ -171,3 +171,160 @@ fn version_strings_follow_the_feature_level() {
     assert_eq!(version_for(371), "10.0");
     assert_eq!(version_for(442), "12.0-dev+git");
 }
+
+// === channels ===
+
+/// A realm with the starting channels, an owner (8), a member (9), a guest (10), a
+/// deactivated member (11), and "secret", a private channel only the member is in.
+fn channel_realm() -> (Realm, FakeUser, FakeUser) {
+    let mut realm = Realm::new();
+    realm.add_system_groups();
+    realm.add_default_channels();
+    let owner = FakeUser::new("owner@example.com", "Owner").role(OWNER);
+    let member = FakeUser::new("member@example.com", "Member");
+    let owner_id = realm.insert_user(owner);
+    let member_id = realm.insert_user(member);
+    realm.insert_user(FakeUser::new("guest@example.com", "Guest").role(GUEST));
+    realm.insert_user(FakeUser::new("gone@example.com", "Gone").deactivated());
+    realm.insert_channel(FakeChannel::new("secret").private().subscribers(&[member_id]));
+    let owner = realm.users[&owner_id].clone();
+    let member = realm.users[&member_id].clone();
+    (realm, owner, member)
+}
+
+fn names(data: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    data["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn starting_channels_and_post_users_subscribes_to_the_default_ones() {
+    let (mut realm, owner, _) = channel_realm();
+    let defaults: Vec<&str> =
+        realm.channels.values().filter(|c| c.is_default).map(|c| c.name.as_str()).collect();
+    assert_eq!(defaults, ["general", "random"]);
+    let form = pairs(&[("email", "new@example.com"), ("password", "a-long-password"), ("full_name", "New")]);
+    let mut owner = owner;
+    owner.can_create_users = true;
+    let created = super::users::create(&mut realm, &owner, &Params::new(&[], &form)).unwrap();
+    let id = created["user_id"].as_u64().unwrap();
+    assert_eq!(realm.user_channel_names(id), ["general", "random"]);
+    // Inserted "in the UI": no subscriptions.
+    assert!(realm.user_channel_names(10).is_empty());
+}
+
+#[test]
+fn get_streams_selects_the_sets_asked_for() {
+    let (realm, owner, member) = channel_realm();
+    let guest = realm.users[&10].clone();
+    let q = |p: &[(&str, &str)]| Params::new(&pairs(p), &[]);
+    let all = super::channels::list(&realm, &owner, &q(&[])).unwrap();
+    assert_eq!(names(&all), ["engineering", "general", "random"], "public + subscribed, by name");
+    assert!(all["streams"][0].get("is_default").is_none(), "only with include_default");
+    assert_eq!(all["streams"][0]["stream_id"], 502);
+    assert_eq!(
+        names(&super::channels::list(&realm, &member, &q(&[])).unwrap()),
+        ["engineering", "general", "random", "secret"]
+    );
+    let defaults = super::channels::list(
+        &realm,
+        &owner,
+        &q(&[("include_public", "false"), ("include_subscribed", "false"), ("include_default", "true")]),
+    )
+    .unwrap();
+    assert_eq!(names(&defaults), ["general", "random"]);
+    assert!(defaults["streams"].as_array().unwrap().iter().all(|s| s["is_default"] == true));
+    let every = super::channels::list(&realm, &owner, &q(&[("include_all_active", "true")])).unwrap();
+    assert_eq!(names(&every).len(), 4);
+    let refused = super::channels::list(&realm, &member, &q(&[("include_all_active", "true")])).unwrap_err();
+    assert_eq!((refused.status, refused.msg.as_str()), (400, "User not authorized for this query"));
+    assert!(
+        names(&super::channels::list(&realm, &guest, &q(&[])).unwrap()).is_empty(),
+        "guests see no public channels"
+    );
+    let bad = super::channels::list(&realm, &owner, &q(&[("include_default", "yes")])).unwrap_err();
+    assert_eq!(bad.msg, "include_default is not valid JSON");
+}
+
+#[test]
+fn channel_members_and_user_channels() {
+    let (mut realm, owner, member) = channel_realm();
+    for c in realm.channels.values_mut().filter(|c| c.name == "general") {
+        c.subscribers.extend([8, 9, 11]);
+    }
+    let general = realm.channel_by_name("GENERAL").unwrap().stream_id;
+    let secret = realm.channel_by_name("secret").unwrap().stream_id;
+    let members = super::channels::members(&realm, &owner, general).unwrap();
+    assert_eq!(members["subscribers"], serde_json::json!([8, 9]), "deactivated users are not listed");
+    assert_eq!(super::channels::members(&realm, &owner, 9999).unwrap_err().msg, "Invalid channel ID");
+    let guest = realm.users[&10].clone();
+    assert_eq!(super::channels::members(&realm, &guest, secret).unwrap_err().msg, "Invalid channel ID");
+    let of_member = super::channels::user_channels(&realm, &owner, member.user_id).unwrap();
+    assert_eq!(of_member["subscribed_channel_ids"], serde_json::json!([general, secret]));
+    assert_eq!(super::channels::user_channels(&realm, &owner, 9999).unwrap_err().msg, "No such user");
+}
+
+#[test]
+fn unsubscribing_others_follows_zulips_rules() {
+    let (mut realm, owner, member) = channel_realm();
+    realm.subscribe_to_default_channels(9);
+    realm.subscribe_to_default_channels(10);
+    let form = |p: &[(&str, &str)]| Params::new(&[], &pairs(p));
+    let done = super::channels::unsubscribe(
+        &mut realm,
+        &owner,
+        &form(&[("subscriptions", r#"["general", "Random", "engineering"]"#), ("principals", "[10]")]),
+    )
+    .unwrap();
+    assert_eq!(done["removed"], serde_json::json!(["general", "random"]), "canonical names");
+    assert_eq!(done["not_removed"], serde_json::json!(["engineering"]));
+    assert!(realm.user_channel_names(10).is_empty());
+    assert_eq!(realm.user_channel_names(9), ["general", "random", "secret"], "others untouched");
+    // By API e-mail too (the dummy address; visibility "admins").
+    let dummy = realm.dummy_email(9);
+    let by_email = format!(r#"["{dummy}"]"#);
+    super::channels::unsubscribe(
+        &mut realm,
+        &owner,
+        &form(&[("subscriptions", r#"["general"]"#), ("principals", &by_email)]),
+    )
+    .unwrap();
+    assert_eq!(realm.user_channel_names(9), ["random", "secret"]);
+
+    let err = |realm: &mut Realm, caller: &FakeUser, p: &[(&str, &str)]| {
+        super::channels::unsubscribe(realm, caller, &form(p)).unwrap_err()
+    };
+    let missing = err(&mut realm, &owner, &[("principals", "[9]")]);
+    assert_eq!(
+        (missing.code.as_str(), missing.msg.as_str()),
+        ("REQUEST_VARIABLE_MISSING", "Missing 'subscriptions' argument")
+    );
+    let unknown =
+        err(&mut realm, &owner, &[("subscriptions", r#"["random", "nope"]"#), ("principals", "[9]")]);
+    assert_eq!(
+        (unknown.code.as_str(), unknown.msg.as_str()),
+        ("STREAM_DOES_NOT_EXIST", "Channel 'nope' does not exist")
+    );
+    assert_eq!(unknown.body()["stream"], "nope");
+    assert_eq!(
+        realm.user_channel_names(9),
+        ["random", "secret"],
+        "an unknown name refuses the whole request"
+    );
+    let gone = err(&mut realm, &owner, &[("subscriptions", r#"["random"]"#), ("principals", "[11]")]);
+    assert_eq!((gone.status, gone.msg.as_str()), (400, "No such user"));
+    realm.feature_level = 207;
+    let old = err(&mut realm, &owner, &[("subscriptions", r#"["random"]"#), ("principals", "[11]")]);
+    assert_eq!((old.status, old.code.as_str()), (403, "UNAUTHORIZED_PRINCIPAL"));
+    realm.feature_level = 442;
+    let not_admin = err(&mut realm, &member, &[("subscriptions", r#"["general"]"#), ("principals", "[8]")]);
+    assert_eq!(not_admin.msg, "Insufficient permission");
+    assert_eq!(
+        err(&mut realm, &owner, &[("subscriptions", r#""general""#)]).msg,
+        "subscriptions is not a list"
+    );
+    // Without principals: the caller itself.
+    let own = super::channels::unsubscribe(&mut realm, &member, &form(&[("subscriptions", r#"["random"]"#)]))
+        .unwrap();
+    assert_eq!(own["removed"], serde_json::json!(["random"]));
+    assert_eq!(realm.user_channel_names(9), ["secret"]);
+}

@@ -95,6 +95,7 @@ pub(crate) fn create(realm: &mut Realm, caller: &FakeUser, params: &Params) -> A
     let mut user = FakeUser::new(email.trim(), &full_name);
     user.date_joined = now_minute_iso();
     let id = realm.insert_user(user);
+    realm.subscribe_to_default_channels(id);
     let mut d = Data::new();
     if realm.feature_level >= 30 {
         d.insert("user_id".into(), json!(id));

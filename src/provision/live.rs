@@ -1,0 +1,255 @@
+//! The per-realm live task: keeps the realm's snapshots current with Zulip's real-time events
+//! API, so that a change made directly in Zulip shows in SCIM reads within a poll round-trip.
+//!
+//! ```text
+//! loop {
+//!     POST /register {event_types: [realm_user, user_group]}        -> queue_id, last_event_id
+//!     GET /users + GET /user_groups (forced reloads; events that arrive meanwhile are replayed)
+//!     mark live (snapshots stop expiring by TTL)
+//!     loop { GET /events?queue_id&last_event_id (long-poll) -> apply each event in place }
+//! }
+//! ```
+//!
+//! Registering *before* loading means no change can fall between the snapshot and the queue:
+//! anything Zulip did after the register is in the queue, and events are idempotent, so
+//! re-applying one the snapshot already shows is harmless.
+//!
+//! - `BAD_EVENT_QUEUE_ID` (queue expired, Zulip restarted), pruned events, a gap in event ids,
+//!   or an event the snapshot cannot place: register again and reload.
+//! - Other failures (Zulip down, events unsupported, 5xx, 429): the realm is marked not live
+//!   (snapshots expire by TTL again, so reads fall back to periodic reloads), and the task
+//!   retries with bounded exponential backoff. A failed poll retries the same queue, which
+//!   Zulip keeps for ten minutes, so a short outage costs no reload.
+//! - Logs: `info` when events start flowing, `warn` once when they stop (with the cause);
+//!   retries in between log at `debug`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::idmap::Applied;
+use crate::provision::Realm;
+use crate::zulip::types::{Event, RegisteredQueue};
+
+/// The event types the sidecar follows.
+pub const EVENT_TYPES: [&str; 2] = ["realm_user", "user_group"];
+
+/// Timing of the live task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// Client-side limit of one blocking `GET /events`: above Zulip's heartbeat (~54 s).
+    pub poll_timeout: Duration,
+    /// First wait after a failure; doubled per consecutive failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            poll_timeout: Duration::from_secs(90),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the live task has done so far, published through [`Realm::live_progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveProgress {
+    /// The queue being followed.
+    pub queue_id: Option<String>,
+    /// The newest event applied from that queue (`-1` right after registering).
+    pub last_event_id: i64,
+    /// Events are flowing: the snapshots are current and do not expire by TTL.
+    pub live: bool,
+}
+
+/// How one queue's session ended.
+enum SessionEnd {
+    Shutdown,
+    /// Register again and reload; `progressed`: at least one poll succeeded first.
+    Resync {
+        reason: String,
+        progressed: bool,
+    },
+    /// Could not register or load: back off, then try again.
+    Failed(String),
+}
+
+/// Whether events flow, for logging transitions once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Starting,
+    Live,
+    Degraded,
+}
+
+struct Task {
+    realm: Arc<Realm>,
+    shutdown: watch::Receiver<bool>,
+    options: LiveOptions,
+    health: Health,
+    backoff: Duration,
+}
+
+/// Follows the realm's events until `shutdown` turns true (or its sender is dropped).
+pub async fn run(realm: Arc<Realm>, shutdown: watch::Receiver<bool>, options: LiveOptions) {
+    realm.mark_live_task_started();
+    let backoff = options.min_backoff;
+    let mut task = Task { realm, shutdown, options, health: Health::Starting, backoff };
+    loop {
+        match task.session().await {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Resync { reason, progressed } => {
+                tracing::info!(realm = %task.realm.name(), reason = %reason, "re-registering the event queue");
+                task.realm.set_live(None, false);
+                if !progressed && !task.pause().await {
+                    break;
+                }
+            }
+            SessionEnd::Failed(cause) => {
+                task.realm.set_live(None, false);
+                task.degraded(&cause);
+                // Keep the realm serving (and ready) on TTL snapshots meanwhile.
+                if let Err(e) = task.realm.user_index().await {
+                    tracing::debug!(realm = %task.realm.name(), error = %e, "users snapshot unavailable");
+                }
+                if let Err(e) = task.realm.group_index().await {
+                    tracing::debug!(realm = %task.realm.name(), error = %e, "groups snapshot unavailable");
+                }
+                if !task.pause().await {
+                    break;
+                }
+            }
+        }
+    }
+    task.realm.set_live(None, false);
+    tracing::debug!(realm = %task.realm.name(), "live updates stopped");
+}
+
+// === impl Task ===
+
+impl Task {
+    /// Register, load, then follow one queue.
+    async fn session(&mut self) -> SessionEnd {
+        let client = self.realm.client.clone();
+        let queue = match self.cancellable(client.register_event_queue(&EVENT_TYPES)).await {
+            None => return SessionEnd::Shutdown,
+            Some(Ok(queue)) => queue,
+            Some(Err(e)) => return SessionEnd::Failed(format!("cannot register an event queue: {e}")),
+        };
+        let realm = self.realm.clone();
+        match self.cancellable(realm.reload_snapshots()).await {
+            None => {
+                self.delete_queue(&queue).await;
+                return SessionEnd::Shutdown;
+            }
+            Some(Err(e)) => {
+                self.delete_queue(&queue).await;
+                return SessionEnd::Failed(format!("cannot load the snapshots: {e}"));
+            }
+            Some(Ok(())) => {}
+        }
+        let end = self.follow(&queue).await;
+        if matches!(end, SessionEnd::Shutdown) {
+            self.delete_queue(&queue).await;
+        }
+        end
+    }
+
+    /// Long-polls `queue` and applies its events until it must be replaced.
+    async fn follow(&mut self, queue: &RegisteredQueue) -> SessionEnd {
+        let mut last = queue.last_event_id;
+        let mut progressed = false;
+        self.realm.set_live(Some((&queue.queue_id, last)), true);
+        self.healthy();
+        loop {
+            let client = self.realm.client.clone();
+            let poll = client.get_events(&queue.queue_id, last, false, self.options.poll_timeout);
+            let events = match self.cancellable(poll).await {
+                None => return SessionEnd::Shutdown,
+                Some(Ok(events)) => events,
+                // Unknown queue, or a 400 such as "An event newer than N has already been
+                // pruned!": this queue cannot give us what we need.
+                Some(Err(e)) if e.is_bad_event_queue() || e.is_bad_request() => {
+                    return SessionEnd::Resync { reason: e.to_string(), progressed };
+                }
+                Some(Err(e)) => {
+                    // The queue survives short outages: retry it, on TTL snapshots meanwhile.
+                    self.realm.set_live(Some((&queue.queue_id, last)), false);
+                    self.degraded(&format!("polling events failed: {e}"));
+                    if !self.pause().await {
+                        return SessionEnd::Shutdown;
+                    }
+                    continue;
+                }
+            };
+            for event in &events {
+                let Some(id) = event.id() else {
+                    return SessionEnd::Resync { reason: "an event without id".into(), progressed };
+                };
+                if id <= last {
+                    continue;
+                }
+                if id > last + 1 {
+                    return SessionEnd::Resync {
+                        reason: format!("event ids jumped from {last} to {id}"),
+                        progressed,
+                    };
+                }
+                if let Applied::Inconsistent(reason) = self.realm.dir.apply_event(event) {
+                    return SessionEnd::Resync { reason, progressed };
+                }
+                if !matches!(event, Event::Heartbeat { .. }) {
+                    tracing::debug!(realm = %self.realm.name(), event_id = id, "applied event");
+                }
+                last = id;
+            }
+            progressed = true;
+            self.backoff = self.options.min_backoff;
+            self.realm.set_live(Some((&queue.queue_id, last)), true);
+            self.healthy();
+        }
+    }
+
+    /// Runs `fut` unless shutdown comes first (`None`).
+    async fn cancellable<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.wait_for(|stop| *stop) => None,
+            out = fut => Some(out),
+        }
+    }
+
+    /// Sleeps the current backoff and doubles it; `false` on shutdown.
+    async fn pause(&mut self) -> bool {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        self.cancellable(tokio::time::sleep(wait)).await.is_some()
+    }
+
+    async fn delete_queue(&self, queue: &RegisteredQueue) {
+        let delete = self.realm.client.delete_event_queue(&queue.queue_id);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), delete).await {
+            tracing::debug!(realm = %self.realm.name(), error = %e, "could not delete the event queue");
+        }
+    }
+
+    fn healthy(&mut self) {
+        if self.health != Health::Live {
+            tracing::info!(realm = %self.realm.name(), "live updates from zulip's events api");
+            self.health = Health::Live;
+        }
+    }
+
+    fn degraded(&mut self, cause: &str) {
+        if self.health == Health::Degraded {
+            tracing::debug!(realm = %self.realm.name(), cause, retry_in_ms = self.backoff.as_millis() as u64, "live updates still unavailable");
+        } else {
+            tracing::warn!(realm = %self.realm.name(), cause, "live updates unavailable: snapshots refresh by ttl until zulip's events api answers");
+            self.health = Health::Degraded;
+        }
+    }
+}

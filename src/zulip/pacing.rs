@@ -1,0 +1,457 @@
+//! Upstream policy for one realm: rate-limit pacing, retry rules and the deadline.
+//!
+//! Pure decisions (unit-tested with a fake clock: every function takes `now`) plus
+//! [`Pacer`], the small gate [`ZulipClient`](super::ZulipClient) asks before each request.
+//!
+//! # Pacing (zulip-rest-api.md §4; transcripts README, fact 2)
+//! Zulip allows each account 200 requests/minute and 2000/hour by default and reports the
+//! strictest bucket in `X-RateLimit-Limit/Remaining/Reset` (`Reset`: absolute UNIX seconds
+//! when every limit is clear). From the last report, [`delay`] decides:
+//! - at least 10 % of the limit left (or the reset already passed): no wait;
+//! - fewer left: spread what remains over the time to the reset, one call every
+//!   `(reset - now) / remaining` ([`Pacer`] chains the slots, so concurrent callers do not
+//!   all leave at once);
+//! - nothing left: wait until the reset.
+//!
+//! `Reset` is read against Zulip's own clock (its `Date` header) and turned into a local
+//! monotonic instant on receipt, so a skewed clock on either side does not stall or
+//! flood the realm; a reset more than [`MAX_RESET_IN`] away is treated as that far.
+//!
+//! # Retries
+//! [`retry_for`] says whether a failed attempt may be sent again, from the call's
+//! [`Idempotency`] (stated by each client method, never guessed from the HTTP method).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::ZulipError;
+use super::types::RateLimitState;
+
+/// Below this share of the limit (1/10), calls are spread over the time to the reset.
+const LOW_BUDGET_DIVISOR: u64 = 10;
+
+/// The longest time to a reset that is believed (Zulip's longest default window).
+pub const MAX_RESET_IN: Duration = Duration::from_secs(3600);
+
+/// Longest single backoff between fault retries (before jitter).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How one realm's client treats its upstream: deadline, concurrency and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamPolicy {
+    /// Total time one client call may spend, queueing, pacing waits, retries and backoff
+    /// included. A wait that would not fit is not started: the call fails at once.
+    pub deadline: Duration,
+    /// Calls in flight to this realm's Zulip at once (the long-poll `get_events` excluded).
+    pub max_in_flight: usize,
+    /// First backoff of a fault retry; doubles per attempt, full jitter.
+    pub retry_base: Duration,
+    /// Retries after the first attempt (429s and faults alike).
+    pub max_retries: u32,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        UpstreamPolicy {
+            deadline: Duration::from_secs(25),
+            max_in_flight: 8,
+            retry_base: Duration::from_millis(100),
+            max_retries: 4,
+        }
+    }
+}
+
+impl UpstreamPolicy {
+    /// Time a wait must leave before the deadline for the request itself to be answered:
+    /// sleeping until the last millisecond only to time out would turn a clean "retry
+    /// later" into an unknown outcome. 1 s, or a fifth of a (test-sized) deadline.
+    pub fn answer_reserve(&self) -> Duration {
+        Duration::from_secs(1).min(self.deadline / 5)
+    }
+}
+
+/// Whether sending a call twice leaves Zulip as sending it once. Each client method
+/// states its own (the table is in `client.rs`'s module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Reads, and writes that set values (`PATCH`, reactivate): retried after any
+    /// transient fault.
+    Idempotent,
+    /// Creates, deactivations and member diffs: retried only when Zulip certainly did
+    /// nothing (a 429, or a connection that was never made). Otherwise the outcome is
+    /// unknown and the caller resolves it.
+    NotIdempotent,
+}
+
+/// Why, and how soon, a failed attempt is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// 429: Zulip did nothing; send again once `Retry-After` has passed.
+    RateLimited(Duration),
+    /// A transient fault: back off (full jitter), but at least `at_least` (a 503's
+    /// `Retry-After`).
+    Fault { reason: &'static str, at_least: Duration },
+}
+
+impl Retry {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Retry::RateLimited(_) => "rate limited (429)",
+            Retry::Fault { reason, .. } => reason,
+        }
+    }
+}
+
+/// Whether an attempt that failed with `error` may be sent again.
+pub fn retry_for(idempotency: Idempotency, error: &ZulipError) -> Option<Retry> {
+    let idempotent = idempotency == Idempotency::Idempotent;
+    let fault = |reason| Retry::Fault { reason, at_least: Duration::ZERO };
+    match error {
+        ZulipError::Api { status: 429, retry_after, .. } => {
+            Some(Retry::RateLimited(retry_after.unwrap_or(Duration::from_secs(1))))
+        }
+        // The connection was never made: nothing reached Zulip.
+        ZulipError::Transport(e) if e.is_connect() => Some(fault("connect failed")),
+        ZulipError::Transport(e) if idempotent && e.is_timeout() => Some(fault("timeout")),
+        ZulipError::Transport(_) if idempotent => Some(fault("connection failed")),
+        ZulipError::Api { status: status @ (502..=504), retry_after, .. } if idempotent => {
+            Some(Retry::Fault {
+                reason: gateway_reason(*status),
+                at_least: retry_after.unwrap_or(Duration::ZERO),
+            })
+        }
+        ZulipError::Decode { status, .. } if idempotent && (502..=504).contains(status) => {
+            Some(fault(gateway_reason(*status)))
+        }
+        // A truncated or garbled success body (an HTML 404 page is deterministic: not retried).
+        ZulipError::Decode { status, .. } if idempotent && (200..300).contains(status) => {
+            Some(fault("undecodable body"))
+        }
+        ZulipError::Transport(_)
+        | ZulipError::Api { .. }
+        | ZulipError::Decode { .. }
+        | ZulipError::Config(_)
+        | ZulipError::Throttled { .. } => None,
+    }
+}
+
+fn gateway_reason(status: u16) -> &'static str {
+    match status {
+        502 => "http 502",
+        503 => "http 503",
+        _ => "http 504",
+    }
+}
+
+/// Full-jitter exponential backoff before retry number `attempt` (1-based): a uniform
+/// draw (`unit` in `[0, 1)`) from `[0, min(base · 2^(attempt-1), MAX_BACKOFF)]`.
+pub fn backoff(base: Duration, attempt: u32, unit: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let ceiling = base.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// The rate-limit report of one response, anchored to the local monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u32,
+    pub remaining: u32,
+    /// When every limit is clear, on the local clock.
+    pub reset_at: Instant,
+}
+
+impl Budget {
+    /// Anchors `state` (received at `now`) to the local clock. `server_now` is Zulip's
+    /// UNIX time when it answered (its `Date` header; else the local wall clock).
+    pub fn from_report(state: RateLimitState, server_now: u64, now: Instant) -> Budget {
+        let reset_in = Duration::from_secs(state.reset.saturating_sub(server_now));
+        Budget { limit: state.limit, remaining: state.remaining, reset_at: now + reset_in.min(MAX_RESET_IN) }
+    }
+}
+
+/// How long to wait between calls under `budget` at `now` (see the module doc).
+pub fn delay(budget: &Budget, now: Instant) -> Duration {
+    let to_reset = budget.reset_at.saturating_duration_since(now);
+    if to_reset.is_zero() {
+        return Duration::ZERO;
+    }
+    if budget.remaining == 0 {
+        return to_reset;
+    }
+    if u64::from(budget.remaining) * LOW_BUDGET_DIVISOR >= u64::from(budget.limit) {
+        return Duration::ZERO;
+    }
+    to_reset / budget.remaining
+}
+
+/// One realm's pacing gate: the last rate-limit report and the next free send slot.
+///
+/// Shared by a client's clones. std `Mutex`: it is only held to compute a slot, never
+/// across `.await`.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    state: Mutex<PacerState>,
+}
+
+#[derive(Debug, Default)]
+struct PacerState {
+    /// The headers as Zulip sent them (for [`ZulipClient::rate_limit`](super::ZulipClient::rate_limit)).
+    report: Option<RateLimitState>,
+    budget: Option<Budget>,
+    /// While spreading a low budget: the earliest time the next call may leave.
+    next_slot: Option<Instant>,
+    /// After a 429: nobody sends before this.
+    hold_until: Option<Instant>,
+}
+
+// === impl Pacer ===
+
+impl Pacer {
+    /// Records a response's `X-RateLimit-*` report.
+    pub fn observe(&self, state: RateLimitState, server_now: u64, now: Instant) {
+        let mut s = self.lock();
+        s.report = Some(state);
+        s.budget = Some(Budget::from_report(state, server_now, now));
+    }
+
+    /// After a 429: holds every caller until `until`.
+    pub fn hold(&self, until: Instant) {
+        let mut s = self.lock();
+        s.hold_until = Some(s.hold_until.map_or(until, |h| h.max(until)));
+    }
+
+    /// The last report, as sent.
+    pub fn report(&self) -> Option<RateLimitState> {
+        self.lock().report
+    }
+
+    /// Reserves the caller's send time: `Ok(wait)` before sending, or `Err(wait)` (nothing
+    /// reserved) when the wait would be longer than `max_wait`.
+    pub fn reserve(&self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
+        let mut s = self.lock();
+        let mut not_before = now;
+        if let Some(hold) = s.hold_until {
+            if hold <= now {
+                s.hold_until = None;
+            }
+            not_before = not_before.max(hold);
+        }
+        let (gap, exhausted) = match &s.budget {
+            Some(budget) => (delay(budget, now), budget.remaining == 0),
+            None => (Duration::ZERO, false),
+        };
+        if exhausted {
+            // The whole budget returns at the reset: everyone may leave then.
+            not_before = not_before.max(now + gap);
+        }
+        let slot = if gap.is_zero() || exhausted {
+            s.next_slot = None;
+            not_before
+        } else {
+            not_before.max(s.next_slot.unwrap_or(now))
+        };
+        let wait = slot.saturating_duration_since(now);
+        if wait > max_wait {
+            return Err(wait);
+        }
+        if !gap.is_zero() && !exhausted {
+            s.next_slot = Some(slot + gap);
+        }
+        Ok(wait)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn budget(t0: Instant, limit: u32, remaining: u32, reset_in: Duration) -> Budget {
+        Budget { limit, remaining, reset_at: t0 + reset_in }
+    }
+
+    #[test]
+    fn delay_table() {
+        let t0 = Instant::now();
+        // (limit, remaining, reset in, now offset, expected wait)
+        let rows: &[(u32, u32, Duration, Duration, Duration)] = &[
+            // plenty left: no wait, however far the reset
+            (200, 199, S(60), S(0), S(0)),
+            (200, 20, S(60), S(0), S(0)), // exactly 10 %: still plenty
+            (100_000, 99_991, S(3600), S(0), S(0)),
+            // low: spread the rest over the time to the reset
+            (200, 19, S(57), S(0), S(3)),
+            (200, 10, S(60), S(0), S(6)),
+            (200, 1, S(60), S(0), S(60)),
+            (200, 10, S(60), S(50), S(1)), // 10 s left, 10 calls
+            // none left: until the reset
+            (200, 0, S(50), S(0), S(50)),
+            (200, 0, S(50), S(20), S(30)),
+            // reset passed: the report is stale, no wait
+            (200, 0, S(50), S(50), S(0)),
+            (200, 3, S(50), S(51), S(0)),
+            // a zero limit (nonsense) never divides by zero
+            (0, 0, S(5), S(0), S(5)),
+        ];
+        for &(limit, remaining, reset_in, at, want) in rows {
+            let b = budget(t0, limit, remaining, reset_in);
+            assert_eq!(
+                delay(&b, t0 + at),
+                want,
+                "limit {limit} remaining {remaining} reset in {reset_in:?} at +{at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reset_is_read_against_zulips_clock_and_bounded() {
+        let t0 = Instant::now();
+        let state = |reset| RateLimitState { limit: 200, remaining: 0, reset };
+        // Zulip's clock says 1000; reset at 1042 → 42 s from receipt, whatever our clock says.
+        assert_eq!(Budget::from_report(state(1042), 1000, t0).reset_at, t0 + S(42));
+        // A reset in the past (for Zulip) is now.
+        assert_eq!(Budget::from_report(state(900), 1000, t0).reset_at, t0);
+        // A reset years away (a broken clock) is believed only up to an hour.
+        assert_eq!(Budget::from_report(state(u64::MAX), 1000, t0).reset_at, t0 + MAX_RESET_IN);
+    }
+
+    #[test]
+    fn no_report_no_wait() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        assert_eq!(pacer.reserve(t0, S(0)), Ok(S(0)));
+        assert_eq!(pacer.report(), None);
+    }
+
+    #[test]
+    fn a_low_budget_gives_concurrent_callers_successive_slots() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        // 5 left of 200, reset in 10 s (Zulip's clock = ours here): one call every 2 s.
+        let report = RateLimitState { limit: 200, remaining: 5, reset: 1010 };
+        pacer.observe(report, 1000, t0);
+        assert_eq!(pacer.report(), Some(report));
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(0)));
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(2)));
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(4)));
+        // A wait beyond the caller's budget reserves nothing...
+        assert_eq!(pacer.reserve(t0, S(5)), Err(S(6)));
+        // ...so the next caller gets that slot.
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(6)));
+        // A sequential caller arriving later waits only for the rest of its slot.
+        assert_eq!(pacer.reserve(t0 + MS(7500), S(25)), Ok(MS(500)));
+    }
+
+    #[test]
+    fn plenty_left_clears_the_slot_chain() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        let report = |remaining| RateLimitState { limit: 200, remaining, reset: 1060 };
+        pacer.observe(report(2), 1000, t0);
+        assert_eq!(pacer.reserve(t0, S(60)), Ok(S(0)));
+        assert_eq!(pacer.reserve(t0, S(60)), Ok(S(30)));
+        pacer.observe(report(150), 1000, t0);
+        assert_eq!(pacer.reserve(t0, S(60)), Ok(S(0)));
+        assert_eq!(pacer.reserve(t0, S(60)), Ok(S(0)));
+    }
+
+    #[test]
+    fn an_exhausted_budget_holds_everyone_until_the_reset() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        pacer.observe(RateLimitState { limit: 200, remaining: 0, reset: 1020 }, 1000, t0);
+        // Everyone waits for the reset, none longer (the whole budget returns then).
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(20)));
+        assert_eq!(pacer.reserve(t0, S(25)), Ok(S(20)));
+        assert_eq!(pacer.reserve(t0 + S(5), S(25)), Ok(S(15)));
+        // Beyond the deadline: refused, with the wait to report as Retry-After.
+        assert_eq!(pacer.reserve(t0, S(10)), Err(S(20)));
+        assert_eq!(pacer.reserve(t0 + S(20), S(0)), Ok(S(0)));
+    }
+
+    #[test]
+    fn a_429_holds_every_caller() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        pacer.hold(t0 + MS(300));
+        pacer.hold(t0 + MS(100)); // an earlier hold never shortens a later one
+        assert_eq!(pacer.reserve(t0, S(1)), Ok(MS(300)));
+        assert_eq!(pacer.reserve(t0 + MS(200), S(1)), Ok(MS(100)));
+        assert_eq!(pacer.reserve(t0 + MS(200), MS(50)), Err(MS(100)));
+        assert_eq!(pacer.reserve(t0 + MS(300), S(0)), Ok(S(0)));
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_doubling_and_capped() {
+        let base = MS(100);
+        assert_eq!(backoff(base, 1, 0.0), S(0));
+        assert_eq!(backoff(base, 1, 0.5), MS(50));
+        assert_eq!(backoff(base, 2, 1.0), MS(200));
+        assert_eq!(backoff(base, 3, 1.0), MS(400));
+        assert_eq!(backoff(base, 4, 0.25), MS(200));
+        assert_eq!(backoff(base, 30, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(base, u32::MAX, 1.0), MAX_BACKOFF);
+    }
+
+    fn api(status: u16, code: &str, retry_after: Option<Duration>) -> ZulipError {
+        ZulipError::Api { status, code: code.into(), msg: String::new(), retry_after }
+    }
+
+    fn decode(status: u16) -> ZulipError {
+        ZulipError::Decode { status, detail: "x".into() }
+    }
+
+    #[test]
+    fn retry_table() {
+        use Idempotency::{Idempotent as I, NotIdempotent as N};
+        let rate_limited = api(429, "RATE_LIMIT_HIT", Some(MS(50)));
+        let cases: Vec<(ZulipError, Option<&str>, Option<&str>)> = vec![
+            // (error, reason when idempotent, reason when not)
+            (rate_limited, Some("rate limited (429)"), Some("rate limited (429)")),
+            (api(503, "BAD_REQUEST", None), Some("http 503"), None),
+            (api(502, "BAD_REQUEST", None), Some("http 502"), None),
+            (decode(504), Some("http 504"), None),
+            (decode(200), Some("undecodable body"), None),
+            (decode(404), None, None), // HTML 404: deterministic
+            (api(500, "BAD_REQUEST", None), None, None),
+            (api(400, "BAD_REQUEST", None), None, None),
+            (api(401, "UNAUTHORIZED", None), None, None),
+            (ZulipError::Config("x".into()), None, None),
+            (ZulipError::Throttled { reason: "x", retry_after: S(1) }, None, None),
+        ];
+        for (error, idempotent, not) in &cases {
+            assert_eq!(retry_for(I, error).map(|r| r.reason()), *idempotent, "{error:?}");
+            assert_eq!(retry_for(N, error).map(|r| r.reason()), *not, "{error:?}");
+        }
+        // A 429 waits Retry-After (1 s when absent); a 503's Retry-After is a floor.
+        assert_eq!(retry_for(N, &api(429, "RATE_LIMIT_HIT", Some(MS(50)))), Some(Retry::RateLimited(MS(50))));
+        assert_eq!(retry_for(N, &api(429, "RATE_LIMIT_HIT", None)), Some(Retry::RateLimited(S(1))));
+        assert_eq!(
+            retry_for(I, &api(503, "BAD_REQUEST", Some(S(2)))),
+            Some(Retry::Fault { reason: "http 503", at_least: S(2) })
+        );
+    }
+
+    #[tokio::test]
+    async fn transport_errors_retry_by_idempotency_and_connect_failures_always() {
+        // A real connect failure: a port nobody listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let refused = reqwest::get(format!("http://{addr}/")).await.unwrap_err();
+        let refused = ZulipError::Transport(refused);
+        for idempotency in [Idempotency::Idempotent, Idempotency::NotIdempotent] {
+            assert_eq!(retry_for(idempotency, &refused).map(|r| r.reason()), Some("connect failed"));
+        }
+    }
+}
