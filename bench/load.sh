@@ -4,7 +4,7 @@
 #   bench/load.sh            # standard set (~3 min on 2 cores)
 #   bench/load.sh big        # + a big realm (BIG_USERS, default 50,000: seeding the fake is O(n²),
 #                            #   100,000 takes >10 min until the fake gets a bulk seeding path)
-#   bench/load.sh pending    # rate-limited 2,000-user run and event latency (need pacing + events)
+#   bench/load.sh slow       # rate-limited 2,000-user run (~7 min) and event latency
 #   DURATION=10s bench/load.sh
 #
 # Everything runs in process (FakeZulip + sidecar on 127.0.0.1:0) through `scim-load`
@@ -43,7 +43,7 @@ if [[ "$MODE" == big ]]; then
     echo
 fi
 
-if [[ "$MODE" == pending ]]; then
+if [[ "$MODE" == slow ]]; then
     # Zulip's limits time-scaled ×10; target: zero IdP-visible failures other than 429 with
     # Retry-After, wall ≤ 1.10 × floor (the floor is ~360 s for 2,000 users: a 6-minute run).
     "$LOAD" import --users 2000 --existing 100 --rate-limit-scaled
@@ -53,7 +53,7 @@ if [[ "$MODE" == pending ]]; then
     echo
 fi
 
-if command -v wrk >/dev/null 2>&1 && [[ "$MODE" != pending ]]; then
+if command -v wrk >/dev/null 2>&1 && [[ "$MODE" != slow ]]; then
     PORT="${WRK_PORT:-18080}"
     TOKEN="bench-wrk-token-0123456789abcdef"
     "$BIN/scim-sidecar" demo --listen "127.0.0.1:$PORT" --token "$TOKEN" >/dev/null 2>&1 &

@@ -738,18 +738,23 @@ fn okta_user(i: u64) -> Value {
 }
 
 /// Floor wall time for `calls` requests under sliding-window `rules`, starting with a full
-/// budget: call k (0-based) can go no earlier than floor(k / max) windows in, for every rule.
+/// budget and sending each call as early as the rules allow: call k goes no earlier than
+/// `window` after call k − `max`, for every rule.
 fn rate_limit_floor(calls: u64, rules: &[(Duration, u32)]) -> Duration {
-    let Some(last) = calls.checked_sub(1) else {
-        return Duration::ZERO;
-    };
-    rules
-        .iter()
-        .map(|(window, max)| {
-            window.saturating_mul(u32::try_from(last / u64::from((*max).max(1))).unwrap_or(u32::MAX))
-        })
-        .max()
-        .unwrap_or(Duration::ZERO)
+    let n = usize::try_from(calls).unwrap_or(usize::MAX);
+    let mut at: Vec<Duration> = Vec::with_capacity(n);
+    for k in 0..n {
+        let t = rules
+            .iter()
+            .filter_map(|(window, max)| {
+                let back = usize::try_from(*max).ok()?;
+                k.checked_sub(back).and_then(|j| at.get(j)).map(|t| *t + *window)
+            })
+            .max()
+            .unwrap_or(Duration::ZERO);
+        at.push(t);
+    }
+    at.last().copied().unwrap_or(Duration::ZERO)
 }
 
 async fn import(args: ImportArgs) -> Result<()> {
