@@ -485,8 +485,14 @@ fn resource_response(
     projection: &Projection,
     rt: &ResourceTypeDef,
 ) -> Response<Body> {
-    let shown = projection.apply(resource, rt);
-    let mut response = json_response(status, &shown);
+    // The resources provision renders carry nothing a default projection would drop
+    // (`returned: request` attributes are only attached on request), so the identity
+    // projection is skipped: no copy of the resource on the hot path.
+    let mut response = if projection.is_identity() {
+        json_response(status, resource)
+    } else {
+        json_response(status, &projection.apply(resource, rt))
+    };
     if let Some(location) =
         resource.pointer("/meta/location").and_then(Value::as_str).and_then(|l| HeaderValue::from_str(l).ok())
     {
@@ -499,7 +505,11 @@ fn resource_response(
 }
 
 fn list_response(page: ListPage, projection: &Projection, rt: &ResourceTypeDef) -> Response<Body> {
-    let resources: Vec<Value> = page.resources.iter().map(|r| projection.apply(r, rt)).collect();
+    let resources: Vec<Value> = if projection.is_identity() {
+        page.resources
+    } else {
+        page.resources.iter().map(|r| projection.apply(r, rt)).collect()
+    };
     json_response(StatusCode::OK, &list_body(page.total_results, page.start_index, resources))
 }
 
@@ -520,13 +530,14 @@ fn list_response_mixed(page: ListPage, projection: &Projection) -> Response<Body
 }
 
 fn list_body(total_results: usize, start_index: usize, resources: Vec<Value>) -> Value {
-    json!({
-        "schemas": [scim::LIST_RESPONSE_SCHEMA],
-        "totalResults": total_results,
-        "itemsPerPage": resources.len(),
-        "startIndex": start_index,
-        "Resources": resources,
-    })
+    // Built by hand: `json!` would serialise `resources` into a second copy.
+    let mut body = serde_json::Map::new();
+    body.insert("schemas".into(), json!([scim::LIST_RESPONSE_SCHEMA]));
+    body.insert("totalResults".into(), Value::from(total_results));
+    body.insert("itemsPerPage".into(), Value::from(resources.len()));
+    body.insert("startIndex".into(), Value::from(start_index));
+    body.insert("Resources".into(), Value::Array(resources));
+    Value::Object(body)
 }
 
 fn discovery_list(resources: Vec<Value>) -> Value {

@@ -43,6 +43,10 @@ pub struct LiveOptions {
     /// First wait after a failure; doubled per consecutive failure up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Pause after a batch of events before polling again, so that a burst of changes (an
+    /// IdP import: every write the sidecar makes comes back as an event) is fetched in a few
+    /// polls, not one per change — each poll counts against the account's rate limit.
+    pub batch_window: Duration,
 }
 
 impl Default for LiveOptions {
@@ -51,6 +55,7 @@ impl Default for LiveOptions {
             poll_timeout: Duration::from_secs(90),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
+            batch_window: Duration::from_millis(250),
         }
     }
 }
@@ -211,6 +216,13 @@ impl Task {
             self.backoff = self.options.min_backoff;
             self.realm.set_live(Some((&queue.queue_id, last)), true);
             self.healthy();
+            let changes = events.iter().any(|e| !matches!(e, Event::Heartbeat { .. }));
+            if changes
+                && !self.options.batch_window.is_zero()
+                && self.cancellable(tokio::time::sleep(self.options.batch_window)).await.is_none()
+            {
+                return SessionEnd::Shutdown;
+            }
         }
     }
 

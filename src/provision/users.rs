@@ -35,6 +35,26 @@ fn throwaway_password() -> Secret<String> {
     Secret::new(rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect())
 }
 
+/// `W/"<16 hex>"`: a digest of every field a rendered User depends on.
+fn user_version(user: &User, learned: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        user.user_id.to_string().as_str(),
+        &user.email,
+        user.delivery_email.as_deref().unwrap_or("\u{0}"),
+        learned.unwrap_or("\u{0}"),
+        &user.full_name,
+        &user.date_joined,
+        if user.is_active { "1" } else { "0" },
+        user.role.scim_name(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0xff]);
+    }
+    format!("W/\"{}\"", hex::encode(&h.finalize()[..8]))
+}
+
 /// Now, in Zulip's `date_joined` form (minute precision).
 fn now_date_joined() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -53,7 +73,14 @@ fn now_date_joined() -> String {
 impl Realm {
     fn render_user(&self, user: &User) -> Value {
         let learned = self.dir.learned.get(user.user_id);
-        Realm::with_version(self.users.render(user, learned.as_deref()))
+        let mut resource = self.users.render(user, learned.as_deref());
+        // The version is a digest of exactly what the rendering depends on: cheaper than
+        // re-serialising the resource on every read, and it changes whenever the resource does.
+        let version = user_version(user, learned.as_deref());
+        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("version".into(), Value::from(version));
+        }
+        resource
     }
 
     /// `GET /Users` and `POST /Users/.search`.
