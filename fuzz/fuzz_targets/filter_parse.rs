@@ -15,9 +15,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let printed = filter.to_string();
-    match Filter::parse(&printed) {
-        Ok(again) => assert_eq!(again, filter, "{text:?} printed as {printed:?}"),
-        Err(e) => panic!("{text:?} printed as {printed:?}, which does not parse: {e}"),
+    // Printing may lengthen a filter (quotes around bare words, `not (…)`, escapes): the round
+    // trip is only owed while the printed form is itself within the length limit.
+    if printed.len() <= scim_sidecar::scim::filter::MAX_FILTER_LEN {
+        match Filter::parse(&printed) {
+            Ok(again) => assert_eq!(again, filter, "{text:?} printed as {printed:?}"),
+            Err(e) => panic!("{text:?} printed as {printed:?}, which does not parse: {e}"),
+        }
     }
     let user = json!({
         "id": "1", "userName": "a@b.c", "active": true, "name": {"givenName": "A"},

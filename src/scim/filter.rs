@@ -987,6 +987,10 @@ fn tokenize(input: &str) -> Result<Vec<(Tok<'_>, usize)>, ScimError> {
                         end = k;
                         break;
                     }
+                    if c.is_control() {
+                        // Not part of any SCIM token; only a quoted string may carry one, escaped.
+                        return Err(err(k, "control character outside a quoted string".to_string()));
+                    }
                     chars.next();
                 }
                 toks.push((Tok::Word(&input[i..end]), i));

@@ -400,3 +400,14 @@ fn matching_tolerates_odd_resources() {
     assert!(!Filter::parse("nope eq 1").unwrap().matches(&json!({"nope": "x"}), &USER));
     assert!(Filter::parse("nope eq 1").unwrap().matches(&json!({"NOPE": 1}), &USER));
 }
+
+#[test]
+fn control_characters_are_only_allowed_escaped_in_strings() {
+    for bad in ["userName eq ab\u{0}c", "z lt \u{1}\u{2}\u{3}", "user\u{7f}Name pr"] {
+        let e = Filter::parse(bad).unwrap_err();
+        assert_eq!(e.scim_type, ScimType::InvalidFilter, "{bad:?}");
+        assert!(e.detail.contains("control character"), "{}", e.detail);
+    }
+    // Escaped inside a quoted string, a control character is a value like any other.
+    assert!(Filter::parse("userName eq \"a\\u0000b\"").is_ok());
+}
