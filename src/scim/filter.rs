@@ -831,6 +831,22 @@ impl<'a> Parser<'a> {
             }
             Some((Tok::Word(w), _)) if w.eq_ignore_ascii_case("not") && self.not_follows() => {
                 let depth = self.enter(depth)?;
+                // `not (…)` (the RFC form, and how filters print) is one level, like the
+                // lenient `not …`: the depth cap means the same for both spellings.
+                if matches!(self.toks.get(self.pos), Some((Tok::LParen, _))) {
+                    let (_, open) = self.next().ok_or_else(|| self.error(at, "expected '('"))?;
+                    let inner = self.parse_or(depth)?;
+                    return match self.next() {
+                        Some((Tok::RParen, _)) => Ok(Filter::Not(Box::new(inner))),
+                        Some((tok, at)) => {
+                            Err(self.error(at, &format!("expected ')' but found {}", tok.describe())))
+                        }
+                        None => Err(self.error(
+                            self.end_pos(),
+                            &format!("missing ')' for '(' at position {}", self.char_pos(open)),
+                        )),
+                    };
+                }
                 Ok(Filter::Not(Box::new(self.parse_unary(depth)?)))
             }
             Some((Tok::Word(w), at)) => self.parse_attr_exp(w, at, depth),

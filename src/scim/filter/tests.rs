@@ -411,3 +411,18 @@ fn control_characters_are_only_allowed_escaped_in_strings() {
     // Escaped inside a quoted string, a control character is a value like any other.
     assert!(Filter::parse("userName eq \"a\\u0000b\"").is_ok());
 }
+
+#[test]
+fn not_counts_one_level_with_or_without_parentheses() {
+    // Printing adds the RFC's parentheses after `not`; the depth cap must read the same.
+    let deep = format!("{}userName pr", "not ".repeat(MAX_FILTER_DEPTH));
+    let filter = Filter::parse(&deep).unwrap();
+    let printed = filter.to_string();
+    assert!(printed.starts_with("not (not ("), "{printed}");
+    assert_eq!(Filter::parse(&printed).unwrap(), filter);
+    let too_deep = format!("{}userName pr", "not ".repeat(MAX_FILTER_DEPTH + 1));
+    assert!(Filter::parse(&too_deep).is_err());
+    let too_deep =
+        format!("{}userName pr{}", "not (".repeat(MAX_FILTER_DEPTH + 1), ")".repeat(MAX_FILTER_DEPTH + 1));
+    assert!(Filter::parse(&too_deep).is_err());
+}
