@@ -271,14 +271,21 @@ impl Realm {
         }
     }
 
-    pub fn insert_user(&mut self, mut user: FakeUser) -> u64 {
+    pub fn insert_user(&mut self, user: FakeUser) -> u64 {
+        let id = self.insert_user_unsynced(user);
+        self.sync_system_groups();
+        id
+    }
+
+    /// Adds a user without re-deriving the system groups (O(users)); the caller syncs once
+    /// after a batch (the builder does, in `start`).
+    pub fn insert_user_unsynced(&mut self, mut user: FakeUser) -> u64 {
         if user.user_id == 0 {
             user.user_id = self.next_user_id;
         }
         self.next_user_id = self.next_user_id.max(user.user_id.saturating_add(1));
         let id = user.user_id;
         self.users.insert(id, user);
-        self.sync_system_groups();
         id
     }
 
