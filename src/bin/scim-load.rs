@@ -60,6 +60,33 @@ enum Command {
     Import(ImportArgs),
     /// Latency from a change made directly in Zulip to the change being visible over SCIM.
     EventLatency(EventArgs),
+    /// Only the FakeZulip with N users, in this process, until Ctrl-C: lets a real
+    /// `scim-sidecar serve` run in its own process, so its memory is measured alone.
+    Fake(FakeArgs),
+}
+
+#[derive(Debug, Args)]
+struct FakeArgs {
+    /// Human users seeded in the fake (besides the service account).
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9991")]
+    listen: std::net::SocketAddr,
+}
+
+/// `scim-load fake`: serves the seeded fake until interrupted.
+async fn fake_only(args: FakeArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("bind: {e}"))?;
+    let fake = seeded_fake(args.users).start_on(listener).await.map_err(|e| format!("fake: {e}"))?;
+    println!(
+        "fake Zulip with {} users at {} (service account {DEMO_SERVICE_EMAIL})",
+        args.users,
+        fake.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    fake.shutdown().await;
+    Ok(())
 }
 
 /// Load against any running server.
@@ -164,6 +191,7 @@ fn main() -> ExitCode {
             Some(Command::Bench(args)) => bench(args).await,
             Some(Command::Import(args)) => import(args).await,
             Some(Command::EventLatency(args)) => event_latency(args).await,
+            Some(Command::Fake(args)) => fake_only(args).await,
             None => run_external(cli.run).await,
         }
     });
