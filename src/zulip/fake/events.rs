@@ -393,6 +393,11 @@ fn user_updates(realm: &Realm, viewer: &FakeUser, old: &FakeUser, new: &FakeUser
 
 /// Items of `a` not in `b`, in `a`'s order.
 fn only_in(a: &[u64], b: &[u64]) -> Vec<u64> {
+    if b.len() < 32 {
+        return a.iter().copied().filter(|x| !b.contains(x)).collect();
+    }
+    // Large groups (role:members of a big realm): a set, not a quadratic scan.
+    let b: std::collections::HashSet<u64> = b.iter().copied().collect();
     a.iter().copied().filter(|x| !b.contains(x)).collect()
 }
 
