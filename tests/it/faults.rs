@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use scim_sidecar::zulip::fake::{Failure, FakeGroup};
 
-use crate::support::{fake, Harness, TOKEN};
+use crate::support::{fake, BareSidecar, Harness, TOKEN};
 
 fn user(email: &str, role: Option<&str>) -> Value {
     let mut u = json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":email,
@@ -134,36 +134,19 @@ async fn an_unreachable_zulip_is_a_quick_502_never_a_hang() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = listener.local_addr().unwrap();
     drop(listener);
-    let h = Harness::start_with(fake(), |_| {}).await;
-    // Point a second sidecar at a closed port.
-    let fake = fake().start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config =
-        scim_sidecar::app::demo_config(addr, url::Url::parse(&format!("http://{dead}")).unwrap(), TOKEN)
-            .unwrap();
-    config.request_deadline = Duration::from_secs(2);
-    let app = scim_sidecar::app::build_app(&config).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let limits =
-        scim_sidecar::server::ServerLimits { max_connections: 4, shutdown_grace: Duration::from_secs(1) };
-    let server = tokio::spawn(scim_sidecar::server::run(
-        listener,
-        app,
-        async move {
-            let _ = rx.await;
-        },
-        limits,
-    ));
+    let h = Harness::start().await;
+    // A second sidecar, pointed at a closed port.
+    let sidecar = BareSidecar::start(url::Url::parse(&format!("http://{dead}")).unwrap(), |c| {
+        c.request_deadline = Duration::from_secs(2)
+    })
+    .await;
     let started = std::time::Instant::now();
     let reply = crate::support::Reply::from(
-        h.http.get(format!("http://{addr}/scim/v2/Users")).bearer_auth(TOKEN).send().await.unwrap(),
+        h.http.get(format!("http://{}/scim/v2/Users", sidecar.addr)).bearer_auth(TOKEN).send().await.unwrap(),
     )
     .await;
     reply.assert_error(502, None);
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by the deadline");
-    tx.send(()).unwrap();
-    server.await.unwrap();
-    fake.shutdown().await;
+    sidecar.stop().await;
     h.stop().await;
 }

@@ -184,6 +184,40 @@ impl Harness {
     }
 }
 
+/// A sidecar alone (no readiness check, no live task) in front of `upstream`, for tests of an
+/// unreachable or unready Zulip. Stop it with [`BareSidecar::stop`].
+pub struct BareSidecar {
+    pub addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl BareSidecar {
+    pub async fn start(upstream: url::Url, tweak: impl FnOnce(&mut Config)) -> BareSidecar {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = demo_config(addr, upstream, TOKEN).expect("demo config");
+        tweak(&mut config);
+        let app = build_app(&config).expect("app builds");
+        let (tx, rx) = oneshot::channel::<()>();
+        let limits = ServerLimits { max_connections: 4, shutdown_grace: Duration::from_secs(1) };
+        let server = tokio::spawn(server::run(
+            listener,
+            app,
+            async move {
+                let _ = rx.await;
+            },
+            limits,
+        ));
+        BareSidecar { addr, shutdown: tx, server }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.server.await.expect("server task");
+    }
+}
+
 /// A sidecar response.
 #[derive(Debug)]
 pub struct Reply {

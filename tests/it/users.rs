@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use scim_sidecar::config::UserDelete;
 use scim_sidecar::zulip::fake::{Failure, FakeUser};
 
-use crate::support::{call, calls, fake, Harness, TOKEN};
+use crate::support::{call, calls, fake, BareSidecar, Harness, TOKEN};
 
 fn filter(f: &str) -> String {
     format!("/Users?filter={}", percent(f))
@@ -691,29 +691,11 @@ async fn readiness_and_liveness() {
     h.stop().await;
 
     // A realm whose upstream never answered is not ready.
-    let fake = fake().start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let dead = url::Url::parse("http://127.0.0.1:9").unwrap();
-    let config = scim_sidecar::app::demo_config(addr, dead, TOKEN).unwrap();
-    let app = scim_sidecar::app::build_app(&config).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let limits =
-        scim_sidecar::server::ServerLimits { max_connections: 4, shutdown_grace: Duration::from_secs(1) };
-    let server = tokio::spawn(scim_sidecar::server::run(
-        listener,
-        app.clone(),
-        async move {
-            let _ = rx.await;
-        },
-        limits,
-    ));
-    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    let sidecar = BareSidecar::start(url::Url::parse("http://127.0.0.1:9").unwrap(), |_| {}).await;
+    let ready = reqwest::get(format!("http://{}/readyz", sidecar.addr)).await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);
     assert!(ready.text().await.unwrap().contains("demo"));
-    tx.send(()).unwrap();
-    server.await.unwrap();
-    fake.shutdown().await;
+    sidecar.stop().await;
 }
 
 #[tokio::test]
