@@ -45,6 +45,7 @@ pub struct DemoOptions {
 
 /// Builds the realms (one Zulip client each) and the HTTP application from a config.
 pub fn build_app(config: &Config) -> Result<Arc<App>, StartupError> {
+    let metrics = Arc::new(Metrics::new());
     let mut realms = Vec::with_capacity(config.realms.len());
     for realm in &config.realms {
         let host = realm_host_header(realm);
@@ -61,10 +62,20 @@ pub fn build_app(config: &Config) -> Result<Arc<App>, StartupError> {
         })
         .map_err(|e| {
             StartupError::Other(format!("realm {}: cannot build the Zulip client: {e}", realm.name))
-        })?;
+        })?
+        .with_observer({
+            let metrics = metrics.clone();
+            let name = realm.name.clone();
+            Arc::new(move |endpoint: &str, status: u16, elapsed: Duration| {
+                metrics.observe_zulip(&name, endpoint, status, elapsed);
+                if status == 429 {
+                    metrics.rate_limited(&name);
+                }
+            })
+        });
         realms.push(Arc::new(Realm::new(realm.clone(), client, config.snapshot_ttl)));
     }
-    Ok(Arc::new(App::new(realms, config.max_body_bytes, Metrics::new())))
+    Ok(Arc::new(App::new(realms, config.max_body_bytes, metrics)))
 }
 
 /// The Host header Zulip must see when the API is reached at another address than the

@@ -53,7 +53,7 @@ pub struct App {
     max_body_bytes: usize,
     capabilities: Capabilities,
     draining: AtomicBool,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
 }
 
 /// Query parameters of a SCIM request.
@@ -95,7 +95,7 @@ impl Query {
 // === impl App ===
 
 impl App {
-    pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Metrics) -> Self {
+    pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
         let tokens = TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice()));
         App {
             realms,

@@ -205,6 +205,19 @@ pub struct ZulipClient {
     /// spends Zulip's per-account budget one by one, paced, instead of piling into 429s.
     /// Reads only take a permit. Always locked before `in_flight`, so no cycle.
     writes: Arc<AsyncMutex<()>>,
+    /// Told about every attempt (metrics); the zulip module knows nothing of telemetry.
+    observer: Option<CallObserver>,
+}
+
+/// Called after every upstream attempt with the endpoint template (ids as `{id}`, e.g.
+/// `PATCH /users/{id}`), the HTTP status (0: no response) and the attempt's latency.
+pub type CallObserver = Arc<dyn Fn(&str, u16, Duration) + Send + Sync>;
+
+/// `METHOD /path` with numeric segments as `{id}`: a bounded label set for metrics.
+fn endpoint_template(method: &Method, path: &str) -> String {
+    let path: Vec<&str> =
+        path.split('/').map(|seg| if seg.parse::<u64>().is_ok() { "{id}" } else { seg }).collect();
+    format!("{method} {}", path.join("/"))
 }
 
 /// Whether a call carries the service account's credentials.
@@ -278,7 +291,14 @@ impl ZulipClient {
             pacer: Arc::new(Pacer::default()),
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight.min(Semaphore::MAX_PERMITS))),
             writes: Arc::new(AsyncMutex::new(())),
+            observer: None,
         })
+    }
+
+    /// Reports every attempt to `observer` (endpoint template, status, latency).
+    pub fn with_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// `GET /server_settings` (no authentication): version and feature level.
@@ -739,11 +759,18 @@ impl ZulipClient {
         }
 
         let started = Instant::now();
+        let observe = |status: u16| {
+            if let Some(observer) = &self.observer {
+                observer(&endpoint_template(method, path), status, started.elapsed());
+            }
+        };
         let response = request.send().await.map_err(|e| {
             tracing::debug!(error = %e, timeout = e.is_timeout(), connect = e.is_connect(), "zulip request failed");
+            observe(0);
             ZulipError::Transport(e)
         })?;
         let status = response.status();
+        observe(status.as_u16());
         let headers = response.headers().clone();
         self.record_rate_limit(&headers);
         let body = read_body(response).await?;

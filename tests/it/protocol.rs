@@ -208,3 +208,26 @@ async fn root_search_spans_users_and_groups() {
     assert_eq!(filtered["totalResults"], 1);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_scim_requests_and_upstream_calls_by_template() {
+    let h = Harness::start().await;
+    let id = h.user_id("hamlet@zulip.example.com");
+    h.get("/Users").await.assert_status(200);
+    h.patch(
+        &format!("/Users/{id}"),
+        &json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"Hamlet"}]}),
+    )
+    .await
+    .assert_status(200);
+    let text = h.http.get(format!("http://{}/metrics", h.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("scim_requests_total"), "{text}");
+    assert!(text.contains("list_users"), "{text}");
+    assert!(text.contains("zulip_requests_total"), "{text}");
+    assert!(
+        text.contains("PATCH /users/{id}"),
+        "upstream calls are labelled by template, never by id: {text}"
+    );
+    assert!(!text.contains(&format!("/users/{id}")), "{text}");
+    h.stop().await;
+}
