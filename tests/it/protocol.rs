@@ -231,3 +231,13 @@ async fn metrics_count_scim_requests_and_upstream_calls_by_template() {
     assert!(!text.contains(&format!("/users/{id}")), "{text}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn http2_cleartext_is_served_too() {
+    let h = Harness::start().await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let response = h2.get(h.url("/Users?count=1")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status().as_u16(), 200);
+    h.stop().await;
+}
