@@ -144,33 +144,25 @@ async fn etags_guard_writes_and_save_reads() {
     assert_eq!(reply.status.as_u16(), 304);
     // A stale If-Match: 412 and nothing sent to Zulip.
     let patch = json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"displayName","value":"Hamlet"}]});
-    let stale = Reply::from(
-        h.http
-            .patch(h.url(&format!("/Users/{id}")))
-            .bearer_auth(TOKEN)
-            .header("if-match", "W/\"0000000000000000\"")
-            .header("content-type", "application/scim+json")
-            .body(patch.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stale = h
+        .raw(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            &[("if-match", "W/\"0000000000000000\""), ("content-type", "application/scim+json")],
+            patch.to_string(),
+        )
+        .await;
     stale.assert_error(412, None);
     assert!(h.upstream_writes().is_empty());
     // The current one: applied, and the version changes with the content.
-    let fresh = Reply::from(
-        h.http
-            .patch(h.url(&format!("/Users/{id}")))
-            .bearer_auth(TOKEN)
-            .header("if-match", &etag)
-            .header("content-type", "application/scim+json")
-            .body(patch.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let fresh = h
+        .raw(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            &[("if-match", &etag), ("content-type", "application/scim+json")],
+            patch.to_string(),
+        )
+        .await;
     assert_eq!(fresh.assert_status(200)["displayName"], "Hamlet");
     assert_ne!(fresh.header("etag"), Some(etag.as_str()));
     h.stop().await;

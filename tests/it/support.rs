@@ -113,6 +113,22 @@ impl Harness {
         Reply::from(req.send().await.expect("sidecar answers")).await
     }
 
+    /// A request with the bearer token, the given headers and a raw body (media-type, size,
+    /// syntax and precondition tests).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<String>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(TOKEN);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        Reply::from(req.body(body.into()).send().await.expect("sidecar answers")).await
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, None).await
     }

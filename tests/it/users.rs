@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use scim_sidecar::config::UserDelete;
@@ -325,17 +326,7 @@ async fn post_rejects_bad_bodies_before_any_upstream_call() {
     for (body, scim_type) in cases {
         h.post("/Users", &body).await.assert_error(400, Some(scim_type));
     }
-    let reply = crate::support::Reply::from(
-        h.http
-            .post(h.url("/Users"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = h.raw(Method::POST, "/Users", &[("content-type", "application/json")], "{not json").await;
     reply.assert_error(400, Some("invalidSyntax"));
     assert!(h.upstream_writes().is_empty());
     h.stop().await;
@@ -345,44 +336,16 @@ async fn post_rejects_bad_bodies_before_any_upstream_call() {
 async fn media_types_and_body_limits() {
     let h = Harness::start().await;
     let body = okta_user("json@zulip.example.com", "Plain", "Json").to_string();
-    let reply = crate::support::Reply::from(
-        h.http
-            .post(h.url("/Users"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json; charset=utf-8")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = h
+        .raw(Method::POST, "/Users", &[("content-type", "application/json; charset=utf-8")], body.clone())
+        .await;
     reply.assert_status(201);
     assert_eq!(reply.header("content-type"), Some("application/scim+json"));
-    let reply = crate::support::Reply::from(
-        h.http
-            .post(h.url("/Users"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "text/plain")
-            .body(body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = h.raw(Method::POST, "/Users", &[("content-type", "text/plain")], body).await;
     reply.assert_error(415, None);
     let huge =
         format!("{{\"userName\":\"big@zulip.example.com\",\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
-    let reply = crate::support::Reply::from(
-        h.http
-            .post(h.url("/Users"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/scim+json")
-            .body(huge)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = h.raw(Method::POST, "/Users", &[("content-type", "application/scim+json")], huge).await;
     reply.assert_error(413, None);
     h.stop().await;
 }
