@@ -188,6 +188,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
             reactivate_on_create: true,
             group_delete: GroupDelete::Deactivate,
             unknown_members: UnknownMembers::Reject,
+            external_id_field: None,
             upstream: UpstreamConfig {
                 url: upstream,
                 email: DEMO_SERVICE_EMAIL.into(),

@@ -58,6 +58,9 @@ pub const ENV_PREFIX: &str = "SCIM_SIDECAR_";
 /// Shortest bearer token accepted: anything shorter is guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Longest label Zulip accepts for a custom profile field.
+pub const MAX_PROFILE_FIELD_LABEL: usize = 40;
+
 /// Startup configuration failure; `main` prints it and exits 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -149,6 +152,9 @@ pub struct RealmConfig {
     pub reactivate_on_create: bool,
     pub group_delete: GroupDelete,
     pub unknown_members: UnknownMembers,
+    /// The label of the Zulip custom profile field (short text) that stores SCIM
+    /// `externalId`; `None`: `externalId` is not stored (accepted and ignored on input).
+    pub external_id_field: Option<String>,
     pub upstream: UpstreamConfig,
 }
 
@@ -261,6 +267,8 @@ struct RawRealm {
     /// `reject` (default) or `ignore` member ids that are not active users.
     #[serde(default)]
     unknown_members: UnknownMembers,
+    /// Label of the custom profile field that stores `externalId` (created if missing).
+    external_id_field: Option<String>,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -575,6 +583,7 @@ impl RealmConfig {
             "reactivate_on_create": self.reactivate_on_create,
             "group_delete": self.group_delete,
             "unknown_members": self.unknown_members,
+            "external_id_field": self.external_id_field,
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -707,6 +716,12 @@ fn realm(
         }
         (Some(upstream_raw), url) => upstream(&key, upstream_raw, url.as_ref(), problems),
     };
+    let external_id_field = raw.external_id_field.as_deref().map(str::trim).map(str::to_owned);
+    if let Some(label) = &external_id_field {
+        if let Some(problem) = profile_field_label_problem(label) {
+            problems.push(&format!("{key}.external_id_field"), &problem);
+        }
+    }
 
     if problems.list.len() > before {
         return None;
@@ -723,8 +738,23 @@ fn realm(
         reactivate_on_create: raw.reactivate_on_create,
         group_delete: raw.group_delete,
         unknown_members: raw.unknown_members,
+        external_id_field,
         upstream: upstream?,
     })
+}
+
+/// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank
+/// labels and labels over 40 characters).
+fn profile_field_label_problem(label: &str) -> Option<String> {
+    if label.is_empty() {
+        Some("must not be empty (leave the key out to not store externalId)".to_owned())
+    } else if label.chars().count() > MAX_PROFILE_FIELD_LABEL {
+        Some(format!("longer than Zulip's {MAX_PROFILE_FIELD_LABEL} characters for a profile field label"))
+    } else if label.chars().any(char::is_control) {
+        Some("contains control characters".to_owned())
+    } else {
+        None
+    }
 }
 
 /// `realms.x.bearer_token[2]` when a list was given, `realms.x.bearer_token` otherwise.

@@ -178,6 +178,9 @@ impl UserIndex {
         if let Some(email) = new_email {
             user.email = email.to_string();
         }
+        if let Some(change) = &person.custom_profile_field {
+            user.profile_data.set(change.id, change.value.clone());
+        }
         self.upsert(user, learned);
         Applied::Changed
     }
@@ -730,7 +733,8 @@ impl Directory {
                 Some("user_group") => self.groups.apply(GroupChange::Event(event.clone()), &self.learned),
                 _ => Applied::Ignored,
             },
-            Event::Heartbeat { .. } => Applied::Ignored,
+            // The realm decides what a change of its profile fields means (live task).
+            Event::Heartbeat { .. } | Event::CustomProfileFields { .. } => Applied::Ignored,
         }
     }
 }

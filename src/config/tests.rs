@@ -72,6 +72,7 @@ fn minimal_config_gets_every_default() -> Result<(), ConfigError> {
     assert!(realm.reactivate_on_create);
     assert_eq!(realm.group_delete, GroupDelete::Deactivate);
     assert_eq!(realm.unknown_members, UnknownMembers::Reject);
+    assert_eq!(realm.external_id_field, None);
     assert_eq!(realm.upstream.url, realm.url);
     assert_eq!(realm.upstream.email, "scim-bot@acme.example.com");
     assert_eq!(realm.upstream.api_key.expose(), API_KEY);
@@ -102,6 +103,7 @@ realms:
     reactivate_on_create: false
     group_delete: reject
     unknown_members: ignore
+    external_id_field: \" SCIM external ID \"
     upstream:
       url: http://zulip.internal:9991
       email: scim-bot@example.com
@@ -128,6 +130,7 @@ realms:
     assert!(!realm.reactivate_on_create);
     assert_eq!(realm.group_delete, GroupDelete::Reject);
     assert_eq!(realm.unknown_members, UnknownMembers::Ignore);
+    assert_eq!(realm.external_id_field.as_deref(), Some("SCIM external ID"));
     assert_eq!(realm.upstream.url.as_str(), "http://zulip.internal:9991/");
     assert_eq!(realm.upstream.timeout, Duration::from_millis(6));
     assert!(realm.upstream.allow_insecure_upstream);
@@ -175,6 +178,16 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
     let table: Vec<(&str, String, Vec<String>)> = vec![
         ("no realms", "listen: 0.0.0.0:9000\n".into(), vec![NO_REALMS.into()]),
         ("empty realms", "realms: {}\n".into(), vec![NO_REALMS.into()]),
+        (
+            "blank externalId field label",
+            realm_yaml("    external_id_field: \"  \"\n"),
+            vec!["realms.acme.external_id_field: must not be empty (leave the key out to not store externalId)".into()],
+        ),
+        (
+            "externalId field label longer than Zulip allows",
+            realm_yaml(&format!("    external_id_field: {}\n", "x".repeat(41))),
+            vec!["realms.acme.external_id_field: longer than Zulip's 40 characters for a profile field label".into()],
+        ),
         (
             "empty realm name",
             realm_yaml("").replace("  acme:", "  \"\":"),

@@ -12,6 +12,7 @@ fn user(id: u64, email: Option<&str>, bot: bool) -> User {
         is_active: true,
         role: Role::Member,
         is_bot: bot,
+        profile_data: Default::default(),
     }
 }
 

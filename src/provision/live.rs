@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! loop {
-//!     POST /register {event_types: [realm_user, user_group]}        -> queue_id, last_event_id
+//!     POST /register {event_types: [realm_user, user_group(, custom_profile_fields)]} -> queue_id, last_event_id
 //!     GET /users + GET /user_groups (forced reloads; events that arrive meanwhile are replayed)
 //!     mark live (snapshots stop expiring by TTL)
 //!     loop { GET /events?queue_id&last_event_id (long-poll) -> apply each event in place }
@@ -34,6 +34,10 @@ use crate::zulip::types::{Event, RegisteredQueue};
 
 /// The event types the sidecar follows.
 pub const EVENT_TYPES: [&str; 2] = ["realm_user", "user_group"];
+
+/// Followed too by a realm that stores `externalId` in a custom profile field, to notice the
+/// field being deleted or renamed in Zulip.
+pub const PROFILE_FIELD_EVENTS: &str = "custom_profile_fields";
 
 /// Timing of the live task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +144,11 @@ impl Task {
     /// Register, load, then follow one queue.
     async fn session(&mut self) -> SessionEnd {
         let client = self.realm.client.clone();
-        let queue = match self.cancellable(client.register_event_queue(&EVENT_TYPES)).await {
+        let mut event_types = EVENT_TYPES.to_vec();
+        if self.realm.config.external_id_field.is_some() {
+            event_types.push(PROFILE_FIELD_EVENTS);
+        }
+        let queue = match self.cancellable(client.register_event_queue(&event_types)).await {
             None => return SessionEnd::Shutdown,
             Some(Ok(queue)) => queue,
             Some(Err(e)) => return SessionEnd::Failed(format!("cannot register an event queue: {e}")),
@@ -203,6 +211,11 @@ impl Task {
                         reason: format!("event ids jumped from {last} to {id}"),
                         progressed,
                     };
+                }
+                if let Event::CustomProfileFields { fields, .. } = event {
+                    if let Some(reason) = self.realm.profile_fields_changed(fields) {
+                        return SessionEnd::Resync { reason, progressed };
+                    }
                 }
                 if let Applied::Inconsistent(reason) = self.realm.dir.apply_event(event) {
                     return SessionEnd::Resync { reason, progressed };

@@ -11,6 +11,9 @@ use crate::zulip::{Role, User};
 /// Longest full name Zulip accepts.
 pub const MAX_FULL_NAME_CHARS: usize = 100;
 
+/// Longest value of a Zulip short text custom profile field, hence of a stored `externalId`.
+pub const MAX_EXTERNAL_ID_CHARS: usize = 50;
+
 /// What the mapping needs to know about the realm.
 #[derive(Debug, Clone)]
 pub struct UserMapping {
@@ -19,6 +22,9 @@ pub struct UserMapping {
     /// Entra style (`name.formatted`) rather than Okta style (`givenName` + `familyName`)
     /// is the preferred source of the full name on input.
     pub name_formatted_included: bool,
+    /// The realm stores `externalId` (in a custom profile field); otherwise it is ignored on
+    /// input and never rendered.
+    pub stores_external_id: bool,
 }
 
 /// The userName a Zulip user is shown under: the delivery e-mail if the service account can
@@ -57,7 +63,8 @@ impl UserMapping {
     }
 
     /// The SCIM User for a Zulip user (without `meta.version`, which is computed over this).
-    pub fn render(&self, user: &User, learned_email: Option<&str>) -> Value {
+    /// `external_id`: the stored `externalId`, if any.
+    pub fn render(&self, user: &User, learned_email: Option<&str>, external_id: Option<&str>) -> Value {
         let (user_name, real_address) = user_name_of(user, learned_email);
         let (given, family) = split_full_name(&user.full_name);
         let mut name = Map::new();
@@ -72,6 +79,9 @@ impl UserMapping {
         let mut out = Map::new();
         out.insert("schemas".into(), json!([scim::USER_SCHEMA]));
         out.insert("id".into(), Value::from(user.user_id.to_string()));
+        if let Some(external_id) = external_id.filter(|_| self.stores_external_id) {
+            out.insert("externalId".into(), Value::from(external_id));
+        }
         out.insert("userName".into(), Value::from(user_name));
         out.insert("name".into(), Value::Object(name));
         out.insert("displayName".into(), Value::from(user.full_name.as_str()));
@@ -203,6 +213,30 @@ pub fn check_full_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Reads an `externalId` from a request: a string of at most [`MAX_EXTERNAL_ID_CHARS`]
+/// characters (the limit of the short text field that stores it); `null` or `""` is none.
+pub fn parse_external_id(value: Option<&Value>) -> Result<Option<String>, Error> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            if s.chars().count() > MAX_EXTERNAL_ID_CHARS {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("externalId is longer than {MAX_EXTERNAL_ID_CHARS} characters, the most the Zulip profile field that stores it holds"),
+                ));
+            }
+            if s.chars().any(char::is_control) {
+                return Err(Error::invalid(ScimType::InvalidValue, "externalId contains control characters"));
+            }
+            Ok(Some(s.clone()))
+        }
+        Some(other) => {
+            Err(Error::invalid(ScimType::InvalidValue, format!("externalId must be a string, got {other}")))
+        }
+    }
+}
+
 /// The Zulip-side meaning of a SCIM User after a write, relative to the user before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserChanges {
@@ -210,6 +244,8 @@ pub struct UserChanges {
     pub role: Option<Role>,
     pub new_email: Option<String>,
     pub active: Option<bool>,
+    /// `Some(None)`: clear the stored `externalId`.
+    pub external_id: Option<Option<String>>,
 }
 
 impl UserChanges {
@@ -278,6 +314,13 @@ impl UserMapping {
                 }
             }
         }
+
+        if self.stores_external_id {
+            let external_id = parse_external_id(value_at(after, &["externalId"]))?;
+            if external_id.as_deref() != str_at(before, &["externalId"]) {
+                changes.external_id = Some(external_id);
+            }
+        }
         Ok(changes)
     }
 }
@@ -290,11 +333,14 @@ pub struct NewUser {
     /// `None`: the body did not say (a new account is a member; a reactivated one keeps its role).
     pub role: Option<Role>,
     pub active: bool,
+    /// Only read when the realm stores `externalId`.
+    pub external_id: Option<String>,
 }
 
 impl UserMapping {
-    /// Reads a `POST /Users` body (lenient in: unknown attributes, `password`, `externalId`,
-    /// `groups`, nulls are ignored; `active` may be `"True"`).
+    /// Reads a `POST /Users` body (lenient in: unknown attributes, `password`, `groups`,
+    /// nulls, and `externalId` when the realm does not store it, are ignored; `active` may be
+    /// `"True"`).
     pub fn new_user(&self, body: &Value) -> Result<NewUser, Error> {
         if !body.is_object() {
             return Err(Error::invalid(ScimType::InvalidSyntax, "the request body must be a JSON object"));
@@ -329,7 +375,11 @@ impl UserMapping {
                 Error::invalid(ScimType::InvalidValue, format!("active must be a boolean, got {v}"))
             })?,
         };
-        Ok(NewUser { email, full_name, role, active })
+        let external_id = match self.stores_external_id {
+            true => parse_external_id(value_at(body, &["externalId"]))?,
+            false => None,
+        };
+        Ok(NewUser { email, full_name, role, active, external_id })
     }
 
     /// The resource a PUT asks for: the current one with every attribute the body carries
@@ -349,7 +399,7 @@ impl UserMapping {
         };
         for (key, value) in body {
             // `emails` is read-only (derived from userName): ignored here, as RFC 7644 §3.5.1 asks.
-            let canonical = ["userName", "name", "displayName", "active", "role"]
+            let canonical = ["userName", "externalId", "name", "displayName", "active", "role"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(key));
             let Some(canonical) = canonical else { continue };

@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{watch, Mutex as AsyncMutex};
 
 use crate::config::{RealmConfig, UnknownMembers};
 use crate::error::Error;
 use crate::idmap::{Directory, GroupIndex, Shared, UserIndex};
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
+use crate::provision::refusal;
 use crate::scim;
-use crate::zulip::{ZulipClient, ZulipError};
+use crate::zulip::{ProfileField, ZulipClient, ZulipError};
 
 /// Zulip feature level that added `new_email` to `PATCH /users/{id}` (Zulip 10.0).
 pub const FL_CHANGE_EMAIL: u32 = 313;
@@ -21,6 +22,10 @@ pub const FL_CHANGE_EMAIL: u32 = 313;
 pub const FL_DEACTIVATE_GROUP: u32 = 290;
 /// Feature level from which `POST /user_groups/create` returns `group_id`.
 pub const FL_CREATE_GROUP_RETURNS_ID: u32 = 317;
+
+/// The hint Zulip shows under the custom profile field the sidecar creates for `externalId`.
+pub const EXTERNAL_ID_FIELD_HINT: &str =
+    "Set by SCIM provisioning: the identity provider's id for this account";
 
 /// One realm served by the sidecar.
 #[derive(Debug)]
@@ -41,6 +46,39 @@ pub struct Realm {
     live_task: AtomicBool,
     /// What the live task has applied; a `watch` so that tests and logs can wait for it.
     live: watch::Sender<LiveProgress>,
+    /// Where `externalId` is stored, when the realm stores it (`external_id_field`).
+    external_id: Option<ExternalIdField>,
+}
+
+/// The custom profile field that stores `externalId`: configured by label, resolved to an id
+/// (found, or created as an admin-only short text field) at readiness, on each full reload,
+/// and again after Zulip loses it.
+#[derive(Debug)]
+struct ExternalIdField {
+    label: String,
+    /// The field's id; 0 until resolved, and after it was deleted or renamed in Zulip.
+    id: AtomicU64,
+    /// One resolution at a time, so concurrent first requests create the field once.
+    resolving: AsyncMutex<()>,
+}
+
+/// Why a realm cannot serve (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error(transparent)]
+    Zulip(#[from] ZulipError),
+    /// The realm's configuration does not fit its Zulip organization.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<NotReady> for Error {
+    fn from(e: NotReady) -> Error {
+        match e {
+            NotReady::Zulip(e) => refusal(e),
+            NotReady::Config(detail) => Error::Unavailable { detail },
+        }
+    }
 }
 
 /// What the readiness check learned.
@@ -50,6 +88,8 @@ pub struct Readiness {
     pub feature_level: u32,
     pub service_account_id: u64,
     pub service_account_role: crate::zulip::Role,
+    /// The id of the custom profile field that stores `externalId`, when configured.
+    pub external_id_field: Option<u64>,
 }
 
 // === impl Realm ===
@@ -60,7 +100,13 @@ impl Realm {
         let users = UserMapping {
             base_url: base_url.clone(),
             name_formatted_included: config.name_formatted_included,
+            stores_external_id: config.external_id_field.is_some(),
         };
+        let external_id = config.external_id_field.clone().map(|label| ExternalIdField {
+            label,
+            id: AtomicU64::new(0),
+            resolving: AsyncMutex::new(()),
+        });
         Realm {
             config,
             client,
@@ -72,6 +118,7 @@ impl Realm {
             ready: AtomicBool::new(false),
             live_task: AtomicBool::new(false),
             live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
+            external_id,
         }
     }
 
@@ -79,20 +126,100 @@ impl Realm {
         &self.config.name
     }
 
-    /// Asks Zulip for its version and checks the service account authenticates. Marks the
-    /// realm ready on success.
-    pub async fn check_ready(&self) -> Result<Readiness, ZulipError> {
+    /// Asks Zulip for its version, checks the service account authenticates and, when the
+    /// realm stores `externalId`, finds or creates its custom profile field. Marks the realm
+    /// ready on success.
+    pub async fn check_ready(&self) -> Result<Readiness, NotReady> {
         let settings = self.client.server_settings().await?;
         let me = self.client.get_own_user().await?;
         self.feature_level.store(settings.zulip_feature_level, Ordering::Relaxed);
         self.service_account_id.store(me.user_id, Ordering::Relaxed);
+        let external_id_field = self.resolve_external_id_field(true).await?;
         self.ready.store(true, Ordering::Release);
         Ok(Readiness {
             zulip_version: settings.zulip_version,
             feature_level: settings.zulip_feature_level,
             service_account_id: me.user_id,
             service_account_role: me.role,
+            external_id_field,
         })
+    }
+
+    /// The id of the field that stores `externalId`, if it is known now (no I/O).
+    pub(crate) fn external_id_field_id(&self) -> Option<u64> {
+        match self.external_id.as_ref()?.id.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// The id of the field that stores `externalId` (`None`: the realm does not store it).
+    /// `fresh`: ask Zulip even if an id is known (full reloads, readiness).
+    pub(crate) async fn resolve_external_id_field(&self, fresh: bool) -> Result<Option<u64>, NotReady> {
+        let Some(field) = &self.external_id else {
+            return Ok(None);
+        };
+        if !fresh {
+            if let Some(id) = self.external_id_field_id() {
+                return Ok(Some(id));
+            }
+        }
+        let _one_at_a_time = field.resolving.lock().await;
+        if !fresh {
+            if let Some(id) = self.external_id_field_id() {
+                return Ok(Some(id));
+            }
+        }
+        let label = field.label.as_str();
+        let id = match find_short_text(&self.client.get_profile_fields().await?, label)? {
+            Some(id) => id,
+            None => match self.client.create_short_text_profile_field(label, EXTERNAL_ID_FIELD_HINT).await {
+                Ok(id) => {
+                    tracing::info!(realm = %self.name(), field_id = id, label, "created the custom profile field that stores externalId");
+                    id
+                }
+                // Created by another replica meanwhile, or by this very call before its
+                // answer was lost: look again.
+                Err(e) if e.is_bad_request() || !e.outcome_known() => {
+                    match find_short_text(&self.client.get_profile_fields().await?, label)? {
+                        Some(id) => id,
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let previous = field.id.swap(id, Ordering::AcqRel);
+        if previous != 0 && previous != id {
+            tracing::warn!(realm = %self.name(), label, field_id = id, previous_field_id = previous,
+                "the externalId field changed in Zulip: values stored in the previous field are no longer read");
+        }
+        Ok(Some(id))
+    }
+
+    /// Zulip's custom profile fields changed (`custom_profile_fields` event): `Some(reason)`
+    /// when the field that stores `externalId` is gone or renamed, which calls for a full
+    /// reload (that resolves the field again).
+    pub(crate) fn profile_fields_changed(&self, fields: &[ProfileField]) -> Option<String> {
+        let field = self.external_id.as_ref()?;
+        let id = self.external_id_field_id()?;
+        match fields.iter().find(|f| f.id == id) {
+            Some(f) if f.name == field.label && f.field_type == ProfileField::SHORT_TEXT => None,
+            _ => {
+                field.id.store(0, Ordering::Release);
+                Some(format!("custom profile field {id} ({:?}), which stores externalId, was deleted or changed in Zulip", field.label))
+            }
+        }
+    }
+
+    /// Zulip no longer knows the field (a write answered `Field id N not found.`): resolve it
+    /// again before the next use.
+    pub(crate) fn forget_external_id_field(&self, id: u64) {
+        if let Some(field) = &self.external_id {
+            if field.id.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                tracing::warn!(realm = %self.name(), field_id = id, label = %field.label, "zulip no longer knows the externalId field; it will be resolved again");
+            }
+        }
     }
 
     /// Zulip answered the readiness check and, once a live task follows the realm, both
@@ -140,7 +267,11 @@ impl Realm {
 
     /// Loads both snapshots anew, whatever is cached (right after registering a queue).
     pub(crate) async fn reload_snapshots(&self) -> Result<(), Error> {
-        self.dir.reload_users(|| self.client.get_users()).await.map_err(shared_refusal)?;
+        let field = self.resolve_external_id_field(true).await?;
+        self.dir
+            .reload_users(|| self.client.get_users_with_profile_field(field))
+            .await
+            .map_err(shared_refusal)?;
         self.dir.reload_groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)?;
         Ok(())
     }
@@ -162,7 +293,11 @@ impl Realm {
 
     /// The users snapshot (one `GET /users` on a miss, shared by concurrent callers).
     pub(crate) async fn user_index(&self) -> Result<Arc<Shared<UserIndex>>, Error> {
-        self.dir.users(|| self.client.get_users()).await.map_err(shared_refusal)
+        let field = match self.external_id_field_id() {
+            Some(id) => Some(id),
+            None => self.resolve_external_id_field(false).await?,
+        };
+        self.dir.users(|| self.client.get_users_with_profile_field(field)).await.map_err(shared_refusal)
     }
 
     /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).
@@ -177,6 +312,20 @@ impl Realm {
             meta.insert("version".into(), Value::from(version));
         }
         resource
+    }
+}
+
+/// The id of the short text field labelled `label`; a field of another type is a
+/// configuration error (externalId values must round-trip exactly).
+fn find_short_text(fields: &[ProfileField], label: &str) -> Result<Option<u64>, NotReady> {
+    match fields.iter().find(|f| f.name == label) {
+        None => Ok(None),
+        Some(f) if f.field_type == ProfileField::SHORT_TEXT => Ok(Some(f.id)),
+        Some(f) => Err(NotReady::Config(format!(
+            "external_id_field: Zulip's custom profile field {label:?} (id {}) is a {} field; externalId needs a short text field: choose another label, and the sidecar creates one",
+            f.id,
+            ProfileField::type_name(f.field_type)
+        ))),
     }
 }
 

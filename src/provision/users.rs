@@ -15,7 +15,7 @@ use crate::scim::schema::USER;
 use crate::scim::ScimType;
 use crate::secret::Secret;
 use crate::zulip::client::ChannelQuery;
-use crate::zulip::{Role, User, UserUpdate, ZulipError};
+use crate::zulip::{ProfileData, Role, User, UserUpdate, ZulipError};
 
 /// Zulip's own answer to `DELETE /Users/{id}` (realms configured with `user_delete: reject`).
 pub const USER_DELETE_REJECTED: &str =
@@ -36,7 +36,7 @@ fn throwaway_password() -> Secret<String> {
 }
 
 /// `W/"<16 hex>"`: a digest of every field a rendered User depends on.
-fn user_version(user: &User, learned: Option<&str>) -> String {
+fn user_version(user: &User, learned: Option<&str>, external_id: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for part in [
@@ -44,6 +44,7 @@ fn user_version(user: &User, learned: Option<&str>) -> String {
         &user.email,
         user.delivery_email.as_deref().unwrap_or("\u{0}"),
         learned.unwrap_or("\u{0}"),
+        external_id.unwrap_or("\u{0}"),
         &user.full_name,
         &user.date_joined,
         if user.is_active { "1" } else { "0" },
@@ -71,12 +72,18 @@ fn now_date_joined() -> String {
 // === impl Realm (Users) ===
 
 impl Realm {
+    /// The `externalId` stored for `user`, if the realm stores it.
+    fn external_id_of<'u>(&self, user: &'u User) -> Option<&'u str> {
+        self.external_id_field_id().and_then(|field| user.profile_data.get(field))
+    }
+
     fn render_user(&self, user: &User) -> Value {
         let learned = self.dir.learned.get(user.user_id);
-        let mut resource = self.users.render(user, learned.as_deref());
+        let external_id = self.external_id_of(user);
+        let mut resource = self.users.render(user, learned.as_deref(), external_id);
         // The version is a digest of exactly what the rendering depends on: cheaper than
         // re-serialising the resource on every read, and it changes whenever the resource does.
-        let version = user_version(user, learned.as_deref());
+        let version = user_version(user, learned.as_deref(), external_id);
         if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
             meta.insert("version".into(), Value::from(version));
         }
@@ -106,6 +113,9 @@ impl Realm {
                     id.parse::<u64>().ok().and_then(|id| index.get(id)).into_iter().collect()
                 } else if let Some(user_name) = f.eq_constraint("userName") {
                     index.by_email(user_name).into_iter().collect()
+                } else if let Some(external_id) = f.eq_constraint("externalId") {
+                    // caseExact: a plain comparison over the snapshot, before any rendering.
+                    index.humans_from(0).filter(|u| self.external_id_of(u) == Some(external_id)).collect()
                 } else {
                     index.humans_from(0).collect()
                 }
@@ -135,7 +145,8 @@ impl Realm {
         let cached = index.read().get(user_id).cloned();
         let user = match cached {
             Some(user) => user,
-            None => match self.client.get_user(user_id).await {
+            None => match self.client.get_user_with_profile_field(user_id, self.external_id_field_id()).await
+            {
                 Ok(user) => {
                     self.dir.upsert_user(user.clone()).await;
                     user
@@ -163,6 +174,11 @@ impl Realm {
     /// channels.
     pub async fn create_user(&self, body: &Value) -> Result<Value, Error> {
         let new = self.users.new_user(body)?;
+        // Resolved before anything is created, so a missing field never half-applies a POST.
+        let external_id_field = match new.external_id {
+            Some(_) => self.resolve_external_id_field(false).await?,
+            None => None,
+        };
         let existing = self.user_index().await?.read().by_email(&new.email).cloned();
         if let Some(existing) = existing {
             return self.create_over_existing(existing, new).await;
@@ -218,18 +234,22 @@ impl Realm {
             is_active: true,
             role: Role::Member,
             is_bot: false,
+            profile_data: ProfileData::default(),
         };
         self.dir.upsert_user(user.clone()).await;
 
+        // What `POST /users` cannot set — a role other than member, the externalId — in one
+        // `PATCH /users/{id}`.
         let role = new.role.unwrap_or(Role::Member);
-        if role != Role::Member {
-            if let Err(e) = self
-                .client
-                .update_user(user_id, &UserUpdate { role: Some(role), ..UserUpdate::default() })
-                .await
-            {
-                // Do not leave a member behind where the IdP asked for another role: take the
-                // account out again; the IdP's retry reactivates it with the role.
+        let mut update = UserUpdate { role: (role != Role::Member).then_some(role), ..UserUpdate::default() };
+        if let (Some(external_id), Some(field)) = (&new.external_id, external_id_field) {
+            update.profile_data.push((field, Some(external_id.clone())));
+        }
+        if !update.is_empty() {
+            if let Err(e) = self.send_user_update(user_id, &mut update).await {
+                // Do not leave a member behind where the IdP asked for another role (or an
+                // account its next lookup by externalId cannot find): take the account out
+                // again; the IdP's retry reactivates it with everything.
                 let undone = self.client.deactivate_user(user_id).await.is_ok();
                 if undone {
                     user.is_active = false;
@@ -237,17 +257,18 @@ impl Realm {
                 } else {
                     self.dir.invalidate_users().await;
                 }
+                let what = update_summary(&update);
                 let applied = if undone {
-                    format!("created Zulip user {user_id} and deactivated it again because setting role {} failed; retrying reactivates it with the role", role.scim_name())
+                    format!("created Zulip user {user_id} and deactivated it again because setting {what} failed; retrying reactivates it with them")
                 } else {
-                    format!(
-                        "created Zulip user {user_id} as a member; setting role {} failed",
-                        role.scim_name()
-                    )
+                    format!("created Zulip user {user_id} as a member; setting {what} failed")
                 };
                 return Err(with_applied(refusal(e), applied));
             }
             user.role = role;
+            for (field, value) in update.profile_data {
+                user.profile_data.set(field, value);
+            }
             self.dir.upsert_user(user.clone()).await;
         }
         if role == Role::Guest && self.config.create_guests_without_streams {
@@ -318,6 +339,9 @@ impl Realm {
         }
         if let Some(role) = new.role.filter(|r| *r != existing.role) {
             changes.role = Some(role);
+        }
+        if new.external_id.as_deref() != self.external_id_of(&existing) && new.external_id.is_some() {
+            changes.external_id = Some(new.external_id.clone());
         }
         let user = self.apply_user_changes(existing, changes).await?;
         tracing::info!(realm = %self.name(), user_id = user.user_id, "reactivated user on create");
@@ -396,13 +420,19 @@ impl Realm {
                 });
             }
         }
-        let update = UserUpdate {
+        let mut update = UserUpdate {
             full_name: changes.full_name.clone(),
             role: changes.role,
             new_email: changes.new_email.clone(),
+            ..UserUpdate::default()
         };
+        if let Some(external_id) = &changes.external_id {
+            if let Some(field) = self.resolve_external_id_field(false).await? {
+                update.profile_data.push((field, external_id.clone()));
+            }
+        }
         if !update.is_empty() {
-            if let Err(e) = self.client.update_user(user_id, &update).await {
+            if let Err(e) = self.send_user_update(user_id, &mut update).await {
                 if !e.outcome_known() {
                     self.dir.invalidate_users().await;
                 }
@@ -414,6 +444,9 @@ impl Realm {
             if let Some(role) = update.role {
                 user.role = role;
             }
+            for (field, value) in update.profile_data {
+                user.profile_data.set(field, value);
+            }
             if let Some(email) = update.new_email {
                 self.dir.learn_email(user_id, &email);
                 user.delivery_email = Some(email);
@@ -421,7 +454,7 @@ impl Realm {
             self.dir.upsert_user(user.clone()).await;
         }
         let applied = (!update_was_empty(&changes))
-            .then(|| format!("updated Zulip user {user_id}'s name, role or address"));
+            .then(|| format!("updated Zulip user {user_id}'s name, role, address or externalId"));
         match changes.active {
             Some(false) => {
                 if let Err(e) = self.client.deactivate_user(user_id).await {
@@ -442,6 +475,36 @@ impl Realm {
         Ok(user)
     }
 
+    /// `PATCH /users/{id}`. When Zulip answers `Field id N not found.` for the externalId
+    /// field (deleted in Zulip since it was resolved), the field is resolved again (found or
+    /// created) and the update sent once more: Zulip applies a PATCH in one transaction, so
+    /// the refused one changed nothing. `update` then names the field that was written.
+    async fn send_user_update(&self, user_id: u64, update: &mut UserUpdate) -> Result<(), ZulipError> {
+        let refused = match self.client.update_user(user_id, update).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let lost = update
+            .profile_data
+            .iter()
+            .map(|(field, _)| *field)
+            .find(|field| refused.message() == Some(format!("Field id {field} not found.").as_str()));
+        let Some(lost) = lost else {
+            return Err(refused);
+        };
+        self.forget_external_id_field(lost);
+        let field = match self.resolve_external_id_field(false).await {
+            Ok(Some(field)) if field != lost => field,
+            _ => return Err(refused),
+        };
+        for (id, _) in &mut update.profile_data {
+            if *id == lost {
+                *id = field;
+            }
+        }
+        self.client.update_user(user_id, update).await
+    }
+
     async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
         if !e.outcome_known() {
             self.dir.invalidate_users().await;
@@ -454,7 +517,22 @@ impl Realm {
 }
 
 fn update_was_empty(changes: &UserChanges) -> bool {
-    changes.full_name.is_none() && changes.role.is_none() && changes.new_email.is_none()
+    changes.full_name.is_none()
+        && changes.role.is_none()
+        && changes.new_email.is_none()
+        && changes.external_id.is_none()
+}
+
+/// What a create's follow-up `PATCH /users/{id}` sets, for messages.
+fn update_summary(update: &UserUpdate) -> String {
+    let mut parts = Vec::new();
+    if let Some(role) = update.role {
+        parts.push(format!("role {}", role.scim_name()));
+    }
+    if !update.profile_data.is_empty() {
+        parts.push("externalId".to_owned());
+    }
+    parts.join(" and ")
 }
 
 /// `emails` is read-only: it is the account's one address, derived from `userName`. Entra

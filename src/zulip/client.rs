@@ -92,8 +92,8 @@ use super::error::ZulipError;
 pub use super::pacing::UpstreamPolicy;
 use super::pacing::{backoff, retry_for, Idempotency, Pacer, Retry};
 use super::types::{
-    Channel, Event, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User, UserGroup,
-    UserUpdate,
+    Channel, Event, ProfileField, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User,
+    UserGroup, UserUpdate,
 };
 use crate::secret::Secret;
 
@@ -313,23 +313,77 @@ impl ZulipClient {
 
     /// `GET /users`: every account of the realm, bots and deactivated users included.
     pub async fn get_users(&self) -> Result<Vec<User>, ZulipError> {
+        self.get_users_with_profile_field(None).await
+    }
+
+    /// `GET /users`, with the value of custom profile field `field` (and no other) in each
+    /// user's `profile_data` when it is given.
+    pub async fn get_users_with_profile_field(&self, field: Option<u64>) -> Result<Vec<User>, ZulipError> {
         #[derive(Deserialize)]
         struct Users {
             members: Vec<User>,
         }
-        let users: Users = self.call(Method::GET, "/users", Vec::new(), Auth::Basic, IDEMPOTENT).await?;
+        let mut users: Users =
+            self.call(Method::GET, "/users", profile_params(field), Auth::Basic, IDEMPOTENT).await?;
+        if let Some(field) = field {
+            users.members.iter_mut().for_each(|u| u.profile_data.retain_only(field));
+        }
         Ok(users.members)
     }
 
     /// `GET /users/{user_id}` (works for deactivated users and bots; unknown id: 400).
     pub async fn get_user(&self, user_id: u64) -> Result<User, ZulipError> {
+        self.get_user_with_profile_field(user_id, None).await
+    }
+
+    /// `GET /users/{user_id}`, with custom profile field `field` as in
+    /// [`get_users_with_profile_field`](Self::get_users_with_profile_field).
+    pub async fn get_user_with_profile_field(
+        &self,
+        user_id: u64,
+        field: Option<u64>,
+    ) -> Result<User, ZulipError> {
         #[derive(Deserialize)]
         struct OneUser {
             user: User,
         }
         let path = format!("/users/{user_id}");
-        let one: OneUser = self.call(Method::GET, &path, Vec::new(), Auth::Basic, IDEMPOTENT).await?;
+        let mut one: OneUser =
+            self.call(Method::GET, &path, profile_params(field), Auth::Basic, IDEMPOTENT).await?;
+        if let Some(field) = field {
+            one.user.profile_data.retain_only(field);
+        }
         Ok(one.user)
+    }
+
+    /// `GET /realm/profile_fields`: the realm's custom profile fields.
+    pub async fn get_profile_fields(&self) -> Result<Vec<ProfileField>, ZulipError> {
+        #[derive(Deserialize)]
+        struct Fields {
+            custom_fields: Vec<ProfileField>,
+        }
+        let fields: Fields =
+            self.call(Method::GET, "/realm/profile_fields", Vec::new(), Auth::Basic, IDEMPOTENT).await?;
+        Ok(fields.custom_fields)
+    }
+
+    /// `POST /realm/profile_fields`: a short text field that only administrators may edit;
+    /// returns its id. A label already used is a 400 (`A field with that label already
+    /// exists.`), so a retry after an unknown outcome is harmless.
+    pub async fn create_short_text_profile_field(&self, name: &str, hint: &str) -> Result<u64, ZulipError> {
+        #[derive(Deserialize)]
+        struct Created {
+            id: u64,
+        }
+        let params = vec![
+            ("name", name.to_owned()),
+            ("hint", hint.to_owned()),
+            ("field_type", ProfileField::SHORT_TEXT.to_string()),
+            ("editable_by_user", "false".to_owned()),
+        ];
+        let created: Created =
+            self.call(Method::POST, "/realm/profile_fields", params, Auth::Basic, NOT_IDEMPOTENT).await?;
+        Ok(created.id)
     }
 
     /// `POST /users`: creates a member; returns the new `user_id`.
@@ -363,6 +417,14 @@ impl ZulipClient {
         }
         if let Some(role) = update.role {
             params.push(("role", role.api_value().to_string()));
+        }
+        if !update.profile_data.is_empty() {
+            let items: Vec<Value> = update
+                .profile_data
+                .iter()
+                .map(|(id, value)| serde_json::json!({"id": id, "value": value}))
+                .collect();
+            params.push(("profile_data", Value::Array(items).to_string()));
         }
         if let Some(new_email) = &update.new_email {
             params.push(("new_email", new_email.clone()));
@@ -928,6 +990,14 @@ struct EnvelopeHead {
     result: Option<String>,
     #[serde(default)]
     ignored_parameters_unsupported: Option<Vec<Value>>,
+}
+
+/// `include_custom_profile_fields=true` when a field's value is wanted.
+fn profile_params(field: Option<u64>) -> Params {
+    match field {
+        Some(_) => vec![("include_custom_profile_fields", "true".to_owned())],
+        None => Vec::new(),
+    }
 }
 
 /// Turns one response into `T` (the success envelope's data) or a [`ZulipError`].

@@ -9,4 +9,4 @@ pub mod types;
 
 pub use client::{ClientConfig, ZulipClient};
 pub use error::ZulipError;
-pub use types::{Role, ServerSettings, User, UserGroup, UserUpdate};
+pub use types::{ProfileData, ProfileField, Role, ServerSettings, User, UserGroup, UserUpdate};

@@ -70,6 +70,95 @@ pub struct User {
     pub is_active: bool,
     pub role: Role,
     pub is_bot: bool,
+    /// Custom profile field values; present only when asked for (`include_custom_profile_fields`).
+    #[serde(default)]
+    pub profile_data: ProfileData,
+}
+
+/// A user's custom profile field values: field id → value. Zulip's `rendered_value` (HTML) is
+/// dropped, and the client keeps only the fields the sidecar reads, so an entry costs a few
+/// bytes per user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileData(Vec<(u64, String)>);
+
+impl ProfileData {
+    /// The value of field `field`, if the user has one.
+    pub fn get(&self, field: u64) -> Option<&str> {
+        self.0.iter().find(|(id, _)| *id == field).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets (`Some`) or clears (`None`, or an empty string, as Zulip treats it) a value.
+    pub fn set(&mut self, field: u64, value: Option<String>) {
+        self.0.retain(|(id, _)| *id != field);
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            self.0.push((field, value));
+        }
+    }
+
+    /// Keeps only the value of `field`.
+    pub fn retain_only(&mut self, field: u64) {
+        self.0.retain(|(id, _)| *id == field);
+        self.0.shrink_to_fit();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfileData {
+    /// `{"<field id>": {"value": "…", "rendered_value": "…"}, …}`. Keys that are not ids and
+    /// values that are not strings (Zulip sends none) are skipped rather than failing the
+    /// whole `GET /users`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            value: serde_json::Value,
+        }
+        let map = std::collections::BTreeMap::<String, Entry>::deserialize(d)?;
+        let mut out = Vec::with_capacity(map.len());
+        for (key, entry) in map {
+            if let (Ok(id), serde_json::Value::String(value)) = (key.parse::<u64>(), entry.value) {
+                if !value.is_empty() {
+                    out.push((id, value));
+                }
+            }
+        }
+        Ok(ProfileData(out))
+    }
+}
+
+/// A custom profile field of the realm (`GET /realm/profile_fields`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProfileField {
+    pub id: u64,
+    pub name: String,
+    /// 1 short text, 2 long text, 3 list of options, 4 date, 5 link, 6 person picker,
+    /// 7 external account, 8 pronouns.
+    #[serde(rename = "type")]
+    pub field_type: u8,
+    #[serde(default)]
+    pub hint: String,
+}
+
+impl ProfileField {
+    pub const SHORT_TEXT: u8 = 1;
+
+    /// Zulip's name for a field type, for messages.
+    pub fn type_name(field_type: u8) -> &'static str {
+        match field_type {
+            1 => "short text",
+            2 => "long text",
+            3 => "list of options",
+            4 => "date",
+            5 => "link",
+            6 => "person picker",
+            7 => "external account",
+            8 => "pronouns",
+            _ => "unknown",
+        }
+    }
 }
 
 /// A user group from `GET /user_groups` (zulip-rest-api.md §10).
@@ -129,17 +218,22 @@ pub struct ServerSettings {
 }
 
 /// Parameters of `PATCH /users/{id}`; `None` leaves a field alone. Applied by Zulip in one
-/// transaction (role → full_name → new_email).
+/// transaction (role → full_name → profile_data → new_email).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserUpdate {
     pub full_name: Option<String>,
     pub role: Option<Role>,
+    /// Custom profile field values to set (`Some`) or clear (`None`).
+    pub profile_data: Vec<(u64, Option<String>)>,
     pub new_email: Option<String>,
 }
 
 impl UserUpdate {
     pub fn is_empty(&self) -> bool {
-        self.full_name.is_none() && self.role.is_none() && self.new_email.is_none()
+        self.full_name.is_none()
+            && self.role.is_none()
+            && self.profile_data.is_empty()
+            && self.new_email.is_none()
     }
 }
 
@@ -174,6 +268,8 @@ pub enum Event {
     RealmUserUpdate { id: i64, person: PersonUpdate },
     /// `realm_user`/`remove`: the user is no longer visible to the service account.
     RealmUserRemove { id: i64, user_id: u64 },
+    /// `custom_profile_fields`: the realm's fields after one was added, changed or deleted.
+    CustomProfileFields { id: i64, fields: Vec<ProfileField> },
     /// `user_group`/`add`: a new group, with the full group object (and its id).
     UserGroupAdd { id: i64, group: UserGroup },
     /// `user_group`/`update`: one event per changed property.
@@ -197,6 +293,7 @@ impl Event {
             Event::RealmUserAdd { id, .. }
             | Event::RealmUserUpdate { id, .. }
             | Event::RealmUserRemove { id, .. }
+            | Event::CustomProfileFields { id, .. }
             | Event::UserGroupAdd { id, .. }
             | Event::UserGroupUpdate { id, .. }
             | Event::UserGroupAddMembers { id, .. }
@@ -232,6 +329,9 @@ impl Event {
             ("realm_user", Some("update")) => Event::RealmUserUpdate { id, person: field(value, "person")? },
             ("realm_user", Some("remove")) => {
                 Event::RealmUserRemove { id, user_id: field(value.get("person")?, "user_id")? }
+            }
+            ("custom_profile_fields", _) => {
+                Event::CustomProfileFields { id, fields: field(value, "fields")? }
             }
             ("user_group", Some("add")) => Event::UserGroupAdd { id, group: field(value, "group")? },
             ("user_group", Some("update")) => Event::UserGroupUpdate {
@@ -272,9 +372,20 @@ pub struct PersonUpdate {
     pub delivery_email: Option<Option<String>>,
     #[serde(default)]
     pub email: Option<String>,
-    /// Every other changed field (`avatar_url`, `custom_profile_field`, `timezone`, …).
+    /// One custom profile field's new value.
+    #[serde(default)]
+    pub custom_profile_field: Option<ProfileValueChange>,
+    /// Every other changed field (`avatar_url`, `timezone`, …).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `custom_profile_field` of a `realm_user`/`update` event; `value` is `null` when cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProfileValueChange {
+    pub id: u64,
+    #[serde(default)]
+    pub value: Option<String>,
 }
 
 /// `data` of a `user_group`/`update` event: the one property that changed.

@@ -3,7 +3,16 @@ use serde_json::json;
 use super::*;
 
 fn mapping(formatted: bool) -> UserMapping {
-    UserMapping { base_url: "https://chat.example.com/scim/v2".into(), name_formatted_included: formatted }
+    UserMapping {
+        base_url: "https://chat.example.com/scim/v2".into(),
+        name_formatted_included: formatted,
+        stores_external_id: false,
+    }
+}
+
+/// A realm that stores `externalId`.
+fn storing() -> UserMapping {
+    UserMapping { stores_external_id: true, ..mapping(false) }
 }
 
 fn user(id: u64, email: Option<&str>, name: &str) -> User {
@@ -16,12 +25,13 @@ fn user(id: u64, email: Option<&str>, name: &str) -> User {
         is_active: true,
         role: Role::Member,
         is_bot: false,
+        profile_data: Default::default(),
     }
 }
 
 #[test]
 fn render_matches_zulip_shape_with_both_name_styles() {
-    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
+    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
     assert_eq!(v["id"], "10");
     assert_eq!(v["userName"], "hamlet@zulip.com");
     assert_eq!(v["name"], json!({"formatted": "King Hamlet", "givenName": "King", "familyName": "Hamlet"}));
@@ -36,7 +46,7 @@ fn render_matches_zulip_shape_with_both_name_styles() {
 
 #[test]
 fn one_word_names_have_no_empty_family_name() {
-    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None);
+    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None, None);
     assert_eq!(v["name"], json!({"formatted": "Cher", "givenName": "Cher"}));
     let (g, f) = split_full_name("Mary Ann Lee");
     assert_eq!((g, f), ("Mary", "Ann Lee"));
@@ -45,10 +55,10 @@ fn one_word_names_have_no_empty_family_name() {
 #[test]
 fn hidden_address_uses_learned_email_else_api_email_without_emails() {
     let u = user(7, None, "Hidden Person");
-    let v = mapping(true).render(&u, Some("hidden@zulip.com"));
+    let v = mapping(true).render(&u, Some("hidden@zulip.com"), None);
     assert_eq!(v["userName"], "hidden@zulip.com");
     assert!(v.get("emails").is_some());
-    let v = mapping(true).render(&u, None);
+    let v = mapping(true).render(&u, None, None);
     assert_eq!(v["userName"], "user7@chat.example.com");
     assert!(v.get("emails").is_none());
 }
@@ -61,7 +71,13 @@ fn new_user_reads_okta_and_entra_bodies() {
     let n = mapping(false).new_user(&okta).unwrap();
     assert_eq!(
         n,
-        NewUser { email: "kim@example.com".into(), full_name: "Kim Lee".into(), role: None, active: true }
+        NewUser {
+            email: "kim@example.com".into(),
+            full_name: "Kim Lee".into(),
+            role: None,
+            active: true,
+            external_id: None
+        }
     );
 
     let entra = json!({"schemas":[scim::USER_SCHEMA, scim::ENTERPRISE_USER_SCHEMA],"externalId":"ana","userName":"ana@example.com",
@@ -113,7 +129,7 @@ fn role_and_display_name_defaults() {
 #[test]
 fn changes_detect_each_kind_and_ignore_no_ops() {
     let m = mapping(false);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
 
     let same = m.put_target(&before, &json!({"userName":"HAMLET@zulip.com","name":{"givenName":"King","familyName":"Hamlet"},"active":true})).unwrap();
     assert!(m.changes(&before, &same).unwrap().is_empty(), "case-only userName and same name are no-ops");
@@ -132,7 +148,8 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
             full_name: Some("Prince Hamlet".into()),
             role: Some(Role::Administrator),
             new_email: Some("prince@zulip.com".into()),
-            active: Some(false)
+            active: Some(false),
+            external_id: None,
         }
     );
 
@@ -148,7 +165,7 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 #[test]
 fn changes_ignore_emails_and_reject_bad_values() {
     let m = mapping(true);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None);
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
     // emails is derived from userName: a PUT that carries another address ignores it.
     let put = m
         .put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]}))
@@ -185,4 +202,89 @@ fn email_plausibility() {
     for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.de", "a@.co", "a@b.co."] {
         assert!(!is_plausible_email(bad), "{bad}");
     }
+}
+
+#[test]
+fn external_id_is_rendered_only_where_stored() {
+    let u = user(10, Some("hamlet@zulip.com"), "King Hamlet");
+    let v = storing().render(&u, None, Some("00u1abcd"));
+    assert_eq!(v["externalId"], "00u1abcd");
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys[..3], ["schemas", "id", "externalId"]);
+    assert!(storing().render(&u, None, None).get("externalId").is_none());
+    assert!(mapping(false).render(&u, None, Some("00u1abcd")).get("externalId").is_none());
+}
+
+#[test]
+fn external_id_is_read_on_create_only_where_stored() {
+    let body = json!({"userName": "kim@example.com", "externalId": "8c3e9a51-2d8b-4f0e-9a36-1f2d3c4b5a69"});
+    assert_eq!(
+        storing().new_user(&body).unwrap().external_id.as_deref(),
+        Some("8c3e9a51-2d8b-4f0e-9a36-1f2d3c4b5a69")
+    );
+    assert_eq!(mapping(false).new_user(&body).unwrap().external_id, None);
+    // Not stored: even a value the field could not hold is accepted and ignored.
+    let long = json!({"userName": "kim@example.com", "externalId": "x".repeat(51)});
+    assert_eq!(mapping(false).new_user(&long).unwrap().external_id, None);
+    assert_eq!(
+        storing().new_user(&json!({"userName": "kim@example.com", "externalId": ""})).unwrap().external_id,
+        None
+    );
+}
+
+#[test]
+fn external_id_values_the_field_cannot_hold_are_refused() {
+    for (value, why) in [
+        (json!("x".repeat(51)), "longer than 50"),
+        (json!(42), "must be a string"),
+        (json!({"value": "a"}), "must be a string"),
+        (json!("a\nb"), "control characters"),
+    ] {
+        let body = json!({"userName": "kim@example.com", "externalId": value});
+        let err = storing().new_user(&body).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { scim_type: ScimType::InvalidValue, detail } if detail.contains(why)),
+            "{value}: {err:?}"
+        );
+    }
+    // 50 characters, multi-byte ones included, fit.
+    let body = json!({"userName": "kim@example.com", "externalId": "é".repeat(50)});
+    assert!(storing().new_user(&body).is_ok());
+}
+
+#[test]
+fn external_id_changes_set_and_clear() {
+    let m = storing();
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"));
+    let mut after = before.clone();
+    after["externalId"] = json!("new");
+    assert_eq!(m.changes(&before, &after).unwrap().external_id, Some(Some("new".into())));
+    after.as_object_mut().unwrap().remove("externalId");
+    assert_eq!(m.changes(&before, &after).unwrap().external_id, Some(None));
+    after["externalId"] = json!("old");
+    assert!(m.changes(&before, &after).unwrap().is_empty());
+    after["externalId"] = json!("x".repeat(51));
+    assert!(m.changes(&before, &after).is_err());
+
+    // A realm that does not store it ignores it.
+    let before = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let mut after = before.clone();
+    after["externalId"] = json!("new");
+    assert!(mapping(false).changes(&before, &after).unwrap().is_empty());
+
+    // PUT: an externalId in the body replaces; left out, it is kept.
+    let put = m
+        .put_target(
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &json!({"userName": "hamlet@zulip.com", "externalId": "new"}),
+        )
+        .unwrap();
+    assert_eq!(put["externalId"], "new");
+    let put = m
+        .put_target(
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &json!({"userName": "hamlet@zulip.com"}),
+        )
+        .unwrap();
+    assert_eq!(put["externalId"], "old");
 }

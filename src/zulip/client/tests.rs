@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::zulip::types::{PersonUpdate, Role, UserGroupChange};
+use crate::zulip::types::{PersonUpdate, ProfileValueChange, Role, UserGroupChange};
 
 const AUTH_AND_ERRORS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/auth-and-errors.json");
 const EVENTS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/events.json");
+const PROFILE_FIELDS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/profile-fields.json");
 const RATE_LIMIT: &str = include_str!("../../../tests/fixtures/zulip-transcripts/rate-limit.json");
 const SERVER_SETTINGS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/server-settings.json");
 const USER_GROUPS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/user-groups.json");
@@ -544,6 +545,14 @@ fn decodes_event_shapes() {
         matches!(&deactivated[0], Event::RealmUserUpdate { person, .. } if person.is_active == Some(false))
     );
 
+    let profile = events(22, "PATCH profile_data");
+    let Event::RealmUserUpdate { person, .. } = &profile[0] else { panic!("{profile:?}") };
+    assert_eq!(
+        person.custom_profile_field,
+        Some(ProfileValueChange { id: 1, value: Some("+1-555-0199".into()) })
+    );
+    assert!(person.other.is_empty(), "{:?}", person.other);
+
     let email = events(20, "new_email");
     let Event::RealmUserUpdate { person, .. } = &email[0] else { panic!("{email:?}") };
     assert_eq!(person.delivery_email, Some(Some("zt-4az4k5m2j-eve2@example.com".to_owned())));
@@ -791,18 +800,93 @@ async fn nothing_to_change_sends_nothing() {
 }
 
 #[tokio::test]
-async fn a_full_user_update_sends_all_three_fields() {
+async fn a_full_user_update_sends_every_field() {
     let upstream = Upstream::start().await;
     upstream.serve(&exchange(USERS, 46, "role=200"));
     let update = UserUpdate {
         full_name: Some("Ann Other".into()),
         role: Some(Role::Owner),
+        profile_data: vec![(10, Some("00u1".into())), (11, None)],
         new_email: Some("ann+x@example.com".into()),
     };
     upstream.client().update_user(5, &update).await.expect("patch");
     let sent = upstream.sole_request();
     assert_eq!((sent.method.as_str(), sent.path.as_str()), ("PATCH", "/api/v1/users/5"));
-    assert_eq!(sent.body, "full_name=Ann+Other&role=100&new_email=ann%2Bx%40example.com");
+    assert_eq!(
+        form_fields(&sent),
+        [
+            ("full_name".to_owned(), "Ann Other".to_owned()),
+            ("role".to_owned(), "100".to_owned()),
+            ("profile_data".to_owned(), r#"[{"id":10,"value":"00u1"},{"id":11,"value":null}]"#.to_owned()),
+            ("new_email".to_owned(), "ann+x@example.com".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn profile_fields_decode_from_the_transcript() {
+    let upstream = Upstream::start().await;
+    let ex = exchange(PROFILE_FIELDS, 0, "GET /realm/profile_fields (owner)");
+    upstream.serve(&ex);
+    let fields = upstream.client().get_profile_fields().await.expect("fields");
+    assert_sent(&upstream.sole_request(), &ex);
+    assert_eq!(fields.len(), 9);
+    assert_eq!(
+        fields[0],
+        ProfileField { id: 1, name: "Phone number".into(), field_type: 1, hint: String::new() }
+    );
+    assert_eq!((fields[3].name.as_str(), fields[3].field_type), ("Favorite editor", 3));
+}
+
+#[tokio::test]
+async fn creating_a_profile_field_asks_for_an_admin_only_short_text_field() {
+    let upstream = Upstream::start().await;
+    upstream.serve(&exchange(PROFILE_FIELDS, 2, "short text field"));
+    let id = upstream.client().create_short_text_profile_field("SCIM externalId", "set by SCIM").await;
+    assert_eq!(id.expect("created"), 10);
+    let sent = upstream.sole_request();
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/api/v1/realm/profile_fields"));
+    assert_eq!(
+        form_fields(&sent),
+        [
+            ("name".to_owned(), "SCIM externalId".to_owned()),
+            ("hint".to_owned(), "set by SCIM".to_owned()),
+            ("field_type".to_owned(), "1".to_owned()),
+            ("editable_by_user".to_owned(), "false".to_owned()),
+        ]
+    );
+
+    upstream.serve(&exchange(PROFILE_FIELDS, 5, "duplicate name"));
+    let err =
+        upstream.client().create_short_text_profile_field("SCIM externalId", "").await.expect_err("dup");
+    assert!(err.is_bad_request());
+    assert_eq!(err.message(), Some("A field with that label already exists."));
+}
+
+#[tokio::test]
+async fn users_with_a_profile_field_keep_only_that_field() {
+    let upstream = Upstream::start().await;
+    let ex = exchange(USERS, 17, "include_custom_profile_fields=true");
+    upstream.serve(&ex);
+    let users = upstream.client().get_users_with_profile_field(Some(3)).await.expect("users");
+    assert_sent(&upstream.sole_request(), &ex);
+    let hamlet = users.iter().find(|u| u.user_id == 10).expect("hamlet");
+    assert_eq!(hamlet.profile_data.get(3), Some("Dark chocolate"));
+    assert_eq!(hamlet.profile_data.get(1), None, "other fields are dropped");
+    let bot = users.iter().find(|u| u.is_bot).expect("a bot");
+    assert!(bot.profile_data.is_empty());
+
+    // Without a field: no parameter, and nothing kept.
+    upstream.serve(&exchange(USERS, 17, "include_custom_profile_fields=true"));
+    upstream.client().get_users().await.expect("users");
+    assert_eq!(upstream.requests()[1].query, None);
+
+    let ex = exchange(PROFILE_FIELDS, 24, "(final)");
+    upstream.serve(&ex);
+    let user = upstream.client().get_user_with_profile_field(227, Some(10)).await.expect("user");
+    assert_sent(&upstream.requests()[2], &ex);
+    assert_eq!(user.profile_data.get(10), Some("Infra"));
+    assert_eq!(user.profile_data.get(11), None);
 }
 
 #[tokio::test]
