@@ -661,6 +661,11 @@ impl Directory {
         self.users.current(self.fresh())
     }
 
+    /// Human accounts in the last loaded users snapshot, fresh or not (`None`: never loaded).
+    pub fn human_count(&self) -> Option<usize> {
+        self.users.current(|_| true).map(|index| index.read().human_count())
+    }
+
     /// Records what Zulip now holds for a user (after a write the sidecar made).
     pub async fn upsert_user(&self, user: User) {
         self.users.apply(UserChange::Upsert(user), &self.learned);

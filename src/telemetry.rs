@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tracing_subscriber::EnvFilter;
@@ -89,6 +90,21 @@ pub struct Metrics {
     zulip_requests: Family<ZulipRequestLabels, Counter>,
     zulip_request_duration: HistogramFamily<EndpointLabels>,
     zulip_rate_limited: Family<RealmLabels, Counter>,
+    realm_ready: Family<RealmLabels, Gauge>,
+    realm_live: Family<RealmLabels, Gauge>,
+    realm_users: Family<RealmLabels, Gauge>,
+}
+
+/// A realm's state, sampled when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealmState {
+    /// `/readyz` would count it ready.
+    pub ready: bool,
+    /// Zulip's events keep its snapshots current (else they expire by TTL).
+    pub live: bool,
+    /// SCIM Users (human accounts, deactivated included) in its last loaded snapshot; `None`:
+    /// never loaded.
+    pub users: Option<usize>,
 }
 
 // === impl Metrics ===
@@ -103,6 +119,9 @@ impl Metrics {
         let zulip_request_duration: HistogramFamily<EndpointLabels> =
             Family::new_with_constructor(latency_histogram);
         let zulip_rate_limited = Family::<RealmLabels, Counter>::default();
+        let realm_ready = Family::<RealmLabels, Gauge>::default();
+        let realm_live = Family::<RealmLabels, Gauge>::default();
+        let realm_users = Family::<RealmLabels, Gauge>::default();
 
         // Counters get `_total` and units their suffix from prometheus-client itself.
         registry.register(
@@ -132,6 +151,21 @@ impl Metrics {
             "Zulip answers 429 (rate limited), by realm",
             zulip_rate_limited.clone(),
         );
+        registry.register(
+            "scim_realm_ready",
+            "1 when the realm answered its readiness check and, when followed live, its snapshots are loaded",
+            realm_ready.clone(),
+        );
+        registry.register(
+            "scim_realm_live",
+            "1 while Zulip's events keep the realm's snapshots current; 0: snapshots refresh by TTL",
+            realm_live.clone(),
+        );
+        registry.register(
+            "scim_realm_snapshot_users",
+            "SCIM Users (human accounts, deactivated ones included) in the realm's last loaded snapshot",
+            realm_users.clone(),
+        );
 
         Metrics {
             registry,
@@ -140,6 +174,24 @@ impl Metrics {
             zulip_requests,
             zulip_request_duration,
             zulip_rate_limited,
+            realm_ready,
+            realm_live,
+            realm_users,
+        }
+    }
+
+    /// Records a realm's state (called for every realm just before encoding).
+    pub fn set_realm_state(&self, realm: &str, state: RealmState) {
+        let labels = RealmLabels { realm: realm.to_owned() };
+        self.realm_ready.get_or_create(&labels).set(i64::from(state.ready));
+        self.realm_live.get_or_create(&labels).set(i64::from(state.live));
+        match state.users {
+            Some(users) => {
+                self.realm_users.get_or_create(&labels).set(i64::try_from(users).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.realm_users.remove(&labels);
+            }
         }
     }
 
@@ -206,8 +258,14 @@ mod tests {
         metrics.observe_scim("acme", "POST", "/Users", 201, Duration::from_millis(12));
         metrics.observe_zulip("acme", "create_user", 200, Duration::from_millis(8));
         metrics.rate_limited("acme");
+        metrics.set_realm_state("acme", RealmState { ready: true, live: false, users: Some(12) });
+        metrics.set_realm_state("beta", RealmState { ready: false, live: false, users: None });
         let text = metrics.encode();
 
+        assert!(
+            !text.contains(r#"scim_realm_snapshot_users{realm="beta"}"#),
+            "no snapshot, no series: {text}"
+        );
         for expected in [
             "# TYPE scim_requests counter",
             r#"scim_requests_total{realm="acme",method="POST",route="/Users",status="201"} 1"#,
@@ -218,6 +276,11 @@ mod tests {
             r#"zulip_requests_total{realm="acme",endpoint="create_user",status="200"} 1"#,
             r#"zulip_request_duration_seconds_count{endpoint="create_user"} 1"#,
             r#"zulip_rate_limited_total{realm="acme"} 1"#,
+            "# TYPE scim_realm_ready gauge",
+            r#"scim_realm_ready{realm="acme"} 1"#,
+            r#"scim_realm_ready{realm="beta"} 0"#,
+            r#"scim_realm_live{realm="acme"} 0"#,
+            r#"scim_realm_snapshot_users{realm="acme"} 12"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

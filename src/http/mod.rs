@@ -31,7 +31,7 @@ use crate::scim::filter::Filter;
 use crate::scim::projection::{Projection, SortSpec};
 use crate::scim::schema::{ResourceTypeDef, GROUP, USER};
 use crate::scim::{self, ScimType};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RealmState};
 
 use self::auth::TokenTable;
 use self::routes::{Resource, Route};
@@ -194,6 +194,14 @@ impl App {
                 }
             }
             _ => {
+                for realm in &self.realms {
+                    let state = RealmState {
+                        ready: realm.is_ready(),
+                        live: realm.is_live(),
+                        users: realm.snapshot_user_count(),
+                    };
+                    self.metrics.set_realm_state(realm.name(), state);
+                }
                 let mut response = Response::new(Full::new(Bytes::from(self.metrics.encode())));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

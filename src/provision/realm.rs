@@ -230,6 +230,11 @@ impl Realm {
             && (!self.live_task.load(Ordering::Acquire) || self.dir.is_loaded())
     }
 
+    /// SCIM Users (human accounts, deactivated ones included) in the last loaded snapshot.
+    pub fn snapshot_user_count(&self) -> Option<usize> {
+        self.dir.human_count()
+    }
+
     /// Whether Zulip's events keep the snapshots current (else they expire by TTL).
     pub fn is_live(&self) -> bool {
         self.dir.is_live()

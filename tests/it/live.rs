@@ -217,6 +217,9 @@ async fn heartbeats_keep_the_stream_live_without_reloads() {
         .expect("three heartbeats within 2 s")
         .expect("live task running");
     assert_eq!(snapshot_loads(&h), (0, 0));
+    let metrics =
+        h.http.get(format!("http://{}/metrics", h.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"scim_realm_live{realm="demo"} 1"#), "{metrics}");
     h.stop().await;
 }
 

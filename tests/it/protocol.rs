@@ -221,6 +221,11 @@ async fn metrics_count_scim_requests_and_upstream_calls_by_template() {
         "upstream calls are labelled by template, never by id: {text}"
     );
     assert!(!text.contains(&format!("/users/{id}")), "{text}");
+    // The realm's state, sampled at scrape time: ready, not followed live here, and the
+    // snapshot's population (hamlet, iago, othello and the service account; bots excluded).
+    assert!(text.contains(r#"scim_realm_ready{realm="demo"} 1"#), "{text}");
+    assert!(text.contains(r#"scim_realm_live{realm="demo"} 0"#), "{text}");
+    assert!(text.contains(r#"scim_realm_snapshot_users{realm="demo"} 4"#), "{text}");
     h.stop().await;
 }
 
