@@ -111,8 +111,10 @@ impl Realm {
             Some(f) => {
                 if let Some(id) = f.eq_constraint("id") {
                     id.parse::<u64>().ok().and_then(|id| index.get(id)).into_iter().collect()
-                } else if let Some(user_name) = f.eq_constraint("userName") {
-                    index.by_email(user_name).into_iter().collect()
+                } else if let Some(address) = f.eq_constraint("userName").or_else(|| f.email_constraint()) {
+                    // `emails` holds exactly the userName (when the address is known): the
+                    // same index serves Entra's `emails[type eq "work"].value eq`.
+                    index.by_email(address).into_iter().collect()
                 } else if let Some(external_id) = f.eq_constraint("externalId") {
                     // caseExact: a plain comparison over the snapshot, before any rendering.
                     index.humans_from(0).filter(|u| self.external_id_of(u) == Some(external_id)).collect()

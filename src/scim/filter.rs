@@ -136,16 +136,31 @@ impl Filter {
     /// with a sub-attribute or a non-core URN never qualify.
     pub fn eq_constraint(&self, attr: &str) -> Option<&str> {
         match self {
-            Filter::Compare { path, op: CompareOp::Eq, value } => {
-                if !path.is(attr) {
-                    return None;
-                }
-                match value {
-                    CompValue::String(s) | CompValue::Number(s) => Some(s),
-                    CompValue::Null | CompValue::Bool(_) => None,
-                }
-            }
+            Filter::Compare { path, op: CompareOp::Eq, value } if path.is(attr) => value.index_key(),
             Filter::And(operands) => operands.iter().find_map(|f| f.eq_constraint(attr)),
+            _ => None,
+        }
+    }
+
+    /// `Some(v)` if every match must have an `emails` element whose `value` equals `v`:
+    /// `emails.value eq "v"`, `emails[value eq "v" …]`, Entra's `emails[type eq "work"].value
+    /// eq "v"`, or an `and` with one of those among its operands. Like
+    /// [`eq_constraint`](Self::eq_constraint), it only narrows candidates; the whole filter
+    /// still decides.
+    pub fn email_constraint(&self) -> Option<&str> {
+        let is_emails = |path: &AttrPath| path.attr.eq_ignore_ascii_case("emails") && path.has_core_urn();
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value }
+                if is_emails(path)
+                    && path.sub.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("value")) =>
+            {
+                value.index_key()
+            }
+            Filter::ValuePath { attr, filter, then } if is_emails(attr) && attr.sub.is_none() => match then {
+                Some(then) => then.eq_constraint("value").or_else(|| filter.eq_constraint("value")),
+                None => filter.eq_constraint("value"),
+            },
+            Filter::And(operands) => operands.iter().find_map(Filter::email_constraint),
             _ => None,
         }
     }
@@ -334,6 +349,14 @@ impl CompareOp {
 // === impl CompValue ===
 
 impl CompValue {
+    /// A string or number literal as an index key (`null` and booleans are no key).
+    fn index_key(&self) -> Option<&str> {
+        match self {
+            CompValue::String(s) | CompValue::Number(s) => Some(s),
+            CompValue::Null | CompValue::Bool(_) => None,
+        }
+    }
+
     /// The literal as text, for string comparisons (`None` for `null`).
     fn as_text(&self) -> Option<&str> {
         match self {

@@ -237,6 +237,31 @@ fn eq_constraint_finds_index_lookups() {
 }
 
 #[test]
+fn email_constraint_finds_address_lookups() {
+    let cases: &[(&str, Option<&str>)] = &[
+        (r#"emails[type eq "work"].value eq "ana@example.com""#, Some("ana@example.com")),
+        (r#"emails.value eq "Ana@Example.com""#, Some("Ana@Example.com")),
+        (r#"EMAILS.VALUE eq "a@b.co""#, Some("a@b.co")),
+        (r#"emails[type eq "work" and value eq "a@b.co"]"#, Some("a@b.co")),
+        (r#"emails[value eq "a@b.co"]"#, Some("a@b.co")),
+        (r#"urn:ietf:params:scim:schemas:core:2.0:User:emails.value eq "a@b.co""#, Some("a@b.co")),
+        (r#"active eq true and emails[type eq "work"].value eq "a@b.co""#, Some("a@b.co")),
+        (r#"emails[type eq "work"].value eq "a@b.co" or userName eq "x""#, None),
+        (r#"emails[type eq "work"].value co "a@b.co""#, None),
+        (r#"emails[type eq "work" or value eq "a@b.co"]"#, None),
+        (r#"emails[type eq "work"]"#, None),
+        (r#"emails.type eq "work""#, None),
+        (r#"not (emails.value eq "a@b.co")"#, None),
+        (r#"urn:x:y:emails.value eq "a@b.co""#, None),
+        (r#"userName eq "a@b.co""#, None),
+    ];
+    for (filter, expected) in cases {
+        let f = Filter::parse(filter).unwrap();
+        assert_eq!(f.email_constraint(), *expected, "{filter}");
+    }
+}
+
+#[test]
 fn syntax_errors_are_invalid_filter_with_position() {
     let cases: &[(&str, &str)] = &[
         ("", "empty filter"),
