@@ -7,7 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use scim_sidecar::zulip::fake::{
-    Failure, FakeGroup, FakeUser, FakeZulip, RateLimitRules, DEMO_API_KEY, DEMO_SERVICE_EMAIL,
+    Failure, FakeGroup, FakeProfileField, FakeUser, FakeZulip, RateLimitRules, DEMO_API_KEY,
+    DEMO_SERVICE_EMAIL,
 };
 use serde_json::{json, Map, Value};
 
@@ -16,6 +17,8 @@ const GROUPS: &str = include_str!("../fixtures/zulip-transcripts/user-groups.jso
 const AUTH: &str = include_str!("../fixtures/zulip-transcripts/auth-and-errors.json");
 const RATE: &str = include_str!("../fixtures/zulip-transcripts/rate-limit.json");
 const SETTINGS: &str = include_str!("../fixtures/zulip-transcripts/server-settings.json");
+const PROFILE: &str = include_str!("../fixtures/zulip-transcripts/profile-fields.json");
+const EVENTS: &str = include_str!("../fixtures/zulip-transcripts/events.json");
 
 const OWNER_KEY: &str = "ownerkeyownerkeyownerkeyownerkey";
 const ADMIN_KEY: &str = "adminkeyadminkeyadminkeyadminkey";
@@ -34,6 +37,19 @@ const SYSTEM: [(u64, &str); 8] = [
     (14, "role:members"),
     (15, "role:everyone"),
     (16, "role:internet"),
+];
+
+/// The dev realm's custom profile fields (ids 1 to 9): name, type, hint, field_data.
+const DEV_FIELDS: [(&str, u8, &str, &str); 9] = [
+    ("Phone number", 1, "", ""),
+    ("Biography", 2, "What are you known for?", ""),
+    ("Favorite food", 1, "Or drink, if you'd prefer", ""),
+    ("Favorite editor", 3, "", r#"{"0":{"text":"Vim","order":"1"},"1":{"text":"Emacs","order":"2"}}"#),
+    ("Birthday", 4, "", ""),
+    ("Favorite website", 5, "Or your personal blog's URL", ""),
+    ("Mentor", 6, "", ""),
+    ("GitHub username", 7, "", r#"{"subtype":"github"}"#),
+    ("Pronouns", 8, "What pronouns should people use to refer to you?", ""),
 ];
 
 fn load(text: &str) -> Vec<Value> {
@@ -68,6 +84,25 @@ impl Replay {
             .await
             .expect("fake starts");
         let by = |e: &str| fake.user_by_email(e).expect("seeded").user_id;
+        for (name, field_type, hint, data) in DEV_FIELDS {
+            fake.insert_profile_field(FakeProfileField::new(name, field_type).hint(hint).field_data(data));
+        }
+        // King Hamlet's profile (users.json #21; the mentor is iago, 11).
+        let mentor = format!("[{}]", by("iago@zulip.com"));
+        fake.modify_user(by("hamlet@zulip.com"), |u| {
+            let values = [
+                "+0-11-23-456-7890",
+                "I am:\n* The prince of Denmark\n* Nephew to the usurping Claudius",
+                "Dark chocolate",
+                "0",
+                "1900-01-01",
+                "https://blog.zulig.org",
+                &mentor,
+                "zulipbot",
+                "he/him",
+            ];
+            u.profile_data = (1..).zip(values.map(str::to_string)).collect();
+        });
         let mut bot = FakeUser::new("commit-bot@zulip.com", "Zulip Commit Bot").bot();
         bot.bot_owner_id = Some(by("desdemona@zulip.com"));
         let bot_id = fake.insert_user(bot);
@@ -183,6 +218,27 @@ impl Replay {
         };
         match key {
             "members" | "add" | "delete" | "user_ids" => ids(&|n| self.map_user(n)),
+            // Person-picker values are user ids; field ids are the transcript's.
+            "profile_data" => match &v {
+                Value::Array(items) => {
+                    let mapped: Vec<Value> = items
+                        .iter()
+                        .map(|item| {
+                            let mut item = item.clone();
+                            if let Some(Value::Array(ids)) = item.get_mut("value") {
+                                for id in ids.iter_mut() {
+                                    if let Some(n) = id.as_u64() {
+                                        *id = json!(self.map_user(n));
+                                    }
+                                }
+                            }
+                            item
+                        })
+                        .collect();
+                    Value::Array(mapped).to_string()
+                }
+                _ => value.to_string(),
+            },
             "subgroups" | "add_subgroups" | "delete_subgroups" => ids(&|n| self.map_group(n)),
             k if k.starts_with("can_") => self.map_setting(&v, false).to_string(),
             _ => value.to_string(),
@@ -191,7 +247,9 @@ impl Replay {
 
     /// Maps the user id inside the few messages that carry one.
     fn map_msg(&self, msg: &str) -> String {
-        for prefix in ["Invalid user ID: ", "User ", "There is no member '"] {
+        for prefix in
+            ["Invalid user ID: ", "Invalid user IDs: ", "User with ID ", "User ", "There is no member '"]
+        {
             if let Some(rest) = msg.strip_prefix(prefix) {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 if let Ok(n) = digits.parse::<u64>() {
@@ -281,6 +339,10 @@ impl Replay {
             assert_eq!(keys(&got), keys(body), "#{i} {title}: top-level keys");
             self.check_users(i, title, &got, body);
             self.check_groups(i, title, &got, body);
+            if let Some(fields) = body.get("custom_fields") {
+                // The fake numbers fields like the dev realm: the whole list, byte for byte.
+                assert_eq!(got["custom_fields"].to_string(), fields.to_string(), "#{i} {title}");
+            }
         }
         got
     }
@@ -300,6 +362,16 @@ impl Replay {
         }
         if let Some(owner) = u.get("bot_owner_id").and_then(Value::as_u64) {
             u.insert("bot_owner_id".into(), json!(self.rev_user(owner)));
+        }
+        // Person-picker values ("[10,9]") name users.
+        if let Some(Value::Object(profile)) = u.get_mut("profile_data") {
+            for entry in profile.values_mut() {
+                let ids = entry["value"].as_str().and_then(|v| serde_json::from_str::<Vec<u64>>(v).ok());
+                if let Some(ids) = ids {
+                    let ids: Vec<u64> = ids.into_iter().map(|n| self.rev_user(n)).collect();
+                    entry["value"] = json!(json!(ids).to_string());
+                }
+            }
         }
         Value::Object(u)
     }
@@ -324,6 +396,10 @@ impl Replay {
             assert_eq!(got.get(f), want.get(f), "#{i} {title}: user field {f}");
         }
         assert_eq!(got["avatar_url"].is_null(), want["avatar_url"].is_null(), "#{i} avatar");
+        if let Some(profile) = want.get("profile_data") {
+            // Byte for byte: keys (field ids as strings) in order, rendered_value only for text.
+            assert_eq!(got["profile_data"].to_string(), profile.to_string(), "#{i} {title}: profile_data");
+        }
         let minute = got["date_joined"].as_str().unwrap();
         assert_eq!(minute.len(), "2026-11-24T01:27+00:00".len(), "#{i} date_joined {minute}");
     }
@@ -439,8 +515,6 @@ async fn users_transcript_replays_against_the_fake() {
                 r.users.insert(229, 229);
                 continue;
             }
-            // profile_data for fields the fake does not model.
-            70..=73 => continue,
             // POST /bots is not part of the fake: add the bot out of band.
             84 => {
                 let mut bot = FakeUser::new("zt-4az4k5-bot@zulipdev.com", "ZtBot 4az4k5").bot();
@@ -530,6 +604,62 @@ async fn last_owner_rules_match_the_transcript() {
     fake.insert_user(FakeUser::new("second@example.com", "Second Member"));
     r.replay(100, &ex[100]).await;
     fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn profile_fields_transcript_replays_against_the_fake() {
+    let mut r = Replay::dev_realm().await;
+    // The transcript's users as users.json left them: alice (227) and bob (228, deactivated).
+    let alice = r.fake.insert_user(FakeUser::new("zt-4az4k5-alice2@example.com", "Alice ByEmail Zt4az4k5"));
+    let bob = r.fake.insert_user(FakeUser::new("zt-4az4k5-bob@example.com", "Bob Zt4az4k5").deactivated());
+    r.users.insert(227, alice);
+    r.users.insert(228, bob);
+    for (i, e) in load(PROFILE).iter().enumerate() {
+        let got = r.replay(i, e).await;
+        if e["request"]["method"] == "POST" && e["response"]["status"] == 200 {
+            assert_eq!(got["id"], e["response"]["body"]["id"], "#{i}: ids follow the dev realm's");
+        }
+    }
+    // The state the transcript ends in: the three new fields are gone, with their values.
+    let names: Vec<String> = r.fake.profile_fields().into_iter().map(|f| f.name).collect();
+    assert_eq!(names, DEV_FIELDS.map(|(name, ..)| name.to_string()));
+    assert!(r.fake.user(alice).unwrap().profile_data.is_empty());
+    r.fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn profile_data_event_matches_the_transcript() {
+    let mut r = Replay::dev_realm().await;
+    let eve = r.fake.insert_user(FakeUser::new("zt-4az4k5m2j-eve@example.com", "Eve Zt4az4k5m2j"));
+    r.users.insert(240, eve);
+    let ex = load(EVENTS);
+    assert_eq!(ex[0]["request"]["form"]["event_types"], r#"["realm_user", "user_group"]"#);
+    let (status, _, text) = r.send(&ex[0]).await;
+    assert_eq!(status, 200, "{text}");
+    let queue = serde_json::from_str::<Value>(&text).unwrap()["queue_id"].as_str().unwrap().to_string();
+    r.replay(21, &ex[21]).await;
+    let events: Value = r
+        .http
+        .get(format!("{}api/v1/events", r.fake.base_url()))
+        .basic_auth("desdemona@zulip.com", Some(OWNER_KEY))
+        .query(&[("queue_id", queue.as_str()), ("last_event_id", "-1"), ("dont_block", "true")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got = events["events"].as_array().unwrap();
+    let want = ex[22]["response"]["body"]["events"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{events}");
+    for (g, w) in got.iter().zip(want) {
+        let mut g = g.clone();
+        assert_eq!(g["person"]["user_id"], json!(eve));
+        g["person"]["user_id"] = json!(240);
+        g["id"] = w["id"].clone();
+        assert_eq!(g.to_string(), w.to_string(), "byte for byte but the ids");
+    }
+    r.fake.shutdown().await;
 }
 
 #[tokio::test]

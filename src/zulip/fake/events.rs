@@ -9,6 +9,13 @@
 //! a role change is a `role` update followed by system-group membership changes; a new
 //! address is a `delivery_email` update followed by an avatar update; group deactivation is
 //! `op: "remove"`; one event per changed group property.
+//!
+//! Custom profile fields: every write to the field list sends `custom_profile_fields` with
+//! the whole list (deleting a field sends nothing per user, though the values go); a changed
+//! value sends `realm_user`/`update` with `custom_profile_field: {id, value,
+//! rendered_value}` (rendered only for text types), a cleared one `{id, value: null}`
+//! (Zulip's `check_remove_custom_profile_field_value`). Clears come before sets, each in
+//! field-id order (Zulip: clears, then sets, each in request order).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -80,6 +87,7 @@ pub(crate) struct Before {
     users: BTreeMap<u64, Option<FakeUser>>,
     groups: BTreeMap<u64, FakeGroup>,
     next_user_id: u64,
+    profile_fields_version: u64,
 }
 
 /// How a `GET /events` starts.
@@ -229,7 +237,12 @@ impl EventQueues {
         for bot in realm.users.values().filter(|u| u.bot_owner_id.is_some_and(|o| touched.contains(&o))) {
             users.insert(bot.user_id, Some(bot.clone()));
         }
-        Some(Before { users, groups: realm.groups.clone(), next_user_id: realm.next_user_id })
+        Some(Before {
+            users,
+            groups: realm.groups.clone(),
+            next_user_id: realm.next_user_id,
+            profile_fields_version: realm.profile_fields_version,
+        })
     }
 
     /// Queues the events that turn `before` into the current `realm`, rendered for each
@@ -279,6 +292,9 @@ fn blocking_answer(events: Vec<Value>, queue_id: &str) -> Data {
 /// The events (without ids) from `before` to `realm`, as `viewer` receives them.
 fn changes(realm: &Realm, viewer: &FakeUser, before: &Before) -> Vec<Value> {
     let mut out = Vec::new();
+    if before.profile_fields_version != realm.profile_fields_version {
+        out.push(json!({"type": "custom_profile_fields", "fields": realm.render_profile_fields()}));
+    }
     let mut reactivated = Vec::new();
     for (id, old) in &before.users {
         match (old, realm.users.get(id)) {
@@ -369,6 +385,9 @@ fn user_updates(realm: &Realm, viewer: &FakeUser, old: &FakeUser, new: &FakeUser
     if old.full_name != new.full_name {
         push(json!({"user_id": id, "full_name": new.full_name}));
     }
+    for field in profile_changes(realm, old, new) {
+        push(json!({"user_id": id, "custom_profile_field": field}));
+    }
     let seen = |u: &FakeUser| realm.can_see_email(viewer, u).then(|| u.delivery_email.clone());
     if seen(old) != seen(new) {
         push(json!({"user_id": id, "delivery_email": seen(new)}));
@@ -391,6 +410,31 @@ fn user_updates(realm: &Realm, viewer: &FakeUser, old: &FakeUser, new: &FakeUser
     }
 }
 
+/// `custom_profile_field` bodies for the values that differ (fields that still exist only:
+/// a deleted field's values vanish silently): clears, then sets, each by field id.
+fn profile_changes(realm: &Realm, old: &FakeUser, new: &FakeUser) -> Vec<Value> {
+    let ids: BTreeSet<u64> = old.profile_data.keys().chain(new.profile_data.keys()).copied().collect();
+    let mut clears = Vec::new();
+    let mut sets = Vec::new();
+    for id in ids {
+        let Some(field) = realm.profile_fields.get(&id) else {
+            continue;
+        };
+        match (old.profile_data.get(&id), new.profile_data.get(&id)) {
+            (Some(_), None) => clears.push(json!({"id": id, "value": null})),
+            (before, Some(value)) if before != Some(value) => {
+                let mut body = Map::new();
+                body.insert("id".into(), json!(id));
+                body.extend(realm.render_profile_value(field, value));
+                sets.push(Value::Object(body));
+            }
+            _ => {}
+        }
+    }
+    clears.extend(sets);
+    clears
+}
+
 /// Items of `a` not in `b`, in `a`'s order.
 fn only_in(a: &[u64], b: &[u64]) -> Vec<u64> {
     if b.len() < 32 {
@@ -403,7 +447,8 @@ fn only_in(a: &[u64], b: &[u64]) -> Vec<u64> {
 
 /// `POST /register`: a queue for the caller, plus the initial state asked for
 /// (`fetch_event_types`, default `event_types`): `realm_user` gives `realm_users` (active, no
-/// `is_active` field) and `realm_non_active_users`; `realm_user_groups` gives the active groups.
+/// `is_active` field) and `realm_non_active_users`; `realm_user_groups` gives the active groups;
+/// `custom_profile_fields` gives the field list and `custom_profile_field_types`.
 pub(crate) fn register(
     realm: &Realm,
     queues: &mut EventQueues,
@@ -458,7 +503,30 @@ pub(crate) fn register(
             .collect();
         d.insert("realm_user_groups".into(), Value::Array(groups));
     }
+    if fetches("custom_profile_fields") {
+        d.insert("custom_profile_fields".into(), Value::Array(realm.render_profile_fields()));
+        d.insert("custom_profile_field_types".into(), field_types());
+    }
     Ok(d)
+}
+
+/// `custom_profile_field_types` of `POST /register`, in Zulip's order (sorted by name).
+fn field_types() -> Value {
+    const TYPES: [(&str, u8, &str); 8] = [
+        ("DATE", 4, "Date"),
+        ("EXTERNAL_ACCOUNT", 7, "External account"),
+        ("URL", 5, "Link"),
+        ("SELECT", 3, "List of options"),
+        ("PRONOUNS", 8, "Pronouns"),
+        ("LONG_TEXT", 2, "Text (long)"),
+        ("SHORT_TEXT", 1, "Text (short)"),
+        ("USER", 6, "Users"),
+    ];
+    let mut m = Map::new();
+    for (key, id, name) in TYPES {
+        m.insert(key.into(), json!({"id": id, "name": name}));
+    }
+    Value::Object(m)
 }
 
 #[cfg(test)]

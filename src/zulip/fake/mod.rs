@@ -4,10 +4,12 @@
 //! client's wire types (a serialisation bug must not cancel itself out). Layout:
 //! - [`model`]: users, groups, the realm's rules (system groups, e-mail visibility, rendering);
 //! - [`wire`]: parameters (form body + query, JSON-typed values), envelopes, Basic auth;
-//! - [`routes`]: path → route, allowed methods, dispatch; [`users`], [`groups`] and
-//!   [`channels`]: endpoints (channels: `GET /streams`, `GET /streams/{id}/members`,
-//!   `GET /users/{id}/channels`, `DELETE /users/me/subscriptions`; `POST /users`
-//!   subscribes the new user to the default channels; no channel events);
+//! - [`routes`]: path → route, allowed methods, dispatch; [`users`], [`groups`],
+//!   [`channels`] and [`profile_fields`]: endpoints (channels: `GET /streams`,
+//!   `GET /streams/{id}/members`, `GET /users/{id}/channels`,
+//!   `DELETE /users/me/subscriptions`; `POST /users` subscribes the new user to the default
+//!   channels; no channel events; custom profile fields: `/realm/profile_fields[/{id}]` and
+//!   the `profile_data` of `PATCH /users/{id}`);
 //! - [`ratelimit`]: per-account sliding windows with `X-RateLimit-*` headers;
 //! - [`events`]: `POST /register`, `GET /events` (long-poll), `DELETE /events`, and the events
 //!   that every change generates (REST writes and the out-of-band helpers alike).
@@ -19,6 +21,7 @@ mod channels;
 mod events;
 mod groups;
 mod model;
+mod profile_fields;
 mod ratelimit;
 mod routes;
 mod users;
@@ -40,7 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use events::EventQueueInfo;
-pub use model::{FakeChannel, FakeGroup, FakeUser};
+pub use model::{FakeChannel, FakeGroup, FakeProfileField, FakeUser};
 pub use ratelimit::RateLimitRules;
 
 use events::{EventQueues, PollStart};
@@ -285,6 +288,62 @@ impl FakeZulip {
         });
     }
 
+    /// The realm's custom profile fields, in listing order.
+    pub fn profile_fields(&self) -> Vec<FakeProfileField> {
+        self.inner.lock().realm.profile_fields_in_order().into_iter().cloned().collect()
+    }
+
+    /// Adds a field "in Zulip's UI" (no validation) and returns its id; sends
+    /// `custom_profile_fields` like `POST /realm/profile_fields`.
+    pub fn add_profile_field(&self, name: &str, field_type: u8) -> u64 {
+        self.insert_profile_field(FakeProfileField::new(name, field_type))
+    }
+
+    /// Adds (or replaces) a field; id 0 = assign, order 0 = the id. Sends
+    /// `custom_profile_fields`.
+    pub fn insert_profile_field(&self, field: FakeProfileField) -> u64 {
+        self.inner.lock().change(&[], |realm| realm.insert_profile_field(field))
+    }
+
+    /// Renames a field out of band (nothing happens for an unknown id); sends
+    /// `custom_profile_fields`.
+    pub fn rename_profile_field(&self, field_id: u64, name: &str) {
+        self.inner.lock().change(&[], |realm| {
+            if let Some(f) = realm.profile_fields.get_mut(&field_id) {
+                f.name = name.to_string();
+                realm.profile_fields_version += 1;
+            }
+        });
+    }
+
+    /// Deletes a field and every user's value for it; sends `custom_profile_fields` and,
+    /// like Zulip, nothing per user.
+    pub fn delete_profile_field(&self, field_id: u64) {
+        self.inner.lock().change(&[], |realm| realm.remove_profile_field(field_id));
+    }
+
+    /// A user's value for a field, as stored (a person picker's is JSON text, `"[10,9]"`).
+    pub fn profile_value(&self, user_id: u64, field_id: u64) -> Option<String> {
+        self.inner.lock().realm.users.get(&user_id).and_then(|u| u.profile_data.get(&field_id).cloned())
+    }
+
+    /// Sets (`Some`) or clears (`None` or `Some("")`) a user's value as stored, without
+    /// validation; nothing happens for an unknown user or field. Sends the `realm_user`
+    /// update a REST change would.
+    pub fn set_profile_value(&self, user_id: u64, field_id: u64, value: Option<String>) {
+        self.inner.lock().change(&[user_id], |realm| {
+            if !realm.profile_fields.contains_key(&field_id) {
+                return;
+            }
+            if let Some(u) = realm.users.get_mut(&user_id) {
+                match value.filter(|v| !v.is_empty()) {
+                    Some(v) => u.profile_data.insert(field_id, v),
+                    None => u.profile_data.remove(&field_id),
+                };
+            }
+        });
+    }
+
     /// Registered event queues with their newest event id (tests wait for a consumer to have
     /// applied that id).
     pub fn event_queues(&self) -> Vec<EventQueueInfo> {
@@ -357,6 +416,13 @@ impl FakeZulipBuilder {
     pub fn with_user(mut self, user: FakeUser) -> Self {
         // System groups are derived once in `start`, so seeding N users is O(N).
         self.realm.insert_user_unsynced(user);
+        self
+    }
+
+    /// Adds a custom profile field (ids from 1, in call order); values go in
+    /// [`FakeUser::profile_data`].
+    pub fn with_profile_field(mut self, name: &str, field_type: u8) -> Self {
+        self.realm.insert_profile_field(FakeProfileField::new(name, field_type));
         self
     }
 

@@ -1,5 +1,6 @@
 //! The fake's own state types (never the client's wire types) and the realm rules derived
-//! from them: system-group membership, e-mail visibility, JSON rendering of users and groups.
+//! from them: system-group membership, e-mail visibility, JSON rendering of users, groups and
+//! custom profile fields.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +29,16 @@ pub(crate) const GROUP_SETTINGS: [&str; 6] = [
     "can_mention_group",
     "can_remove_members_group",
 ];
+
+/// Custom profile field types (zulip-rest-api.md §11).
+pub(crate) const FIELD_SHORT_TEXT: u8 = 1;
+pub(crate) const FIELD_LONG_TEXT: u8 = 2;
+pub(crate) const FIELD_SELECT: u8 = 3;
+pub(crate) const FIELD_DATE: u8 = 4;
+pub(crate) const FIELD_URL: u8 = 5;
+pub(crate) const FIELD_USER: u8 = 6;
+pub(crate) const FIELD_EXTERNAL_ACCOUNT: u8 = 7;
+pub(crate) const FIELD_PRONOUNS: u8 = 8;
 
 /// System groups in creation order: (name, description, role predicate, direct subgroup).
 const SYSTEM_GROUPS: [(&str, &str, &[u16], Option<&str>); 8] = [
@@ -84,6 +95,33 @@ pub struct FakeUser {
     /// Server-side flag needed by `new_email` (not settable through the API).
     pub can_change_user_emails: bool,
     pub bot_owner_id: Option<u64>,
+    /// Custom profile field values by field id, as Zulip stores them: text as given, a
+    /// person picker's ids as JSON text (`"[10,9]"`). Never empty strings (a falsy value
+    /// clears the field).
+    pub profile_data: BTreeMap<u64, String>,
+}
+
+/// A custom profile field of the realm as the fake stores it (`GET /realm/profile_fields`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeProfileField {
+    /// 0 means "assign one on insertion" (ids increase from 1 and are never reused).
+    pub id: u64,
+    /// Unique in the realm, case-sensitively (Zulip's `unique_together`).
+    pub name: String,
+    /// 1 short text, 2 long text, 3 list of options, 4 date, 5 link, 6 person picker,
+    /// 7 external account, 8 pronouns.
+    pub field_type: u8,
+    pub hint: String,
+    /// JSON text as Zulip stores it (options of type 3, `{"subtype":…}` of type 7); `""`
+    /// when unused.
+    pub field_data: String,
+    /// Sort key of the listing. Zulip sets it to the id on creation and to the position
+    /// (from 0) on reorder; 0 on insertion means "the id".
+    pub order: i64,
+    pub required: bool,
+    pub editable_by_user: bool,
+    /// Listed only when true.
+    pub display_in_profile_summary: bool,
 }
 
 /// A user group as the fake stores it.
@@ -144,6 +182,7 @@ impl FakeUser {
             can_create_users: false,
             can_change_user_emails: false,
             bot_owner_id: None,
+            profile_data: BTreeMap::new(),
         }
     }
 
@@ -203,6 +242,47 @@ impl FakeGroup {
     }
 }
 
+// === impl FakeProfileField ===
+
+impl FakeProfileField {
+    /// No hint, no field data, not required, editable by users; id 0 = assign, order 0 =
+    /// the id.
+    pub fn new(name: &str, field_type: u8) -> Self {
+        FakeProfileField {
+            id: 0,
+            name: name.to_string(),
+            field_type,
+            hint: String::new(),
+            field_data: String::new(),
+            order: 0,
+            required: false,
+            editable_by_user: true,
+            display_in_profile_summary: false,
+        }
+    }
+
+    pub fn id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn hint(mut self, hint: &str) -> Self {
+        self.hint = hint.to_string();
+        self
+    }
+
+    /// JSON text, e.g. `{"0":{"text":"Day","order":"1"}}` for a list of options.
+    pub fn field_data(mut self, field_data: &str) -> Self {
+        self.field_data = field_data.to_string();
+        self
+    }
+
+    /// Short and long text values are rendered as Markdown (`rendered_value`).
+    pub(crate) fn is_renderable(&self) -> bool {
+        matches!(self.field_type, FIELD_SHORT_TEXT | FIELD_LONG_TEXT)
+    }
+}
+
 // === impl FakeChannel ===
 
 impl FakeChannel {
@@ -244,9 +324,14 @@ pub(crate) struct Realm {
     pub users: BTreeMap<u64, FakeUser>,
     pub groups: BTreeMap<u64, FakeGroup>,
     pub channels: BTreeMap<u64, FakeChannel>,
+    pub profile_fields: BTreeMap<u64, FakeProfileField>,
     pub next_user_id: u64,
     pub next_group_id: u64,
     pub next_channel_id: u64,
+    pub next_profile_field_id: u64,
+    /// Bumped by every write to the field list, changed or not: Zulip sends a
+    /// `custom_profile_fields` event after each one.
+    pub profile_fields_version: u64,
     pub feature_level: u32,
     /// Host (no port) of the realm: dummy emails `user<id>@<host>`, Host enforcement.
     pub realm_host: String,
@@ -261,10 +346,14 @@ impl Realm {
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
             channels: BTreeMap::new(),
+            profile_fields: BTreeMap::new(),
             // Distinct id ranges make user-id/group-id/channel-id mix-ups visible in tests.
             next_user_id: 8,
             next_group_id: 30,
             next_channel_id: 500,
+            // Like Zulip's: a realm's fields are numbered from 1.
+            next_profile_field_id: 1,
+            profile_fields_version: 0,
             feature_level: 442,
             realm_host: "zulip.example.com".to_string(),
             enforce_host: false,
@@ -309,6 +398,88 @@ impl Realm {
         let id = channel.stream_id;
         self.channels.insert(id, channel);
         id
+    }
+
+    /// Adds (or replaces) a custom profile field; assigns an id when `id == 0` and sets
+    /// `order` to the id when it is 0, like Zulip's creation.
+    pub fn insert_profile_field(&mut self, mut field: FakeProfileField) -> u64 {
+        if field.id == 0 {
+            field.id = self.next_profile_field_id;
+        }
+        self.next_profile_field_id = self.next_profile_field_id.max(field.id.saturating_add(1));
+        if field.order == 0 {
+            field.order = i64::try_from(field.id).unwrap_or(i64::MAX);
+        }
+        let id = field.id;
+        self.profile_fields.insert(id, field);
+        self.profile_fields_version += 1;
+        id
+    }
+
+    /// Deletes a field and every user's value for it (O(users)); `false` if unknown.
+    pub fn remove_profile_field(&mut self, id: u64) -> bool {
+        if self.profile_fields.remove(&id).is_none() {
+            return false;
+        }
+        for u in self.users.values_mut() {
+            u.profile_data.remove(&id);
+        }
+        self.profile_fields_version += 1;
+        true
+    }
+
+    /// The fields in listing order (Zulip's `order_by("order")`; ties by id).
+    pub fn profile_fields_in_order(&self) -> Vec<&FakeProfileField> {
+        let mut fields: Vec<&FakeProfileField> = self.profile_fields.values().collect();
+        fields.sort_by_key(|f| (f.order, f.id));
+        fields
+    }
+
+    /// A field as `GET /realm/profile_fields` lists it (Zulip's `as_dict`).
+    pub fn render_profile_field(&self, f: &FakeProfileField) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("id".into(), json!(f.id));
+        m.insert("name".into(), json!(f.name));
+        m.insert("type".into(), json!(f.field_type));
+        m.insert("hint".into(), json!(f.hint));
+        m.insert("field_data".into(), json!(f.field_data));
+        m.insert("order".into(), json!(f.order));
+        m.insert("required".into(), json!(f.required));
+        m.insert("editable_by_user".into(), json!(f.editable_by_user));
+        if f.display_in_profile_summary {
+            m.insert("display_in_profile_summary".into(), json!(true));
+        }
+        m
+    }
+
+    /// Every field, in listing order.
+    pub fn render_profile_fields(&self) -> Vec<Value> {
+        self.profile_fields_in_order()
+            .into_iter()
+            .map(|f| Value::Object(self.render_profile_field(f)))
+            .collect()
+    }
+
+    /// `{"value": …, "rendered_value": …}` (rendered only for the text types).
+    pub fn render_profile_value(&self, field: &FakeProfileField, value: &str) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("value".into(), json!(value));
+        if field.is_renderable() {
+            m.insert("rendered_value".into(), json!(render_markdown(value)));
+        }
+        m
+    }
+
+    /// A human's `profile_data`: only the fields with a value, keyed by the field id as a
+    /// string, in ascending field-id order.
+    pub fn render_profile_data(&self, u: &FakeUser) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (id, value) in &u.profile_data {
+            if let Some(field) = self.profile_fields.get(id) {
+                m.insert(id.to_string(), Value::Object(self.render_profile_value(field, value)));
+            }
+        }
+        m
     }
 
     /// The realm's starting channels (once): "general" and "random" are default channels,
@@ -504,7 +675,7 @@ impl Realm {
             m.insert("bot_type".into(), json!(1));
             m.insert("bot_owner_id".into(), json!(u.bot_owner_id));
         } else if profile_fields {
-            m.insert("profile_data".into(), json!({}));
+            m.insert("profile_data".into(), Value::Object(self.render_profile_data(u)));
         }
         m
     }
@@ -688,6 +859,44 @@ pub(crate) fn check_group_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Zulip's Markdown rendering of a profile value, for the plain-text subset the fake
+/// supports: paragraphs (split on blank lines, single newlines become `<br>`), `*`/`-`/`+`
+/// bullet lists, and HTML escaping. No inline markup, links or mentions.
+pub(crate) fn render_markdown(text: &str) -> String {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    // (is a bullet list, escaped lines); a blank line or a change of kind starts a block.
+    let mut blocks: Vec<(bool, Vec<String>)> = Vec::new();
+    let mut open = false;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            open = false;
+            continue;
+        }
+        let bullet = ["* ", "- ", "+ "].iter().find_map(|b| line.strip_prefix(b));
+        let (is_list, content) = match bullet {
+            Some(item) => (true, item.trim()),
+            None => (false, line),
+        };
+        match blocks.last_mut() {
+            Some((kind, lines)) if open && *kind == is_list => lines.push(escape(content)),
+            _ => blocks.push((is_list, vec![escape(content)])),
+        }
+        open = true;
+    }
+    let html: Vec<String> = blocks
+        .iter()
+        .map(|(is_list, lines)| {
+            if *is_list {
+                let items: Vec<String> = lines.iter().map(|l| format!("<li>{l}</li>")).collect();
+                format!("<ul>\n{}\n</ul>", items.join("\n"))
+            } else {
+                format!("<p>{}</p>", lines.join("<br>\n"))
+            }
+        })
+        .collect();
+    html.join("\n")
 }
 
 /// Gravatar-style URL. Zulip hashes with MD5; the fake uses the first 32 hex digits of

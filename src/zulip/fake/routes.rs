@@ -3,7 +3,7 @@
 use super::model::{FakeUser, Realm};
 use super::users::{Data, UserRef};
 use super::wire::{ApiResult, Params};
-use super::{channels, groups, users};
+use super::{channels, groups, profile_fields, users};
 
 /// A known `/api/v1/…` route.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,10 @@ pub(crate) enum Route {
     GroupMember(u64, u64),
     GroupSubgroups(u64),
     GroupDeactivate(u64),
+    /// `GET` (list), `POST` (create), `PATCH` (reorder) `/realm/profile_fields`.
+    ProfileFields,
+    /// `PATCH` (update), `DELETE /realm/profile_fields/{id}`.
+    ProfileField(u64),
     /// `POST /register` (served by `process`, not `dispatch`: it owns the event queues).
     Register,
     /// `GET`/`DELETE /events` (likewise; a `GET` may long-poll).
@@ -70,6 +74,8 @@ impl Route {
             ["user_groups", id, "deactivate"] if feature_level >= 290 => {
                 Route::GroupDeactivate(int_segment(id)?)
             }
+            ["realm", "profile_fields"] => Route::ProfileFields,
+            ["realm", "profile_fields", id] => Route::ProfileField(int_segment(id)?),
             _ => return None,
         };
         Some(route)
@@ -95,6 +101,8 @@ impl Route {
             Route::GroupMembers(_) | Route::GroupSubgroups(_) => vec!["GET", "POST"],
             Route::GroupMember(..) => vec!["GET"],
             Route::GroupDeactivate(_) => vec!["POST"],
+            Route::ProfileFields => vec!["GET", "PATCH", "POST"],
+            Route::ProfileField(_) => vec!["PATCH", "DELETE"],
             Route::Register => vec!["POST"],
             Route::Events => vec!["GET", "DELETE"],
         };
@@ -201,6 +209,17 @@ pub(crate) fn dispatch(
             (groups::update_members(realm, caller, *id, params, true), vec!["add", "delete"])
         }
         (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
+        (Route::ProfileFields, "GET") => (profile_fields::list(realm), Vec::new()),
+        (Route::ProfileFields, "PATCH") => {
+            (profile_fields::reorder(realm, caller, params), profile_fields::REORDER_PARAMS.to_vec())
+        }
+        (Route::ProfileFields, _) => {
+            (profile_fields::create(realm, caller, params), profile_fields::CREATE_PARAMS.to_vec())
+        }
+        (Route::ProfileField(id), "PATCH") => {
+            (profile_fields::update(realm, caller, *id, params), profile_fields::UPDATE_PARAMS.to_vec())
+        }
+        (Route::ProfileField(id), _) => (profile_fields::delete(realm, caller, *id), Vec::new()),
         // Unreachable after the method check; answer like an unknown user to stay total.
         (Route::ServerSettings, _)
         | (Route::User(UserRef::Email(_)), _)
@@ -242,6 +261,10 @@ mod tests {
             ("users/12/channels", Some(Route::UserChannels(12))),
             ("users/me/subscriptions", Some(Route::UsersMeSubscriptions)),
             ("events", Some(Route::Events)),
+            ("realm/profile_fields", Some(Route::ProfileFields)),
+            ("realm/profile_fields/10", Some(Route::ProfileField(10))),
+            ("realm/profile_fields/abc", None),
+            ("realm/profile_fields/", None),
         ];
         for (path, want) in cases {
             assert_eq!(&Route::parse(&segs(path), fl), want, "{path}");
@@ -257,5 +280,7 @@ mod tests {
         assert_eq!(Route::UserGroup(1).allowed(442), ["PATCH"]);
         assert_eq!(Route::UserGroup(1).allowed(293), ["PATCH", "DELETE"]);
         assert_eq!(Route::User(UserRef::Email("x".into())).allowed(312), ["GET", "HEAD"]);
+        assert_eq!(Route::ProfileFields.allowed(442), ["GET", "PATCH", "POST", "HEAD"]);
+        assert_eq!(Route::ProfileField(1).allowed(442), ["PATCH", "DELETE"]);
     }
 }

@@ -328,3 +328,345 @@ fn unsubscribing_others_follows_zulips_rules() {
     assert_eq!(own["removed"], serde_json::json!(["random"]));
     assert_eq!(realm.user_channel_names(9), ["secret"]);
 }
+
+// === custom profile fields ===
+
+/// A realm with an owner (8), a member (9), a deactivated member (10), a bot (11), and the
+/// fields "Team" (short text, 1), "Bio" (long text, 2), "Shift" (select Day/Night, 3),
+/// "Manager" (person picker, 4).
+fn profile_realm() -> (Realm, FakeUser) {
+    let mut realm = Realm::new();
+    let owner = realm.insert_user(FakeUser::new("owner@example.com", "Owner").role(OWNER));
+    realm.insert_user(FakeUser::new("member@example.com", "Member"));
+    realm.insert_user(FakeUser::new("gone@example.com", "Gone").deactivated());
+    realm.insert_user(FakeUser::new("bot@example.com", "Bot").bot());
+    for field in [
+        FakeProfileField::new("Team", 1),
+        FakeProfileField::new("Bio", 2).hint("What are you known for?"),
+        FakeProfileField::new("Shift", 3)
+            .field_data(r#"{"0":{"text":"Day","order":"1"},"1":{"text":"Night","order":"2"}}"#),
+        FakeProfileField::new("Manager", 6),
+    ] {
+        realm.insert_profile_field(field);
+    }
+    let owner = realm.users[&owner].clone();
+    (realm, owner)
+}
+
+fn form(p: &[(&str, &str)]) -> Params {
+    Params::new(&[], &pairs(p))
+}
+
+fn create_field(realm: &mut Realm, caller: &FakeUser, p: &[(&str, &str)]) -> Result<u64, ApiError> {
+    super::profile_fields::create(realm, caller, &form(p)).map(|d| d["id"].as_u64().unwrap())
+}
+
+fn patch_profile(realm: &mut Realm, caller: &FakeUser, user: u64, data: &str) -> Result<(), String> {
+    let target = super::users::UserRef::Id(user);
+    super::users::update(realm, caller, &target, &form(&[("profile_data", data)]))
+        .map(|_| ())
+        .map_err(|e| e.msg)
+}
+
+#[test]
+fn profile_fields_render_like_the_transcript() {
+    let (mut realm, _) = profile_realm();
+    let fields = super::profile_fields::list(&realm).unwrap();
+    assert_eq!(
+        fields["custom_fields"][1],
+        serde_json::json!({"id": 2, "name": "Bio", "type": 2, "hint": "What are you known for?",
+                           "field_data": "", "order": 2, "required": false, "editable_by_user": true})
+    );
+    let keys: Vec<&String> = fields["custom_fields"][0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["id", "name", "type", "hint", "field_data", "order", "required", "editable_by_user"],
+        "key order as Zulip's as_dict; display_in_profile_summary omitted when false"
+    );
+    if let Some(f) = realm.profile_fields.get_mut(&1) {
+        f.display_in_profile_summary = true;
+    }
+    assert_eq!(realm.render_profile_fields()[0]["display_in_profile_summary"], true);
+}
+
+#[test]
+fn creating_profile_fields_follows_zulips_checks() {
+    let (mut realm, owner) = profile_realm();
+    let member = realm.users[&9].clone();
+    let err = |realm: &mut Realm, caller: &FakeUser, p: &[(&str, &str)]| {
+        let e = create_field(realm, caller, p).unwrap_err();
+        (e.code, e.msg)
+    };
+    let bad = |msg: &str| ("BAD_REQUEST".to_string(), msg.to_string());
+    assert_eq!(
+        err(&mut realm, &member, &[("name", "X"), ("field_type", "1")]),
+        ("UNAUTHORIZED_PRINCIPAL".into(), "Must be an organization administrator".into())
+    );
+    let missing = create_field(&mut realm, &owner, &[("name", "X")]).unwrap_err();
+    assert_eq!(
+        (missing.code.as_str(), missing.msg.as_str()),
+        ("REQUEST_VARIABLE_MISSING", "Missing 'field_type' argument")
+    );
+    assert_eq!(missing.body()["var_name"], "field_type");
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "  "), ("field_type", "1")]),
+        bad("Label cannot be blank.")
+    );
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "Team"), ("field_type", "1")]),
+        bad("A field with that label already exists.")
+    );
+    assert_eq!(err(&mut realm, &owner, &[("name", "X"), ("field_type", "99")]), bad("Invalid field type."));
+    assert_eq!(err(&mut realm, &owner, &[("name", "X"), ("field_type", "-1")]), bad("Invalid field type."));
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "X"), ("field_type", "3")]),
+        bad("Field must have at least one choice.")
+    );
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "X"), ("field_type", "one")]),
+        bad("field_type is not valid JSON")
+    );
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "X"), ("field_type", "1"), ("field_data", "[]")]),
+        bad("field_data is not a dict")
+    );
+    assert_eq!(
+        err(
+            &mut realm,
+            &owner,
+            &[
+                ("name", "X"),
+                ("field_type", "3"),
+                ("field_data", r#"{"a":{"text":"A","order":"1"},"b":{"text":"A","order":"2"}}"#)
+            ]
+        ),
+        bad("Field must not have duplicate choices.")
+    );
+    assert_eq!(
+        err(&mut realm, &owner, &[("name", "X"), ("field_type", "1"), ("hint", &"h".repeat(81))]),
+        bad("hint is too long (limit: 80 characters)")
+    );
+    assert_eq!(
+        err(
+            &mut realm,
+            &owner,
+            &[("name", "X"), ("field_type", "2"), ("display_in_profile_summary", "true")]
+        ),
+        bad("Field type not supported for display in profile summary.")
+    );
+    assert_eq!(realm.profile_fields.len(), 4, "no error created anything");
+
+    // Ids keep increasing; order = id; the name is stripped; field_data stored compact.
+    let id = create_field(
+        &mut realm,
+        &owner,
+        &[
+            ("name", " Zt Shift "),
+            ("hint", ""),
+            ("field_type", "3"),
+            ("field_data", r#"{"0": {"text": "Day", "order": "1"}, "1": {"text": "Night", "order": "2"}}"#),
+        ],
+    )
+    .unwrap();
+    assert_eq!(id, 5);
+    let f = &realm.profile_fields[&5];
+    assert_eq!((f.name.as_str(), f.order), ("Zt Shift", 5));
+    assert_eq!(f.field_data, r#"{"0":{"text":"Day","order":"1"},"1":{"text":"Night","order":"2"}}"#);
+    // field_data is kept only for list-of-options and external-account fields.
+    let plain =
+        create_field(&mut realm, &owner, &[("name", "Y"), ("field_type", "1"), ("field_data", r#"{"a":1}"#)])
+            .unwrap();
+    assert_eq!(realm.profile_fields[&plain].field_data, "");
+    // A default external account takes Zulip's name; a second one collides.
+    let gh = create_field(
+        &mut realm,
+        &owner,
+        &[("name", "ignored"), ("field_type", "7"), ("field_data", r#"{"subtype":"github"}"#)],
+    )
+    .unwrap();
+    assert_eq!(realm.profile_fields[&gh].name, "GitHub username");
+    assert_eq!(realm.profile_fields[&gh].field_data, r#"{"subtype":"github"}"#);
+    assert_eq!(
+        err(&mut realm, &owner, &[("field_type", "7"), ("field_data", r#"{"subtype":"github"}"#)]),
+        bad("A field with that label already exists.")
+    );
+    assert_eq!(
+        err(
+            &mut realm,
+            &owner,
+            &[("name", "Z"), ("field_type", "7"), ("field_data", r#"{"subtype":"myspace"}"#)]
+        ),
+        bad("Invalid external account type")
+    );
+    // At most two fields in the profile summary.
+    for name in ["S1", "S2"] {
+        create_field(
+            &mut realm,
+            &owner,
+            &[("name", name), ("field_type", "1"), ("display_in_profile_summary", "true")],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        err(
+            &mut realm,
+            &owner,
+            &[("name", "S3"), ("field_type", "1"), ("display_in_profile_summary", "true")]
+        ),
+        bad("Only 2 custom profile fields can be displayed in the profile summary.")
+    );
+}
+
+#[test]
+fn updating_reordering_and_deleting_profile_fields() {
+    let (mut realm, owner) = profile_realm();
+    let update = |realm: &mut Realm, id: u64, p: &[(&str, &str)]| {
+        super::profile_fields::update(realm, &owner, id, &form(p)).map(|_| ()).map_err(|e| e.msg)
+    };
+    let version = realm.profile_fields_version;
+    update(&mut realm, 1, &[("name", "Team name"), ("hint", "Yours")]).unwrap();
+    assert_eq!(
+        (realm.profile_fields[&1].name.as_str(), realm.profile_fields[&1].hint.as_str()),
+        ("Team name", "Yours")
+    );
+    update(&mut realm, 1, &[("name", "Team name")]).unwrap();
+    assert_eq!(realm.profile_fields_version, version + 2, "every write counts, even without a change");
+    assert_eq!(
+        update(&mut realm, 1, &[("name", "Bio")]),
+        Err("A field with that label already exists.".into())
+    );
+    assert_eq!(update(&mut realm, 99, &[("name", "x")]), Err("Field id 99 not found.".into()));
+    // Dropping an option clears the values that used it.
+    realm.users.get_mut(&9).unwrap().profile_data.insert(3, "1".into());
+    update(&mut realm, 3, &[("field_data", r#"{"0":{"text":"Day","order":"1"}}"#)]).unwrap();
+    assert!(realm.users[&9].profile_data.is_empty());
+
+    let reorder = |realm: &mut Realm, order: &str| {
+        super::profile_fields::reorder(realm, &owner, &form(&[("order", order)]))
+            .map(|_| ())
+            .map_err(|e| e.msg)
+    };
+    assert_eq!(reorder(&mut realm, "[4, 3, 2]"), Err("Invalid order mapping.".into()));
+    reorder(&mut realm, "[4, 3, 2, 1, 77]").unwrap();
+    let ids: Vec<u64> = realm.profile_fields_in_order().iter().map(|f| f.id).collect();
+    assert_eq!(ids, [4, 3, 2, 1]);
+    assert_eq!(realm.profile_fields[&4].order, 0, "Zulip's reorder stores positions from 0");
+
+    // Deleting removes every user's value; the id is not reused.
+    realm.users.get_mut(&9).unwrap().profile_data.insert(1, "x".into());
+    super::profile_fields::delete(&mut realm, &owner, 1).unwrap();
+    assert!(realm.users[&9].profile_data.is_empty());
+    let again = super::profile_fields::delete(&mut realm, &owner, 1).unwrap_err();
+    assert_eq!(again.msg, "Field id 1 not found.");
+    assert_eq!(realm.insert_profile_field(FakeProfileField::new("New", 1)), 5);
+    let member = realm.users[&9].clone();
+    let refused = super::profile_fields::delete(&mut realm, &member, 2).unwrap_err();
+    assert_eq!(refused.code, "UNAUTHORIZED_PRINCIPAL");
+}
+
+#[test]
+fn profile_data_is_validated_per_field_type() {
+    let (mut realm, owner) = profile_realm();
+    let mut patch = |data: &str| patch_profile(&mut realm, &owner, 9, data);
+    assert_eq!(patch("phone=123"), Err("profile_data is not valid JSON".into()));
+    assert_eq!(patch(r#"{"id": 1, "value": "x"}"#), Err("profile_data is not a list".into()));
+    assert_eq!(patch(r#"[1]"#), Err("profile_data[0] is not a dict".into()));
+    assert_eq!(
+        patch(r#"[{"id": 4, "value": 10}]"#),
+        Err(r#"profile_data[0]["value"]["str"] is not a string"#.into())
+    );
+    assert_eq!(patch(r#"[{"id": 9999, "value": "x"}]"#), Err("Field id 9999 not found.".into()));
+    assert_eq!(patch(r#"[{"id": 1, "value": [10]}]"#), Err("Team is not a string".into()));
+    assert_eq!(
+        patch(&format!(r#"[{{"id": 1, "value": "{}"}}]"#, "x".repeat(51))),
+        Err("Team is too long (limit: 50 characters)".into())
+    );
+    assert_eq!(
+        patch(&format!(r#"[{{"id": 2, "value": "{}"}}]"#, "x".repeat(501))),
+        Err("Bio is too long (limit: 500 characters)".into())
+    );
+    assert_eq!(
+        patch(r#"[{"id": 3, "value": "Night"}]"#),
+        Err("'Night' is not a valid choice for 'Shift'.".into())
+    );
+    assert_eq!(patch(r#"[{"id": 4, "value": "10"}]"#), Err("User IDs is not a list".into()));
+    assert_eq!(patch(r#"[{"id": 4, "value": [999999, 9, 4]}]"#), Err("Invalid user IDs: 999999, 4".into()));
+    assert_eq!(patch(r#"[{"id": 4, "value": [10]}]"#), Err("User with ID 10 is deactivated".into()));
+    assert_eq!(patch(r#"[{"id": 4, "value": [11]}]"#), Err("User with ID 11 is a bot".into()));
+    assert!(realm.users[&9].profile_data.is_empty(), "no error applied anything");
+
+    patch_profile(
+        &mut realm,
+        &owner,
+        9,
+        &format!(
+            r#"[{{"id": 1, "value": "{}"}}, {{"id": 4, "value": [9, 8]}}, {{"id": 3, "value": "1"}}]"#,
+            "x".repeat(50)
+        ),
+    )
+    .unwrap();
+    let stored = &realm.users[&9].profile_data;
+    assert_eq!(stored[&4], "[9,8]", "compact JSON text, in the order sent");
+    assert_eq!(stored[&3], "1");
+    // A later error in the same request leaves everything as it was, clears included.
+    let before = realm.users[&9].clone();
+    let err = patch_profile(&mut realm, &owner, 9, r#"[{"id": 1, "value": ""}, {"id": 3, "value": "7"}]"#);
+    assert_eq!(err, Err("'7' is not a valid choice for 'Shift'.".into()));
+    let both = form(&[
+        ("full_name", "Renamed"),
+        ("profile_data", r#"[{"id": 4, "value": []}, {"id": 1, "value": [1]}]"#),
+    ]);
+    let err = super::users::update(&mut realm, &owner, &super::users::UserRef::Id(9), &both).unwrap_err();
+    assert_eq!(err.msg, "Team is not a string");
+    assert_eq!(realm.users[&9], before);
+    // Falsy values clear; clears run before sets (a set wins over a clear of the same field).
+    patch_profile(&mut realm, &owner, 9, r#"[{"id": 1, "value": "Infra"}, {"id": 1, "value": null}, {"id": 4, "value": []}, {"id": 3, "value": ""}]"#).unwrap();
+    assert_eq!(realm.users[&9].profile_data, [(1, "Infra".to_string())].into_iter().collect());
+    // An unknown field fails even when clearing.
+    assert_eq!(
+        patch_profile(&mut realm, &owner, 9, r#"[{"id": 77, "value": null}]"#),
+        Err("Field id 77 not found.".into())
+    );
+}
+
+#[test]
+fn other_field_types_check_dates_and_links() {
+    let (mut realm, owner) = profile_realm();
+    let date = realm.insert_profile_field(FakeProfileField::new("Birthday", 4));
+    let link = realm.insert_profile_field(FakeProfileField::new("Website", 5));
+    let pronouns = realm.insert_profile_field(FakeProfileField::new("Pronouns", 8));
+    let mut set = |id: u64, v: &str| {
+        patch_profile(&mut realm, &owner, 9, &format!(r#"[{{"id": {id}, "value": {v}}}]"#))
+    };
+    assert_eq!(set(date, r#""1900-01-01""#), Ok(()));
+    assert_eq!(set(date, r#""2023-02-29""#), Err("Birthday is not a date".into()));
+    assert_eq!(set(date, r#""2024-2-1""#), Err("Birthday is not a date".into()));
+    assert_eq!(set(link, r#""https://blog.zulig.org""#), Ok(()));
+    assert_eq!(set(link, r#""blog.zulig.org""#), Err("Website is not a URL".into()));
+    assert_eq!(set(pronouns, r#""he/him""#), Ok(()));
+}
+
+#[test]
+fn profile_data_renders_for_humans_only() {
+    let (mut realm, owner) = profile_realm();
+    patch_profile(&mut realm, &owner, 9, r#"[{"id": 2, "value": "I am:\n* The prince of Denmark\n* Nephew to the usurping Claudius"}, {"id": 4, "value": [8]}, {"id": 1, "value": "R&D <3"}, {"id": 3, "value": "0"}]"#).unwrap();
+    let member = realm.users[&9].clone();
+    let user = realm.render_user(&owner, &member, true, true);
+    assert_eq!(
+        serde_json::Value::Object(user["profile_data"].as_object().unwrap().clone()).to_string(),
+        r#"{"1":{"value":"R&D <3","rendered_value":"<p>R&amp;D &lt;3</p>"},"2":{"value":"I am:\n* The prince of Denmark\n* Nephew to the usurping Claudius","rendered_value":"<p>I am:</p>\n<ul>\n<li>The prince of Denmark</li>\n<li>Nephew to the usurping Claudius</li>\n</ul>"},"3":{"value":"0"},"4":{"value":"[8]"}}"#
+    );
+    assert!(!realm.render_user(&owner, &member, true, false).contains_key("profile_data"));
+    let gone = realm.users[&10].clone();
+    assert_eq!(realm.render_user(&owner, &gone, true, true)["profile_data"], serde_json::json!({}));
+    let bot = realm.users[&11].clone();
+    assert!(!realm.render_user(&owner, &bot, true, true).contains_key("profile_data"));
+}
+
+#[test]
+fn markdown_subset_for_text_values() {
+    assert_eq!(render_markdown("Platform"), "<p>Platform</p>");
+    assert_eq!(render_markdown("a\nb\n\nc"), "<p>a<br>\nb</p>\n<p>c</p>");
+    assert_eq!(render_markdown("- x\n- y\ntail"), "<ul>\n<li>x</li>\n<li>y</li>\n</ul>\n<p>tail</p>");
+    assert_eq!(render_markdown("*not a list*"), "<p>*not a list*</p>");
+}

@@ -3,6 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use super::model::{check_full_name, now_minute_iso, valid_email, FakeUser, Realm, OWNER, ROLES};
+use super::profile_fields::{apply_profile_data, parse_profile_data};
 use super::wire::{ApiError, ApiResult, Params};
 
 pub(crate) type Data = Map<String, Value>;
@@ -104,7 +105,7 @@ pub(crate) fn create(realm: &mut Realm, caller: &FakeUser, params: &Params) -> A
 }
 
 /// `PATCH /users/{user_id}` and `PATCH /users/{email}`: validated as a whole, then applied
-/// in one step (role → full_name → new_email).
+/// in one step (role → full_name → profile_data → new_email); any error changes nothing.
 pub(crate) fn update(
     realm: &mut Realm,
     caller: &FakeUser,
@@ -121,11 +122,7 @@ pub(crate) fn update(
         Some(r) => u16::try_from(r).ok(),
         None => None,
     };
-    if let Some(v) = params.json_value("profile_data")? {
-        if !v.is_array() {
-            return Err(ApiError::bad("profile_data is not a list"));
-        }
-    }
+    let profile_data = params.json_value("profile_data")?.map(parse_profile_data).transpose()?;
     let new_email = if fl >= 313 { params.string("new_email") } else { None };
 
     if caller.is_admin() && new_email.is_some() && !caller.can_change_user_emails {
@@ -151,6 +148,9 @@ pub(crate) fn update(
         if name != user.full_name && !name.trim().is_empty() {
             user.full_name = check_full_name(&name).map_err(ApiError::bad)?;
         }
+    }
+    if let Some(items) = &profile_data {
+        apply_profile_data(realm, &mut user, items)?;
     }
     if let Some(new_email) = new_email {
         if new_email != user.delivery_email {

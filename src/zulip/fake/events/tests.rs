@@ -19,6 +19,7 @@ fn fake() -> FakeZulipBuilder {
         .with_system_groups()
         .with_user(FakeUser::new("hamlet@zulip.example.com", "King Hamlet"))
         .with_user(FakeUser::new(OTHER, "Other Admin").role(200).api_key(OTHER_KEY))
+        .with_profile_field("Phone number", 1)
 }
 
 /// (method, path, form, transcript title)
@@ -137,6 +138,12 @@ async fn rest_writes_generate_the_transcript_events() {
         ("DELETE", user_path.clone(), vec![], "DELETE /users/{id} (deactivate)"),
         ("POST", format!("{user_path}/reactivate"), vec![], "POST /users/{id}/reactivate"),
         ("PATCH", user_path.clone(), vec![("new_email", "eve2@zulip.example.com".into())], "PATCH new_email"),
+        (
+            "PATCH",
+            user_path.clone(),
+            vec![("profile_data", r#"[{"id": 1, "value": "+1-555-0199"}]"#.into())],
+            "PATCH profile_data",
+        ),
         (
             "POST",
             "/user_groups/create".into(),
@@ -342,5 +349,93 @@ async fn register_returns_initial_state_only_when_asked() {
     assert!(full["realm_user_groups"].as_array().is_some_and(|g| !g.is_empty()));
     let (status, body) = api.call("POST", "/register", &[("event_types", "realm_user")]).await;
     assert_eq!((status, body["msg"].as_str()), (400, Some("event_types is not valid JSON")));
+    api.fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn profile_field_events_reach_only_the_queues_that_asked() {
+    let api = Api::start(fake()).await;
+    let register = |types: Option<&'static str>| {
+        let api = &api;
+        async move {
+            let form: Vec<(&str, &str)> = types.map(|t| vec![("event_types", t)]).unwrap_or_default();
+            let (status, body) = api.call("POST", "/register", &form).await;
+            assert_eq!(status, 200, "{body}");
+            body["queue_id"].as_str().unwrap().to_string()
+        }
+    };
+    let fields = register(Some(r#"["custom_profile_fields"]"#)).await;
+    let users = register(Some(r#"["realm_user"]"#)).await;
+    let all = register(None).await;
+    let (mut f, mut u, mut a) = (-1, -1, -1);
+
+    let (status, body) =
+        api.call("POST", "/realm/profile_fields", &[("name", "External ID"), ("field_type", "1")]).await;
+    assert_eq!((status, body["id"].as_u64()), (200, Some(2)), "{body}");
+    let got = api.drain(&fields, &mut f).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["type"], "custom_profile_fields");
+    let names: Vec<&str> =
+        got[0]["fields"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Phone number", "External ID"], "the whole list, in order");
+    assert_eq!(
+        got[0]["fields"][1],
+        serde_json::json!({"id": 2, "name": "External ID", "type": 1, "hint": "", "field_data": "",
+                           "order": 2, "required": false, "editable_by_user": true})
+    );
+    assert!(api.drain(&users, &mut u).await.is_empty(), "realm_user queues do not get it");
+    assert_eq!(api.drain(&all, &mut a).await.len(), 1, "queues without event_types get everything");
+
+    // Values: a set carries rendered_value, a clear is {id, value: null}.
+    let hamlet = api.fake.user_by_email("hamlet@zulip.example.com").unwrap().user_id;
+    let path = format!("/users/{hamlet}");
+    let (status, _) = api.call("PATCH", &path, &[("profile_data", r#"[{"id": 2, "value": "a<b"}]"#)]).await;
+    assert_eq!(status, 200);
+    let got = api.drain(&users, &mut u).await;
+    assert_eq!(
+        got[0]["person"],
+        serde_json::json!({"user_id": hamlet, "custom_profile_field": {"id": 2, "value": "a<b", "rendered_value": "<p>a&lt;b</p>"}})
+    );
+    // The same value again changes nothing and sends nothing.
+    api.call("PATCH", &path, &[("profile_data", r#"[{"id": 2, "value": "a<b"}]"#)]).await;
+    assert!(api.drain(&users, &mut u).await.is_empty());
+    api.fake.set_profile_value(hamlet, 2, None);
+    let got = api.drain(&users, &mut u).await;
+    assert_eq!(
+        got[0]["person"],
+        serde_json::json!({"user_id": hamlet, "custom_profile_field": {"id": 2, "value": null}})
+    );
+    // Clearing an unset field sends nothing.
+    api.call("PATCH", &path, &[("profile_data", r#"[{"id": 2, "value": ""}]"#)]).await;
+    assert!(api.drain(&users, &mut u).await.is_empty());
+
+    // Rename and delete: the list again; deletion sends nothing per user.
+    api.fake.set_profile_value(hamlet, 2, Some("x".into()));
+    api.drain(&users, &mut u).await;
+    api.fake.rename_profile_field(2, "Employee ID");
+    let got = api.drain(&fields, &mut f).await;
+    assert_eq!(got[0]["fields"][1]["name"], "Employee ID");
+    api.fake.delete_profile_field(2);
+    let got = api.drain(&fields, &mut f).await;
+    assert_eq!(got[0]["fields"].as_array().unwrap().len(), 1);
+    assert!(api.drain(&users, &mut u).await.is_empty());
+    assert_eq!(api.fake.profile_value(hamlet, 2), None);
+    let types: Vec<String> = api.drain(&all, &mut a).await.iter().map(|e| e["type"].to_string()).collect();
+    assert_eq!(types.iter().filter(|t| t.contains("custom_profile_fields")).count(), 2);
+    api.fake.shutdown().await;
+}
+
+#[tokio::test]
+async fn register_returns_the_profile_fields_when_asked() {
+    let api = Api::start(fake()).await;
+    let (_, body) = api.call("POST", "/register", &[("event_types", r#"["custom_profile_fields"]"#)]).await;
+    assert_eq!(body["custom_profile_fields"][0]["name"], "Phone number");
+    assert_eq!(
+        body["custom_profile_field_types"]["SHORT_TEXT"],
+        serde_json::json!({"id": 1, "name": "Text (short)"})
+    );
+    assert!(body.get("realm_users").is_none());
+    let (_, body) = api.call("POST", "/register", &[("event_types", r#"["realm_user"]"#)]).await;
+    assert!(body.get("custom_profile_fields").is_none());
     api.fake.shutdown().await;
 }
