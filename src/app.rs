@@ -104,7 +104,7 @@ pub fn spawn_readiness(app: &Arc<App>) {
                 match realm.check_ready().await {
                     Ok(r) => {
                         tracing::info!(realm = %realm.name(), zulip_version = %r.zulip_version, feature_level = r.feature_level,
-                            service_account = r.service_account_id, role = r.service_account_role.scim_name(), "realm ready");
+                            service_account = r.service_account_id, role = r.service_account_role.scim_name(), external_id_field = ?r.external_id_field, "realm ready");
                         if r.service_account_role != crate::zulip::Role::Owner {
                             tracing::warn!(realm = %realm.name(), "the service account is not an organization owner: owner changes, deactivating owners and SCIM groups will be refused by Zulip");
                         }
@@ -163,6 +163,10 @@ fn limits(config: &Config) -> ServerLimits {
 pub const DEMO_SERVICE_EMAIL: &str = "scim-bot@zulip.example.com";
 pub const DEMO_SERVICE_API_KEY: &str = "demoapikeydemoapikeydemoapikey12";
 
+/// The custom profile field in which the demo realm stores `externalId` (created by the
+/// sidecar at readiness).
+pub const DEMO_EXTERNAL_ID_FIELD: &str = "SCIM external ID";
+
 /// The config `demo` runs with: one realm `demo` whose public URL is the sidecar itself and
 /// whose upstream is the fake.
 pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Result<Config, StartupError> {
@@ -213,7 +217,12 @@ pub async fn demo(options: DemoOptions) -> Result<(), StartupError> {
         .map_err(|source| StartupError::Listen { addr: options.listen, source })?;
     let listen =
         listener.local_addr().map_err(|source| StartupError::Listen { addr: options.listen, source })?;
-    let config = demo_config(listen, fake.base_url(), &options.token)?;
+    let mut config = demo_config(listen, fake.base_url(), &options.token)?;
+    // The demo shows externalId storage, which real realms opt into (the field is visible to
+    // every member); the integration harness keeps the default (not stored).
+    for realm in &mut config.realms {
+        realm.external_id_field = Some(DEMO_EXTERNAL_ID_FIELD.into());
+    }
     let app = build_app(&config)?;
     spawn_readiness(&app);
     let (stop, stopped) = watch::channel(false);
@@ -225,11 +234,12 @@ pub async fn demo(options: DemoOptions) -> Result<(), StartupError> {
 
   SCIM base URL : {base}
   Bearer token  : {token}
+  externalId    : stored in Zulip's custom profile field \"{DEMO_EXTERNAL_ID_FIELD}\"
 
 Try:
   curl -s -H 'Authorization: Bearer {token}' '{base}/Users?filter=userName%20eq%20%22hamlet@zulip.example.com%22'
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' -X POST '{base}/Users' \\
-       -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"kim@zulip.example.com\",\"name\":{{\"givenName\":\"Kim\",\"familyName\":\"Lee\"}},\"active\":true}}'
+       -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"kim@zulip.example.com\",\"externalId\":\"00u1kim\",\"name\":{{\"givenName\":\"Kim\",\"familyName\":\"Lee\"}},\"active\":true}}'
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' -X PATCH '{base}/Users/<id>' \\
        -d '{{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:PatchOp\"],\"Operations\":[{{\"op\":\"replace\",\"value\":{{\"active\":false}}}}]}}'
 

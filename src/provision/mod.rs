@@ -7,7 +7,7 @@ pub mod mapping;
 pub mod realm;
 pub mod users;
 
-pub use realm::Realm;
+pub use realm::{NotReady, Realm};
 
 use serde_json::Value;
 
