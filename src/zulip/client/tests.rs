@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::zulip::types::{PersonUpdate, ProfileValueChange, Role, UserGroupChange};
+use crate::zulip::types::{PersonUpdate, ProfileData, ProfileValueChange, Role, UserGroupChange};
 
 const AUTH_AND_ERRORS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/auth-and-errors.json");
 const EVENTS: &str = include_str!("../../../tests/fixtures/zulip-transcripts/events.json");
@@ -1606,4 +1606,44 @@ async fn channel_errors_and_retries() {
     upstream.reply(channels_reply());
     assert_eq!(client.get_channels(&ChannelQuery::default()).await.expect("retried").len(), 2);
     assert_eq!(upstream.requests().len(), 5);
+}
+
+#[test]
+fn profile_data_keeps_string_values_by_field_id_and_skips_the_rest() {
+    let user: User = serde_json::from_value(json!({
+        "user_id": 5, "email": "a@b.co", "full_name": "A", "is_active": true, "role": 400, "is_bot": false,
+        "profile_data": {
+            "1": {"value": "x", "rendered_value": "<p>x</p>"},
+            "2": {"value": ""},
+            "3": {"value": 7},
+            "not-an-id": {"value": "y"},
+            "4": {"rendered_value": "<p>z</p>"},
+            "5": {"value": "[11]"}
+        }
+    }))
+    .expect("user");
+    assert_eq!(user.profile_data.get(1), Some("x"));
+    assert_eq!(
+        (user.profile_data.get(2), user.profile_data.get(3), user.profile_data.get(4)),
+        (None, None, None)
+    );
+    assert_eq!(user.profile_data.get(5), Some("[11]"));
+
+    let mut data = user.profile_data.clone();
+    data.set(1, Some("new".into()));
+    data.set(5, None);
+    data.set(9, Some(String::new()));
+    assert_eq!((data.get(1), data.get(5), data.get(9)), (Some("new"), None, None));
+    data.retain_only(1);
+    assert_eq!(data, {
+        let mut only = ProfileData::default();
+        only.set(1, Some("new".into()));
+        only
+    });
+
+    // A cleared value arrives as null.
+    let person: PersonUpdate =
+        serde_json::from_value(json!({"user_id": 5, "custom_profile_field": {"id": 10, "value": null}}))
+            .expect("person");
+    assert_eq!(person.custom_profile_field, Some(ProfileValueChange { id: 10, value: None }));
 }
