@@ -24,7 +24,8 @@ pub struct ServerLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, flips
-/// `/readyz` to 503, lets in-flight requests finish within the grace period, and returns.
+/// `/readyz` to 503, lets in-flight requests (and writes whose client hung up) finish within
+/// the grace period, and returns.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
@@ -74,8 +75,13 @@ pub async fn run(
         grace_ms = limits.shutdown_grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
-    match tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections drained"),
+    let drained = async {
+        graceful.shutdown().await;
+        // Writes whose IdP hung up run on without a connection: let them finish too.
+        app.writes_finished().await;
+    };
+    match tokio::time::timeout(limits.shutdown_grace, drained).await {
+        Ok(()) => tracing::info!("all connections and writes drained"),
         Err(_) => tracing::warn!("shutdown grace period ran out; closing remaining connections"),
     }
 }

@@ -18,6 +18,7 @@ pub mod routes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -54,6 +55,17 @@ pub struct App {
     capabilities: Capabilities,
     draining: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
+    writes: Arc<watch::Sender<usize>>,
+}
+
+/// Counts one write in flight until dropped (at the end of its task).
+struct WriteInFlight(Arc<watch::Sender<usize>>);
+
+impl Drop for WriteInFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Query parameters of a SCIM request.
@@ -104,6 +116,36 @@ impl App {
             capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
             draining: AtomicBool::new(false),
             metrics,
+            writes: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Resolves once no write is in flight (shutdown waits for it within its grace period).
+    pub async fn writes_finished(&self) {
+        let mut writes = self.writes.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = writes.wait_for(|n| *n == 0).await;
+    }
+
+    /// Runs a write to its end even if the IdP hangs up. hyper drops a request's future when
+    /// its connection closes; a write cut between its Zulip calls (`POST /users`, then the
+    /// `PATCH` with the role and `externalId`; a group's rename, then its members) would leave
+    /// a half-made change that nobody reports. The write runs as a task of its own, which the
+    /// request merely awaits, and shutdown waits for it. A panic in it is a 500.
+    async fn to_completion<T: Send + 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.writes.send_modify(|n| *n += 1);
+        let in_flight = WriteInFlight(self.writes.clone());
+        let task = tokio::spawn(async move {
+            let outcome = write.await;
+            drop(in_flight);
+            outcome
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(Error::Internal(format!("the write task failed: {e}"))),
         }
     }
 
@@ -166,7 +208,7 @@ impl App {
         response
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Option<&Realm> {
+    fn authenticate(&self, headers: &HeaderMap) -> Option<&Arc<Realm>> {
         let index = self.tokens.realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?;
         let realm = self.realms.get(index)?;
         if !realm.config.hosts.is_empty() {
@@ -214,7 +256,7 @@ impl App {
 
     async fn serve_scim<B>(
         &self,
-        realm: &Realm,
+        realm: &Arc<Realm>,
         route: Route,
         request: Request<B>,
     ) -> Result<Response<Body>, Error>
@@ -260,31 +302,50 @@ impl App {
                 Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Create(resource) => {
-                let value = match resource {
-                    Resource::User => realm.create_user(&body).await?,
-                    Resource::Group => realm.create_group(&body).await?,
-                };
+                let realm = realm.clone();
+                let value = self
+                    .to_completion(async move {
+                        match resource {
+                            Resource::User => realm.create_user(&body).await,
+                            Resource::Group => realm.create_group(&body).await,
+                        }
+                    })
+                    .await?;
                 Ok(resource_response(StatusCode::CREATED, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Replace(resource, id) => {
-                let value = match resource {
-                    Resource::User => realm.replace_user(&id, &body, if_match.as_deref()).await?,
-                    Resource::Group => realm.replace_group(&id, &body, if_match.as_deref()).await?,
-                };
+                let realm = realm.clone();
+                let value = self
+                    .to_completion(async move {
+                        match resource {
+                            Resource::User => realm.replace_user(&id, &body, if_match.as_deref()).await,
+                            Resource::Group => realm.replace_group(&id, &body, if_match.as_deref()).await,
+                        }
+                    })
+                    .await?;
                 Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Patch(resource, id) => {
-                let value = match resource {
-                    Resource::User => realm.patch_user(&id, &body, if_match.as_deref()).await?,
-                    Resource::Group => realm.patch_group(&id, &body, if_match.as_deref()).await?,
-                };
+                let realm = realm.clone();
+                let value = self
+                    .to_completion(async move {
+                        match resource {
+                            Resource::User => realm.patch_user(&id, &body, if_match.as_deref()).await,
+                            Resource::Group => realm.patch_group(&id, &body, if_match.as_deref()).await,
+                        }
+                    })
+                    .await?;
                 Ok(resource_response(StatusCode::OK, &value, &query.projection()?, rt_of(resource)))
             }
             Route::Delete(resource, id) => {
-                match resource {
-                    Resource::User => realm.delete_user(&id, if_match.as_deref()).await?,
-                    Resource::Group => realm.delete_group(&id, if_match.as_deref()).await?,
-                }
+                let realm = realm.clone();
+                self.to_completion(async move {
+                    match resource {
+                        Resource::User => realm.delete_user(&id, if_match.as_deref()).await,
+                        Resource::Group => realm.delete_group(&id, if_match.as_deref()).await,
+                    }
+                })
+                .await?;
                 Ok(empty(StatusCode::NO_CONTENT))
             }
             Route::ServiceProviderConfig => Ok(json_response(

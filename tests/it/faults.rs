@@ -150,3 +150,52 @@ async fn an_unreachable_zulip_is_a_quick_502_never_a_hang() {
     sidecar.stop().await;
     h.stop().await;
 }
+
+/// `POST /Users` from an IdP client that gives up after 200 ms (before the sidecar answers).
+async fn post_and_hang_up(h: &Harness, body: &Value) {
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let gave_up = impatient
+        .post(h.url("/Users"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/scim+json")
+        .body(body.to_string())
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client timed out");
+}
+
+#[tokio::test]
+async fn a_create_runs_to_completion_when_the_idp_hangs_up_half_way() {
+    // The IdP's HTTP client gives up while the create's second call (the role) is in flight.
+    // Cut there, the account would stay a member: the write must finish on its own.
+    let h = Harness::start().await;
+    let id = next_user_id(&h);
+    h.fake.delay_next("PATCH", &format!("/api/v1/users/{id}"), Duration::from_millis(600));
+    post_and_hang_up(&h, &user("hasty@zulip.example.com", Some("moderator"))).await;
+
+    // Writes reach Zulip one at a time: this one is sent once the create's PATCH is done.
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let ops = json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations":[{"op":"replace","path":"displayName","value":"Hamlet After"}]});
+    h.patch(&format!("/Users/{hamlet}"), &ops).await.assert_status(200);
+    let created = h.fake.user(id).expect("the account exists");
+    assert_eq!(created.role, 300, "the role step ran to completion: {created:?}");
+    let patches: Vec<_> = h.upstream().into_iter().filter(|r| r.method == "PATCH").map(|r| r.path).collect();
+    assert_eq!(patches, [format!("/api/v1/users/{id}"), format!("/api/v1/users/{hamlet}")]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_write_whose_idp_hung_up() {
+    let mut h = Harness::start().await;
+    let id = next_user_id(&h);
+    h.fake.delay_next("PATCH", &format!("/api/v1/users/{id}"), Duration::from_millis(600));
+    post_and_hang_up(&h, &user("late@zulip.example.com", Some("administrator"))).await;
+    // No connection is left, but the create's role step is still in flight: the server
+    // returns only after it (grace period: 5 s).
+    h.begin_shutdown();
+    let fake = h.fake.clone();
+    h.join().await;
+    assert_eq!(fake.user(id).expect("created").role, 200, "the write finished before shutdown returned");
+    fake.shutdown().await;
+}
