@@ -58,7 +58,8 @@ struct ExternalIdField {
     label: String,
     /// The field's id; 0 until resolved, and after it was deleted or renamed in Zulip.
     id: AtomicU64,
-    /// One resolution at a time, so concurrent first requests create the field once.
+    /// One resolution at a time, so concurrent first requests create the field once. tokio's
+    /// `Mutex`, because it is held across the calls to Zulip.
     resolving: AsyncMutex<()>,
 }
 
@@ -171,9 +172,13 @@ impl Realm {
             }
         }
         let label = field.label.as_str();
-        let id = match find_short_text(&self.client.get_profile_fields().await?, label)? {
+        let id = match find_short_text(&self.client.get_custom_profile_fields().await?, label)? {
             Some(id) => id,
-            None => match self.client.create_short_text_profile_field(label, EXTERNAL_ID_FIELD_HINT).await {
+            None => match self
+                .client
+                .create_custom_profile_field(label, EXTERNAL_ID_FIELD_HINT, ProfileField::SHORT_TEXT)
+                .await
+            {
                 Ok(id) => {
                     tracing::info!(realm = %self.name(), field_id = id, label, "created the custom profile field that stores externalId");
                     id
@@ -181,7 +186,7 @@ impl Realm {
                 // Created by another replica meanwhile, or by this very call before its
                 // answer was lost: look again.
                 Err(e) if e.is_bad_request() || !e.outcome_known() => {
-                    match find_short_text(&self.client.get_profile_fields().await?, label)? {
+                    match find_short_text(&self.client.get_custom_profile_fields().await?, label)? {
                         Some(id) => id,
                         None => return Err(e.into()),
                     }

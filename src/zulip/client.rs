@@ -7,6 +7,10 @@
 //! get_own_user() -> Result<User, ZulipError>                        // GET /users/me
 //! get_users() -> Result<Vec<User>, ZulipError>                      // GET /users (all, incl. bots, deactivated)
 //! get_user(user_id: u64) -> Result<User, ZulipError>                // GET /users/{id}
+//! get_users_with_profile_field(field: Option<u64>) / get_user_with_profile_field(user_id, field)
+//!                                          // the same, with that custom profile field's value
+//! get_custom_profile_fields() -> Result<Vec<ProfileField>, ZulipError>   // GET /realm/profile_fields
+//! create_custom_profile_field(name, hint, field_type) -> Result<u64, ZulipError>  // POST /realm/profile_fields
 //! create_user(email, password: &Secret<String>, full_name) -> Result<u64, ZulipError>  // POST /users
 //! update_user(user_id, &UserUpdate) -> Result<(), ZulipError>       // PATCH /users/{id}
 //! deactivate_user(user_id) -> Result<(), ZulipError>                // DELETE /users/{id}
@@ -357,7 +361,7 @@ impl ZulipClient {
     }
 
     /// `GET /realm/profile_fields`: the realm's custom profile fields.
-    pub async fn get_profile_fields(&self) -> Result<Vec<ProfileField>, ZulipError> {
+    pub async fn get_custom_profile_fields(&self) -> Result<Vec<ProfileField>, ZulipError> {
         #[derive(Deserialize)]
         struct Fields {
             custom_fields: Vec<ProfileField>,
@@ -367,10 +371,15 @@ impl ZulipClient {
         Ok(fields.custom_fields)
     }
 
-    /// `POST /realm/profile_fields`: a short text field that only administrators may edit;
-    /// returns its id. A label already used is a 400 (`A field with that label already
-    /// exists.`), so a retry after an unknown outcome is harmless.
-    pub async fn create_short_text_profile_field(&self, name: &str, hint: &str) -> Result<u64, ZulipError> {
+    /// `POST /realm/profile_fields`: a field of `field_type` ([`ProfileField::SHORT_TEXT`], …)
+    /// that only administrators may edit; returns its id. A label already used is a 400 (`A
+    /// field with that label already exists.`), so a retry after an unknown outcome is harmless.
+    pub async fn create_custom_profile_field(
+        &self,
+        name: &str,
+        hint: &str,
+        field_type: u8,
+    ) -> Result<u64, ZulipError> {
         #[derive(Deserialize)]
         struct Created {
             id: u64,
@@ -378,7 +387,7 @@ impl ZulipClient {
         let params = vec![
             ("name", name.to_owned()),
             ("hint", hint.to_owned()),
-            ("field_type", ProfileField::SHORT_TEXT.to_string()),
+            ("field_type", field_type.to_string()),
             ("editable_by_user", "false".to_owned()),
         ];
         let created: Created =

@@ -828,7 +828,7 @@ async fn profile_fields_decode_from_the_transcript() {
     let upstream = Upstream::start().await;
     let ex = exchange(PROFILE_FIELDS, 0, "GET /realm/profile_fields (owner)");
     upstream.serve(&ex);
-    let fields = upstream.client().get_profile_fields().await.expect("fields");
+    let fields = upstream.client().get_custom_profile_fields().await.expect("fields");
     assert_sent(&upstream.sole_request(), &ex);
     assert_eq!(fields.len(), 9);
     assert_eq!(
@@ -842,7 +842,10 @@ async fn profile_fields_decode_from_the_transcript() {
 async fn creating_a_profile_field_asks_for_an_admin_only_short_text_field() {
     let upstream = Upstream::start().await;
     upstream.serve(&exchange(PROFILE_FIELDS, 2, "short text field"));
-    let id = upstream.client().create_short_text_profile_field("SCIM externalId", "set by SCIM").await;
+    let id = upstream
+        .client()
+        .create_custom_profile_field("SCIM externalId", "set by SCIM", ProfileField::SHORT_TEXT)
+        .await;
     assert_eq!(id.expect("created"), 10);
     let sent = upstream.sole_request();
     assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/api/v1/realm/profile_fields"));
@@ -857,8 +860,11 @@ async fn creating_a_profile_field_asks_for_an_admin_only_short_text_field() {
     );
 
     upstream.serve(&exchange(PROFILE_FIELDS, 5, "duplicate name"));
-    let err =
-        upstream.client().create_short_text_profile_field("SCIM externalId", "").await.expect_err("dup");
+    let err = upstream
+        .client()
+        .create_custom_profile_field("SCIM externalId", "", ProfileField::SHORT_TEXT)
+        .await
+        .expect_err("dup");
     assert!(err.is_bad_request());
     assert_eq!(err.message(), Some("A field with that label already exists."));
 }
