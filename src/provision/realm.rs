@@ -303,10 +303,9 @@ impl Realm {
 
     /// The users snapshot (one `GET /users` on a miss, shared by concurrent callers).
     pub(crate) async fn user_index(&self) -> Result<Arc<Shared<UserIndex>>, Error> {
-        let field = match self.external_id_field_id() {
-            Some(id) => Some(id),
-            None => self.resolve_external_id_field(false).await?,
-        };
+        // A known field id is one atomic load; only the first use (or one after Zulip lost the
+        // field) asks Zulip.
+        let field = self.resolve_external_id_field(false).await?;
         self.dir.users(|| self.client.get_users_with_profile_field(field)).await.map_err(shared_refusal)
     }
 

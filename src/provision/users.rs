@@ -342,7 +342,7 @@ impl Realm {
         if let Some(role) = new.role.filter(|r| *r != existing.role) {
             changes.role = Some(role);
         }
-        if new.external_id.as_deref() != self.external_id_of(&existing) && new.external_id.is_some() {
+        if new.external_id.is_some() && new.external_id.as_deref() != self.external_id_of(&existing) {
             changes.external_id = Some(new.external_id.clone());
         }
         let user = self.apply_user_changes(existing, changes).await?;
