@@ -50,7 +50,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
-use crate::secret::Secret;
+use secret::Secret;
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SCIM_SIDECAR_";
@@ -173,7 +173,7 @@ pub struct UpstreamConfig {
 // === token helpers (shared with `scim-sidecar hash-token`) ===
 
 /// The SHA-256 digest under which a bearer token is stored and compared.
-pub fn hash_token(token: &str) -> [u8; 32] {
+pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -786,7 +786,7 @@ fn realm_tokens(
         let at = indexed(key, "bearer_token", i, n);
         match token_problem(token.0.expose()) {
             Some(why) => problems.push(&at, &why),
-            None => accept(problems, at, hash_token(token.0.expose())),
+            None => accept(problems, at, token_digest(token.0.expose())),
         }
     }
 
@@ -797,7 +797,7 @@ fn realm_tokens(
             Err(why) => problems.push(&at, &why),
             Ok(token) => match token_problem(trim_secret(token.expose())) {
                 Some(why) => problems.push(&at, &format!("{}: {why}", path.display())),
-                None => accept(problems, at, hash_token(trim_secret(token.expose()))),
+                None => accept(problems, at, token_digest(trim_secret(token.expose()))),
             },
         }
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scim::{ScimError, ScimType};
-use crate::zulip::ZulipError;
+use scim::{ScimError, ScimType};
+use zulip_client::ZulipError;
 
 /// A SCIM request that failed. Variants are outcomes, not causes.
 #[derive(Debug, thiserror::Error)]
@@ -79,5 +79,49 @@ impl Error {
 impl From<ScimError> for Error {
     fn from(e: ScimError) -> Self {
         Error::Invalid { scim_type: e.scim_type, detail: e.detail }
+    }
+}
+
+/// An error and its sources on one line, `outer: cause: root cause`, each cause printed once
+/// (a message that already spells out its source does not get it twice). The one way this
+/// crate prints an error chain: the binary, the log lines and the SCIM `detail`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut previous = self.0.to_string();
+        f.write_str(&previous)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !previous.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            previous = text;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Msg(&'static str, #[source] Option<Box<Msg>>);
+
+    #[test]
+    fn error_chain_prints_each_cause_once() {
+        let root = Msg("connection refused", None);
+        let mid = Msg("error sending request", Some(Box::new(root)));
+        let top = Msg("zulip unreachable", Some(Box::new(mid)));
+        assert_eq!(
+            ErrorChain(&top).to_string(),
+            "zulip unreachable: error sending request: connection refused"
+        );
+        let repeats = Msg("cannot listen: address in use", Some(Box::new(Msg("address in use", None))));
+        assert_eq!(ErrorChain(&repeats).to_string(), "cannot listen: address in use");
     }
 }

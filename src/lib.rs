@@ -6,32 +6,32 @@
 //! server (accept loop, graceful shutdown, connection limit)
 //!   └─ http (route parsed first, bearer auth → realm, body limit, Error → SCIM error body)
 //!        └─ provision::Realm (SCIM operation ⇄ Zulip calls; the only module knowing both)
-//!             ├─ scim   (pure protocol: schema, filter, PATCH, projection, discovery, ETags)
-//!             ├─ idmap  (per-realm snapshot of users and groups, indexes, single-flight)
-//!             └─ zulip  (ZulipClient, the only reqwest user: pacing, retries, per-realm write
-//!                        queue; FakeZulip for tests and `demo`)
+//!             ├─ scim       crate: pure protocol (schema, filter, PATCH, projection, ETags)
+//!             ├─ directory  per-realm snapshot of users and groups, indexes, single-flight
+//!             └─ zulip_client crate: ZulipClient, the only reqwest user (pacing, retries,
+//!                           per-realm write queue)
 //!
-//! provision::live (one task per realm) ── GET /events long-poll ──> idmap (applied in place)
+//! provision::live (one task per realm) ── GET /events long-poll ──> directory (applied in place)
 //! ```
 //!
 //! Reads are answered from the realm snapshot (no upstream call once warm). Writes go to
 //! Zulip first and are then recorded in the snapshot; Zulip's events keep the snapshot current
 //! with changes made elsewhere, and a TTL reload covers the time events are unavailable.
+//! ARCHITECTURE.md at the repository root describes the crates and their rules.
 //!
 //! # Modules
+//! - [`app`]: [`app::App`] and the one start-up path, [`app::Sidecar::start`].
 //! - [`config`]: figment layering and validation into [`config::Config`].
-//! - [`error`]: [`error::Error`], one request's failure in SCIM terms.
-//! - [`scim`], [`zulip`], [`provision`], [`idmap`], [`http`], [`server`], [`telemetry`].
-//! - [`secret`]: `Secret<T>`, which never prints its value.
+//! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
+//! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
+//! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
 
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod directory;
 pub mod error;
 pub mod http;
-pub mod idmap;
 pub mod provision;
-pub mod scim;
-pub mod secret;
 pub mod server;
 pub mod telemetry;
-pub mod zulip;

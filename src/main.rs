@@ -3,18 +3,21 @@
 //! configuration, 1 when the server cannot start or fails.
 
 use std::io::Read as _;
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use scim_sidecar::app::{self, DemoOptions, StartupError};
-use scim_sidecar::config::{self, Config, LogFormat};
+use scim_sidecar::app::{self, StartupError};
+use scim_sidecar::config::{self, Config};
+use scim_sidecar::error::ErrorChain;
 use scim_sidecar::telemetry;
 
 /// The token `demo` accepts unless `--token` says otherwise. Public on purpose: the demo
 /// serves an in-memory fake Zulip, never real data.
+#[cfg(feature = "demo")]
 const DEMO_TOKEN: &str = "demo-token-change-me-0123456789";
 
 /// `EX_USAGE`: bad command line or configuration.
@@ -48,6 +51,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    #[cfg(feature = "demo")]
     /// Serve SCIM in front of an in-memory fake Zulip seeded with sample users and groups
     /// (for trying out IdPs and the SCIM compliance testers; nothing is persisted).
     #[command(after_help = AFTER_HELP)]
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => serve(&config.config),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, token } => demo(listen, token),
         Command::CheckConfig { config } => check_config(&config.config),
         Command::HashToken => hash_token(),
@@ -107,13 +112,14 @@ fn serve(path: &Path) -> ExitCode {
     run(app::serve(config))
 }
 
+#[cfg(feature = "demo")]
 fn demo(listen: SocketAddr, token: String) -> ExitCode {
     if let Some(problem) = config::token_problem(&token) {
         eprintln!("error: --token: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
-    telemetry::init(LogFormat::Pretty);
-    run(app::demo(DemoOptions { listen, token }))
+    telemetry::init(config::LogFormat::Pretty);
+    run(scim_sidecar::demo::run(scim_sidecar::demo::DemoOptions { listen, token }))
 }
 
 /// Runs `server` on a multi-thread runtime; exit 1 with the error chain if it fails.
@@ -128,7 +134,7 @@ fn run(server: impl std::future::Future<Output = Result<(), StartupError>>) -> E
     match runtime.block_on(server) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "scim-sidecar stopped");
+            tracing::error!(error = %ErrorChain(&err), "scim-sidecar stopped");
             print_error_chain(&err);
             ExitCode::from(EXIT_FAILURE)
         }
@@ -167,7 +173,7 @@ fn hash_token() -> ExitCode {
         eprintln!("error: {problem}");
         return ExitCode::from(EXIT_USAGE);
     }
-    println!("{}", hex::encode(config::hash_token(token)));
+    println!("{}", hex::encode(config::token_digest(token)));
     ExitCode::SUCCESS
 }
 
@@ -185,19 +191,9 @@ fn config_error(err: &config::ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// `error: top`, then each `caused by: source` not already spelled out by the message above.
+/// `error: outer: cause: root cause` on stderr.
 fn print_error_chain(err: &dyn std::error::Error) {
-    let mut message = err.to_string();
-    eprintln!("error: {message}");
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            eprintln!("  caused by: {text}");
-        }
-        message = text;
-        source = cause.source();
-    }
+    eprintln!("error: {}", ErrorChain(err));
 }
 
 #[cfg(test)]
@@ -211,6 +207,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "demo")]
     fn subcommands_parse_with_their_defaults() {
         let cli = Cli::try_parse_from(["scim-sidecar", "demo"]).unwrap();
         let Command::Demo { listen, token } = cli.command else { panic!("demo expected") };

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::App;
+use crate::app::App;
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]

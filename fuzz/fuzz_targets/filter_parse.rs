@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scim_sidecar::scim::filter::Filter;
-use scim_sidecar::scim::schema::{GROUP, USER};
+use scim::filter::Filter;
+use scim::schema::{GROUP, USER};
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let printed = filter.to_string();
     // Printing may lengthen a filter (quotes around bare words, `not (…)`, escapes): the round
     // trip is only owed while the printed form is itself within the length limit.
-    if printed.len() <= scim_sidecar::scim::filter::MAX_FILTER_LEN {
+    if printed.len() <= scim::filter::MAX_FILTER_LEN {
         match Filter::parse(&printed) {
             Ok(again) => assert_eq!(again, filter, "{text:?} printed as {printed:?}"),
             Err(e) => panic!("{text:?} printed as {printed:?}, which does not parse: {e}"),

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scim_sidecar::scim::patch::PatchRequest;
-use scim_sidecar::scim::schema::{GROUP, USER};
+use scim::patch::PatchRequest;
+use scim::schema::{GROUP, USER};
 use serde_json::{json, Value};
 
 fuzz_target!(|data: &[u8]| {

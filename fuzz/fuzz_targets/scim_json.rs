@@ -3,9 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scim_sidecar::scim::filter::Filter;
-use scim_sidecar::scim::patch::PatchRequest;
-use scim_sidecar::scim::schema::{GROUP, USER};
+use scim::filter::Filter;
+use scim::patch::PatchRequest;
+use scim::schema::{GROUP, USER};
 use serde_json::{json, Value};
 
 const FILTERS: &[&str] = &[

@@ -47,7 +47,7 @@ fn assert_no_secret(text: &str) {
 }
 
 fn digest_hex(token: &str) -> String {
-    hex::encode(hash_token(token))
+    hex::encode(token_digest(token))
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn minimal_config_gets_every_default() -> Result<(), ConfigError> {
     assert_eq!(realm.name, "acme");
     assert_eq!(realm.url.as_str(), "https://acme.zulip.example.com/");
     assert!(realm.hosts.is_empty());
-    assert_eq!(realm.bearer_token_sha256, vec![hash_token(TOKEN_A)]);
+    assert_eq!(realm.bearer_token_sha256, vec![token_digest(TOKEN_A)]);
     assert_eq!(realm.scim_client_name, "acme");
     assert!(!realm.name_formatted_included);
     assert!(!realm.create_guests_without_streams);
@@ -149,7 +149,7 @@ fn list_form_tokens_are_all_accepted_in_order() -> Result<(), ConfigError> {
     let config = load_str(&yaml)?;
     assert_eq!(
         config.realms[0].bearer_token_sha256,
-        vec![hash_token(TOKEN_A), hash_token(TOKEN_B), hash_token("token-c-0123456789abcdef"),]
+        vec![token_digest(TOKEN_A), token_digest(TOKEN_B), token_digest("token-c-0123456789abcdef"),]
     );
     Ok(())
 }
@@ -415,7 +415,7 @@ fn secrets_are_read_from_files_without_the_trailing_newline() {
             .replace(&format!("api_key: {API_KEY}"), "api_key_file: api-key");
         let config = load_str(&yaml).map_err(|e| e.to_string())?;
         let realm = &config.realms[0];
-        assert_eq!(realm.bearer_token_sha256, vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]);
+        assert_eq!(realm.bearer_token_sha256, vec![token_digest(TOKEN_A), token_digest(TOKEN_B)]);
         assert_eq!(realm.upstream.api_key.expose(), API_KEY);
         Ok(())
     });
@@ -452,7 +452,7 @@ fn environment_overrides_the_file_with_double_underscore_nesting() {
         assert_eq!(realm.upstream.timeout, Duration::from_secs(5));
         assert_eq!(realm.scim_client_name, "okta");
         assert_eq!(realm.hosts, ["acme.zulip.example.com"]);
-        assert_eq!(realm.bearer_token_sha256, vec![hash_token(TOKEN_A), hash_token(TOKEN_B)]);
+        assert_eq!(realm.bearer_token_sha256, vec![token_digest(TOKEN_A), token_digest(TOKEN_B)]);
         Ok(())
     });
 }
@@ -467,7 +467,7 @@ fn environment_alone_can_configure_a_realm_and_keeps_secrets_verbatim() {
         let config = Config::load(Path::new("missing.yaml")).map_err(|e| e.to_string())?;
         let realm = &config.realms[0];
         assert_eq!(realm.name, "beta");
-        assert_eq!(realm.bearer_token_sha256, vec![hash_token("00012345678901234567")]);
+        assert_eq!(realm.bearer_token_sha256, vec![token_digest("00012345678901234567")]);
         assert_eq!(realm.upstream.api_key.expose(), "00000000001111111111222222222233");
         Ok(())
     });

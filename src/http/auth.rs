@@ -2,7 +2,7 @@
 //! digests in constant time against every configured digest (no early exit), so neither
 //! timing nor the response says which realm or token was close.
 
-use sha2::{Digest, Sha256};
+use crate::config::token_digest;
 use subtle::ConstantTimeEq;
 
 /// Every realm's accepted token digests.
@@ -33,7 +33,7 @@ impl TokenTable {
         if token.is_empty() {
             return None;
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = token_digest(token);
         let mut found: Option<usize> = None;
         for (candidate, realm) in &self.entries {
             let hit: bool = candidate.ct_eq(&digest).into();
@@ -43,11 +43,6 @@ impl TokenTable {
         }
         found
     }
-}
-
-/// The SHA-256 digest of a token (what `bearer_token_sha256` holds).
-pub fn token_digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]

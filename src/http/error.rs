@@ -4,7 +4,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::scim;
+use scim;
 
 /// The status, extra headers and SCIM error body for `error`. Exhaustive on purpose: a new
 /// variant must be mapped here before the crate compiles.
@@ -101,8 +101,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::scim::ScimType;
-    use crate::zulip::ZulipError;
+    use scim::ScimType;
+    use zulip_client::ZulipError;
 
     fn api(status: u16) -> Arc<ZulipError> {
         Arc::new(ZulipError::Api { status, code: "X".into(), msg: "m".into(), retry_after: None })

@@ -6,12 +6,7 @@ use http::Method;
 
 use crate::error::Error;
 
-/// The SCIM resource types with endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    User,
-    Group,
-}
+pub use crate::provision::Resource;
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,19 +7,18 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::config::GroupDelete;
+use crate::directory::UserIndex;
 use crate::error::Error;
-use crate::http::SearchParams;
-use crate::idmap::UserIndex;
 use crate::provision::mapping::{str_at, value_at};
 use crate::provision::realm::{check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP};
 use crate::provision::users::with_applied;
 use crate::provision::{refusal, ListPage, ListQuery};
-use crate::scim::filter::Filter;
-use crate::scim::patch::PatchRequest;
-use crate::scim::schema::{GROUP, USER};
-use crate::scim::{self, ScimType};
-use crate::zulip::client::NewUserGroup;
-use crate::zulip::{UserGroup, ZulipError};
+use scim::filter::Filter;
+use scim::patch::PatchRequest;
+use scim::schema::{GROUP, USER};
+use scim::{self, ScimType};
+use zulip_client::client::NewUserGroup;
+use zulip_client::{UserGroup, ZulipError};
 
 /// Description given to groups created over SCIM (as Zulip's built-in SCIM does).
 pub const SCIM_GROUP_DESCRIPTION: &str = "Created from SCIM";
@@ -156,7 +155,7 @@ impl Realm {
 
     /// Whether a filter needs members to be evaluated.
     fn filter_needs_members(filter: Option<&Filter>) -> bool {
-        filter.is_some_and(|f| format!("{f:?}").to_ascii_lowercase().contains("members"))
+        filter.is_some_and(|f| f.mentions("members"))
     }
 
     /// `GET /Groups` and `POST /Groups/.search`. Deactivated groups are invisible.
@@ -202,13 +201,10 @@ impl Realm {
     /// `POST /.search`: users, then groups, filtered by whichever schema the filter fits.
     pub async fn search_all(
         &self,
-        filter: &Option<String>,
-        params: &SearchParams,
+        filter: Option<Filter>,
+        start_index: usize,
+        count: usize,
     ) -> Result<ListPage, Error> {
-        let filter = match filter.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(f) => Some(Filter::parse(f)?),
-        };
         let fits_users = filter.as_ref().map(|f| f.validate(&USER));
         let fits_groups = filter.as_ref().map(|f| f.validate(&GROUP));
         if let (Some(Err(e)), Some(Err(_))) = (&fits_users, &fits_groups) {
@@ -223,9 +219,8 @@ impl Realm {
             resources.extend(self.list_groups(&all, true).await?.resources);
         }
         let total_results = resources.len();
-        let resources =
-            resources.into_iter().skip(params.start_index.saturating_sub(1)).take(params.count).collect();
-        Ok(ListPage { total_results, start_index: params.start_index, resources })
+        let resources = resources.into_iter().skip(start_index.saturating_sub(1)).take(count).collect();
+        Ok(ListPage { total_results, start_index, resources })
     }
 
     /// The active group behind a SCIM Group id.

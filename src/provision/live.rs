@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::idmap::Applied;
+use crate::directory::Applied;
 use crate::provision::Realm;
-use crate::zulip::types::{Event, RegisteredQueue};
+use zulip_client::types::{Event, RegisteredQueue};
 
 /// The event types the sidecar follows.
 pub const EVENT_TYPES: [&str; 2] = ["realm_user", "user_group"];
@@ -101,6 +101,16 @@ struct Task {
     options: LiveOptions,
     health: Health,
     backoff: Duration,
+}
+
+/// Starts one live task per realm; they stop when `stop` turns true (or its sender is
+/// dropped). Join the handles to wait for them (they delete their event queues).
+pub fn spawn_all(
+    realms: &[Arc<Realm>],
+    stop: &watch::Receiver<bool>,
+    options: LiveOptions,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    realms.iter().map(|realm| tokio::spawn(run(realm.clone(), stop.clone(), options))).collect()
 }
 
 /// Follows the realm's events until `shutdown` turns true (or its sender is dropped).

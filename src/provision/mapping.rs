@@ -5,8 +5,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
-use crate::scim::{self, ScimType};
-use crate::zulip::{Role, User};
+use scim::{self, ScimType};
+use zulip_client::{Role, User};
 
 /// Longest full name Zulip accepts.
 pub const MAX_FULL_NAME_CHARS: usize = 100;

@@ -1,39 +1,20 @@
 //! The only module that knows both SCIM and Zulip: a [`Realm`] turns each SCIM operation into
-//! Zulip REST calls, serving reads from the realm snapshot in [`crate::idmap`].
+//! Zulip REST calls, serving reads from the realm snapshot in [`crate::directory`].
 
 pub mod groups;
 pub mod live;
 pub mod mapping;
+pub mod query;
 pub mod realm;
+mod resources;
 pub mod users;
 
-pub use realm::{NotReady, Realm};
-
-use serde_json::Value;
+pub use query::{ListPage, ListQuery, Query, Rendered, Resource, DEFAULT_COUNT, MAX_COUNT};
+pub use realm::{NotReady, Readiness, Realm};
 
 use crate::error::Error;
-use crate::scim::filter::Filter;
-use crate::scim::projection::SortSpec;
-use crate::scim::ScimType;
-use crate::zulip::ZulipError;
-
-/// A list request, parsed.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    pub filter: Option<Filter>,
-    /// 1-based.
-    pub start_index: usize,
-    pub count: usize,
-    pub sort: Option<SortSpec>,
-}
-
-/// One page of a list.
-#[derive(Debug, Clone)]
-pub struct ListPage {
-    pub total_results: usize,
-    pub start_index: usize,
-    pub resources: Vec<Value>,
-}
+use scim::ScimType;
+use zulip_client::ZulipError;
 
 /// Translates a Zulip failure into the SCIM outcome. Zulip answers 400 for most refusals
 /// (`code` says little: branch on it, never on the translated `msg`, which is only carried

@@ -8,13 +8,13 @@ use serde_json::Value;
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
 use crate::config::{RealmConfig, UnknownMembers};
+use crate::directory::{Directory, GroupIndex, Shared, UserIndex};
 use crate::error::Error;
-use crate::idmap::{Directory, GroupIndex, Shared, UserIndex};
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
 use crate::provision::refusal;
-use crate::scim;
-use crate::zulip::{ProfileField, ZulipClient, ZulipError};
+use scim;
+use zulip_client::{ProfileField, ZulipClient, ZulipError};
 
 /// Zulip feature level that added `new_email` to `PATCH /users/{id}` (Zulip 10.0).
 pub const FL_CHANGE_EMAIL: u32 = 313;
@@ -88,7 +88,7 @@ pub struct Readiness {
     pub zulip_version: String,
     pub feature_level: u32,
     pub service_account_id: u64,
-    pub service_account_role: crate::zulip::Role,
+    pub service_account_role: zulip_client::Role,
     /// The id of the custom profile field that stores `externalId`, when configured.
     pub external_id_field: Option<u64>,
 }

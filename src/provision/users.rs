@@ -10,12 +10,12 @@ use crate::error::Error;
 use crate::provision::mapping::{str_at, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{refusal, ListPage, ListQuery};
-use crate::scim::patch::PatchRequest;
-use crate::scim::schema::USER;
-use crate::scim::ScimType;
-use crate::secret::Secret;
-use crate::zulip::client::ChannelQuery;
-use crate::zulip::{ProfileData, Role, User, UserUpdate, ZulipError};
+use scim::patch::PatchRequest;
+use scim::schema::USER;
+use scim::ScimType;
+use secret::Secret;
+use zulip_client::client::ChannelQuery;
+use zulip_client::{ProfileData, Role, User, UserUpdate, ZulipError};
 
 /// Zulip's own answer to `DELETE /Users/{id}` (realms configured with `user_delete: reject`).
 pub const USER_DELETE_REJECTED: &str =

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use scim_sidecar::app::{build_app, demo_config};
+use fake_zulip::{FakeProfileField, FakeUser, FakeZulipBuilder};
+use scim_sidecar::app::App;
 use scim_sidecar::config::Config;
+use scim_sidecar::demo::demo_config;
 use scim_sidecar::provision::{NotReady, Realm};
-use scim_sidecar::zulip::fake::{FakeProfileField, FakeUser, FakeZulipBuilder};
 
 use crate::support::{call, calls, fake, BareSidecar, Harness, TOKEN};
 
@@ -97,7 +98,7 @@ async fn a_field_of_another_type_keeps_the_realm_unready_with_a_clear_reason() {
     let mut config =
         demo_config(listener.local_addr().expect("addr"), fake.base_url(), TOKEN).expect("config");
     storing(&mut config);
-    let app = build_app(&config).expect("app");
+    let app = App::from_config(&config).expect("app");
     let err = app.realms()[0].check_ready().await.expect_err("not ready");
     let NotReady::Config(reason) = &err else { panic!("{err:?}") };
     assert!(reason.contains("long text") && reason.contains("short text"), "{reason}");

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use scim_sidecar::zulip::fake::{
+use fake_zulip::{
     Failure, FakeGroup, FakeProfileField, FakeUser, FakeZulip, RateLimitRules, DEMO_API_KEY,
     DEMO_SERVICE_EMAIL,
 };

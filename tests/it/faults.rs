@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use scim_sidecar::zulip::fake::{Failure, FakeGroup};
+use fake_zulip::{Failure, FakeGroup};
 
 use crate::support::{fake, BareSidecar, Harness, TOKEN};
 

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
+use fake_zulip::{FakeGroup, FakeUser};
 use scim_sidecar::config::{GroupDelete, UnknownMembers};
-use scim_sidecar::zulip::fake::{FakeGroup, FakeUser};
 
 use crate::support::{call, calls, fake, Harness};
 

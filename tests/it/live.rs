@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use scim_sidecar::app::spawn_live;
+use fake_zulip::{Failure, FakeGroup, FakeUser};
+use scim_sidecar::provision::live::{spawn_all, LiveOptions};
 use scim_sidecar::provision::Realm;
-use scim_sidecar::zulip::fake::{Failure, FakeGroup, FakeUser};
 
 use crate::support::{fake, Harness};
 
@@ -232,7 +232,7 @@ async fn without_events_the_realm_serves_ttl_snapshots() {
         h.fake.fail_next("POST", "/api/v1/register", Failure::Html404);
     }
     let (stop, stopped) = watch::channel(false);
-    let tasks = spawn_live(&h.app, stopped);
+    let tasks = spawn_all(h.app.realms(), &stopped, LiveOptions::default());
     let realm = realm(&h);
 
     // The live task loads the TTL snapshots itself, so the realm becomes ready.
@@ -271,7 +271,7 @@ async fn readyz_waits_for_the_snapshot_when_live() {
     let h = Harness::start_with(fake(), |_| {}).await;
     h.fake.delay_next("GET", "/api/v1/users", Duration::from_millis(300));
     let (stop, stopped) = watch::channel(false);
-    let tasks = spawn_live(&h.app, stopped);
+    let tasks = spawn_all(h.app.realms(), &stopped, LiveOptions::default());
     let mut progress = realm(&h).live_progress();
     // Registered but still loading: not ready.
     while !h.fake.requests().iter().any(|r| r.path == "/api/v1/users") {

@@ -9,14 +9,12 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
-use scim_sidecar::app::{build_app, demo_config, spawn_live, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
+use fake_zulip::{FakeUser, FakeZulip, FakeZulipBuilder, RecordedRequest};
+use scim_sidecar::app::{App, ReadyCheck, Running, Sidecar, StartOptions};
 use scim_sidecar::config::Config;
-use scim_sidecar::http::App;
-use scim_sidecar::server::{self, ServerLimits};
-use scim_sidecar::zulip::fake::{FakeUser, FakeZulip, FakeZulipBuilder, RecordedRequest};
+use scim_sidecar::demo::{demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
+use scim_sidecar::provision::live::LiveOptions;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -27,10 +25,7 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// The application the sidecar serves (its realms, for live-update tests).
     pub app: Arc<App>,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-    /// Live-update tasks ([`Harness::start_live`]) and their stop signal.
-    live: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>)>,
+    running: Option<Running>,
 }
 
 /// The fake every test starts from unless it builds its own: a service account (owner),
@@ -65,37 +60,23 @@ impl Harness {
     async fn start_inner(fake: FakeZulipBuilder, tweak: impl FnOnce(&mut Config), live: bool) -> Harness {
         let fake = fake.start().await.expect("fake zulip starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
-        let addr = listener.local_addr().expect("local addr");
-        let mut config = demo_config(addr, fake.base_url(), TOKEN).expect("demo config");
+        let mut config = demo_config(listener.local_addr().expect("local addr"), fake.base_url(), TOKEN)
+            .expect("demo config");
+        config.max_connections = 64;
         tweak(&mut config);
-        let app = build_app(&config).expect("app builds");
-        for realm in app.realms() {
-            realm.check_ready().await.expect("realm ready");
-        }
+        let options = StartOptions { ready: ReadyCheck::Awaited, live: None };
+        let mut running = Sidecar::start(&config, listener, options).await.expect("sidecar starts");
+        // Tests assert the upstream calls of what they do, not of the start.
         fake.clear_requests();
-        let live = live.then(|| {
-            let (stop, stopped) = watch::channel(false);
-            let tasks = spawn_live(&app, stopped);
-            (stop, tasks)
-        });
-        let (tx, rx) = oneshot::channel::<()>();
-        let limits = ServerLimits { max_connections: 64, shutdown_grace: Duration::from_secs(5) };
-        let server = tokio::spawn(server::run(
-            listener,
-            app.clone(),
-            async move {
-                let _ = rx.await;
-            },
-            limits,
-        ));
+        if live {
+            running.start_live(LiveOptions::default());
+        }
         Harness {
             fake,
-            addr,
+            addr: running.addr(),
             http: reqwest::Client::new(),
-            app,
-            shutdown: Some(tx),
-            server: Some(server),
-            live,
+            app: running.app().clone(),
+            running: Some(running),
         }
     }
 
@@ -160,42 +141,27 @@ impl Harness {
         self.fake.user_by_email(email).unwrap_or_else(|| panic!("fake has {email}")).user_id
     }
 
-    /// Stops the sidecar (graceful) and the fake; re-raises a panic from the server task.
+    /// Stops the sidecar (graceful) and the fake; re-raises a panic from the server or a
+    /// live task.
     pub async fn stop(mut self) {
-        if let Some((stop, tasks)) = self.live.take() {
-            let _ = stop.send(true);
-            for task in tasks {
-                if let Err(e) = task.await {
-                    if e.is_panic() {
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                }
-            }
-        }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            if let Err(e) = server.await {
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic());
-                }
-            }
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+            running.join().await;
         }
         self.fake.clone().shutdown().await;
     }
 
     /// Fires the shutdown signal without waiting.
     pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(running) = &self.running {
+            running.shutdown();
         }
     }
 
-    /// Waits for the server task to finish.
+    /// Waits for the server to finish (after [`Harness::begin_shutdown`]).
     pub async fn join(mut self) {
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task");
+        if let Some(running) = self.running.take() {
+            running.join().await;
         }
     }
 }
@@ -204,33 +170,25 @@ impl Harness {
 /// unreachable or unready Zulip. Stop it with [`BareSidecar::stop`].
 pub struct BareSidecar {
     pub addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
-    server: JoinHandle<()>,
+    running: Running,
 }
 
 impl BareSidecar {
     pub async fn start(upstream: url::Url, tweak: impl FnOnce(&mut Config)) -> BareSidecar {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sidecar");
-        let addr = listener.local_addr().expect("local addr");
-        let mut config = demo_config(addr, upstream, TOKEN).expect("demo config");
+        let mut config =
+            demo_config(listener.local_addr().expect("local addr"), upstream, TOKEN).expect("demo config");
+        config.max_connections = 4;
+        config.shutdown_grace = Duration::from_secs(1);
         tweak(&mut config);
-        let app = build_app(&config).expect("app builds");
-        let (tx, rx) = oneshot::channel::<()>();
-        let limits = ServerLimits { max_connections: 4, shutdown_grace: Duration::from_secs(1) };
-        let server = tokio::spawn(server::run(
-            listener,
-            app,
-            async move {
-                let _ = rx.await;
-            },
-            limits,
-        ));
-        BareSidecar { addr, shutdown: tx, server }
+        let options = StartOptions { ready: ReadyCheck::OnFirstRequest, live: None };
+        let running = Sidecar::start(&config, listener, options).await.expect("sidecar starts");
+        BareSidecar { addr: running.addr(), running }
     }
 
     pub async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.server.await.expect("server task");
+        self.running.shutdown();
+        self.running.join().await;
     }
 }
 

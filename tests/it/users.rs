@@ -5,8 +5,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use fake_zulip::{Failure, FakeUser};
 use scim_sidecar::config::UserDelete;
-use scim_sidecar::zulip::fake::{Failure, FakeUser};
 
 use crate::support::{call, calls, fake, BareSidecar, Harness, TOKEN};
 
@@ -534,7 +534,7 @@ async fn delete_deactivates_and_the_user_stays_visible_inactive() {
 #[tokio::test]
 async fn the_service_account_cannot_be_deactivated_over_scim() {
     let h = Harness::start().await;
-    let me = h.user_id(scim_sidecar::app::DEMO_SERVICE_EMAIL);
+    let me = h.user_id(scim_sidecar::demo::DEMO_SERVICE_EMAIL);
     h.patch(&format!("/Users/{me}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await
         .assert_error(400, Some("mutability"));
