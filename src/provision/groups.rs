@@ -12,10 +12,11 @@ use crate::error::Error;
 use crate::provision::mapping::{str_at, value_at};
 use crate::provision::realm::{check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP};
 use crate::provision::users::with_applied;
-use crate::provision::{refusal, ListPage, ListQuery};
+use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::filter::Filter;
 use scim::patch::PatchRequest;
 use scim::schema::{GROUP, USER};
+use scim::version::Fingerprint;
 use scim::{self, ScimType};
 use zulip_client::client::NewUserGroup;
 use zulip_client::{UserGroup, ZulipError};
@@ -26,11 +27,23 @@ pub const SCIM_GROUP_DESCRIPTION: &str = "Created from SCIM";
 pub const MAX_GROUP_NAME_CHARS: usize = 100;
 const RESERVED_PREFIXES: [&str; 5] = ["@", "role:", "user:", "stream:", "channel:"];
 
-fn parse_group_id(id: &str) -> Result<u64, Error> {
-    match id.parse::<u64>() {
-        Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
-        _ => Err(Error::NotFound { resource: "Group", id: id.to_string() }),
+/// The version of a rendered Group: its name and its members (active people), whether or not
+/// the response shows them, so that every representation of one state has one tag.
+fn group_version(group: &UserGroup, users: &UserIndex) -> String {
+    let mut members: Vec<u64> = group
+        .members
+        .iter()
+        .copied()
+        .filter(|id| users.get(*id).is_some_and(|u| !u.is_bot && u.is_active))
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    let mut fingerprint = Fingerprint::new();
+    fingerprint.part(group.id.to_string().as_str()).part(group.name.as_str());
+    for id in members {
+        fingerprint.part(id.to_string().as_str());
     }
+    fingerprint.tag()
 }
 
 /// Checks a group name the way Zulip will.
@@ -120,8 +133,9 @@ impl Realm {
             meta.insert("lastModified".into(), Value::from(created));
         }
         meta.insert("location".into(), Value::from(format!("{}/Groups/{}", self.base_url, group.id)));
+        meta.insert("version".into(), Value::from(group_version(group, users)));
         out.insert("meta".into(), Value::Object(meta));
-        Realm::with_version(Value::Object(out))
+        Value::Object(out)
     }
 
     /// Adds the read-only `groups` attribute (direct memberships in active groups) to
@@ -225,7 +239,7 @@ impl Realm {
 
     /// The active group behind a SCIM Group id.
     async fn find_group(&self, id: &str) -> Result<UserGroup, Error> {
-        let group_id = parse_group_id(id)?;
+        let group_id = parse_id("Group", id)?;
         let mut reloaded = false;
         loop {
             let found = self.group_index().await?.read().groups.get(&group_id).cloned();

@@ -16,6 +16,15 @@ use crate::error::Error;
 use scim::ScimType;
 use zulip_client::ZulipError;
 
+/// A SCIM id as Zulip's: a positive decimal integer, as Zulip writes it. Anything else names
+/// no resource (404, as for an id that no longer exists).
+pub(crate) fn parse_id(resource: &'static str, id: &str) -> Result<u64, Error> {
+    match id.parse::<u64>() {
+        Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
+        _ => Err(Error::NotFound { resource, id: id.to_string() }),
+    }
+}
+
 /// Translates a Zulip failure into the SCIM outcome. Zulip answers 400 for most refusals
 /// (`code` says little: branch on it, never on the translated `msg`, which is only carried
 /// into the detail so that the admin reads Zulip's own objection).

@@ -217,16 +217,6 @@ impl Realm {
         }
     }
 
-    /// Zulip no longer knows the field (a write answered `Field id N not found.`): resolve it
-    /// again before the next use.
-    pub(crate) fn forget_external_id_field(&self, id: u64) {
-        if let Some(field) = &self.external_id {
-            if field.id.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                tracing::warn!(realm = %self.name(), field_id = id, label = %field.label, "zulip no longer knows the externalId field; it will be resolved again");
-            }
-        }
-    }
-
     /// Zulip answered the readiness check and, once a live task follows the realm, both
     /// snapshots are loaded (a realm without its snapshot would answer its first reads slowly
     /// or, with Zulip down, not at all).
@@ -312,15 +302,6 @@ impl Realm {
     /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).
     pub(crate) async fn group_index(&self) -> Result<Arc<Shared<GroupIndex>>, Error> {
         self.dir.groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)
-    }
-
-    /// Adds `meta.version` (a weak ETag over the content) to a rendered resource.
-    pub(crate) fn with_version(mut resource: Value) -> Value {
-        let version = scim::version::weak_etag(&resource);
-        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
-            meta.insert("version".into(), Value::from(version));
-        }
-        resource
     }
 }
 

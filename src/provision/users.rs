@@ -9,9 +9,10 @@ use crate::config::UserDelete;
 use crate::error::Error;
 use crate::provision::mapping::{str_at, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
-use crate::provision::{refusal, ListPage, ListQuery};
+use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::patch::PatchRequest;
 use scim::schema::USER;
+use scim::version::Fingerprint;
 use scim::ScimType;
 use secret::Secret;
 use zulip_client::client::ChannelQuery;
@@ -22,38 +23,26 @@ pub const USER_DELETE_REJECTED: &str =
     "DELETE operation not supported. Use PUT or PATCH to modify the \"active\" attribute instead.";
 
 /// Parses a SCIM User id: Zulip user ids are positive integers; anything else names no user.
-fn parse_user_id(id: &str) -> Result<u64, Error> {
-    match id.parse::<u64>() {
-        Ok(n) if n > 0 && !id.starts_with('+') => Ok(n),
-        _ => Err(Error::NotFound { resource: "User", id: id.to_string() }),
-    }
-}
-
 /// A long random password for `POST /users`: Zulip requires one, SCIM users never use it
 /// (they log in through SSO or a password reset); it is never stored or logged.
 fn throwaway_password() -> Secret<String> {
     Secret::new(rand::thread_rng().sample_iter(&Alphanumeric).take(40).map(char::from).collect())
 }
 
-/// `W/"<16 hex>"`: a digest of every field a rendered User depends on.
+/// The version of a rendered User: a fingerprint of every field its rendering depends on.
 fn user_version(user: &User, learned: Option<&str>, external_id: Option<&str>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        user.user_id.to_string().as_str(),
-        &user.email,
-        user.delivery_email.as_deref().unwrap_or("\u{0}"),
-        learned.unwrap_or("\u{0}"),
-        external_id.unwrap_or("\u{0}"),
-        &user.full_name,
-        &user.date_joined,
-        if user.is_active { "1" } else { "0" },
-        user.role.scim_name(),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0xff]);
-    }
-    format!("W/\"{}\"", hex::encode(&h.finalize()[..8]))
+    let mut fingerprint = Fingerprint::new();
+    fingerprint
+        .part(user.user_id.to_string().as_str())
+        .part(user.email.as_str())
+        .part(user.delivery_email.as_deref())
+        .part(learned)
+        .part(external_id)
+        .part(user.full_name.as_str())
+        .part(user.date_joined.as_str())
+        .part(if user.is_active { "1" } else { "0" })
+        .part(user.role.scim_name());
+    fingerprint.tag()
 }
 
 /// Now, in Zulip's `date_joined` form (minute precision).
@@ -141,7 +130,7 @@ impl Realm {
 
     /// The Zulip account behind a SCIM User id: snapshot first, then `GET /users/{id}`.
     async fn find_user(&self, id: &str) -> Result<User, Error> {
-        let user_id = parse_user_id(id)?;
+        let user_id = parse_id("User", id)?;
         let not_found = || Error::NotFound { resource: "User", id: id.to_string() };
         let index = self.user_index().await?;
         let cached = index.read().get(user_id).cloned();
@@ -477,30 +466,32 @@ impl Realm {
         Ok(user)
     }
 
-    /// `PATCH /users/{id}`. When Zulip answers `Field id N not found.` for the externalId
-    /// field (deleted in Zulip since it was resolved), the field is resolved again (found or
-    /// created) and the update sent once more: Zulip applies a PATCH in one transaction, so
-    /// the refused one changed nothing. `update` then names the field that was written.
+    /// `PATCH /users/{id}`. The externalId field may have been deleted in Zulip since it was
+    /// resolved: Zulip then refuses the whole update with `BAD_REQUEST` (a code it also uses
+    /// for other refusals, with a translated message that must not be matched). So after a
+    /// `BAD_REQUEST` for an update that writes the field, the field is looked up afresh (found
+    /// or created); when its id changed, the update is sent once more — Zulip applies a PATCH
+    /// in one transaction, so the refused one changed nothing. `update` then names the field
+    /// that was written.
     async fn send_user_update(&self, user_id: u64, update: &mut UserUpdate) -> Result<(), ZulipError> {
         let refused = match self.client.update_user(user_id, update).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
-        let lost = update
-            .profile_data
-            .iter()
-            .map(|(field, _)| *field)
-            .find(|field| refused.message() == Some(format!("Field id {field} not found.").as_str()));
-        let Some(lost) = lost else {
+        let Some(sent) =
+            self.external_id_field_id().filter(|id| update.profile_data.iter().any(|(f, _)| f == id))
+        else {
             return Err(refused);
         };
-        self.forget_external_id_field(lost);
-        let field = match self.resolve_external_id_field(false).await {
-            Ok(Some(field)) if field != lost => field,
+        if !refused.is_bad_request() {
+            return Err(refused);
+        }
+        let field = match self.resolve_external_id_field(true).await {
+            Ok(Some(field)) if field != sent => field,
             _ => return Err(refused),
         };
         for (id, _) in &mut update.profile_data {
-            if *id == lost {
+            if *id == sent {
                 *id = field;
             }
         }
