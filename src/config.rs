@@ -1,10 +1,7 @@
 //! Configuration: figment layering (defaults < `sidecar.yaml` < `SCIM_SIDECAR_*` env with `__`
 //! nesting) into a raw serde DTO, then validated into [`Config`], reporting every problem at once.
 //!
-//! CONTRACT (loading/validation owned by the config helper; keep these types):
-//! - `Config::load(path: &Path) -> Result<Config, ConfigError>`
-//! - `Config::from_figment(figment::Figment) -> Result<Config, ConfigError>`
-//! - `Config::redacted(&self) -> serde_json::Value` (secrets shown as `***`)
+//! Entry points: [`Config::load`], [`Config::from_figment`] and [`Config::redacted`].
 //!
 //! # Two stages
 //!

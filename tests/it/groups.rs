@@ -350,3 +350,35 @@ async fn users_carry_their_groups_when_asked() {
     assert!(names.contains(&"Engineering"), "{with}");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_group_has_one_version_whether_or_not_members_are_shown() {
+    let h = harness().await;
+    let gid = h.fake.group_by_name("Engineering").unwrap().id;
+    let full = h.get(&format!("/Groups/{gid}")).await;
+    let slim = h.get(&format!("/Groups/{gid}?excludedAttributes=members")).await;
+    full.assert_status(200);
+    slim.assert_status(200);
+    assert!(full.body["members"].is_array() && slim.body.get("members").is_none(), "{}", slim.raw);
+    let etag = full.header("etag").unwrap().to_string();
+    assert_eq!(slim.header("etag"), Some(etag.as_str()));
+    assert_eq!(full.body["meta"]["version"], etag);
+    // So an If-Match taken from a slim read is honoured by a write.
+    let rename = patch_op(json!([{"op":"replace","path":"displayName","value":"Engineers"}]));
+    let reply = h
+        .raw(
+            reqwest::Method::PATCH,
+            &format!("/Groups/{gid}"),
+            &[("content-type", "application/scim+json"), ("if-match", &etag)],
+            rename.to_string(),
+        )
+        .await;
+    reply.assert_status(200);
+    // And a membership change is a new version.
+    let cordelia = h.user_id("cordelia@zulip.example.com");
+    let drop = patch_op(json!([{"op":"remove","path":format!("members[value eq \"{cordelia}\"]")}]));
+    let after = h.patch(&format!("/Groups/{gid}"), &drop).await;
+    after.assert_status(200);
+    assert_ne!(after.header("etag"), reply.header("etag"));
+    h.stop().await;
+}

@@ -1,13 +1,8 @@
 //! RFC 7644 §3.4.2.2 filters: parsed once into an AST, evaluated on SCIM JSON resources.
 //!
-//! CONTRACT (owned by the filter/PATCH helper; keep these names):
-//! - `Filter::parse(&str) -> Result<Filter, ScimError>` (`InvalidFilter` on any problem,
-//!   with length and depth caps `MAX_FILTER_LEN`, `MAX_FILTER_DEPTH`).
-//! - `Filter::validate(&self, &ResourceTypeDef) -> Result<(), ScimError>`: every attribute
-//!   known to the schema and every operator applicable to its type.
-//! - `Filter::matches(&self, &serde_json::Value, &ResourceTypeDef) -> bool`.
-//! - `Filter::eq_constraint(&self, attr: &str) -> Option<&str>`: the string a match must have
-//!   `attr eq` (a top-level `eq` or a conjunct of top-level `and`s), for index lookups.
+//! Parse once with [`Filter::parse`], check it against a resource type with
+//! [`Filter::validate`], then evaluate with [`Filter::matches`]; [`Filter::eq_constraint`],
+//! [`Filter::email_constraint`] and [`Filter::mentions`] let callers use an index or skip work.
 //!
 //! Grammar accepted (RFC 7644 §3.4.2.2, plus what IdPs send):
 //!

@@ -1,9 +1,7 @@
 //! RFC 7644 §3.5.2 PATCH: operations parsed leniently (IdP dialects) and applied to a
 //! resource in memory, validated against the schema.
 //!
-//! CONTRACT (owned by the filter/PATCH helper; keep these names):
-//! - `PatchRequest::parse(&serde_json::Value) -> Result<PatchRequest, ScimError>`
-//! - `PatchRequest::apply(&self, resource: &mut serde_json::Value, rt: &ResourceTypeDef) -> Result<(), ScimError>`
+//! [`PatchRequest::parse`] reads the body; [`PatchRequest::apply`] applies it to a resource.
 //!
 //! Dialects accepted (see `reference/idp-behaviour.md` §0):
 //! - `Operations`, `op`, `path`, `value` keys in any case; `op` in any case (`Replace`);

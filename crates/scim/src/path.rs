@@ -2,10 +2,8 @@
 //! `emails[type eq "work"].value`, `members[value eq "42"]` (RFC 7644 §3.10 attribute
 //! notation and the §3.5.2 PATH grammar), and their resolution against a resource type.
 //!
-//! CONTRACT (owned by the filter/PATCH helper; keep these names):
-//! - `AttrPath { urn: Option<String>, attr: String, sub: Option<String> }` and `AttrPath::parse(&str)`.
-//! - `PatchPath { attr: AttrPath /* sub is None */, filter: Option<Filter>, sub: Option<String> }`
-//!   and `PatchPath::parse(&str)`; errors are `ScimError` with `ScimType::InvalidPath`.
+//! [`AttrPath`] names an attribute; [`PatchPath`] a PATCH target (with an optional value
+//! filter).
 
 use std::fmt;
 

@@ -1,36 +1,7 @@
 //! `ZulipClient`: typed calls on Zulip's REST API, one method per API doc page.
 //!
-//! CONTRACT (bodies owned by the client helper; keep these signatures):
-//! ```ignore
-//! ZulipClient::new(ClientConfig) -> Result<ZulipClient, ZulipError>
-//! server_settings() -> Result<ServerSettings, ZulipError>          // GET /server_settings, no auth
-//! get_own_user() -> Result<User, ZulipError>                        // GET /users/me
-//! get_users() -> Result<Vec<User>, ZulipError>                      // GET /users (all, incl. bots, deactivated)
-//! get_user(user_id: u64) -> Result<User, ZulipError>                // GET /users/{id}
-//! get_users_with_profile_field(field: Option<u64>) / get_user_with_profile_field(user_id, field)
-//!                                          // the same, with that custom profile field's value
-//! get_custom_profile_fields() -> Result<Vec<ProfileField>, ZulipError>   // GET /realm/profile_fields
-//! create_custom_profile_field(name, hint, field_type) -> Result<u64, ZulipError>  // POST /realm/profile_fields
-//! create_user(email, password: &Secret<String>, full_name) -> Result<u64, ZulipError>  // POST /users
-//! update_user(user_id, &UserUpdate) -> Result<(), ZulipError>       // PATCH /users/{id}
-//! deactivate_user(user_id) -> Result<(), ZulipError>                // DELETE /users/{id}
-//! reactivate_user(user_id) -> Result<(), ZulipError>                // POST /users/{id}/reactivate
-//! get_user_groups(include_deactivated: bool) -> Result<Vec<UserGroup>, ZulipError>
-//! create_user_group(&NewUserGroup) -> Result<Option<u64>, ZulipError>   // group_id at FL >= 317
-//! update_user_group(group_id, name: Option<&str>, description: Option<&str>) -> Result<(), ZulipError>
-//! update_user_group_members(group_id, add: &[u64], delete: &[u64]) -> Result<(), ZulipError>
-//! get_user_group_members(group_id, direct_only: bool) -> Result<Vec<u64>, ZulipError>
-//! deactivate_user_group(group_id) -> Result<(), ZulipError>
-//! get_channels(&ChannelQuery) -> Result<Vec<Channel>, ZulipError>  // GET /streams
-//! unsubscribe_users(channel_names: &[String], user_ids: &[u64]) -> Result<Unsubscribed, ZulipError>
-//!                                                                   // DELETE /users/me/subscriptions
-//! rate_limit() -> Option<RateLimitState>                           // last X-RateLimit-* seen
-//! // Events API
-//! register_event_queue(event_types: &[&str]) -> Result<RegisteredQueue, ZulipError>   // POST /register
-//! get_events(queue_id, last_event_id: i64, dont_block: bool, poll_timeout: Duration)
-//!     -> Result<Vec<Event>, ZulipError>                             // GET /events (long-poll)
-//! delete_event_queue(queue_id) -> Result<(), ZulipError>            // DELETE /events
-//! ```
+//! The methods are named after the pages of Zulip's API documentation (`get_users`,
+//! `update_user_group_members`, …); rustdoc lists them with their endpoints.
 //!
 //! # Wire rules (zulip-rest-api.md §1, transcripts README "Parameter encoding")
 //! - Parameters go in the query string for GET and in an `application/x-www-form-urlencoded`
