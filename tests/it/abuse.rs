@@ -34,6 +34,7 @@ fn short_timeouts(config: &mut Config) {
 /// within [`BOUND`]. Returns the latency.
 async fn idp_is_served(addr: SocketAddr) -> Duration {
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // Timed from here: building the client (it loads the root certificates) is not the server's.
     let started = Instant::now();
     let response = tokio::time::timeout(
         BOUND,
