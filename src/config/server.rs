@@ -266,7 +266,7 @@ mod tests {
     use figment::Figment;
 
     use super::*;
-    use crate::config::{Config, ConfigError};
+    use crate::config::{fields_of, Config, ConfigError};
 
     const REALM: &str = "realms:
   acme:
@@ -364,6 +364,18 @@ server:
         ] {
             assert!(found.iter().any(|p| p.starts_with(expected)), "missing {expected:?} in {found:#?}");
         }
+    }
+
+    #[test]
+    fn every_key_is_documented_in_the_example() {
+        let example = include_str!("../../sidecar.yaml");
+        for field in fields_of::<RawServer>() {
+            assert!(example.contains(&format!("\n  {field}:")) || *field == "tls", "server.{field}");
+        }
+        for field in fields_of::<RawTls>() {
+            assert!(example.contains(&format!("\n  #   {field}:")), "server.tls.{field}");
+        }
+        assert!(example.contains("\n  # tls:\n"));
     }
 
     #[test]

@@ -148,6 +148,46 @@ async fn a_slow_body_gets_408_and_its_connection_is_closed() {
     h.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_at_their_timeouts() {
+    let idle = Duration::from_secs(1);
+    let h = Harness::start_with(fake(), |config| {
+        short_timeouts(config);
+        config.server.idle_timeout = idle;
+    })
+    .await;
+    // HTTP/1.1 keep-alive, authenticated: waiting for the next request's headers is bounded by
+    // the header timeout.
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    let request = format!(
+        "GET /scim/v2/Users?count=1 HTTP/1.1\r\nHost: sidecar\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    closed_within(&mut stream, CLOSE_BOUND).await.expect("an idle HTTP/1.1 connection is closed");
+
+    // HTTP/2, authenticated: closed after the idle timeout (not the shorter header timeout).
+    let (client, connection) =
+        h2::client::handshake(TcpStream::connect(h.addr).await.unwrap()).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let get = http::Request::get(format!("http://{}/scim/v2/Users?count=1", h.addr))
+        .header("authorization", format!("Bearer {TOKEN}"));
+    let (response, _) = client.send_request(get.body(()).unwrap(), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let answered = Instant::now();
+    tokio::time::timeout(idle + CLOSE_BOUND, driver)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap()
+        .ok();
+    let waited = answered.elapsed();
+    assert!(waited >= idle - Duration::from_millis(100), "closed after {waited:?}, before the idle timeout");
+    drop(client);
+    assert!(metric(h.addr, r#"scim_connections_closed_total{reason="idle_timeout"}"#).await >= 1.0);
+    h.stop().await;
+}
+
 /// The issue's "done when": 2,000 half-open connections held (twice `max_connections`) and
 /// a 401 flood running; the IdP is still answered within a second, every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
