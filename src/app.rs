@@ -16,11 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::ServerConfig;
 use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
+use crate::http::ratelimit::Guard;
 use crate::provision::live::{self, LiveOptions};
 use crate::provision::{Realm, MAX_COUNT};
+use crate::server::tls::{Tls, TlsError};
 use crate::server::{self, ServerLimits};
 use crate::telemetry::Metrics;
 use scim::discovery::Capabilities;
@@ -48,6 +51,8 @@ pub enum StartupError {
         #[source]
         source: crate::provision::NotReady,
     },
+    #[error("TLS")]
+    Tls(#[source] TlsError),
     #[error("{0}")]
     Other(String),
 }
@@ -59,6 +64,10 @@ pub struct App {
     pub(crate) realms: Vec<Arc<Realm>>,
     pub(crate) tokens: TokenTable,
     pub(crate) max_body_bytes: usize,
+    /// How long a request body may take to arrive (408 after it).
+    pub(crate) body_read_timeout: Duration,
+    /// Request-rate limits (per realm, and per address for requests without a token).
+    pub(crate) guard: Guard,
     pub(crate) capabilities: Capabilities,
     draining: AtomicBool,
     pub(crate) metrics: Arc<Metrics>,
@@ -86,15 +95,21 @@ impl App {
             .iter()
             .map(|realm| build_realm(config, realm, &metrics).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(App::new(realms, config.max_body_bytes, metrics)))
+        let mut app = App::new(realms, config.max_body_bytes, metrics);
+        app.body_read_timeout = config.server.body_read_timeout;
+        app.guard = Guard::new(&config.server, config.realms.iter().map(|r| r.name.as_str()));
+        Ok(Arc::new(app))
     }
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
         let tokens = TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice()));
+        let server = ServerConfig::default();
         App {
+            guard: Guard::new(&server, realms.iter().map(|r| r.name())),
             realms,
             tokens,
             max_body_bytes,
+            body_read_timeout: server.body_read_timeout,
             capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
             draining: AtomicBool::new(false),
             metrics,
@@ -270,9 +285,16 @@ impl Sidecar {
             }
             ReadyCheck::OnFirstRequest => {}
         }
+        let tls = match &config.server.tls {
+            Some(tls) => Some(Arc::new(Tls::new(tls).map_err(StartupError::Tls)?)),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
-        let limits =
-            ServerLimits { max_connections: config.max_connections, shutdown_grace: config.shutdown_grace };
+        let limits = ServerLimits {
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
+            server: config.server.clone(),
+        };
         let mut server_stopped = stopped.clone();
         let server = tokio::spawn(server::run(
             listener,
@@ -281,6 +303,7 @@ impl Sidecar {
                 let _ = server_stopped.wait_for(|stop| *stop).await;
             },
             limits,
+            tls,
         ));
         let mut running = Running { addr, app, stop, server, background, live: Vec::new() };
         if let Some(options) = options.live {

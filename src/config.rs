@@ -49,6 +49,9 @@ use url::{Host, Url};
 
 use secret::Secret;
 
+mod server;
+pub use server::{RateLimit, ServerConfig, TlsConfig, MIN_HEADER_BYTES};
+
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "SCIM_SIDECAR_";
 
@@ -128,6 +131,8 @@ pub struct Config {
     pub request_deadline: Duration,
     /// How long a realm snapshot is trusted without a refresh when live events are off.
     pub snapshot_ttl: Duration,
+    /// Connection timeouts, HTTP/2 bounds, request-rate limits, TLS (`server:`).
+    pub server: ServerConfig,
     pub realms: Vec<RealmConfig>,
 }
 
@@ -206,7 +211,7 @@ struct RawConfig {
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in ms. Default 10000.
     #[serde(default = "defaults::shutdown_grace_ms")]
     shutdown_grace_ms: u64,
-    /// Concurrent connections accepted; more wait in the kernel backlog. Default 1024.
+    /// Concurrent connections held open (see `server::limits`). Default 1024.
     #[serde(default = "defaults::max_connections")]
     max_connections: usize,
     /// Largest request body accepted (413 above). Default 1 MiB.
@@ -219,6 +224,10 @@ struct RawConfig {
     /// Default 60000.
     #[serde(default = "defaults::snapshot_ttl_ms")]
     snapshot_ttl_ms: u64,
+    /// Connection and request limits, TLS. Extracted on its own (see `server::extract`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    server: Option<IgnoredAny>,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -538,7 +547,8 @@ impl Config {
             Some(_) => problems.push("realms", "expected a map of realm name to realm"),
         }
 
-        let config = raw.and_then(|raw| top_level(raw, realms, &mut problems));
+        let server = server::extract(&root, &mut problems);
+        let config = raw.and_then(|raw| top_level(raw, server, realms, &mut problems));
         match config {
             Some(config) if problems.list.is_empty() => Ok(config),
             _ => Err(ConfigError::Invalid(problems.list)),
@@ -558,6 +568,7 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "request_deadline_ms": millis(self.request_deadline),
             "snapshot_ttl_ms": millis(self.snapshot_ttl),
+            "server": self.server.redacted(),
             "realms": realms,
         })
     }
@@ -601,7 +612,12 @@ fn millis(duration: Duration) -> u64 {
 const NO_REALMS: &str =
     "realms: no realm configured (add one under `realms:` or set SCIM_SIDECAR_REALMS__<NAME>__URL)";
 
-fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) -> Option<Config> {
+fn top_level(
+    raw: RawConfig,
+    server: Option<ServerConfig>,
+    realms: Vec<RealmConfig>,
+    problems: &mut Problems,
+) -> Option<Config> {
     let before = problems.list.len();
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
@@ -629,6 +645,7 @@ fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) 
         max_body_bytes: raw.max_body_bytes,
         request_deadline,
         snapshot_ttl,
+        server: server?,
         realms,
     })
 }

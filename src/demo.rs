@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::app::StartupError;
 use crate::config::token_digest;
 use crate::config::{
-    Config, GroupDelete, LogFormat, RealmConfig, UnknownMembers, UpstreamConfig, UserDelete,
+    Config, GroupDelete, LogFormat, RealmConfig, ServerConfig, UnknownMembers, UpstreamConfig, UserDelete,
 };
 use secret::Secret;
 
@@ -40,6 +40,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         max_body_bytes: 1024 * 1024,
         request_deadline: Duration::from_secs(25),
         snapshot_ttl: Duration::from_secs(60),
+        server: ServerConfig::default(),
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,

@@ -50,6 +50,14 @@ pub enum Error {
     /// wait does not fit in the request deadline.
     #[error("zulip rate limit: retry after {retry_after:?}")]
     RateLimited { retry_after: Duration },
+    /// 429 with `Retry-After`: the sidecar's own request-rate limit (per realm, or per client
+    /// address for requests without a valid token).
+    #[error("too many requests: {detail}")]
+    TooManyRequests { retry_after: Duration, detail: &'static str },
+    /// 408: the request body did not arrive within `server.body_read_timeout_ms`; the
+    /// connection is closed.
+    #[error("request body not received within {limit:?}")]
+    RequestTimeout { limit: Duration },
     /// 503: the realm is not ready (upstream never answered yet).
     #[error("service unavailable: {detail}")]
     Unavailable { detail: String },

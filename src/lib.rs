@@ -3,8 +3,9 @@
 //! # Request flow
 //!
 //! ```text
-//! server (accept loop, graceful shutdown, connection limit)
-//!   └─ http (route parsed first, bearer auth → realm, body limit, Error → SCIM error body)
+//! server (accept loop, connection slots and deadlines, optional TLS, graceful shutdown)
+//!   └─ http (route parsed first, bearer auth → realm, rate limits, body limit and deadline,
+//!            Error → SCIM error body)
 //!        └─ provision::Realm (SCIM operation ⇄ Zulip calls; the only module knowing both)
 //!             ├─ scim       crate: pure protocol (schema, filter, PATCH, projection, ETags)
 //!             ├─ directory  per-realm snapshot of users and groups, indexes, single-flight

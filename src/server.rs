@@ -1,5 +1,10 @@
-//! The accept loop: hyper-util's auto builder (HTTP/1.1 and h2c), a connection limit, and a
-//! graceful, bounded shutdown. Knows nothing of SCIM.
+//! The accept loop: hyper-util's auto builder (HTTP/1.1 and h2c, or h2 over TLS), connection
+//! slots that a flood cannot starve ([`limits`]), a deadline on every phase of a connection,
+//! optional TLS termination ([`tls`]), and a graceful, bounded shutdown. Knows nothing of
+//! SCIM.
+
+pub mod limits;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,43 +12,73 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::app::App;
+use crate::config::{ServerConfig, MIN_HEADER_BYTES};
 
-/// Limits of the accept loop.
-#[derive(Debug, Clone, Copy)]
+use self::limits::{Next, Slot, Slots};
+use self::tls::Tls;
+
+/// Limits of the accept loop and its connections.
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
     /// How long in-flight requests may run once shutdown begins.
     pub shutdown_grace: Duration,
+    /// Timeouts and HTTP/2 bounds.
+    pub server: ServerConfig,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, flips
-/// `/readyz` to 503, lets in-flight requests (and writes whose client hung up) finish within
-/// the grace period, and returns.
+/// What every connection task shares.
+struct Shared {
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
+    stopping: watch::Receiver<bool>,
+    /// Connection tasks still running (shutdown waits for them).
+    tasks: watch::Sender<usize>,
+}
+
+/// Counts one connection task until dropped.
+struct Task(Arc<Shared>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.tasks.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves; then
+/// stops accepting, flips `/readyz` to 503, lets in-flight requests (and writes whose client
+/// hung up) finish within the grace period, and returns.
+///
+/// The loop never waits for a connection slot: every connection is accepted and given one
+/// at once, evicting an idle anonymous connection when all are taken (see [`limits`]).
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
     limits: ServerLimits,
+    tls: Option<Arc<Tls>>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Slots::new(limits.max_connections, app.metrics.clone());
+    let (stop, stopping) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        builder: builder(&limits.server),
+        app: app.clone(),
+        limits: limits.clone(),
+        tls,
+        stopping,
+        tasks: watch::channel(0).0,
+    });
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -56,27 +91,28 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let app = app.clone();
-        let service = service_fn(move |request| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(request).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match slots.admit(peer) {
+            Ok(slot) => {
+                shared.tasks.send_modify(|n| *n += 1);
+                tokio::spawn(connection(stream, slot, Task(shared.clone())));
             }
-            drop(permit);
-        });
+            Err(limits::Full) => {
+                tracing::debug!(%peer, "every connection slot is authenticated or busy: 503");
+                if shared.tls.is_none() {
+                    tokio::spawn(refuse(stream));
+                }
+            }
+        }
     }
     app.set_draining();
+    let _ = stop.send(true);
     tracing::info!(
         grace_ms = limits.shutdown_grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
     );
     let drained = async {
-        graceful.shutdown().await;
+        let mut tasks = shared.tasks.subscribe();
+        let _ = tasks.wait_for(|n| *n == 0).await;
         // Writes whose IdP hung up run on without a connection: let them finish too.
         app.writes_finished().await;
     };
@@ -84,6 +120,153 @@ pub async fn run(
         Ok(()) => tracing::info!("all connections and writes drained"),
         Err(_) => tracing::warn!("shutdown grace period ran out; closing remaining connections"),
     }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings from the config.
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BYTES))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(config.http2_keep_alive_interval)
+        .keep_alive_timeout(config.http2_keep_alive_timeout)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+/// One connection: the TLS handshake if any, then HTTP until it ends, times out, is evicted
+/// or the server stops.
+async fn connection(stream: TcpStream, slot: Slot, task: Task) {
+    let _ = stream.set_nodelay(true);
+    let shared = task.0.clone();
+    let Some(tls) = &shared.tls else {
+        return serve(stream, slot, &shared).await;
+    };
+    tls.reload_if_changed();
+    let handshake =
+        tokio::time::timeout(shared.limits.server.header_read_timeout, tls.acceptor().accept(stream));
+    let evicted = async {
+        while !slot.state().is_evicted() {
+            slot.state().changed().await;
+        }
+    };
+    tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => serve(stream, slot, &shared).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => shared.app.metrics.connection_closed("header_timeout"),
+        },
+        () = evicted => {}
+    }
+}
+
+/// Serves HTTP on `io`, closing it when its slot's deadline passes (see [`limits`]).
+async fn serve<I>(io: I, slot: Slot, shared: &Shared)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = slot.info();
+    let app = shared.app.clone();
+    let service = service_fn(move |mut request| {
+        let app = app.clone();
+        let info = info.clone();
+        async move {
+            let _busy = info.state().begin();
+            request.extensions_mut().insert(info);
+            Ok::<_, Infallible>(app.handle(request).await)
+        }
+    });
+    let conn = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let (header_timeout, idle_timeout) =
+        (shared.limits.server.header_read_timeout, shared.limits.server.idle_timeout);
+    let mut stopping = shared.stopping.clone();
+    // Once shut down gracefully (a response asked to close, or the server stops), the
+    // connection has `header_timeout` more to finish; then it is dropped.
+    let mut shut_down_at: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = match (shut_down_at, slot.state().next(header_timeout, idle_timeout)) {
+            (_, Next::Evicted) => return,
+            (Some(at), _) => at.checked_add(header_timeout),
+            (None, Next::Shutdown) => {
+                shut_down_at = Some(tokio::time::Instant::now());
+                conn.as_mut().graceful_shutdown();
+                continue;
+            }
+            (None, Next::CloseAt(at)) => Some(at),
+            (None, Next::Wait) => None,
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %slot.info().peer(), error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = slot.state().changed() => {}
+            () = sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                let expired = match (shut_down_at, slot.state().next(header_timeout, idle_timeout)) {
+                    (Some(_), _) => true,
+                    (None, Next::CloseAt(at)) => at <= now,
+                    _ => false,
+                };
+                if expired {
+                    let reason = if slot.state().is_authenticated() { "idle_timeout" } else { "header_timeout" };
+                    shared.app.metrics.connection_closed(reason);
+                    return;
+                }
+            }
+            _ = stopping.wait_for(|stop| *stop), if shut_down_at.is_none() => {
+                shut_down_at = Some(tokio::time::Instant::now());
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a connection that found every slot taken: a minimal HTTP/1.1 503 with
+/// `Retry-After` and a SCIM error body, written at once (bounded), then closed.
+async fn refuse(mut stream: TcpStream) {
+    let body = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:Error"],"status":"503","detail":"every connection slot is in use; retry shortly"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/scim+json\r\nretry-after: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Write, half-close, then read what the client sent (bounded) so that closing does not
+    // reset the connection before the client has read the answer.
+    let answer = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or SIGINT.

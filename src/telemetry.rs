@@ -70,6 +70,24 @@ struct RealmLabels {
     realm: String,
 }
 
+/// Labels of `scim_connections` (`anonymous`, `authenticated`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// Labels of `scim_connections_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Labels of `scim_unauthenticated_requests_total` (`refused`: 401, `rate_limited`: 429).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 5 ms to ~20 s (doubling): SCIM calls are one or a few Zulip calls.
@@ -93,6 +111,9 @@ pub struct Metrics {
     realm_ready: Family<RealmLabels, Gauge>,
     realm_live: Family<RealmLabels, Gauge>,
     realm_users: Family<RealmLabels, Gauge>,
+    connections: Family<StateLabels, Gauge>,
+    connections_closed: Family<ReasonLabels, Counter>,
+    unauthenticated: Family<OutcomeLabels, Counter>,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
@@ -122,6 +143,9 @@ impl Metrics {
         let realm_ready = Family::<RealmLabels, Gauge>::default();
         let realm_live = Family::<RealmLabels, Gauge>::default();
         let realm_users = Family::<RealmLabels, Gauge>::default();
+        let connections = Family::<StateLabels, Gauge>::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let unauthenticated = Family::<OutcomeLabels, Counter>::default();
 
         // Counters get `_total` and units their suffix from prometheus-client itself.
         registry.register(
@@ -167,8 +191,27 @@ impl Metrics {
             realm_users.clone(),
         );
 
+        registry.register(
+            "scim_connections",
+            "Open connections holding a slot: anonymous (no authenticated request yet) or authenticated",
+            connections.clone(),
+        );
+        registry.register(
+            "scim_connections_closed",
+            "Connections closed by the server's limits: header_timeout, idle_timeout, evicted (for a newcomer), refused_full (503)",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "scim_unauthenticated_requests",
+            "SCIM requests without a valid bearer token: refused (401) or rate_limited (429, per client IP)",
+            unauthenticated.clone(),
+        );
+
         Metrics {
             registry,
+            connections,
+            connections_closed,
+            unauthenticated,
             scim_requests,
             scim_request_duration,
             zulip_requests,
@@ -225,6 +268,23 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// The connections holding a slot.
+    pub fn set_connections(&self, anonymous: usize, authenticated: usize) {
+        for (state, n) in [("anonymous", anonymous), ("authenticated", authenticated)] {
+            self.connections.get_or_create(&StateLabels { state }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// One connection closed (or refused) by a limit; `reason` is a fixed word.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// One request without a valid token: `refused` (401) or `rate_limited` (429).
+    pub fn unauthenticated(&self, outcome: &'static str) {
+        self.unauthenticated.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
     /// Records one 429 from Zulip.
     pub fn rate_limited(&self, realm: &str) {
         self.zulip_rate_limited.get_or_create(&RealmLabels { realm: realm.to_owned() }).inc();
@@ -260,6 +320,9 @@ mod tests {
         metrics.rate_limited("acme");
         metrics.set_realm_state("acme", RealmState { ready: true, live: false, users: Some(12) });
         metrics.set_realm_state("beta", RealmState { ready: false, live: false, users: None });
+        metrics.set_connections(3, 1);
+        metrics.connection_closed("evicted");
+        metrics.unauthenticated("rate_limited");
         let text = metrics.encode();
 
         assert!(
@@ -281,6 +344,10 @@ mod tests {
             r#"scim_realm_ready{realm="beta"} 0"#,
             r#"scim_realm_live{realm="acme"} 0"#,
             r#"scim_realm_snapshot_users{realm="acme"} 12"#,
+            r#"scim_connections{state="anonymous"} 3"#,
+            r#"scim_connections{state="authenticated"} 1"#,
+            r#"scim_connections_closed_total{reason="evicted"} 1"#,
+            r#"scim_unauthenticated_requests_total{outcome="rate_limited"} 1"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -65,6 +65,19 @@ pub fn error_parts(error: &Error) -> (StatusCode, Vec<(header::HeaderName, Heade
                 ),
             )
         }
+        Error::TooManyRequests { retry_after, detail } => {
+            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+            headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+            (StatusCode::TOO_MANY_REQUESTS, None, format!("{detail}; retry after {secs} s"))
+        }
+        Error::RequestTimeout { limit } => {
+            headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                format!("the request body was not received within {} ms", limit.as_millis()),
+            )
+        }
         Error::Unavailable { detail } => {
             headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
             (StatusCode::SERVICE_UNAVAILABLE, None, detail.clone())
@@ -124,6 +137,8 @@ mod tests {
             (Error::UnsupportedMediaType { content_type: "text/plain".into() }, 415, None),
             (Error::NotImplemented { detail: "n".into() }, 501, None),
             (Error::RateLimited { retry_after: Duration::from_millis(28_700) }, 429, None),
+            (Error::TooManyRequests { retry_after: Duration::from_millis(200), detail: "t" }, 429, None),
+            (Error::RequestTimeout { limit: Duration::from_secs(30) }, 408, None),
             (Error::Unavailable { detail: "u".into() }, 503, None),
             (Error::Upstream { source: api(500), applied: None }, 502, None),
             (Error::Internal("bug".into()), 500, None),
@@ -145,6 +160,9 @@ mod tests {
         assert_eq!(h, vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))]);
         let (_, h, _) = error_parts(&Error::RateLimited { retry_after: Duration::from_millis(28_700) });
         assert_eq!(h[0].1, "29");
+        let (_, h, _) =
+            error_parts(&Error::TooManyRequests { retry_after: Duration::from_millis(200), detail: "t" });
+        assert_eq!(h[0], (header::RETRY_AFTER, HeaderValue::from_static("1")), "never Retry-After: 0");
         let (_, h, _) = error_parts(&Error::MethodNotAllowed { allow: "GET, POST" });
         assert_eq!(h[0], (header::ALLOW, HeaderValue::from_static("GET, POST")));
         let (_, _, body) = error_parts(&Error::Internal("secret invariant".into()));

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod ratelimit;
 pub mod routes;
 
 use std::sync::Arc;
@@ -62,6 +63,9 @@ impl App {
         let route = Route::from_request(&method, request.uri().path());
         let label = route.as_ref().map(Route::label).unwrap_or("unrouted");
         let realm = self.authenticate(request.headers());
+        if let Some(refused) = self.admit(&request, realm, label, started) {
+            return refused;
+        }
         let realm_name = realm.map_or("-", |r| r.name());
         let result = match (route, realm) {
             (Ok(route), _) if !route.is_scim() => Ok(self.serve_ops(&route)),
@@ -254,7 +258,9 @@ impl App {
         if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
             return Err(Error::PayloadTooLarge { limit: self.max_body_bytes });
         }
-        let bytes = match Limited::new(body, self.max_body_bytes).collect().await {
+        let read =
+            tokio::time::timeout(self.body_read_timeout, Limited::new(body, self.max_body_bytes).collect());
+        let bytes = match read.await.map_err(|_| Error::RequestTimeout { limit: self.body_read_timeout })? {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err(Error::PayloadTooLarge { limit: self.max_body_bytes })

@@ -9,6 +9,7 @@
 //! scim-load import --users 1000                     # Okta-shaped import: upstream calls per user
 //! scim-load import --users 2000 --rate-limit-scaled # Zulip's limits ×10 faster: wall vs floor
 //! scim-load event-latency --users 1000              # Zulip change → visible over SCIM
+//! scim-load abuse --half-open 2000 --duration 5s    # IdP latency under connection/401 floods
 //! ```
 //!
 //! Not used by the tests; numbers go to BENCHMARKS.md.
@@ -30,6 +31,9 @@ use scim_sidecar::app::{ReadyCheck, Running, Sidecar, StartOptions};
 use scim_sidecar::config::Config;
 use scim_sidecar::demo::{demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
 use scim_sidecar::provision::live::LiveOptions;
+
+#[path = "scim-load/abuse.rs"]
+mod abuse;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 /// Request number → path (and query).
@@ -62,6 +66,9 @@ enum Command {
     /// Only the FakeZulip with N users, in this process, until Ctrl-C: lets a real
     /// `scim-sidecar serve` run in its own process, so its memory is measured alone.
     Fake(FakeArgs),
+    /// IdP latency while half-open connections are held and a guessed-token flood runs
+    /// (in-process, loopback, bounded): RELIABILITY.md "Abuse".
+    Abuse(abuse::AbuseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +201,7 @@ fn main() -> ExitCode {
             Some(Command::Import(args)) => import(args).await,
             Some(Command::EventLatency(args)) => event_latency(args).await,
             Some(Command::Fake(args)) => fake_only(args).await,
+            Some(Command::Abuse(args)) => abuse::abuse(args).await,
             None => run_external(cli.run).await,
         }
     });
