@@ -15,13 +15,18 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
 use crate::provision::live::{self, LiveOptions};
+use crate::provision::progress;
 use crate::provision::{Realm, MAX_COUNT};
 use crate::server::{self, ServerLimits};
+use crate::telemetry::context::RequestContext;
+use crate::telemetry::limiter::LineLimiter;
 use crate::telemetry::Metrics;
 use scim::discovery::Capabilities;
 use zulip_client::client::UpstreamPolicy;
@@ -64,7 +69,14 @@ pub struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
     writes: Arc<watch::Sender<usize>>,
+    /// `log_probes`: `/livez`, `/readyz`, `/metrics` at `info` (else `debug`).
+    pub(crate) log_probes: bool,
+    /// Holds back repeated identical refusal and failure lines.
+    pub(crate) repeated_lines: LineLimiter,
 }
+
+/// Identical refusal or failure lines are written at most once per this window.
+const REPEATED_LINE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Counts one write in flight until dropped (at the end of its task).
 struct WriteInFlight(Arc<watch::Sender<usize>>);
@@ -86,7 +98,9 @@ impl App {
             .iter()
             .map(|realm| build_realm(config, realm, &metrics).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(App::new(realms, config.max_body_bytes, metrics)))
+        let mut app = App::new(realms, config.max_body_bytes, metrics);
+        app.log_probes = config.log_probes;
+        Ok(Arc::new(app))
     }
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
@@ -99,6 +113,8 @@ impl App {
             draining: AtomicBool::new(false),
             metrics,
             writes: Arc::new(watch::channel(0).0),
+            log_probes: false,
+            repeated_lines: LineLimiter::new(REPEATED_LINE_WINDOW),
         }
     }
 
@@ -130,18 +146,24 @@ impl App {
     /// its connection closes; a write cut between its Zulip calls (`POST /users`, then the
     /// `PATCH` with the role and `externalId`; a group's rename, then its members) would leave
     /// a half-made change that nobody reports. The write runs as a task of its own, which the
-    /// request merely awaits, and shutdown waits for it. A panic in it is a 500.
+    /// request merely awaits, and shutdown waits for it. A panic in it is a 500. The task
+    /// keeps the request's context, span and subscriber, so its lines name the request.
     pub(crate) async fn to_completion<T: Send + 'static>(
         &self,
         write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
         self.writes.send_modify(|n| *n += 1);
         let in_flight = WriteInFlight(self.writes.clone());
-        let task = tokio::spawn(async move {
-            let outcome = write.await;
-            drop(in_flight);
-            outcome
-        });
+        let context = RequestContext::current();
+        let task = tokio::spawn(
+            RequestContext::scope(context, async move {
+                let outcome = write.await;
+                drop(in_flight);
+                outcome
+            })
+            .in_current_span()
+            .with_current_subscriber(),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(e) => Err(Error::Internal(format!("the write task failed: {e}"))),
@@ -256,7 +278,13 @@ impl Sidecar {
     ) -> Result<Running, StartupError> {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Listen { addr: config.listen, source })?;
-        let mut background = Vec::new();
+        let mut background: Vec<JoinHandle<()>> = app
+            .realms()
+            .iter()
+            .map(|realm| {
+                tokio::spawn(progress::run(realm.clone(), config.progress_interval).with_current_subscriber())
+            })
+            .collect();
         match options.ready {
             ReadyCheck::Background => background.extend(app.realms().iter().cloned().map(spawn_readiness)),
             ReadyCheck::Awaited => {
@@ -350,7 +378,8 @@ fn reraise(result: Result<(), tokio::task::JoinError>) {
 
 /// Checks a realm's upstream in the background until it answers.
 fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let check = async move {
+        let limiter = LineLimiter::new(REPEATED_LINE_WINDOW);
         let mut wait = Duration::from_millis(250);
         loop {
             match realm.check_ready().await {
@@ -359,19 +388,26 @@ fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(realm = %realm.name(), error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "realm not ready");
+                    // Identical failures are written once per 10 s at most; `held_back`
+                    // counts the retries in between.
+                    let key = (realm.name().to_owned(), e.to_string());
+                    if let Some(held_back) = limiter.admit(key, std::time::Instant::now()) {
+                        tracing::warn!(realm = %realm.name(), error = %ErrorChain(&e),
+                            retry_in_ms = wait.as_millis() as u64, held_back, "realm not ready");
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
         }
-    })
+    };
+    tokio::spawn(check.with_current_subscriber())
 }
 
 fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     tracing::info!(realm = %realm.name(), zulip_version = %r.zulip_version, feature_level = r.feature_level,
         service_account = r.service_account_id, role = r.service_account_role.scim_name(),
-        external_id_field = r.external_id_field.map(|id| id.to_string()).as_deref().unwrap_or("-"), "realm ready");
+        external_id_field = r.external_id_field, "realm ready");
     if r.service_account_role != Role::Owner {
         tracing::warn!(realm = %realm.name(), "the service account is not an organization owner: owner changes, deactivating owners and SCIM groups will be refused by Zulip");
     }

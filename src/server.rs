@@ -13,7 +13,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use tracing::instrument::WithSubscriber;
+
 use crate::app::App;
+use crate::error::ErrorChain;
 
 /// Limits of the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -56,19 +59,22 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let app = app.clone();
+        let (app, connection_app) = (app.clone(), app.clone());
         let service = service_fn(move |request| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        tokio::spawn(
+            async move {
+                if let Err(e) = connection.await {
+                    log_connection_error(&connection_app, peer, e.as_ref());
+                }
+                drop(permit);
             }
-            drop(permit);
-        });
+            .with_current_subscriber(),
+        );
     }
     app.set_draining();
     tracing::info!(
@@ -83,6 +89,27 @@ pub async fn run(
     match tokio::time::timeout(limits.shutdown_grace, drained).await {
         Ok(()) => tracing::info!("all connections and writes drained"),
         Err(_) => tracing::warn!("shutdown grace period ran out; closing remaining connections"),
+    }
+}
+
+/// A connection that ended with an error. A request hyper could not parse (a request line
+/// with a raw `<` or a space in its path, a malformed header) never reaches [`App::handle`]:
+/// hyper answers it `400 Bad Request` itself, without a body, and closes the connection;
+/// hyper has no hook for a body of ours. This line says what happened, at `info`, once per
+/// 10 s for identical errors. Other connection errors (resets, timeouts) stay at `debug`.
+fn log_connection_error(app: &App, peer: std::net::SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let parse_error =
+        e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_parse() || e.is_parse_too_large());
+    if !parse_error {
+        tracing::debug!(%peer, error = %ErrorChain(e), "connection ended with an error");
+        return;
+    }
+    let error = ErrorChain(e).to_string();
+    if let Some(held_back) =
+        app.repeated_lines.admit(("unparsable request", &error), std::time::Instant::now())
+    {
+        tracing::info!(%peer, error, held_back = (held_back > 0).then_some(held_back),
+            "refused a request the HTTP parser could not read (answered 400 without a body): percent-encode the path, e.g. a placeholder such as <id>");
     }
 }
 

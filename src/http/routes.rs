@@ -130,6 +130,12 @@ impl Route {
             }
             [name, id] if !id.is_empty() => {
                 let r = resource(name).ok_or_else(not_found)?;
+                if id.contains(['<', '>', '{', '}']) {
+                    // `/Users/<id>` copied from an example as it was printed.
+                    return Err(Error::BadRequest {
+                        detail: format!("{id} in the path is a placeholder: put the id of a {} in its place (a number, e.g. {SCIM_PREFIX}/{name}/26)", if r == Resource::User { "User" } else { "Group" }),
+                    });
+                }
                 let id = id.to_string();
                 match *method {
                     Method::GET => Ok(Route::Get(r, id)),
@@ -212,6 +218,11 @@ mod tests {
             ("GET", "/api/v1/users", None),
             ("GET", "/scim/v2/Users/10/extra", None),
         ];
+        let placeholder = Route::from_request(&Method::PATCH, "/scim/v2/Users/%3Cid%3E");
+        assert!(
+            matches!(&placeholder, Err(Error::BadRequest { detail }) if detail.starts_with("<id> in the path is a placeholder")),
+            "{placeholder:?}"
+        );
         for (method, path, allow) in cases {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
             match (Route::from_request(&m, path), allow) {
