@@ -393,7 +393,7 @@ fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
                     let key = (realm.name().to_owned(), e.to_string());
                     if let Some(held_back) = limiter.admit(key, std::time::Instant::now()) {
                         tracing::warn!(realm = %realm.name(), error = %ErrorChain(&e),
-                            retry_in_ms = wait.as_millis() as u64, held_back, "realm not ready");
+                            retry_in_ms = wait.as_millis() as u64, held_back = (held_back > 0).then_some(held_back), "realm not ready");
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));

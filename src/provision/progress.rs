@@ -29,9 +29,9 @@ pub struct ProgressLine {
     pub failed: u64,
     /// 429 answers since the queue began to fill.
     pub rate_limited: u64,
-    /// Writes per minute over the last interval.
+    /// Writes per minute since the queue began to fill.
     pub per_minute: f64,
-    /// Time left for the queued writes at that rate (`None`: nothing got through lately).
+    /// Time left for the queued writes at that rate (`None`: nothing got through yet).
     pub eta: Option<Duration>,
     pub rate_limit_wait: Duration,
     /// The queue is empty again: the batch is over.
@@ -46,16 +46,18 @@ impl Progress {
         let waiting =
             stats.writes_queued > 1 || (stats.writes_queued > 0 && !stats.rate_limit_wait.is_zero());
         if self.batch.is_none() && waiting {
-            self.batch = Some((now, previous));
+            // The batch began at the previous sample, when these counters were read.
+            self.batch = Some((now.checked_sub(interval).unwrap_or(now), previous));
         }
         let (started, at_start) = self.batch?;
         let finished = stats.writes_queued == 0;
         if finished {
             self.batch = None;
         }
-        let recent = (stats.writes_done + stats.writes_failed)
-            .saturating_sub(previous.writes_done + previous.writes_failed);
-        let per_second = recent as f64 / interval.as_secs_f64().max(0.001);
+        // The batch's average rate: what the rate limit lets through, smoothed over its waits.
+        let through = (stats.writes_done + stats.writes_failed)
+            .saturating_sub(at_start.writes_done + at_start.writes_failed);
+        let per_second = through as f64 / now.saturating_duration_since(started).as_secs_f64().max(0.001);
         Some(ProgressLine {
             queued: stats.writes_queued,
             done: stats.writes_done.saturating_sub(at_start.writes_done),
@@ -127,21 +129,22 @@ mod tests {
     #[test]
     fn a_queue_behind_the_rate_limit_reports_rate_and_time_left_then_its_end() {
         let mut p = Progress::default();
-        let t0 = Instant::now();
         let s = Duration::from_secs(10);
+        let t0 = Instant::now() + s;
         assert_eq!(p.step(stats(0, 5, 0), s, t0), None, "idle");
         assert_eq!(p.step(stats(1, 6, 0), s, t0 + s), None, "one write without a wait is not news");
         let line = p.step(stats(40, 16, 2500), s, t0 + 2 * s).unwrap();
         assert_eq!((line.queued, line.done, line.per_minute), (40, 10, 60.0));
         assert_eq!(line.eta, Some(Duration::from_secs(40)));
         assert_eq!(line.rate_limit_wait, Duration::from_millis(2500));
-        let line = p.step(stats(30, 26, 1000), s, t0 + 3 * s).unwrap();
-        assert_eq!((line.done, line.eta, line.elapsed), (20, Some(Duration::from_secs(30)), s));
-        let stalled = p.step(stats(30, 26, 9000), s, t0 + 4 * s).unwrap();
-        assert_eq!(stalled.eta, None, "nothing got through: no estimate");
+        let line = p.step(stats(30, 16, 9000), s, t0 + 3 * s).unwrap();
+        assert_eq!((line.done, line.per_minute, line.elapsed), (10, 30.0, 2 * s), "the batch's average");
+        assert_eq!(line.eta, Some(Duration::from_secs(60)));
+        let line = p.step(stats(20, 36, 1000), s, t0 + 4 * s).unwrap();
+        assert_eq!((line.done, line.eta), (30, Some(Duration::from_secs(20))));
         let end = p.step(stats(0, 56, 0), s, t0 + 5 * s).unwrap();
         assert!(end.finished);
-        assert_eq!(end.done, 50);
+        assert_eq!((end.done, end.elapsed), (50, 4 * s));
         assert_eq!(p.step(stats(0, 56, 0), s, t0 + 6 * s), None, "quiet again");
     }
 }
