@@ -72,32 +72,31 @@ impl App {
         let span = tracing::info_span!("request", request_id = %context.request_id);
         let served = RequestContext::scope(Some(context.clone()), self.route_and_serve(realm, request));
         let (mut response, route, error) = served.instrument(span).await;
-        let realm_name = realm.map_or("-", |r| r.name());
-        let (status, elapsed) = (response.status(), started.elapsed());
-        self.metrics.observe_scim(
-            (realm_name, &context.client),
-            method.as_str(),
-            route,
-            status.as_u16(),
-            elapsed,
-        );
-        if let (Some(realm), Some(Error::Upstream { source, .. })) = (realm, &error) {
-            realm.health.failed(format!("{route}: {}", upstream_cause(source)));
-        }
-        let access = access::Access {
-            realm: realm_name,
+        let outcome = access::Access {
+            realm: realm.map_or("-", |r| r.name()),
             context: &context,
             method: &method,
             route,
-            status,
-            elapsed,
+            status: response.status(),
+            elapsed: started.elapsed(),
             error: error.as_ref(),
         };
-        access.log(self);
+        self.record(realm, &outcome);
         if let Ok(id) = HeaderValue::from_str(&context.request_id) {
             response.headers_mut().insert(context::REQUEST_ID_HEADER, id);
         }
         response
+    }
+
+    /// An answered request: its metrics, an upstream failure in the realm's health, its log line.
+    fn record(&self, realm: Option<&Arc<Realm>>, outcome: &access::Access<'_>) {
+        let labels = (outcome.realm, &*outcome.context.client);
+        let (method, status) = (outcome.method.as_str(), outcome.status.as_u16());
+        self.metrics.observe_scim(labels, method, outcome.route, status, outcome.elapsed);
+        if let (Some(realm), Some(Error::Upstream { source, .. })) = (realm, outcome.error) {
+            realm.health.failed(format!("{}: {}", outcome.route, upstream_cause(source)));
+        }
+        outcome.log(self);
     }
 
     /// Routes and serves: the response, the route label, and the error it answers, if any.

@@ -130,12 +130,7 @@ impl Route {
             }
             [name, id] if !id.is_empty() => {
                 let r = resource(name).ok_or_else(not_found)?;
-                if id.contains(['<', '>', '{', '}']) {
-                    // `/Users/<id>` copied from an example as it was printed.
-                    return Err(Error::BadRequest {
-                        detail: format!("{id} in the path is a placeholder: put the id of a {} in its place (a number, e.g. {SCIM_PREFIX}/{name}/26)", if r == Resource::User { "User" } else { "Group" }),
-                    });
-                }
+                placeholder(r, name, id)?;
                 let id = id.to_string();
                 match *method {
                     Method::GET => Ok(Route::Get(r, id)),
@@ -148,6 +143,19 @@ impl Route {
             _ => Err(not_found()),
         }
     }
+}
+
+/// `/Users/<id>` copied from an example as it was printed: a 400 saying so.
+fn placeholder(resource: Resource, name: &str, id: &str) -> Result<(), Error> {
+    if !id.contains(['<', '>', '{', '}']) {
+        return Ok(());
+    }
+    let what = if resource == Resource::User { "User" } else { "Group" };
+    Err(Error::BadRequest {
+        detail: format!(
+            "{id} in the path is a placeholder: put the id of a {what} in its place (a number, e.g. {SCIM_PREFIX}/{name}/26)"
+        ),
+    })
 }
 
 fn only_get(method: &Method, route: Route) -> Result<Route, Error> {
