@@ -1067,7 +1067,10 @@ impl<'f> Problems<'f> {
             for e in err {
                 if let Kind::UnknownField(field, _) = &e.kind {
                     // Already reported by `unknown_keys`: leave it out and read on.
-                    let path: Vec<String> = e.path.iter().cloned().chain([field.clone()]).collect();
+                    let mut path = e.path.clone();
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
                     removed_any |= remove_path(&mut dict, &path);
                     continue;
                 }
@@ -1240,8 +1243,50 @@ fn describe_expected(expected: &str) -> String {
         "f32" | "f64" => "a number".to_owned(),
         "a borrowed string" | "a string" => "text".to_owned(),
         "a string or a list of strings" => "text or a list of texts".to_owned(),
+        "enum LogFormat" => one_of(variants_of::<LogFormat>()),
+        "enum UserDelete" => one_of(variants_of::<UserDelete>()),
+        "enum GroupDelete" => one_of(variants_of::<GroupDelete>()),
+        "enum UnknownMembers" => one_of(variants_of::<UnknownMembers>()),
+        other if other.starts_with("struct ") || other.starts_with("map") => "a map of settings".to_owned(),
         other => other.to_owned(),
     }
+}
+
+fn one_of(values: &[&str]) -> String {
+    format!("one of {}", values.join(", "))
+}
+
+/// The values a unit-variant enum accepts, asked of serde itself (like [`fields_of`]).
+fn variants_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("variant probe"))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = variants;
+            Err(de::Error::custom("variant probe"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            identifier ignored_any
+        }
+    }
+
+    let mut variants: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut variants));
+    variants
 }
 
 /// What was found instead: quoted when it may be shown, else only its kind.

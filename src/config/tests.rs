@@ -587,3 +587,28 @@ fn example_sidecar_yaml_is_valid_except_for_its_secret_files() {
         Ok(())
     });
 }
+
+#[test]
+fn wrong_types_are_described_without_rust_names() {
+    let realm = |line: &str| {
+        problems(&realm_yaml("").replace("realms:\n  acme:\n", &format!("realms:\n  acme:\n{line}\n")))
+    };
+    assert_eq!(
+        realm("    user_delete: 5"),
+        ["realms.acme.user_delete: must be one of deactivate, reject, got 5"]
+    );
+    assert_eq!(
+        realm("    name_formatted_included: yes"),
+        ["realms.acme.name_formatted_included: must be true or false, got \"yes\""]
+    );
+    let upstream = problems(&realm_yaml("").replace(
+        "    upstream:\n      email: scim-bot@acme.example.com\n",
+        "    upstream: 5\n    other:\n      email: x\n",
+    ));
+    assert!(
+        upstream.contains(&"realms.acme.upstream: must be a map of settings, got 5".to_owned()),
+        "{upstream:#?}"
+    );
+    let top = problems(&format!("listen: [1]\nlog_format: 3\n{}", realm_yaml("")));
+    assert_eq!(top, ["listen: must be text, got a list", "log_format: must be one of json, pretty, got 3"]);
+}
