@@ -26,7 +26,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::error::{upstream_cause, Error};
+use crate::error::{upstream_cause, Error, ErrorChain};
 use crate::provision::query::list_all;
 use crate::provision::{Query, Realm, Rendered};
 use crate::telemetry::context::{self, RequestContext};
@@ -316,7 +316,7 @@ impl App {
             Err(e) => {
                 return Err(Error::invalid(
                     ScimType::InvalidSyntax,
-                    format!("could not read the request body: {e}"),
+                    format!("could not read the request body: {}", ErrorChain(&*e)),
                 ))
             }
         };

@@ -34,6 +34,8 @@ pub struct ProgressLine {
     /// Time left for the queued writes at that rate (`None`: nothing got through yet).
     pub eta: Option<Duration>,
     pub rate_limit_wait: Duration,
+    /// Zulip's last `X-RateLimit-*` report: calls left of the limit.
+    pub budget: Option<(u32, u32)>,
     /// The queue is empty again: the batch is over.
     pub finished: bool,
     pub elapsed: Duration,
@@ -66,6 +68,7 @@ impl Progress {
             per_minute: (per_second * 600.0).round() / 10.0,
             eta: (per_second > 0.0).then(|| Duration::from_secs_f64(stats.writes_queued as f64 / per_second)),
             rate_limit_wait: stats.rate_limit_wait,
+            budget: stats.rate_limit.map(|r| (r.remaining, r.limit)),
             finished,
             elapsed: now.saturating_duration_since(started),
         })
@@ -75,6 +78,7 @@ impl Progress {
 impl ProgressLine {
     pub fn log(&self, realm: &str) {
         let wait_s = (self.rate_limit_wait.as_secs_f64() * 10.0).round() / 10.0;
+        let budget = self.budget.map(|(left, limit)| format!("{left} of {limit} left"));
         if self.finished {
             tracing::info!(
                 realm,
@@ -93,6 +97,7 @@ impl ProgressLine {
                 writes_per_min = self.per_minute,
                 eta_s = self.eta.map(|d| d.as_secs()),
                 rate_limit_wait_s = wait_s,
+                zulip_budget = budget.as_deref(),
                 rate_limited = self.rate_limited,
                 "writes queued behind zulip's rate limit"
             );

@@ -224,7 +224,7 @@ async fn an_import_under_a_tight_rate_limit_shows_its_progress() {
     let (replies, (progress, metrics)) = tokio::join!(futures_util::future::join_all(creates), metrics);
     assert!(replies.iter().all(|r| r.status.as_u16() == 201), "{replies:#?}");
     assert!(progress["queued_writes"].as_u64().is_some_and(|n| n > 0), "{progress}");
-    for field in ["done", "writes_per_min", "rate_limit_wait_s", "rate_limited"] {
+    for field in ["done", "writes_per_min", "rate_limit_wait_s", "zulip_budget", "rate_limited"] {
         assert!(progress.get(field).is_some(), "{field} in {progress}");
     }
     assert!(metrics.contains("scim_writes_queued{realm=\"demo\"}"), "{metrics}");
