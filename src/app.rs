@@ -278,13 +278,7 @@ impl Sidecar {
     ) -> Result<Running, StartupError> {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Listen { addr: config.listen, source })?;
-        let mut background: Vec<JoinHandle<()>> = app
-            .realms()
-            .iter()
-            .map(|realm| {
-                tokio::spawn(progress::run(realm.clone(), config.progress_interval).with_current_subscriber())
-            })
-            .collect();
+        let mut background = Vec::new();
         match options.ready {
             ReadyCheck::Background => background.extend(app.realms().iter().cloned().map(spawn_readiness)),
             ReadyCheck::Awaited => {
@@ -298,6 +292,10 @@ impl Sidecar {
             }
             ReadyCheck::OnFirstRequest => {}
         }
+        // One progress reporter per realm (quiet unless its writes queue up).
+        background.extend(app.realms().iter().map(|realm| {
+            tokio::spawn(progress::run(realm.clone(), config.progress_interval).with_current_subscriber())
+        }));
         let (stop, stopped) = watch::channel(false);
         let limits =
             ServerLimits { max_connections: config.max_connections, shutdown_grace: config.shutdown_grace };

@@ -95,3 +95,47 @@ fn level_enabled(level: Level) -> bool {
         _ => tracing::enabled!(Level::DEBUG),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use zulip_client::ZulipError;
+
+    #[test]
+    fn refusals_at_info_failures_at_warn_probes_at_debug_unless_asked() {
+        let context = RequestContext { request_id: "r".into(), client: "okta".into() };
+        let upstream = Error::upstream(Arc::new(ZulipError::Decode { status: 200, detail: "x".into() }));
+        let refused = Error::invalid(scim::ScimType::InvalidFilter, "bad filter");
+        let level = |route, status: u16, error: Option<&Error>, log_probes| {
+            let access = Access {
+                realm: "acme",
+                context: &context,
+                method: &Method::GET,
+                route,
+                status: StatusCode::from_u16(status).unwrap(),
+                elapsed: Duration::ZERO,
+                error,
+            };
+            access.level(log_probes)
+        };
+        assert_eq!(level("list_users", 200, None, false), Level::INFO);
+        assert_eq!(level("list_users", 400, Some(&refused), false), Level::INFO);
+        assert_eq!(level("list_users", 502, Some(&upstream), false), Level::WARN);
+        assert_eq!(level("list_users", 500, None, false), Level::WARN);
+        assert_eq!(level("readyz", 503, None, false), Level::DEBUG);
+        assert_eq!(level("metrics", 200, None, false), Level::DEBUG);
+        assert_eq!(level("livez", 200, None, true), Level::INFO);
+
+        let access = Access {
+            realm: "acme",
+            context: &context,
+            method: &Method::GET,
+            route: "list_users",
+            status: StatusCode::BAD_REQUEST,
+            elapsed: Duration::ZERO,
+            error: Some(&refused),
+        };
+        assert_eq!(access.why(), (Some("invalidFilter"), Some("bad filter".to_owned()), None));
+    }
+}
