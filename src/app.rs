@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use crate::config::ServerConfig;
 use crate::config::{Config, RealmConfig};
@@ -22,9 +24,12 @@ use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
 use crate::http::ratelimit::Guard;
 use crate::provision::live::{self, LiveOptions};
+use crate::provision::progress;
 use crate::provision::{Realm, MAX_COUNT};
 use crate::server::tls::{Tls, TlsError};
 use crate::server::{self, ServerLimits};
+use crate::telemetry::context::RequestContext;
+use crate::telemetry::limiter::LineLimiter;
 use crate::telemetry::Metrics;
 use scim::discovery::Capabilities;
 use zulip_client::client::UpstreamPolicy;
@@ -73,7 +78,14 @@ pub struct App {
     pub(crate) metrics: Arc<Metrics>,
     /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
     writes: Arc<watch::Sender<usize>>,
+    /// `log_probes`: `/livez`, `/readyz`, `/metrics` at `info` (else `debug`).
+    pub(crate) log_probes: bool,
+    /// Holds back repeated identical refusal and failure lines.
+    pub(crate) repeated_lines: LineLimiter,
 }
+
+/// Identical refusal or failure lines are written at most once per this window.
+const REPEATED_LINE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Counts one write in flight until dropped (at the end of its task).
 struct WriteInFlight(Arc<watch::Sender<usize>>);
@@ -98,6 +110,7 @@ impl App {
         let mut app = App::new(realms, config.max_body_bytes, metrics);
         app.body_read_timeout = config.server.body_read_timeout;
         app.guard = Guard::new(&config.server, config.realms.iter().map(|r| r.name.as_str()));
+        app.log_probes = config.log_probes;
         Ok(Arc::new(app))
     }
 
@@ -114,6 +127,8 @@ impl App {
             draining: AtomicBool::new(false),
             metrics,
             writes: Arc::new(watch::channel(0).0),
+            log_probes: false,
+            repeated_lines: LineLimiter::new(REPEATED_LINE_WINDOW),
         }
     }
 
@@ -145,18 +160,24 @@ impl App {
     /// its connection closes; a write cut between its Zulip calls (`POST /users`, then the
     /// `PATCH` with the role and `externalId`; a group's rename, then its members) would leave
     /// a half-made change that nobody reports. The write runs as a task of its own, which the
-    /// request merely awaits, and shutdown waits for it. A panic in it is a 500.
+    /// request merely awaits, and shutdown waits for it. A panic in it is a 500. The task
+    /// keeps the request's context, span and subscriber, so its lines name the request.
     pub(crate) async fn to_completion<T: Send + 'static>(
         &self,
         write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
         self.writes.send_modify(|n| *n += 1);
         let in_flight = WriteInFlight(self.writes.clone());
-        let task = tokio::spawn(async move {
-            let outcome = write.await;
-            drop(in_flight);
-            outcome
-        });
+        let context = RequestContext::current();
+        let task = tokio::spawn(
+            RequestContext::scope(context, async move {
+                let outcome = write.await;
+                drop(in_flight);
+                outcome
+            })
+            .in_current_span()
+            .with_current_subscriber(),
+        );
         match task.await {
             Ok(outcome) => outcome,
             Err(e) => Err(Error::Internal(format!("the write task failed: {e}"))),
@@ -289,6 +310,10 @@ impl Sidecar {
             Some(tls) => Some(Arc::new(Tls::new(tls).map_err(StartupError::Tls)?)),
             None => None,
         };
+        // One progress reporter per realm (quiet unless its writes queue up).
+        background.extend(app.realms().iter().map(|realm| {
+            tokio::spawn(progress::run(realm.clone(), config.progress_interval).with_current_subscriber())
+        }));
         let (stop, stopped) = watch::channel(false);
         let limits = ServerLimits {
             max_connections: config.max_connections,
@@ -373,7 +398,8 @@ fn reraise(result: Result<(), tokio::task::JoinError>) {
 
 /// Checks a realm's upstream in the background until it answers.
 fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    let check = async move {
+        let limiter = LineLimiter::new(REPEATED_LINE_WINDOW);
         let mut wait = Duration::from_millis(250);
         loop {
             match realm.check_ready().await {
@@ -382,19 +408,26 @@ fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(realm = %realm.name(), error = %ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "realm not ready");
+                    // Identical failures are written once per 10 s at most; `held_back`
+                    // counts the retries in between.
+                    let key = (realm.name().to_owned(), e.to_string());
+                    if let Some(held_back) = limiter.admit(key, std::time::Instant::now()) {
+                        tracing::warn!(realm = %realm.name(), error = %ErrorChain(&e),
+                            retry_in_ms = wait.as_millis() as u64, held_back = (held_back > 0).then_some(held_back), "realm not ready");
+                    }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
         }
-    })
+    };
+    tokio::spawn(check.with_current_subscriber())
 }
 
 fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     tracing::info!(realm = %realm.name(), zulip_version = %r.zulip_version, feature_level = r.feature_level,
         service_account = r.service_account_id, role = r.service_account_role.scim_name(),
-        external_id_field = r.external_id_field.map(|id| id.to_string()).as_deref().unwrap_or("-"), "realm ready");
+        external_id_field = r.external_id_field, "realm ready");
     if r.service_account_role != Role::Owner {
         tracing::warn!(realm = %realm.name(), "the service account is not an organization owner: owner changes, deactivating owners and SCIM groups will be refused by Zulip");
     }

@@ -16,9 +16,11 @@
 //!    the key path (`realms.acme.bearer_token: empty token`). No message ever contains a
 //!    secret: values of secret keys are never echoed, file contents never printed.
 //!
-//! Unknown keys and semantic problems are all reported at once. A wrong *type* stops serde
-//! in that section (the top level, one realm), so a second wrong type, or one behind an
-//! unknown key, in the same section shows up on the next run.
+//! Every problem of every realm is reported at once, in plain words (`timeout_ms: must be a
+//! whole number, got "soon"`), with a "did you mean" for a misspelt key or value. serde stops
+//! at the first value of the wrong type in a section, so such a value is reported, left out
+//! (its default applies) and the section read again, until every remaining value fits; the
+//! semantic checks then run on what was read. Values of secret keys are never quoted.
 //!
 //! # Environment
 //!
@@ -133,6 +135,10 @@ pub struct Config {
     pub snapshot_ttl: Duration,
     /// Connection timeouts, HTTP/2 bounds, request-rate limits, TLS (`server:`).
     pub server: ServerConfig,
+    /// Log `/livez`, `/readyz` and `/metrics` requests at `info` (else at `debug`).
+    pub log_probes: bool,
+    /// How often a realm whose writes queue behind Zulip's rate limit logs its progress.
+    pub progress_interval: Duration,
     pub realms: Vec<RealmConfig>,
 }
 
@@ -183,6 +189,12 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 pub fn token_problem(token: &str) -> Option<String> {
     if token.is_empty() {
         Some("empty token".to_owned())
+    } else if token.trim() != token {
+        // The header's token is compared without the spaces around it: this one could never match.
+        Some(
+            "the token starts or ends with whitespace, which an Authorization header cannot carry: remove it"
+                .to_owned(),
+        )
     } else if token.chars().count() < MIN_TOKEN_LEN {
         Some(format!("token too short (weak): at least {MIN_TOKEN_LEN} characters required"))
     } else {
@@ -228,6 +240,14 @@ struct RawConfig {
     #[serde(default)]
     #[allow(dead_code)]
     server: Option<IgnoredAny>,
+    /// `true` to log `/livez`, `/readyz` and `/metrics` requests at `info`. Default `false`
+    /// (`debug`).
+    #[serde(default)]
+    log_probes: bool,
+    /// How often a realm whose writes queue behind Zulip's rate limit logs its progress, in
+    /// ms. Default 10000.
+    #[serde(default = "defaults::progress_interval_ms")]
+    progress_interval_ms: u64,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -318,6 +338,9 @@ mod defaults {
     }
     pub(super) fn snapshot_ttl_ms() -> u64 {
         60_000
+    }
+    pub(super) fn progress_interval_ms() -> u64 {
+        10_000
     }
     pub(super) fn timeout_ms() -> u64 {
         10_000
@@ -524,13 +547,7 @@ impl Config {
         let root = figment.extract::<Dict>().map_err(|err| ConfigError::Figment(Box::new(err)))?;
         let mut problems = Problems::new(&figment);
         problems.unknown_keys("", &root, fields_of::<RawConfig>());
-        let raw = match figment.extract::<RawConfig>() {
-            Ok(raw) => Some(raw),
-            Err(err) => {
-                problems.figment(err, "");
-                None
-            }
-        };
+        let raw = problems.extract::<RawConfig>("", root.clone());
 
         let mut tokens = TokenRegistry::default();
         let mut realms = Vec::new();
@@ -569,6 +586,8 @@ impl Config {
             "request_deadline_ms": millis(self.request_deadline),
             "snapshot_ttl_ms": millis(self.snapshot_ttl),
             "server": self.server.redacted(),
+            "log_probes": self.log_probes,
+            "progress_interval_ms": millis(self.progress_interval),
             "realms": realms,
         })
     }
@@ -629,6 +648,7 @@ fn top_level(
     let shutdown_grace = positive_ms(problems, "shutdown_grace_ms", raw.shutdown_grace_ms);
     let request_deadline = positive_ms(problems, "request_deadline_ms", raw.request_deadline_ms);
     let snapshot_ttl = positive_ms(problems, "snapshot_ttl_ms", raw.snapshot_ttl_ms);
+    let progress_interval = positive_ms(problems, "progress_interval_ms", raw.progress_interval_ms);
     for (key, value) in [("max_connections", raw.max_connections), ("max_body_bytes", raw.max_body_bytes)] {
         if value == 0 {
             problems.push(key, "must be greater than 0");
@@ -646,6 +666,8 @@ fn top_level(
         request_deadline,
         snapshot_ttl,
         server: server?,
+        log_probes: raw.log_probes,
+        progress_interval,
         realms,
     })
 }
@@ -665,17 +687,8 @@ fn realm(
     tokens: &mut TokenRegistry,
 ) -> Option<RealmConfig> {
     let key = format!("realms.{name}");
-    if name.is_empty() {
-        problems
-            .push("realms.\"\"", "the empty realm name is not allowed: name the root-domain realm `root`");
-        return None;
-    }
-    if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
-        problems.push(
-            &key,
-            "realm names may contain only lowercase letters, digits, `-` and `_` \
-             (environment overrides are lowercased)",
-        );
+    if let Some(problem) = realm_name_problem(name) {
+        problems.push(if name.is_empty() { "realms.\"\"" } else { &key }, problem);
         return None;
     }
     let Value::Dict(_, dict) = value else {
@@ -687,15 +700,37 @@ fn realm(
     if let Some(Value::Dict(_, upstream)) = dict.get("upstream") {
         problems.unknown_keys(&format!("{key}.upstream"), upstream, fields_of::<RawUpstream>());
     }
-    // `focus` rather than `extract_inner`: error paths stay relative to the realm.
-    let raw = match problems.figment.focus(&key).extract::<RawRealm>() {
-        Ok(raw) => raw,
-        Err(err) => {
-            problems.figment(err, &key);
-            return None;
-        }
-    };
+    // A value of the wrong type is reported and left out, so the rest is still checked.
+    let raw = problems.extract::<RawRealm>(&key, dict.clone())?;
+    let realm = validate_realm(&key, name, raw, problems, tokens);
+    if problems.list.len() > before {
+        return None;
+    }
+    realm
+}
 
+/// Why `name` cannot be a realm's name, if it cannot.
+fn realm_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the empty realm name is not allowed: name the root-domain realm `root`")
+    } else if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        Some(
+            "realm names may contain only lowercase letters, digits, `-` and `_` \
+             (environment overrides are lowercased)",
+        )
+    } else {
+        None
+    }
+}
+
+/// The semantic checks of one realm's settings (their types are already right).
+fn validate_realm(
+    key: &str,
+    name: &str,
+    raw: RawRealm,
+    problems: &mut Problems,
+    tokens: &mut TokenRegistry,
+) -> Option<RealmConfig> {
     let url = match raw.url.as_deref() {
         None => {
             problems.push(&format!("{key}.url"), "required");
@@ -703,42 +738,22 @@ fn realm(
         }
         Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
     };
-    let hosts = raw
-        .hosts
-        .0
-        .iter()
-        .enumerate()
-        .filter_map(|(i, host)| {
-            let host = host.trim().to_ascii_lowercase();
-            if host.is_empty() || host.contains(['/', ' ', '@']) {
-                problems.push(&indexed(&key, "hosts", i, raw.hosts.0.len()), "not a host name");
-                None
-            } else {
-                Some(host)
-            }
-        })
-        .collect();
-    let bearer_token_sha256 = realm_tokens(&key, &raw, problems, tokens);
-    let scim_client_name = raw.scim_client_name.unwrap_or_else(|| name.to_owned());
-    if scim_client_name.trim().is_empty() {
+    let hosts = realm_hosts(key, &raw.hosts.0, problems);
+    let bearer_token_sha256 = realm_tokens(key, &raw, problems, tokens);
+    let scim_client_name = raw.scim_client_name.as_deref().map_or(name, str::trim).to_owned();
+    if scim_client_name.is_empty() {
         problems.push(&format!("{key}.scim_client_name"), "must not be empty");
     }
-    let upstream = match (&raw.upstream, &url) {
-        (None, _) => {
+    let upstream = match &raw.upstream {
+        None => {
             problems.push(&format!("{key}.upstream"), "required");
             None
         }
-        (Some(upstream_raw), url) => upstream(&key, upstream_raw, url.as_ref(), problems),
+        Some(upstream_raw) => upstream(key, upstream_raw, url.as_ref(), problems),
     };
     let external_id_field = raw.external_id_field.as_deref().map(str::trim).map(str::to_owned);
-    if let Some(label) = &external_id_field {
-        if let Some(problem) = profile_field_label_problem(label) {
-            problems.push(&format!("{key}.external_id_field"), &problem);
-        }
-    }
-
-    if problems.list.len() > before {
-        return None;
+    if let Some(problem) = external_id_field.as_deref().and_then(profile_field_label_problem) {
+        problems.push(&format!("{key}.external_id_field"), &problem);
     }
     Some(RealmConfig {
         name: name.to_owned(),
@@ -755,6 +770,23 @@ fn realm(
         external_id_field,
         upstream: upstream?,
     })
+}
+
+/// `hosts`, lowercased; entries that are not host names are problems.
+fn realm_hosts(key: &str, hosts: &[String], problems: &mut Problems) -> Vec<String> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, host)| {
+            let host = host.trim().to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                problems.push(&indexed(key, "hosts", i, hosts.len()), "not a host name");
+                None
+            } else {
+                Some(host)
+            }
+        })
+        .collect()
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank
@@ -826,9 +858,13 @@ fn realm_tokens(
         }
     }
 
+    let mistyped = ["bearer_token", "bearer_token_file", "bearer_token_sha256"]
+        .iter()
+        .any(|field| problems.mistyped.contains(&format!("{key}.{field}")));
     if raw.bearer_token.0.is_empty()
         && raw.bearer_token_file.0.is_empty()
         && raw.bearer_token_sha256.0.is_empty()
+        && !mistyped
     {
         problems.push(key, "no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256");
     }
@@ -880,7 +916,11 @@ fn upstream(
             None
         }
         (None, None) => {
-            problems.push(&key, "set api_key or api_key_file");
+            let mistyped =
+                ["api_key", "api_key_file"].iter().any(|f| problems.mistyped.contains(&format!("{key}.{f}")));
+            if !mistyped {
+                problems.push(&key, "set api_key or api_key_file");
+            }
             None
         }
         (Some(key_value), None) => match api_key_problem(key_value.0.expose()) {
@@ -945,7 +985,7 @@ fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
 /// An absolute `http(s)://host[:port]` URL without credentials, path, query or fragment.
 /// Errors never echo the URL (it might carry credentials).
 fn http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|err| format!("not a valid URL: {err}"))?;
+    let url = Url::parse(text.trim()).map_err(url_problem)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".to_owned());
     }
@@ -962,6 +1002,20 @@ fn http_url(text: &str) -> Result<Url, String> {
         return Err("must not have a query or fragment".to_owned());
     }
     Ok(url)
+}
+
+/// A URL parse error in plain words.
+fn url_problem(err: url::ParseError) -> String {
+    use url::ParseError as P;
+    let what = match err {
+        P::RelativeUrlWithoutBase => "it needs a scheme and a host",
+        P::EmptyHost => "it has no host",
+        P::InvalidPort => "its port is not a number from 1 to 65535",
+        P::InvalidIpv4Address | P::InvalidIpv6Address => "its IP address is not valid",
+        P::IdnaError | P::InvalidDomainCharacter => "its host name contains characters a host name cannot",
+        _ => "it cannot be read as a URL",
+    };
+    format!("not a valid URL: {what} (expected e.g. https://zulip.example.com)")
 }
 
 /// 127.0.0.0/8, ::1 or `localhost`.
@@ -997,15 +1051,65 @@ impl TokenRegistry {
 struct Problems<'f> {
     figment: &'f Figment,
     list: Vec<String>,
+    /// Keys whose value had the wrong type: reported once, then left out (defaulted), so
+    /// their later checks (`required`, …) say nothing more.
+    mistyped: Vec<String>,
 }
 
 impl<'f> Problems<'f> {
     fn new(figment: &'f Figment) -> Self {
-        Problems { figment, list: Vec::new() }
+        Problems { figment, list: Vec::new(), mistyped: Vec::new() }
     }
 
     fn push(&mut self, key: &str, what: &str) {
-        self.list.push(format!("{key}: {what}"));
+        if !self.mistyped.iter().any(|k| k == key) {
+            self.list.push(format!("{key}: {what}"));
+        }
+    }
+
+    /// Deserializes the section at `prefix` (whose data is `dict`), reporting every value of
+    /// the wrong type: serde stops at the first, so each is reported, removed and the section
+    /// read again (at most once per key). `None` only if the section cannot be read at all.
+    fn extract<T: de::DeserializeOwned>(&mut self, prefix: &str, mut dict: Dict) -> Option<T> {
+        let mut result = self.section(prefix).extract::<T>();
+        for _ in 0..=MAX_RETRIES {
+            let err = match result {
+                Ok(value) => return Some(value),
+                Err(err) => err,
+            };
+            let mut removed_any = false;
+            for e in err {
+                if let Kind::UnknownField(field, _) = &e.kind {
+                    // Already reported by `unknown_keys`: leave it out and read on.
+                    let mut path = e.path.clone();
+                    if path.last() != Some(field) {
+                        path.push(field.clone());
+                    }
+                    removed_any |= remove_path(&mut dict, &path);
+                    continue;
+                }
+                let key = e.path.iter().fold(prefix.to_owned(), |key, part| join_key(&key, part));
+                if self.figment_problem(&e.kind, &key) {
+                    removed_any |= remove_path(&mut dict, &e.path);
+                    self.mistyped.push(key);
+                }
+            }
+            if !removed_any {
+                return None;
+            }
+            result = Figment::from(figment::providers::Serialized::defaults(&dict)).extract::<T>();
+        }
+        None
+    }
+
+    /// The section at `prefix` of the full figment (the root for `""`).
+    fn section(&self, prefix: &str) -> Figment {
+        if prefix.is_empty() {
+            self.figment.clone()
+        } else {
+            // `focus` rather than `extract_inner`: error paths stay relative to the section.
+            self.figment.focus(prefix)
+        }
     }
 
     fn push_raw(&mut self, message: String) {
@@ -1017,7 +1121,11 @@ impl<'f> Problems<'f> {
         for name in dict.keys().filter(|name| !known.contains(&name.as_str())) {
             let key = join_key(prefix, name);
             let from = self.source_of(&key);
-            self.list.push(format!("{key}: unknown key{from} (expected one of: {})", known.join(", ")));
+            let hint = match did_you_mean(name, known.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!("expected one of: {}", known.join(", ")),
+            };
+            self.list.push(format!("{key}: unknown key{from} ({hint})"));
         }
     }
 
@@ -1026,22 +1134,73 @@ impl<'f> Problems<'f> {
         self.figment.find_metadata(key).map(|md| describe_source(md, key)).unwrap_or_default()
     }
 
-    /// Converts a figment extraction error (possibly several) into problems. `prefix` is the
-    /// key path of the focused figment; unknown fields were already reported by `unknown_keys`.
-    fn figment(&mut self, err: figment::Error, prefix: &str) {
-        for e in err {
-            let key = e.path.iter().fold(prefix.to_owned(), |key, part| join_key(&key, part));
-            let (key, what) = match &e.kind {
-                Kind::UnknownField(..) => continue,
-                Kind::MissingField(field) => (join_key(&key, field), "required".to_owned()),
-                Kind::DuplicateField(field) => (join_key(&key, field), "given twice".to_owned()),
-                kind => (key, describe_kind(kind)),
-            };
-            let from = e.metadata.as_ref().map(|md| describe_source(md, &key)).unwrap_or_default();
-            let key = if key.is_empty() { "configuration".to_owned() } else { key };
-            self.list.push(format!("{key}: {what}{from}"));
+    /// Reports one extraction error at `key`; `true` when it is about that key's value (which
+    /// can then be left out and the section read again).
+    fn figment_problem(&mut self, kind: &Kind, key: &str) -> bool {
+        let (key, what, about_value) = match kind {
+            Kind::UnknownField(..) => return false, // reported by `unknown_keys`
+            Kind::MissingField(field) => (join_key(key, field), "required".to_owned(), false),
+            Kind::DuplicateField(field) => (join_key(key, field), "given twice".to_owned(), false),
+            kind => (key.to_owned(), describe_kind(kind, is_secret_key(key)), !key.is_empty()),
+        };
+        if self.mistyped.contains(&key) {
+            return false;
+        }
+        let from = self.source_of(&key);
+        let shown = if key.is_empty() { "configuration" } else { key.as_str() };
+        self.list.push(format!("{shown}: {what}{from}"));
+        about_value
+    }
+}
+
+/// Re-reads of a section after leaving out a mistyped value, at most (one per key it has).
+const MAX_RETRIES: usize = 32;
+
+/// Removes the value at `path` (relative to `dict`); `false` if there is none.
+fn remove_path(dict: &mut Dict, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [leaf] => dict.remove(leaf).is_some(),
+        [head, rest @ ..] => match dict.get_mut(head) {
+            Some(Value::Dict(_, inner)) => remove_path(inner, rest),
+            // A list element (`hosts[1]`): leave out the whole list.
+            Some(_) => dict.remove(head).is_some(),
+            None => false,
+        },
+    }
+}
+
+/// Keys whose values are never quoted in a message.
+fn is_secret_key(key: &str) -> bool {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    matches!(leaf, "bearer_token" | "bearer_token_sha256" | "api_key")
+}
+
+/// The closest of `candidates` to `given`, when it is close enough to be a typo.
+fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&given, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.chars().count() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions), by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
         }
     }
+    row[b.len()]
 }
 
 fn join_key(prefix: &str, name: &str) -> String {
@@ -1063,38 +1222,100 @@ fn describe_source(md: &Metadata, key: &str) -> String {
     }
 }
 
-/// A serde error in words, never quoting the offending value (it may be a secret).
-fn describe_kind(kind: &Kind) -> String {
+/// A serde error in plain words. The offending value is quoted unless it is `secret`.
+fn describe_kind(kind: &Kind, secret: bool) -> String {
+    let got = |actual: &Actual| describe_actual(actual, secret);
     match kind {
         Kind::Message(message) => message.clone(),
-        Kind::InvalidType(actual, expected) => {
-            format!("expected {expected}, found {}", describe_actual(actual))
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("must be {}, got {}", describe_expected(expected), got(actual))
         }
-        Kind::InvalidValue(actual, expected) => {
-            format!("invalid {}: expected {expected}", describe_actual(actual))
-        }
-        Kind::InvalidLength(len, expected) => format!("expected {expected}, found {len} items"),
+        Kind::InvalidLength(len, expected) => format!("must be {expected}, got {len} items"),
         Kind::UnknownVariant(given, expected) => {
-            format!("unknown value `{given}` (expected one of: {})", expected.join(", "))
+            let hint = did_you_mean(given, expected.iter().copied())
+                .map(|close| format!(" (did you mean \"{close}\"?)"))
+                .unwrap_or_default();
+            format!("must be one of {}, got \"{given}\"{hint}", expected.join(", "))
         }
         Kind::UnknownField(field, _) => format!("unknown key `{field}`"),
         Kind::MissingField(field) => format!("missing key `{field}`"),
         Kind::DuplicateField(field) => format!("key `{field}` given twice"),
-        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".to_owned(),
-        Kind::Unsupported(actual) => format!("unsupported {}", describe_actual(actual)),
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "the number is too large".to_owned(),
+        Kind::Unsupported(actual) => format!("unsupported value: {}", got(actual)),
         Kind::UnsupportedKey(actual, expected) => {
-            format!("unsupported key type {}, expected {expected}", describe_actual(actual))
+            format!("keys must be {}, got {}", describe_expected(expected), got(actual))
         }
     }
 }
 
-fn describe_actual(actual: &Actual) -> &'static str {
-    match actual {
-        Actual::Bool(_) => "a boolean",
-        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+/// serde's name of what it expected (`u64`, `a boolean`, …) in plain words.
+fn describe_expected(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number".to_owned(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number".to_owned(),
+        "a boolean" | "bool" => "true or false".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a borrowed string" | "a string" => "text".to_owned(),
+        "a string or a list of strings" => "text or a list of texts".to_owned(),
+        "enum LogFormat" => one_of(variants_of::<LogFormat>()),
+        "enum UserDelete" => one_of(variants_of::<UserDelete>()),
+        "enum GroupDelete" => one_of(variants_of::<GroupDelete>()),
+        "enum UnknownMembers" => one_of(variants_of::<UnknownMembers>()),
+        other if other.starts_with("struct ") || other.starts_with("map") => "a map of settings".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+fn one_of(values: &[&str]) -> String {
+    format!("one of {}", values.join(", "))
+}
+
+/// The values a unit-variant enum accepts, asked of serde itself (like [`fields_of`]).
+fn variants_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("variant probe"))
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = variants;
+            Err(de::Error::custom("variant probe"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+            identifier ignored_any
+        }
+    }
+
+    let mut variants: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut variants));
+    variants
+}
+
+/// What was found instead: quoted when it may be shown, else only its kind.
+fn describe_actual(actual: &Actual, secret: bool) -> String {
+    let kind = match actual {
+        Actual::Bool(b) if !secret => return b.to_string(),
+        Actual::Unsigned(n) if !secret => return n.to_string(),
+        Actual::Signed(n) if !secret => return n.to_string(),
+        Actual::Float(n) if !secret => return n.to_string(),
+        Actual::Char(c) if !secret => return format!("{:?}", c.to_string()),
+        Actual::Str(text) if !secret => return format!("{text:?}"),
+        Actual::Bool(_) => "true or false",
+        Actual::Unsigned(_) | Actual::Signed(_) => "a number",
         Actual::Float(_) => "a number",
-        Actual::Char(_) => "a character",
-        Actual::Str(_) => "a string",
+        Actual::Char(_) | Actual::Str(_) => "text",
         Actual::Bytes(_) => "bytes",
         Actual::Unit | Actual::Option => "an empty value",
         Actual::Seq => "a list",
@@ -1106,7 +1327,8 @@ fn describe_actual(actual: &Actual) -> &'static str {
         | Actual::TupleVariant
         | Actual::StructVariant
         | Actual::Other(_) => "a value of another type",
-    }
+    };
+    kind.to_owned()
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         request_deadline: Duration::from_secs(25),
         snapshot_ttl: Duration::from_secs(60),
         server: ServerConfig::default(),
+        log_probes: false,
+        progress_interval: Duration::from_secs(10),
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,
@@ -109,7 +111,8 @@ Try:
   curl -s -H 'Authorization: Bearer {token}' '{base}/Users?filter=userName%20eq%20%22hamlet@zulip.example.com%22'
   curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' -X POST '{base}/Users' \\
        -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"kim@zulip.example.com\",\"externalId\":\"00u1kim\",\"name\":{{\"givenName\":\"Kim\",\"familyName\":\"Lee\"}},\"active\":true}}'
-  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' -X PATCH '{base}/Users/<id>' \\
+  ID=$(curl -s -H 'Authorization: Bearer {token}' '{base}/Users?filter=userName%20eq%20%22kim@zulip.example.com%22' | grep -o '\"id\":\"[0-9]*\"' | head -1 | tr -dc 0-9)
+  curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' -X PATCH \"{base}/Users/$ID\" \\
        -d '{{\"schemas\":[\"urn:ietf:params:scim:api:messages:2.0:PatchOp\"],\"Operations\":[{{\"op\":\"replace\",\"value\":{{\"active\":false}}}}]}}'
 
 Press Ctrl-C to stop."

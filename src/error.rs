@@ -112,6 +112,29 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+/// What went wrong upstream, for readers outside the process (the SCIM `detail`, `/readyz`):
+/// the whole cause chain, but never a URL (reqwest names the request's URL; an internal
+/// address is nobody's business outside) and never a response body (Zulip's error `msg` is
+/// Zulip's own words, meant to be shown). The log lines print [`ErrorChain`] instead.
+pub fn upstream_cause(error: &ZulipError) -> String {
+    match error {
+        ZulipError::Transport(e) => {
+            let what = if e.is_timeout() {
+                "zulip did not answer in time"
+            } else if e.is_connect() {
+                "zulip unreachable: cannot connect"
+            } else {
+                "zulip unreachable: the request failed"
+            };
+            match std::error::Error::source(e) {
+                Some(cause) => format!("{what}: {}", ErrorChain(cause)),
+                None => what.to_owned(),
+            }
+        }
+        other => ErrorChain(other).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

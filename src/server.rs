@@ -18,8 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use tracing::instrument::WithSubscriber;
+
 use crate::app::App;
 use crate::config::{ServerConfig, MIN_HEADER_BYTES};
+use crate::error::ErrorChain;
 
 use self::limits::{Next, Slot, Slots};
 use self::tls::Tls;
@@ -94,12 +97,12 @@ pub async fn run(
         match slots.admit(peer) {
             Ok(slot) => {
                 shared.tasks.send_modify(|n| *n += 1);
-                tokio::spawn(connection(stream, slot, Task(shared.clone())));
+                tokio::spawn(connection(stream, slot, Task(shared.clone())).with_current_subscriber());
             }
             Err(limits::Full) => {
                 tracing::debug!(%peer, "every connection slot is authenticated or busy: 503");
                 if shared.tls.is_none() {
-                    tokio::spawn(refuse(stream));
+                    tokio::spawn(refuse(stream).with_current_subscriber());
                 }
             }
         }
@@ -208,7 +211,7 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    tracing::debug!(peer = %slot.info().peer(), error = %e, "connection ended with an error");
+                    log_connection_error(&shared.app, slot.info().peer(), e.as_ref());
                 }
                 return;
             }
@@ -267,6 +270,27 @@ async fn refuse(mut stream: TcpStream) {
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
+/// A connection that ended with an error. A request hyper could not parse (a request line
+/// with a raw `<` or a space in its path, a malformed header) never reaches [`App::handle`]:
+/// hyper answers it `400 Bad Request` itself, without a body, and closes the connection;
+/// hyper has no hook for a body of ours. This line says what happened, at `info`, once per
+/// 10 s for identical errors. Other connection errors (resets, timeouts) stay at `debug`.
+fn log_connection_error(app: &App, peer: std::net::SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let parse_error =
+        e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_parse() || e.is_parse_too_large());
+    if !parse_error {
+        tracing::debug!(%peer, error = %ErrorChain(e), "connection ended with an error");
+        return;
+    }
+    let error = ErrorChain(e).to_string();
+    if let Some(held_back) =
+        app.repeated_lines.admit(("unparsable request", &error), std::time::Instant::now())
+    {
+        tracing::info!(%peer, error, held_back = (held_back > 0).then_some(held_back),
+            "refused a request the HTTP parser could not read (answered 400 without a body): percent-encode the path, e.g. a placeholder such as <id>");
+    }
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or SIGINT.

@@ -1,7 +1,11 @@
 //! Telemetry: tracing subscriber setup ([`init`]) and the Prometheus metrics registry
 //! ([`Metrics`], served as OpenMetrics text on `/metrics`).
 
+pub mod context;
+pub mod limiter;
+
 use std::io::IsTerminal;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,6 +43,8 @@ pub fn init(format: LogFormat) {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScimRequestLabels {
     realm: String,
+    /// `scim_client_name` (from the config: bounded).
+    client: String,
     method: String,
     route: String,
     status: u16,
@@ -114,10 +120,12 @@ pub struct Metrics {
     connections: Family<StateLabels, Gauge>,
     connections_closed: Family<ReasonLabels, Counter>,
     unauthenticated: Family<OutcomeLabels, Counter>,
+    writes_queued: Family<RealmLabels, Gauge>,
+    rate_limit_wait: Family<RealmLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RealmState {
     /// `/readyz` would count it ready.
     pub ready: bool,
@@ -126,6 +134,11 @@ pub struct RealmState {
     /// SCIM Users (human accounts, deactivated included) in its last loaded snapshot; `None`:
     /// never loaded.
     pub users: Option<usize>,
+    /// Writes waiting for their turn to Zulip (the realm's write queue), the one sending
+    /// included.
+    pub writes_queued: u64,
+    /// How long a call sent now would wait for Zulip's rate limit.
+    pub rate_limit_wait: Duration,
 }
 
 // === impl Metrics ===
@@ -146,11 +159,13 @@ impl Metrics {
         let connections = Family::<StateLabels, Gauge>::default();
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         let unauthenticated = Family::<OutcomeLabels, Counter>::default();
+        let writes_queued = Family::<RealmLabels, Gauge>::default();
+        let rate_limit_wait = Family::<RealmLabels, Gauge<f64, AtomicU64>>::default();
 
         // Counters get `_total` and units their suffix from prometheus-client itself.
         registry.register(
             "scim_requests",
-            "SCIM requests answered, by realm, method, route and status",
+            "SCIM requests answered, by realm, SCIM client (scim_client_name), method, route and status",
             scim_requests.clone(),
         );
         registry.register_with_unit(
@@ -190,6 +205,17 @@ impl Metrics {
             "SCIM Users (human accounts, deactivated ones included) in the realm's last loaded snapshot",
             realm_users.clone(),
         );
+        registry.register(
+            "scim_writes_queued",
+            "Writes to Zulip waiting for their turn in the realm's write queue (the one being sent included)",
+            writes_queued.clone(),
+        );
+        registry.register_with_unit(
+            "zulip_rate_limit_wait",
+            "How long a call to Zulip sent now would wait for the service account's rate limit",
+            Unit::Seconds,
+            rate_limit_wait.clone(),
+        );
 
         registry.register(
             "scim_connections",
@@ -220,6 +246,8 @@ impl Metrics {
             realm_ready,
             realm_live,
             realm_users,
+            writes_queued,
+            rate_limit_wait,
         }
     }
 
@@ -236,13 +264,23 @@ impl Metrics {
                 self.realm_users.remove(&labels);
             }
         }
+        self.writes_queued.get_or_create(&labels).set(i64::try_from(state.writes_queued).unwrap_or(i64::MAX));
+        self.rate_limit_wait.get_or_create(&labels).set(state.rate_limit_wait.as_secs_f64());
     }
 
     /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
-    pub fn observe_scim(&self, realm: &str, method: &str, route: &str, status: u16, elapsed: Duration) {
+    pub fn observe_scim(
+        &self,
+        (realm, client): (&str, &str),
+        method: &str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.scim_requests
             .get_or_create(&ScimRequestLabels {
                 realm: realm.to_owned(),
+                client: client.to_owned(),
                 method: method.to_owned(),
                 route: route.to_owned(),
                 status,
@@ -315,14 +353,26 @@ mod tests {
     #[test]
     fn encoding_contains_every_series_with_its_labels() {
         let metrics = Metrics::new();
-        metrics.observe_scim("acme", "POST", "/Users", 201, Duration::from_millis(12));
+        metrics.observe_scim(("acme", "okta"), "POST", "/Users", 201, Duration::from_millis(12));
         metrics.observe_zulip("acme", "create_user", 200, Duration::from_millis(8));
         metrics.rate_limited("acme");
-        metrics.set_realm_state("acme", RealmState { ready: true, live: false, users: Some(12) });
-        metrics.set_realm_state("beta", RealmState { ready: false, live: false, users: None });
         metrics.set_connections(3, 1);
         metrics.connection_closed("evicted");
         metrics.unauthenticated("rate_limited");
+        metrics.set_realm_state(
+            "acme",
+            RealmState {
+                ready: true,
+                live: false,
+                users: Some(12),
+                writes_queued: 3,
+                rate_limit_wait: Duration::from_millis(1500),
+            },
+        );
+        metrics.set_realm_state(
+            "beta",
+            RealmState { ready: false, live: false, users: None, ..RealmState::default() },
+        );
         let text = metrics.encode();
 
         assert!(
@@ -331,7 +381,7 @@ mod tests {
         );
         for expected in [
             "# TYPE scim_requests counter",
-            r#"scim_requests_total{realm="acme",method="POST",route="/Users",status="201"} 1"#,
+            r#"scim_requests_total{realm="acme",client="okta",method="POST",route="/Users",status="201"} 1"#,
             "# TYPE scim_request_duration_seconds histogram",
             "# UNIT scim_request_duration_seconds seconds",
             r#"scim_request_duration_seconds_count{route="/Users"} 1"#,
@@ -348,6 +398,9 @@ mod tests {
             r#"scim_connections{state="authenticated"} 1"#,
             r#"scim_connections_closed_total{reason="evicted"} 1"#,
             r#"scim_unauthenticated_requests_total{outcome="rate_limited"} 1"#,
+            r#"scim_writes_queued{realm="acme"} 3"#,
+            "# UNIT zulip_rate_limit_wait_seconds seconds",
+            r#"zulip_rate_limit_wait_seconds{realm="acme"} 1.5"#,
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
@@ -358,7 +411,7 @@ mod tests {
     fn counters_accumulate_per_label_set() {
         let metrics = Metrics::default();
         for status in [200, 200, 404] {
-            metrics.observe_scim("acme", "GET", "/Users/{id}", status, Duration::ZERO);
+            metrics.observe_scim(("acme", "acme"), "GET", "/Users/{id}", status, Duration::ZERO);
         }
         let text = metrics.encode();
         assert!(text.contains(r#"route="/Users/{id}",status="200"} 2"#), "{text}");

@@ -180,27 +180,22 @@ mod defaults {
 
 /// Validates `server:` (absent: every default); `None` when it has problems.
 pub(super) fn extract(root: &Dict, problems: &mut Problems) -> Option<ServerConfig> {
-    match root.get("server") {
+    let dict = match root.get("server") {
         None => return Some(ServerConfig::default()),
         Some(Value::Dict(_, dict)) => {
             problems.unknown_keys("server", dict, fields_of::<RawServer>());
             if let Some(Value::Dict(_, tls)) = dict.get("tls") {
                 problems.unknown_keys("server.tls", tls, fields_of::<RawTls>());
             }
+            dict
         }
         Some(_) => {
             problems.push("server", "expected a map of server settings");
             return None;
         }
-    }
-    let before = problems.list.len();
-    let raw = match problems.figment.focus("server").extract::<RawServer>() {
-        Ok(raw) => raw,
-        Err(err) => {
-            problems.figment(err, "server");
-            return None;
-        }
     };
+    let before = problems.list.len();
+    let raw: RawServer = problems.extract("server", dict.clone())?;
     let mut positive = |key: &str, ms: u64| {
         if ms == 0 {
             problems.push(&format!("server.{key}"), "must be greater than 0");

@@ -252,7 +252,7 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
         (
             "relative url",
             with("https://acme.zulip.example.com", "acme.zulip.example.com"),
-            vec!["realms.acme.url: not a valid URL: relative URL without a base".into()],
+            vec!["realms.acme.url: not a valid URL: it needs a scheme and a host".into()],
         ),
         (
             "ftp url",
@@ -343,9 +343,9 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
             "unknown keys at every level",
             format!("lisen: 1\n{}", realm_yaml("      apikey: x\n      tmeout: 1\n").replace("    url:", "    bearer_tokn: x\n    url:")),
             vec![
-                "lisen: unknown key (expected one of: listen, log_format,".into(),
-                "realms.acme.bearer_tokn: unknown key (expected one of: url, hosts,".into(),
-                "realms.acme.upstream.apikey: unknown key (expected one of: url, email,".into(),
+                "lisen: unknown key (did you mean `listen`?)".into(),
+                "realms.acme.bearer_tokn: unknown key (did you mean `bearer_token`?)".into(),
+                "realms.acme.upstream.apikey: unknown key (did you mean `api_key`?)".into(),
                 "realms.acme.upstream.tmeout: unknown key (expected one of: url, email,".into(),
             ],
         ),
@@ -355,14 +355,15 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
                 .replace(&token_line, "bearer_token: {nested: supersecret}")
                 .replace("realms:", "max_connections: lots\nlog_format: xml\nrealms:"),
             vec![
-                "log_format: unknown value `xml` (expected one of: json, pretty)".into(),
-                "realms.acme.bearer_token: expected a string or a list of strings, found a map".into(),
+                "log_format: must be one of json, pretty, got \"xml\"".into(),
+                "max_connections: must be a whole number, got \"lots\"".into(),
+                "realms.acme.bearer_token: must be text or a list of texts, got a map".into(),
             ],
         ),
         (
             "numeric secret not echoed",
             with(&api_key_line, "api_key: 12345678901234567890"),
-            vec!["realms.acme.upstream.api_key: expected a string, found an integer".into()],
+            vec!["realms.acme.upstream.api_key: must be text, got a number".into()],
         ),
         (
             "problems of several realms at once",
@@ -372,7 +373,7 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
             ),
             vec![
                 "realms.acme.upstream.api_key: not a Zulip API key (expected 32 letters and digits)".into(),
-                "realms.beta.url: not a valid URL: relative URL without a base".into(),
+                "realms.beta.url: not a valid URL: it needs a scheme and a host (expected e.g. https://zulip.example.com)".into(),
                 "realms.beta.bearer_token: token too short (weak): at least 16 characters required".into(),
             ],
         ),
@@ -390,6 +391,39 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
             assert_no_secret(&format!("{err:?}"));
         }
     }
+}
+
+#[test]
+fn five_problems_in_one_realm_are_all_reported_in_plain_words() {
+    // A mistyped value no longer hides the realm's other problems.
+    let yaml = realm_yaml("      timeout_ms: ten\n")
+        .replace(&format!("bearer_token: {TOKEN_A}"), &format!("bearer_token: \" {TOKEN_A}\""))
+        .replace("    url:", "    user_delete: deactivte\n    reactivate_on_crate: false\n    url: acme.zulip.example.com\n    ignored:");
+    let actual = problems(&yaml);
+    let expected = [
+        "realms.acme.reactivate_on_crate: unknown key (did you mean `reactivate_on_create`?)",
+        "realms.acme.ignored: unknown key (expected one of: url, hosts,",
+        "realms.acme.upstream.timeout_ms: must be a whole number, got \"ten\"",
+        "realms.acme.user_delete: must be one of deactivate, reject, got \"deactivte\" (did you mean \"deactivate\"?)",
+        "realms.acme.url: not a valid URL: it needs a scheme and a host",
+        "realms.acme.bearer_token: the token starts or ends with whitespace, which an Authorization header cannot carry: remove it",
+    ];
+    assert_eq!(actual.len(), expected.len(), "{actual:#?}");
+    for want in expected {
+        assert!(actual.iter().any(|got| got.starts_with(want)), "missing {want:?} in {actual:#?}");
+    }
+    actual.iter().for_each(|p| assert_no_secret(p));
+}
+
+#[test]
+fn did_you_mean_suggests_only_close_names() {
+    let keys = ["url", "hosts", "bearer_token", "bearer_token_file", "user_delete"];
+    assert_eq!(did_you_mean("bearer_tokn", keys), Some("bearer_token"));
+    assert_eq!(did_you_mean("Bearer_Token_Fil", keys), Some("bearer_token_file"));
+    assert_eq!(did_you_mean("usr_delete", keys), Some("user_delete"));
+    assert_eq!(did_you_mean("color", keys), None);
+    assert_eq!(did_you_mean("", keys), None);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
 }
 
 #[test]
@@ -484,7 +518,7 @@ fn problems_from_the_environment_name_the_variable() {
         };
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].starts_with("bogus: unknown key (from SCIM_SIDECAR_BOGUS)"));
-        assert!(problems[1].starts_with("realms.acme.upstream.timeout_ms: expected u64, found a string (from SCIM_SIDECAR_REALMS__ACME__UPSTREAM__TIMEOUT_MS)"), "{problems:#?}");
+        assert!(problems[1].starts_with("realms.acme.upstream.timeout_ms: must be a whole number, got \"soon\" (from SCIM_SIDECAR_REALMS__ACME__UPSTREAM__TIMEOUT_MS)"), "{problems:#?}");
         Ok(())
     });
 }
@@ -498,7 +532,7 @@ fn problems_from_the_file_name_the_file() {
         };
         assert_eq!(
             problems,
-            ["realms.acme.upstream.timeout_ms: expected u64, found a string (in sidecar.yaml)"]
+            ["realms.acme.upstream.timeout_ms: must be a whole number, got \"soon\" (in sidecar.yaml)"]
         );
         Ok(())
     });
@@ -552,4 +586,29 @@ fn example_sidecar_yaml_is_valid_except_for_its_secret_files() {
         );
         Ok(())
     });
+}
+
+#[test]
+fn wrong_types_are_described_without_rust_names() {
+    let realm = |line: &str| {
+        problems(&realm_yaml("").replace("realms:\n  acme:\n", &format!("realms:\n  acme:\n{line}\n")))
+    };
+    assert_eq!(
+        realm("    user_delete: 5"),
+        ["realms.acme.user_delete: must be one of deactivate, reject, got 5"]
+    );
+    assert_eq!(
+        realm("    name_formatted_included: yes"),
+        ["realms.acme.name_formatted_included: must be true or false, got \"yes\""]
+    );
+    let upstream = problems(&realm_yaml("").replace(
+        "    upstream:\n      email: scim-bot@acme.example.com\n",
+        "    upstream: 5\n    other:\n      email: x\n",
+    ));
+    assert!(
+        upstream.contains(&"realms.acme.upstream: must be a map of settings, got 5".to_owned()),
+        "{upstream:#?}"
+    );
+    let top = problems(&format!("listen: [1]\nlog_format: 3\n{}", realm_yaml("")));
+    assert_eq!(top, ["listen: must be text, got a list", "log_format: must be one of json, pretty, got 3"]);
 }

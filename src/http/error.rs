@@ -3,7 +3,7 @@
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::error::Error;
+use crate::error::{upstream_cause, Error};
 use scim;
 
 /// The status, extra headers and SCIM error body for `error`. Exhaustive on purpose: a new
@@ -90,9 +90,11 @@ pub fn error_parts(error: &Error) -> (StatusCode, Vec<(header::HeaderName, Heade
             } else {
                 (StatusCode::BAD_GATEWAY, "Zulip could not be reached or gave an unexpected answer")
             };
+            // The cause chain names no URL and quotes no body (`upstream_cause`).
+            let cause = upstream_cause(source);
             let detail = match applied {
-                Some(applied) => format!("{what}; already applied: {applied}"),
-                None => format!("{what}; nothing was changed"),
+                Some(applied) => format!("{what} ({cause}); already applied: {applied}"),
+                None => format!("{what} ({cause}); nothing was changed"),
             };
             (status, None, detail)
         }

@@ -11,6 +11,7 @@
 //!
 //! Outside `/scim/v2`, unauthenticated: `GET /livez`, `GET /readyz`, `GET /metrics`.
 
+mod access;
 pub mod auth;
 pub mod error;
 pub mod ratelimit;
@@ -23,11 +24,13 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::app::App;
-use crate::error::{Error, ErrorChain};
+use crate::error::{upstream_cause, Error, ErrorChain};
 use crate::provision::query::list_all;
 use crate::provision::{Query, Realm, Rendered};
+use crate::telemetry::context::{self, RequestContext};
 use crate::telemetry::RealmState;
 use scim::discovery;
 use scim::ScimType;
@@ -52,7 +55,9 @@ struct ScimRequest<B> {
 // === impl App (HTTP) ===
 
 impl App {
-    /// Serves one request. Never fails: every error becomes a SCIM error response.
+    /// Serves one request. Never fails: every error becomes a SCIM error response. The
+    /// request id (the IdP's, or a new one) is returned in `X-Request-Id` and carried by
+    /// every line logged on the request's behalf.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
@@ -60,13 +65,56 @@ impl App {
     {
         let started = Instant::now();
         let method = request.method().clone();
-        let route = Route::from_request(&method, request.uri().path());
-        let label = route.as_ref().map(Route::label).unwrap_or("unrouted");
         let realm = self.authenticate(request.headers());
-        if let Some(refused) = self.admit(&request, realm, label, started) {
+        if let Some(refused) = self.admit(&request, realm, started) {
             return refused;
         }
-        let realm_name = realm.map_or("-", |r| r.name());
+        let context = RequestContext {
+            request_id: context::request_id(request.headers()).into(),
+            client: realm.map_or("-", |r| r.config.scim_client_name.as_str()).into(),
+        };
+        let span = tracing::info_span!("request", request_id = %context.request_id);
+        let served = RequestContext::scope(Some(context.clone()), self.route_and_serve(realm, request));
+        let (mut response, route, error) = served.instrument(span).await;
+        let outcome = access::Access {
+            realm: realm.map_or("-", |r| r.name()),
+            context: &context,
+            method: &method,
+            route,
+            status: response.status(),
+            elapsed: started.elapsed(),
+            error: error.as_ref(),
+        };
+        self.record(realm, &outcome);
+        if let Ok(id) = HeaderValue::from_str(&context.request_id) {
+            response.headers_mut().insert(context::REQUEST_ID_HEADER, id);
+        }
+        response
+    }
+
+    /// An answered request: its metrics, an upstream failure in the realm's health, its log line.
+    fn record(&self, realm: Option<&Arc<Realm>>, outcome: &access::Access<'_>) {
+        let labels = (outcome.realm, &*outcome.context.client);
+        let (method, status) = (outcome.method.as_str(), outcome.status.as_u16());
+        self.metrics.observe_scim(labels, method, outcome.route, status, outcome.elapsed);
+        if let (Some(realm), Some(Error::Upstream { source, .. })) = (realm, outcome.error) {
+            realm.health.failed(format!("{}: {}", outcome.route, upstream_cause(source)));
+        }
+        outcome.log(self);
+    }
+
+    /// Routes and serves: the response, the route label, and the error it answers, if any.
+    async fn route_and_serve<B>(
+        &self,
+        realm: Option<&Arc<Realm>>,
+        request: Request<B>,
+    ) -> (Response<Body>, &'static str, Option<Error>)
+    where
+        B: hyper::body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let route = Route::from_request(request.method(), request.uri().path());
+        let label = route.as_ref().map(Route::label).unwrap_or("unrouted");
         let result = match (route, realm) {
             (Ok(route), _) if !route.is_scim() => Ok(self.serve_ops(&route)),
             (Ok(route), Some(realm)) => self.serve_scim(realm, route, request).await,
@@ -75,15 +123,10 @@ impl App {
             (Err(e), Some(_)) => Err(e),
             (_, None) => Err(Error::Unauthorized),
         };
-        let response = result.unwrap_or_else(|error| {
-            log_error(&error, realm_name, label);
-            error_response(&error)
-        });
-        let status = response.status().as_u16();
-        let elapsed = started.elapsed();
-        self.metrics.observe_scim(realm_name, method.as_str(), label, status, elapsed);
-        tracing::info!(realm = realm_name, method = %method, route = label, status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
-        response
+        match result {
+            Ok(response) => (response, label, None),
+            Err(error) => (error_response(&error), label, Some(error)),
+        }
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Option<&Arc<Realm>> {
@@ -107,23 +150,34 @@ impl App {
         }
     }
 
+    /// `ready`, or `not ready: acme`; then a line per realm: its state, since when, and the
+    /// last upstream error (see [`crate::provision::health`]).
     fn readyz(&self) -> Response<Body> {
         let not_ready: Vec<&str> = self.realms.iter().filter(|r| !r.is_ready()).map(|r| r.name()).collect();
-        if self.is_draining() {
-            plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        let (status, mut text) = if self.is_draining() {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned())
         } else if not_ready.is_empty() {
-            plain(StatusCode::OK, "ready\n")
+            (StatusCode::OK, "ready\n".to_owned())
         } else {
-            plain(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", not_ready.join(", ")))
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", not_ready.join(", ")))
+        };
+        let now = std::time::SystemTime::now();
+        for realm in &self.realms {
+            text.push_str(&realm.health().line(realm.name(), now));
+            text.push('\n');
         }
+        plain(status, &text)
     }
 
     fn metrics_page(&self) -> Response<Body> {
         for realm in &self.realms {
+            let upstream = realm.upstream_stats();
             let state = RealmState {
                 ready: realm.is_ready(),
                 live: realm.is_live(),
                 users: realm.snapshot_user_count(),
+                writes_queued: upstream.writes_queued,
+                rate_limit_wait: upstream.rate_limit_wait,
             };
             self.metrics.set_realm_state(realm.name(), state);
         }
@@ -268,7 +322,7 @@ impl App {
             Err(e) => {
                 return Err(Error::invalid(
                     ScimType::InvalidSyntax,
-                    format!("could not read the request body: {e}"),
+                    format!("could not read the request body: {}", ErrorChain(&*e)),
                 ))
             }
         };
@@ -330,13 +384,4 @@ pub fn error_response(error: &Error) -> Response<Body> {
         response.headers_mut().insert(name, value);
     }
     response
-}
-
-fn log_error(error: &Error, realm: &str, route: &str) {
-    match error {
-        Error::Upstream { .. } | Error::Internal(_) | Error::Unavailable { .. } => {
-            tracing::warn!(realm, route, error = %ErrorChain(error), "request failed");
-        }
-        _ => tracing::debug!(realm, route, error = %error, "request refused"),
-    }
 }

@@ -16,7 +16,8 @@ use crate::error::Error;
 use crate::provision::Realm;
 use crate::server::limits::ConnInfo;
 
-use super::{error_response, routes, Body};
+use super::routes::{self, Route};
+use super::{error_response, Body};
 
 /// Client addresses tracked at once; past it, new addresses share one bucket.
 const MAX_TRACKED_ADDRESSES: usize = 16 * 1024;
@@ -182,7 +183,6 @@ impl App {
         &self,
         request: &Request<B>,
         realm: Option<&Arc<Realm>>,
-        route: &str,
         started: Instant,
     ) -> Option<Response<Body>> {
         let conn = request.extensions().get::<ConnInfo>();
@@ -215,7 +215,18 @@ impl App {
         };
         let response = error_response(&error);
         let status = response.status().as_u16();
-        self.metrics.observe_scim(realm_name, request.method().as_str(), route, status, started.elapsed());
+        let route = Route::from_request(request.method(), request.uri().path())
+            .as_ref()
+            .map(Route::label)
+            .unwrap_or("unrouted");
+        let client = realm.map_or("-", |r| r.config.scim_client_name.as_str());
+        self.metrics.observe_scim(
+            (realm_name, client),
+            request.method().as_str(),
+            route,
+            status,
+            started.elapsed(),
+        );
         let sampler = if realm.is_some() { &self.guard.limited_log } else { &self.guard.refused_log };
         if let Some(suppressed) = sampler.sample(started) {
             let peer = conn.map(|c| c.peer().to_string());

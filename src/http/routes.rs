@@ -130,6 +130,7 @@ impl Route {
             }
             [name, id] if !id.is_empty() => {
                 let r = resource(name).ok_or_else(not_found)?;
+                placeholder(r, name, id)?;
                 let id = id.to_string();
                 match *method {
                     Method::GET => Ok(Route::Get(r, id)),
@@ -142,6 +143,19 @@ impl Route {
             _ => Err(not_found()),
         }
     }
+}
+
+/// `/Users/<id>` copied from an example as it was printed: a 400 saying so.
+fn placeholder(resource: Resource, name: &str, id: &str) -> Result<(), Error> {
+    if !id.contains(['<', '>', '{', '}']) {
+        return Ok(());
+    }
+    let what = if resource == Resource::User { "User" } else { "Group" };
+    Err(Error::BadRequest {
+        detail: format!(
+            "{id} in the path is a placeholder: put the id of a {what} in its place (a number, e.g. {SCIM_PREFIX}/{name}/26)"
+        ),
+    })
 }
 
 fn only_get(method: &Method, route: Route) -> Result<Route, Error> {
@@ -212,6 +226,11 @@ mod tests {
             ("GET", "/api/v1/users", None),
             ("GET", "/scim/v2/Users/10/extra", None),
         ];
+        let placeholder = Route::from_request(&Method::PATCH, "/scim/v2/Users/%3Cid%3E");
+        assert!(
+            matches!(&placeholder, Err(Error::BadRequest { detail }) if detail.starts_with("<id> in the path is a placeholder")),
+            "{placeholder:?}"
+        );
         for (method, path, allow) in cases {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
             match (Route::from_request(&m, path), allow) {

@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 
 use crate::config::GroupDelete;
 use crate::directory::UserIndex;
-use crate::error::Error;
+use crate::error::{Error, ErrorChain};
+use crate::provision::changes::{ChangeRecord, Operation};
 use crate::provision::mapping::{str_at, value_at};
 use crate::provision::realm::{check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP};
 use crate::provision::users::with_applied;
@@ -354,7 +355,11 @@ impl Realm {
             None => self.group_index().await?.read().by_name(&name).cloned(),
         };
         let group = group.ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
-        tracing::info!(realm = %self.name(), group_id = group.id, "created group");
+        ChangeRecord::new(self.name(), Operation::Create, "Group", group.id)
+            .address(group.name.as_str())
+            .attributes(["displayName"])
+            .members(&group.members, &[])
+            .log();
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
         Ok(rendered)
@@ -453,7 +458,11 @@ impl Realm {
         };
         let group =
             updated.ok_or_else(|| Error::Internal(format!("group {group_id} vanished from the snapshot")))?;
-        tracing::info!(realm = %self.name(), group_id, added = add.len(), removed = delete.len(), renamed = rename.is_some(), "updated group");
+        ChangeRecord::new(self.name(), Operation::Update, "Group", group_id)
+            .address(group.name.as_str())
+            .attributes(rename.is_some().then_some("displayName"))
+            .members(&add, &delete)
+            .log();
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
         Ok(rendered)
@@ -489,7 +498,7 @@ impl Realm {
         let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
         let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
         if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
-            tracing::warn!(realm = %self.name(), group_id = group.id, error = %e, "group deactivated but its name could not be freed");
+            tracing::warn!(realm = %self.name(), group_id = group.id, error = %ErrorChain(&e), "group deactivated but its name could not be freed");
         }
         {
             let groups = self.group_index().await?;
@@ -499,7 +508,9 @@ impl Realm {
                 g.name = retired;
             }
         }
-        tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
+        ChangeRecord::new(self.name(), Operation::Deactivate, "Group", group.id)
+            .address(group.name.as_str())
+            .log();
         Ok(())
     }
 }

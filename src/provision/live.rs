@@ -28,9 +28,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use tracing::instrument::WithSubscriber;
+
 use crate::directory::Applied;
+use crate::error::{upstream_cause, Error, ErrorChain};
 use crate::provision::Realm;
 use zulip_client::types::{Event, RegisteredQueue};
+use zulip_client::ZulipError;
 
 /// The event types the sidecar follows.
 pub const EVENT_TYPES: [&str; 2] = ["realm_user", "user_group"];
@@ -84,7 +88,7 @@ enum SessionEnd {
         progressed: bool,
     },
     /// Could not register or load: back off, then try again.
-    Failed(String),
+    Failed(Failure),
 }
 
 /// Whether events flow, for logging transitions once.
@@ -93,6 +97,39 @@ enum Health {
     Starting,
     Live,
     Degraded,
+}
+
+/// Why events stopped: for the log (the whole chain) and for `/readyz` (no URL).
+#[derive(Debug)]
+struct Failure {
+    log: String,
+    public: String,
+}
+
+impl Failure {
+    fn new<E: std::error::Error + PublicCause>(what: &str, e: &E) -> Failure {
+        Failure { log: format!("{what}: {}", ErrorChain(e)), public: format!("{what}: {}", e.public_cause()) }
+    }
+}
+
+/// The cause of a failure in words that name no URL.
+trait PublicCause {
+    fn public_cause(&self) -> String;
+}
+
+impl PublicCause for ZulipError {
+    fn public_cause(&self) -> String {
+        upstream_cause(self)
+    }
+}
+
+impl PublicCause for Error {
+    fn public_cause(&self) -> String {
+        match self {
+            Error::Upstream { source, .. } => upstream_cause(source),
+            other => other.to_string(),
+        }
+    }
 }
 
 struct Task {
@@ -110,7 +147,10 @@ pub fn spawn_all(
     stop: &watch::Receiver<bool>,
     options: LiveOptions,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    realms.iter().map(|realm| tokio::spawn(run(realm.clone(), stop.clone(), options))).collect()
+    realms
+        .iter()
+        .map(|realm| tokio::spawn(run(realm.clone(), stop.clone(), options).with_current_subscriber()))
+        .collect()
 }
 
 /// Follows the realm's events until `shutdown` turns true (or its sender is dropped).
@@ -133,10 +173,10 @@ pub async fn run(realm: Arc<Realm>, shutdown: watch::Receiver<bool>, options: Li
                 task.degraded(&cause);
                 // Keep the realm serving (and ready) on TTL snapshots meanwhile.
                 if let Err(e) = task.realm.user_index().await {
-                    tracing::debug!(realm = %task.realm.name(), error = %e, "users snapshot unavailable");
+                    tracing::debug!(realm = %task.realm.name(), error = %ErrorChain(&e), "users snapshot unavailable");
                 }
                 if let Err(e) = task.realm.group_index().await {
-                    tracing::debug!(realm = %task.realm.name(), error = %e, "groups snapshot unavailable");
+                    tracing::debug!(realm = %task.realm.name(), error = %ErrorChain(&e), "groups snapshot unavailable");
                 }
                 if !task.pause().await {
                     break;
@@ -161,7 +201,7 @@ impl Task {
         let queue = match self.cancellable(client.register_event_queue(&event_types)).await {
             None => return SessionEnd::Shutdown,
             Some(Ok(queue)) => queue,
-            Some(Err(e)) => return SessionEnd::Failed(format!("cannot register an event queue: {e}")),
+            Some(Err(e)) => return SessionEnd::Failed(Failure::new("cannot register an event queue", &e)),
         };
         let realm = self.realm.clone();
         match self.cancellable(realm.reload_snapshots()).await {
@@ -171,7 +211,7 @@ impl Task {
             }
             Some(Err(e)) => {
                 self.delete_queue(&queue).await;
-                return SessionEnd::Failed(format!("cannot load the snapshots: {e}"));
+                return SessionEnd::Failed(Failure::new("cannot load the snapshots", &e));
             }
             Some(Ok(())) => {}
         }
@@ -202,7 +242,7 @@ impl Task {
                 Some(Err(e)) => {
                     // The queue survives short outages: retry it, on TTL snapshots meanwhile.
                     self.realm.set_live(Some((&queue.queue_id, last)), false);
-                    self.degraded(&format!("polling events failed: {e}"));
+                    self.degraded(&Failure::new("polling events failed", &e));
                     if !self.pause().await {
                         return SessionEnd::Shutdown;
                     }
@@ -268,7 +308,7 @@ impl Task {
     async fn delete_queue(&self, queue: &RegisteredQueue) {
         let delete = self.realm.client.delete_event_queue(&queue.queue_id);
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), delete).await {
-            tracing::debug!(realm = %self.realm.name(), error = %e, "could not delete the event queue");
+            tracing::debug!(realm = %self.realm.name(), error = %ErrorChain(&e), "could not delete the event queue");
         }
     }
 
@@ -279,11 +319,15 @@ impl Task {
         }
     }
 
-    fn degraded(&mut self, cause: &str) {
+    /// Events stopped: says why. When Zulip itself is unreachable the readiness and request
+    /// lines say so too; the line does not blame the events API for an outage of all of Zulip.
+    fn degraded(&mut self, failure: &Failure) {
+        self.realm.health.failed(format!("live updates: {}", failure.public));
+        let cause = failure.log.as_str();
         if self.health == Health::Degraded {
             tracing::debug!(realm = %self.realm.name(), cause, retry_in_ms = self.backoff.as_millis() as u64, "live updates still unavailable");
         } else {
-            tracing::warn!(realm = %self.realm.name(), cause, "live updates unavailable: snapshots refresh by ttl until zulip's events api answers");
+            tracing::warn!(realm = %self.realm.name(), cause, retry_in_ms = self.backoff.as_millis() as u64, "live updates stopped: snapshots refresh by ttl until they resume");
             self.health = Health::Degraded;
         }
     }

@@ -1,9 +1,12 @@
 //! The only module that knows both SCIM and Zulip: a [`Realm`] turns each SCIM operation into
 //! Zulip REST calls, serving reads from the realm snapshot in [`crate::directory`].
 
+pub mod changes;
 pub mod groups;
+pub mod health;
 pub mod live;
 pub mod mapping;
+pub mod progress;
 pub mod query;
 pub mod realm;
 mod resources;

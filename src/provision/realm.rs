@@ -9,7 +9,8 @@ use tokio::sync::{watch, Mutex as AsyncMutex};
 
 use crate::config::{RealmConfig, UnknownMembers};
 use crate::directory::{Directory, GroupIndex, Shared, UserIndex};
-use crate::error::Error;
+use crate::error::{upstream_cause, Error};
+use crate::provision::health::{Health, HealthReport};
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
 use crate::provision::refusal;
@@ -48,6 +49,8 @@ pub struct Realm {
     live: watch::Sender<LiveProgress>,
     /// Where `externalId` is stored, when the realm stores it (`external_id_field`).
     external_id: Option<ExternalIdField>,
+    /// Since when the realm is (not) ready, and the last upstream failure (`/readyz`).
+    pub(crate) health: Health,
 }
 
 /// The custom profile field that stores `externalId`: configured by label, resolved to an id
@@ -71,6 +74,16 @@ pub enum NotReady {
     /// The realm's configuration does not fit its Zulip organization.
     #[error("{0}")]
     Config(String),
+}
+
+impl NotReady {
+    /// The cause in words that name no URL (for `/readyz`).
+    pub fn cause(&self) -> String {
+        match self {
+            NotReady::Zulip(e) => upstream_cause(e),
+            NotReady::Config(detail) => detail.clone(),
+        }
+    }
 }
 
 impl From<NotReady> for Error {
@@ -120,6 +133,7 @@ impl Realm {
             live_task: AtomicBool::new(false),
             live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
             external_id,
+            health: Health::default(),
         }
     }
 
@@ -129,8 +143,22 @@ impl Realm {
 
     /// Asks Zulip for its version, checks the service account authenticates and, when the
     /// realm stores `externalId`, finds or creates its custom profile field. Marks the realm
-    /// ready on success.
+    /// ready on success; either way the realm's health records it.
     pub async fn check_ready(&self) -> Result<Readiness, NotReady> {
+        let outcome = self.check_upstream().await;
+        match &outcome {
+            Ok(_) => self.health.checked(),
+            Err(e) => self.health.check_failed(e.cause()),
+        }
+        outcome
+    }
+
+    /// Whether the realm is ready, since when, and its last upstream failure.
+    pub fn health(&self) -> HealthReport {
+        self.health.report(self.is_ready())
+    }
+
+    async fn check_upstream(&self) -> Result<Readiness, NotReady> {
         let settings = self.client.server_settings().await?;
         let me = self.client.get_own_user().await?;
         self.feature_level.store(settings.zulip_feature_level, Ordering::Relaxed);
@@ -223,6 +251,11 @@ impl Realm {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
             && (!self.live_task.load(Ordering::Acquire) || self.dir.is_loaded())
+    }
+
+    /// What the realm's Zulip client is doing (writes queued and done, the rate-limit wait).
+    pub fn upstream_stats(&self) -> zulip_client::ClientStats {
+        self.client.stats()
     }
 
     /// SCIM Users (human accounts, deactivated ones included) in the last loaded snapshot.

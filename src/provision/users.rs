@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::config::UserDelete;
 use crate::error::Error;
+use crate::provision::changes::{user_attributes, ChangeRecord, Operation};
 use crate::provision::mapping::{str_at, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
@@ -283,7 +284,15 @@ impl Realm {
             user.is_active = false;
             self.dir.upsert_user(user.clone()).await;
         }
-        tracing::info!(realm = %self.name(), user_id, "created user");
+        let mut written = vec!["userName", "name"];
+        written.extend(new.role.filter(|r| *r != Role::Member).map(|_| "role"));
+        written
+            .extend(new.external_id.as_ref().filter(|_| external_id_field.is_some()).map(|_| "externalId"));
+        written.extend((!new.active).then_some("active"));
+        ChangeRecord::new(self.name(), Operation::Create, "User", user_id)
+            .address(new.email.as_str())
+            .attributes(written)
+            .log();
         Ok(self.render_user(&user))
     }
 
@@ -299,7 +308,7 @@ impl Realm {
         let names: Vec<String> =
             channels.into_iter().filter(|c| c.is_default == Some(true)).map(|c| c.name).collect();
         let outcome = self.client.unsubscribe_users(&names, &[user_id]).await?;
-        tracing::info!(realm = %self.name(), user_id, removed = ?outcome.removed, "new guest removed from the default channels");
+        tracing::info!(realm = %self.name(), user_id, channels = %outcome.removed.join(", "), "new guest removed from the default channels");
         Ok(())
     }
 
@@ -335,7 +344,6 @@ impl Realm {
             changes.external_id = Some(new.external_id.clone());
         }
         let user = self.apply_user_changes(existing, changes).await?;
-        tracing::info!(realm = %self.name(), user_id = user.user_id, "reactivated user on create");
         Ok(self.render_user(&user))
     }
 
@@ -388,6 +396,7 @@ impl Realm {
             return Ok(user);
         }
         let user_id = user.user_id;
+        let was_active = user.is_active;
         if Some(user_id) == self.service_account_id()
             && (changes.active == Some(false) || changes.role.is_some_and(|r| r != Role::Owner))
         {
@@ -462,7 +471,15 @@ impl Realm {
             None => {}
         }
         self.dir.upsert_user(user.clone()).await;
-        tracing::info!(realm = %self.name(), user_id, ?changes, "updated user");
+        let operation = match changes.active {
+            Some(false) => Operation::Deactivate,
+            Some(true) if !was_active => Operation::Reactivate,
+            _ => Operation::Update,
+        };
+        ChangeRecord::new(self.name(), operation, "User", user_id)
+            .address(user.delivery_email.as_deref().unwrap_or(&user.email))
+            .attributes(user_attributes(&changes))
+            .log();
         Ok(user)
     }
 

@@ -9,6 +9,7 @@ mod faults;
 mod groups;
 mod idp_sequences;
 mod live;
+mod operator;
 mod protocol;
 mod support;
 mod users;

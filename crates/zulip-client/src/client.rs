@@ -66,6 +66,7 @@ use url::Url;
 use super::error::ZulipError;
 pub use super::pacing::UpstreamPolicy;
 use super::pacing::{backoff, retry_for, Idempotency, Pacer, Retry};
+use super::stats::{ClientStats, Counters};
 use super::types::{
     Channel, Event, ProfileField, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User,
     UserGroup, UserUpdate,
@@ -182,6 +183,8 @@ pub struct ZulipClient {
     writes: Arc<AsyncMutex<()>>,
     /// Told about every attempt (metrics); the zulip module knows nothing of telemetry.
     observer: Option<CallObserver>,
+    /// Writes queued and done, 429s: sampled by [`ZulipClient::stats`].
+    counters: Arc<Counters>,
 }
 
 /// Called after every upstream attempt with the endpoint template (ids as `{id}`, e.g.
@@ -267,6 +270,7 @@ impl ZulipClient {
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight.min(Semaphore::MAX_PERMITS))),
             writes: Arc::new(AsyncMutex::new(())),
             observer: None,
+            counters: Arc::new(Counters::default()),
         })
     }
 
@@ -587,6 +591,11 @@ impl ZulipClient {
         self.pacer.report()
     }
 
+    /// What the client is doing now: writes queued and done, 429s, the current pacing wait.
+    pub fn stats(&self) -> ClientStats {
+        self.counters.sample(self.pacer.wait_at(Instant::now()), self.pacer.report())
+    }
+
     /// `POST /register`: a queue of `event_types` events. Asks for no initial state
     /// (`fetch_event_types=[]`): the caller reads users and groups with the REST calls.
     pub async fn register_event_queue(&self, event_types: &[&str]) -> Result<RegisteredQueue, ZulipError> {
@@ -660,6 +669,7 @@ impl ZulipClient {
         idempotency: Idempotency,
     ) -> Result<T, ZulipError> {
         let deadline = Instant::now() + self.policy.deadline;
+        let counted = (method != Method::GET).then(|| self.counters.write());
         let _write = if method == Method::GET {
             None
         } else {
@@ -676,7 +686,12 @@ impl ZulipClient {
             self.pace(path, attempt, deadline, reserve).await?;
             let left = deadline.saturating_duration_since(Instant::now());
             let error = match self.send_once(&method, path, &params, auth, self.timeout.min(left)).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if let Some(write) = counted {
+                        write.done();
+                    }
+                    return Ok(value);
+                }
                 Err(error) => error,
             };
             let Some(retry) = retry_for(idempotency, &error) else {
@@ -813,6 +828,9 @@ impl ZulipClient {
         })?;
         let status = response.status();
         observe(status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.counters.rate_limited();
+        }
         let headers = response.headers().clone();
         self.record_rate_limit(&headers);
         let body = read_body(response).await?;

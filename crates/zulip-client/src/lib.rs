@@ -7,10 +7,12 @@
 pub mod client;
 pub mod error;
 pub mod pacing;
+pub mod stats;
 pub mod types;
 
 pub use client::{ClientConfig, ZulipClient};
 pub use error::ZulipError;
+pub use stats::ClientStats;
 pub use types::{ProfileData, ProfileField, Role, ServerSettings, User, UserGroup, UserUpdate};
 
 pub use secret::Secret;

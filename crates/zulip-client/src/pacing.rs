@@ -262,6 +262,22 @@ impl Pacer {
         Ok(wait)
     }
 
+    /// How long a call reserving its slot at `now` would wait (nothing is reserved).
+    pub fn wait_at(&self, now: Instant) -> Duration {
+        let s = self.lock();
+        let mut not_before = s.hold_until.map_or(now, |hold| hold.max(now));
+        let (gap, exhausted) = match &s.budget {
+            Some(budget) => (delay(budget, now), budget.remaining == 0),
+            None => (Duration::ZERO, false),
+        };
+        if exhausted {
+            not_before = not_before.max(now + gap);
+        } else if !gap.is_zero() {
+            not_before = not_before.max(s.next_slot.unwrap_or(now));
+        }
+        not_before.saturating_duration_since(now)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -341,8 +357,10 @@ mod tests {
         let report = RateLimitState { limit: 200, remaining: 5, reset: 1010 };
         pacer.observe(report, 1000, t0);
         assert_eq!(pacer.report(), Some(report));
+        assert_eq!(pacer.wait_at(t0), S(0));
         assert_eq!(pacer.reserve(t0, S(25)), Ok(S(0)));
         assert_eq!(pacer.reserve(t0, S(25)), Ok(S(2)));
+        assert_eq!(pacer.wait_at(t0), S(4), "peeking reserves nothing");
         assert_eq!(pacer.reserve(t0, S(25)), Ok(S(4)));
         // A wait beyond the caller's budget reserves nothing...
         assert_eq!(pacer.reserve(t0, S(5)), Err(S(6)));
@@ -371,6 +389,7 @@ mod tests {
         let t0 = Instant::now();
         pacer.observe(RateLimitState { limit: 200, remaining: 0, reset: 1020 }, 1000, t0);
         // Everyone waits for the reset, none longer (the whole budget returns then).
+        assert_eq!(pacer.wait_at(t0 + S(5)), S(15));
         assert_eq!(pacer.reserve(t0, S(25)), Ok(S(20)));
         assert_eq!(pacer.reserve(t0, S(25)), Ok(S(20)));
         assert_eq!(pacer.reserve(t0 + S(5), S(25)), Ok(S(15)));
@@ -385,6 +404,7 @@ mod tests {
         let t0 = Instant::now();
         pacer.hold(t0 + MS(300));
         pacer.hold(t0 + MS(100)); // an earlier hold never shortens a later one
+        assert_eq!(pacer.wait_at(t0), MS(300));
         assert_eq!(pacer.reserve(t0, S(1)), Ok(MS(300)));
         assert_eq!(pacer.reserve(t0 + MS(200), S(1)), Ok(MS(100)));
         assert_eq!(pacer.reserve(t0 + MS(200), MS(50)), Err(MS(100)));
