@@ -503,6 +503,35 @@ async fn an_http2_stream_flood_is_bounded_and_does_not_delay_the_idp() {
     h.stop().await;
 }
 
+/// HTTP/2 "rapid reset" (CVE-2023-44487): streams opened and cancelled at once cost the
+/// server work but hold no stream slot; past a bound the connection is refused (GOAWAY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_rapid_reset_flood_ends_its_connection() {
+    // Timeouts long enough not to be what ends the connection.
+    let h = Harness::start_with(fake(), |config| config.server.header_read_timeout = Duration::from_secs(30))
+        .await;
+    let (client, connection) =
+        h2::client::handshake(TcpStream::connect(h.addr).await.unwrap()).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client;
+    let mut sent = 0;
+    for _ in 0..10_000 {
+        let Ok(ready) = client.clone().ready().await else { break };
+        client = ready;
+        let get = http::Request::get(format!("http://{}/scim/v2/Users", h.addr))
+            .header("authorization", format!("Bearer {TOKEN}"));
+        let Ok((_, mut stream)) = client.send_request(get.body(()).unwrap(), false) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let ended =
+        tokio::time::timeout(CLOSE_BOUND, driver).await.expect("the connection is ended by the server");
+    assert!(sent < 10_000, "every reset was accepted ({sent})");
+    drop(ended);
+    idp_is_served(h.addr).await;
+    h.stop().await;
+}
+
 /// A self-signed certificate for `localhost`, written as PEM files.
 struct TestCert {
     pem: String,
