@@ -56,7 +56,7 @@ pub enum StartupError {
         #[source]
         source: crate::provision::NotReady,
     },
-    #[error("TLS")]
+    #[error("cannot set up TLS")]
     Tls(#[source] TlsError),
     #[error("{0}")]
     Other(String),

@@ -8,6 +8,7 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,12 @@ struct Shared {
     stopping: watch::Receiver<bool>,
     /// Connection tasks still running (shutdown waits for them).
     tasks: watch::Sender<usize>,
+    /// 503 answers being written (see [`refuse`]).
+    refusing: AtomicUsize,
 }
+
+/// 503 answers written at once at most; more newcomers are closed without one.
+const MAX_REFUSING: usize = 256;
 
 /// Counts one connection task until dropped.
 struct Task(Arc<Shared>);
@@ -79,6 +85,7 @@ pub async fn run(
         tls,
         stopping,
         tasks: watch::channel(0).0,
+        refusing: AtomicUsize::new(0),
     });
     tokio::pin!(shutdown);
     loop {
@@ -101,8 +108,19 @@ pub async fn run(
             }
             Err(limits::Full) => {
                 tracing::debug!(%peer, "every connection slot is authenticated or busy: 503");
-                if shared.tls.is_none() {
-                    tokio::spawn(refuse(stream).with_current_subscriber());
+                // Each refusal holds its socket for at most a second; past the cap, close at once.
+                let refusing = shared.refusing.fetch_add(1, Ordering::AcqRel);
+                if shared.tls.is_none() && refusing < MAX_REFUSING {
+                    let shared = shared.clone();
+                    tokio::spawn(
+                        async move {
+                            refuse(stream).await;
+                            shared.refusing.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        .with_current_subscriber(),
+                    );
+                } else {
+                    shared.refusing.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }

@@ -374,6 +374,22 @@ server:
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // `Jail::expect_with` closures return `figment::Error`
+    fn environment_variables_override_nested_server_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sidecar.yaml", &format!("server:\n  idle_timeout_ms: 5000\n{REALM}"))?;
+            jail.set_env("SCIM_SIDECAR_SERVER__HEADER_READ_TIMEOUT_MS", "250");
+            jail.set_env("SCIM_SIDECAR_SERVER__TLS__CERT_FILE", "/tls/cert.pem");
+            jail.set_env("SCIM_SIDECAR_SERVER__TLS__KEY_FILE", "/tls/key.pem");
+            let config = Config::load(std::path::Path::new("sidecar.yaml")).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.header_read_timeout, Duration::from_millis(250));
+            assert_eq!(config.server.idle_timeout, Duration::from_secs(5));
+            assert_eq!(config.server.tls.map(|tls| tls.key_file), Some(PathBuf::from("/tls/key.pem")));
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_wrong_type_names_its_key() {
         let found = problems("server:\n  idle_timeout_ms: soon\n");
         assert!(found.iter().any(|p| p.starts_with("server.idle_timeout_ms: ")), "{found:#?}");

@@ -186,40 +186,59 @@ impl App {
         started: Instant,
     ) -> Option<Response<Body>> {
         let conn = request.extensions().get::<ConnInfo>();
-        let (realm_name, error) = match realm {
+        let error = match realm {
             Some(realm) => {
                 if let Some(conn) = conn {
                     conn.authenticated();
                 }
                 let retry_after = self.guard.realm(realm.name(), started).err()?;
-                let detail = "the request rate limit of this realm is reached";
-                (realm.name(), Error::TooManyRequests { retry_after, detail })
+                Error::TooManyRequests {
+                    retry_after,
+                    detail: "the request rate limit of this realm is reached",
+                }
             }
             None if request.uri().path().starts_with(routes::SCIM_PREFIX) => {
-                match self.guard.unauthenticated(conn.map(ConnInfo::peer_ip), started) {
-                    Ok(()) => {
-                        self.metrics.unauthenticated("refused");
-                        ("-", Error::Unauthorized)
-                    }
-                    Err(retry_after) => {
-                        self.metrics.unauthenticated("rate_limited");
-                        if let Some(conn) = conn {
-                            conn.close_after_response();
-                        }
-                        let detail = "too many requests without a valid bearer token from this address";
-                        ("-", Error::TooManyRequests { retry_after, detail })
-                    }
-                }
+                self.refuse_unauthenticated(conn, started)
             }
             None => return None,
         };
-        let response = error_response(&error);
-        let status = response.status().as_u16();
+        Some(self.refusal(request, realm, conn, started, &error))
+    }
+
+    /// 401, or 429 (and the connection closed after it) past the address's limit.
+    fn refuse_unauthenticated(&self, conn: Option<&ConnInfo>, now: Instant) -> Error {
+        match self.guard.unauthenticated(conn.map(ConnInfo::peer_ip), now) {
+            Ok(()) => {
+                self.metrics.unauthenticated("refused");
+                Error::Unauthorized
+            }
+            Err(retry_after) => {
+                self.metrics.unauthenticated("rate_limited");
+                if let Some(conn) = conn {
+                    conn.close_after_response();
+                }
+                let detail = "too many requests without a valid bearer token from this address";
+                Error::TooManyRequests { retry_after, detail }
+            }
+        }
+    }
+
+    /// The response for a refused request, counted, and logged at most once per second.
+    fn refusal<B>(
+        &self,
+        request: &Request<B>,
+        realm: Option<&Arc<Realm>>,
+        conn: Option<&ConnInfo>,
+        started: Instant,
+        error: &Error,
+    ) -> Response<Body> {
+        let response = error_response(error);
+        let (status, realm_name) = (response.status().as_u16(), realm.map_or("-", |r| r.name()));
+        let client = realm.map_or("-", |r| r.config.scim_client_name.as_str());
         let route = Route::from_request(request.method(), request.uri().path())
             .as_ref()
             .map(Route::label)
             .unwrap_or("unrouted");
-        let client = realm.map_or("-", |r| r.config.scim_client_name.as_str());
         self.metrics.observe_scim(
             (realm_name, client),
             request.method().as_str(),
@@ -233,7 +252,7 @@ impl App {
             tracing::info!(realm = realm_name, method = %request.method(), route, status, peer = peer.as_deref().unwrap_or("-"),
                 suppressed, "request refused (one line per second; `suppressed` counts the refusals not logged since the last)");
         }
-        Some(response)
+        response
     }
 }
 

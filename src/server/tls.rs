@@ -172,3 +172,78 @@ fn load(config: &TlsConfig) -> Result<CertifiedKey, TlsError> {
     })?;
     Ok(certified)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new(name: &str) -> Files {
+            let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+            let dir = std::env::temp_dir()
+                .join(format!("scim-sidecar-tls-unit-{name}-{}-{nanos}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            Files(dir)
+        }
+
+        fn config(&self) -> TlsConfig {
+            TlsConfig {
+                cert_file: self.0.join("cert.pem"),
+                key_file: self.0.join("key.pem"),
+                reload_interval: Duration::from_secs(10),
+            }
+        }
+
+        fn write(&self, cert: &str, key: &str) {
+            fs::write(self.0.join("cert.pem"), cert).unwrap();
+            fs::write(self.0.join("key.pem"), key).unwrap();
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn generated() -> (String, String) {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (pair.cert.pem(), pair.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_matching_pair_loads() {
+        let files = Files::new("ok");
+        let (cert, key) = generated();
+        files.write(&cert, &key);
+        assert!(Tls::new(&files.config()).is_ok());
+    }
+
+    #[test]
+    fn each_problem_names_its_file_and_never_its_contents() {
+        let files = Files::new("bad");
+        let (cert, key) = generated();
+        let (_, other_key) = generated();
+        let cases: [(&str, &str, &str); 4] = [
+            ("", &key, "no certificate in the file"),
+            (&cert, "not a key", "not a PEM private key"),
+            (&cert, &other_key, "does not match the certificate"),
+            ("-----BEGIN CERTIFICATE-----\nbroken", &key, "not a PEM certificate chain"),
+        ];
+        for (cert_text, key_text, expected) in cases {
+            files.write(cert_text, key_text);
+            let error = Tls::new(&files.config()).unwrap_err();
+            let text = crate::error::ErrorChain(&error).to_string();
+            assert!(text.contains(expected), "{text}");
+            assert!(text.contains(&*files.0.to_string_lossy()), "names the file: {text}");
+            assert!(!text.contains("PRIVATE KEY"), "{text}");
+        }
+        fs::remove_file(files.0.join("cert.pem")).unwrap();
+        let text = crate::error::ErrorChain(&Tls::new(&files.config()).unwrap_err()).to_string();
+        assert!(text.starts_with("cannot read ") && text.contains("cert.pem"), "{text}");
+    }
+}
