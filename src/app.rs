@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::{self, AuditSink};
 use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
@@ -48,6 +49,8 @@ pub enum StartupError {
         #[source]
         source: crate::provision::NotReady,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditOpenError),
     #[error("{0}")]
     Other(String),
 }
@@ -81,10 +84,11 @@ impl App {
     /// Builds the realms (one Zulip client each) from a config.
     pub fn from_config(config: &Config) -> Result<Arc<App>, StartupError> {
         let metrics = Arc::new(Metrics::new());
+        let audit = Arc::new(AuditSink::open(&config.audit)?);
         let realms = config
             .realms
             .iter()
-            .map(|realm| build_realm(config, realm, &metrics).map(Arc::new))
+            .map(|realm| build_realm(config, realm, &metrics).map(|r| Arc::new(r.with_audit(audit.clone()))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(App::new(realms, config.max_body_bytes, metrics)))
     }
@@ -137,8 +141,13 @@ impl App {
     ) -> Result<T, Error> {
         self.writes.send_modify(|n| *n += 1);
         let in_flight = WriteInFlight(self.writes.clone());
+        // The request's id and operation follow the write into its task (audit records).
+        let context = audit::current();
         let task = tokio::spawn(async move {
-            let outcome = write.await;
+            let outcome = match context {
+                Some(context) => audit::scope(context, write).await,
+                None => write.await,
+            };
             drop(in_flight);
             outcome
         });

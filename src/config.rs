@@ -50,6 +50,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
+use crate::audit::AuditTargetConfig;
 use secret::Secret;
 
 /// Prefix of the environment variables that override configuration keys.
@@ -131,6 +132,8 @@ pub struct Config {
     pub request_deadline: Duration,
     /// How long a realm snapshot is trusted without a refresh when live events are off.
     pub snapshot_ttl: Duration,
+    /// Where the audit trail goes (`audit:`; default: the log stream, target `audit`).
+    pub audit: AuditTargetConfig,
     pub realms: Vec<RealmConfig>,
 }
 
@@ -222,6 +225,9 @@ struct RawConfig {
     /// Default 60000.
     #[serde(default = "defaults::snapshot_ttl_ms")]
     snapshot_ttl_ms: u64,
+    /// Where audit records go: `{path: FILE | "-", format: json}`. Default: the log stream.
+    #[serde(default)]
+    audit: Option<RawAudit>,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -292,6 +298,27 @@ struct RawUpstream {
     /// in clear). Default `false`.
     #[serde(default)]
     allow_insecure_upstream: bool,
+}
+
+/// `audit:`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// File the JSON lines are appended to; `-` for stdout. Required.
+    path: Option<String>,
+    /// `json` (the only format). Default json.
+    #[serde(default)]
+    #[allow(dead_code)]
+    format: AuditFormat,
+}
+
+/// The audit line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
 }
 
 mod defaults {
@@ -518,6 +545,9 @@ impl Config {
         let root = figment.extract::<Dict>().map_err(|err| ConfigError::Figment(Box::new(err)))?;
         let mut problems = Problems::new(&figment);
         problems.unknown_keys("", &root, fields_of::<RawConfig>());
+        if let Some(Value::Dict(_, audit)) = root.get("audit") {
+            problems.unknown_keys("audit", audit, fields_of::<RawAudit>());
+        }
         let raw = match figment.extract::<RawConfig>() {
             Ok(raw) => Some(raw),
             Err(err) => {
@@ -561,6 +591,11 @@ impl Config {
             "max_body_bytes": self.max_body_bytes,
             "request_deadline_ms": millis(self.request_deadline),
             "snapshot_ttl_ms": millis(self.snapshot_ttl),
+            "audit": match &self.audit {
+                AuditTargetConfig::Log => json!({"target": "log"}),
+                AuditTargetConfig::Stdout => json!({"path": "-", "format": AuditFormat::Json}),
+                AuditTargetConfig::File(path) => json!({"path": path.display().to_string(), "format": AuditFormat::Json}),
+            },
             "realms": realms,
         })
     }
@@ -621,11 +656,25 @@ fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) 
             problems.push(key, "must be greater than 0");
         }
     }
+    let audit = match raw.audit.map(|a| a.path) {
+        None => AuditTargetConfig::Log,
+        Some(None) => {
+            problems.push("audit.path", "required (a file, or \"-\" for stdout)");
+            AuditTargetConfig::Log
+        }
+        Some(Some(path)) if path.trim().is_empty() => {
+            problems.push("audit.path", "must not be empty (a file, or \"-\" for stdout)");
+            AuditTargetConfig::Log
+        }
+        Some(Some(path)) if path.trim() == "-" => AuditTargetConfig::Stdout,
+        Some(Some(path)) => AuditTargetConfig::File(PathBuf::from(path)),
+    };
     if problems.list.len() > before {
         return None;
     }
     Some(Config {
         listen: listen?,
+        audit,
         log_format: raw.log_format,
         shutdown_grace,
         max_connections: raw.max_connections,
@@ -1095,5 +1144,7 @@ fn describe_actual(actual: &Actual) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod production_tests;
 #[cfg(test)]
 mod tests;

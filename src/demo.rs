@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::app::StartupError;
+use crate::audit::AuditTargetConfig;
 use crate::config::token_digest;
 use crate::config::{
     Config, GroupDelete, LogFormat, RealmConfig, UnknownMembers, UpstreamConfig, UserDelete,
@@ -40,6 +41,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         max_body_bytes: 1024 * 1024,
         request_deadline: Duration::from_secs(25),
         snapshot_ttl: Duration::from_secs(60),
+        audit: AuditTargetConfig::Log,
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,

@@ -21,12 +21,14 @@
 //!
 //! # Modules
 //! - [`app`]: [`app::App`] and the one start-up path, [`app::Sidecar::start`].
+//! - [`audit`]: the audit trail (one JSON line per change applied to Zulip).
 //! - [`config`]: figment layering and validation into [`config::Config`].
 //! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
 //! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
 //! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod directory;

@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::Value;
 
 use crate::app::App;
+use crate::audit::{self, RequestContext};
 use crate::error::{Error, ErrorChain};
 use crate::provision::query::list_all;
 use crate::provision::{Query, Realm, Rendered};
@@ -35,6 +36,9 @@ use self::routes::Route;
 
 /// `application/scim+json`, the media type of every SCIM response.
 pub const SCIM_JSON: &str = "application/scim+json";
+
+/// The request id header (kept when sane, else one is made; carried into audit records).
+const REQUEST_ID: &str = "x-request-id";
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -65,7 +69,13 @@ impl App {
         let realm_name = realm.map_or("-", |r| r.name());
         let result = match (route, realm) {
             (Ok(route), _) if !route.is_scim() => Ok(self.serve_ops(&route)),
-            (Ok(route), Some(realm)) => self.serve_scim(realm, route, request).await,
+            (Ok(route), Some(realm)) => {
+                let context = RequestContext::new(
+                    request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()),
+                    label,
+                );
+                audit::scope(context, self.serve_scim(realm, route, request)).await
+            }
             // Unknown SCIM paths still require a token, as Zulip's built-in does.
             (Err(e), None) if !request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(e),
             (Err(e), Some(_)) => Err(e),
