@@ -20,6 +20,7 @@ use crate::audit::{self, AuditSink};
 use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
+use crate::http::jwt::JwtVerifier;
 use crate::provision::live::{self, LiveOptions};
 use crate::provision::{Realm, MAX_COUNT};
 use crate::server::{self, ServerLimits};
@@ -62,6 +63,8 @@ pub struct App {
     pub(crate) realms: Vec<Arc<Realm>>,
     pub(crate) tokens: TokenTable,
     pub(crate) max_body_bytes: usize,
+    /// Proxies trusted to append to `X-Forwarded-For` (realms' `allow_ips`).
+    pub(crate) trusted_proxy_hops: usize,
     pub(crate) capabilities: Capabilities,
     draining: AtomicBool,
     pub(crate) metrics: Arc<Metrics>,
@@ -90,15 +93,24 @@ impl App {
             .iter()
             .map(|realm| build_realm(config, realm, &metrics).map(|r| Arc::new(r.with_audit(audit.clone()))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(App::new(realms, config.max_body_bytes, metrics)))
+        let mut app = App::new(realms, config.max_body_bytes, metrics);
+        app.trusted_proxy_hops = config.trusted_proxy_hops;
+        Ok(Arc::new(app))
     }
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
-        let tokens = TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice()));
+        let jwt = realms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.config.jwt.as_ref().map(|jwt| (i, JwtVerifier::new(jwt))))
+            .collect();
+        let tokens =
+            TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice())).with_jwt(jwt);
         App {
             realms,
             tokens,
             max_body_bytes,
+            trusted_proxy_hops: 0,
             capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
             draining: AtomicBool::new(false),
             metrics,

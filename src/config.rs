@@ -134,6 +134,9 @@ pub struct Config {
     pub snapshot_ttl: Duration,
     /// Where the audit trail goes (`audit:`; default: the log stream, target `audit`).
     pub audit: AuditTargetConfig,
+    /// Reverse proxies in front of the sidecar that append to `X-Forwarded-For`: the client
+    /// address for `allow_ips` is the entry this many hops from the right (0: the peer).
+    pub trusted_proxy_hops: usize,
     pub realms: Vec<RealmConfig>,
 }
 
@@ -158,7 +161,93 @@ pub struct RealmConfig {
     /// The label of the Zulip custom profile field (short text) that stores SCIM
     /// `externalId`; `None`: `externalId` is not stored (accepted and ignored on input).
     pub external_id_field: Option<String>,
+    /// If non-empty, a request must come from one of these networks (after its token).
+    pub allow_ips: Vec<IpNet>,
+    /// OAuth 2.0 bearer JWTs accepted besides the static tokens.
+    pub jwt: Option<JwtConfig>,
     pub upstream: UpstreamConfig,
+}
+
+/// `realms.<name>.jwt`: which OAuth 2.0 access tokens (JWTs) the realm accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtConfig {
+    /// The exact `iss` required.
+    pub issuer: String,
+    /// `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Where the signing keys were read from.
+    pub jwks_file: PathBuf,
+    /// The signing keys (public), as read at load.
+    pub jwks: jsonwebtoken::jwk::JwkSet,
+    /// Accepted signature algorithms (`RS256`, `ES256`).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// If non-empty, the token's client (`azp`, `appid` or `client_id`) must be one of these.
+    pub client_ids: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is /32 or
+/// /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `addr[/prefix]`; host bits must be zero (`10.0.0.1/8` is refused as a typo).
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| "not an IP network (expected e.g. 10.0.0.0/8 or 2001:db8::/32)".to_owned())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("prefix length must be 0..={max}")),
+            },
+        };
+        let net = IpNet { addr, prefix };
+        if net.masked(addr) != addr {
+            return Err(format!("host bits set: did you mean {}/{prefix}?", net.masked(addr)));
+        }
+        Ok(net)
+    }
+
+    fn masked(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                std::net::IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            std::net::IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                std::net::IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == self.addr
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// How the sidecar reaches the realm's Zulip API.
@@ -228,6 +317,9 @@ struct RawConfig {
     /// Where audit records go: `{path: FILE | "-", format: json}`. Default: the log stream.
     #[serde(default)]
     audit: Option<RawAudit>,
+    /// Proxies in front that append to `X-Forwarded-For` (for `allow_ips`). Default 0.
+    #[serde(default)]
+    trusted_proxy_hops: usize,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -275,6 +367,11 @@ struct RawRealm {
     unknown_members: UnknownMembers,
     /// Label of the custom profile field that stores `externalId` (created if missing).
     external_id_field: Option<String>,
+    /// Networks (CIDR) requests must come from. Default: any.
+    #[serde(default)]
+    allow_ips: OneOrMany<String>,
+    /// OAuth 2.0 bearer JWTs accepted besides static tokens.
+    jwt: Option<RawJwt>,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -298,6 +395,29 @@ struct RawUpstream {
     /// in clear). Default `false`.
     #[serde(default)]
     allow_insecure_upstream: bool,
+}
+
+/// `realms.<name>.jwt`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    /// The exact `iss` (Entra: `https://login.microsoftonline.com/<tenant>/v2.0` or
+    /// `https://sts.windows.net/<tenant>/`). Required.
+    issuer: Option<String>,
+    /// Accepted `aud` value(s) (Entra: the application ID URI or client id). Required.
+    #[serde(default)]
+    audience: OneOrMany<String>,
+    /// JWKS file (`{"keys": [...]}`) with the issuer's public signing keys. Required.
+    jwks_file: Option<PathBuf>,
+    /// `RS256` and/or `ES256`. Default both.
+    #[serde(default)]
+    algorithms: OneOrMany<String>,
+    /// Accepted client ids (`azp`/`appid`/`client_id`). Default: any client of the issuer.
+    #[serde(default)]
+    client_ids: OneOrMany<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 60.
+    #[serde(default = "defaults::leeway_s")]
+    leeway_s: u64,
 }
 
 /// `audit:`, as written.
@@ -342,6 +462,9 @@ mod defaults {
     }
     pub(super) fn timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn leeway_s() -> u64 {
+        60
     }
     pub(super) fn yes() -> bool {
         true
@@ -596,6 +719,7 @@ impl Config {
                 AuditTargetConfig::Stdout => json!({"path": "-", "format": AuditFormat::Json}),
                 AuditTargetConfig::File(path) => json!({"path": path.display().to_string(), "format": AuditFormat::Json}),
             },
+            "trusted_proxy_hops": self.trusted_proxy_hops,
             "realms": realms,
         })
     }
@@ -619,6 +743,16 @@ impl RealmConfig {
             "group_delete": self.group_delete,
             "unknown_members": self.unknown_members,
             "external_id_field": self.external_id_field,
+            "allow_ips": self.allow_ips.iter().map(IpNet::to_string).collect::<Vec<_>>(),
+            "jwt": self.jwt.as_ref().map(|jwt| json!({
+                "issuer": jwt.issuer,
+                "audience": jwt.audiences,
+                "jwks_file": jwt.jwks_file.display().to_string(),
+                "keys": jwt.jwks.keys.iter().map(|k| k.common.key_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
+                "algorithms": jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "client_ids": jwt.client_ids,
+                "leeway_s": jwt.leeway.as_secs(),
+            })),
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -669,12 +803,16 @@ fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) 
         Some(Some(path)) if path.trim() == "-" => AuditTargetConfig::Stdout,
         Some(Some(path)) => AuditTargetConfig::File(PathBuf::from(path)),
     };
+    if raw.trusted_proxy_hops > 16 {
+        problems.push("trusted_proxy_hops", "at most 16");
+    }
     if problems.list.len() > before {
         return None;
     }
     Some(Config {
         listen: listen?,
         audit,
+        trusted_proxy_hops: raw.trusted_proxy_hops,
         log_format: raw.log_format,
         shutdown_grace,
         max_connections: raw.max_connections,
@@ -722,6 +860,9 @@ fn realm(
     if let Some(Value::Dict(_, upstream)) = dict.get("upstream") {
         problems.unknown_keys(&format!("{key}.upstream"), upstream, fields_of::<RawUpstream>());
     }
+    if let Some(Value::Dict(_, jwt)) = dict.get("jwt") {
+        problems.unknown_keys(&format!("{key}.jwt"), jwt, fields_of::<RawJwt>());
+    }
     // `focus` rather than `extract_inner`: error paths stay relative to the realm.
     let raw = match problems.figment.focus(&key).extract::<RawRealm>() {
         Ok(raw) => raw,
@@ -754,6 +895,18 @@ fn realm(
         })
         .collect();
     let bearer_token_sha256 = realm_tokens(&key, &raw, problems, tokens);
+    let allow_ips = raw
+        .allow_ips
+        .0
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            IpNet::parse(text)
+                .map_err(|why| problems.push(&indexed(&key, "allow_ips", i, raw.allow_ips.0.len()), &why))
+                .ok()
+        })
+        .collect();
+    let jwt = raw.jwt.as_ref().and_then(|jwt| jwt_config(&key, jwt, problems, tokens));
     let scim_client_name = raw.scim_client_name.unwrap_or_else(|| name.to_owned());
     if scim_client_name.trim().is_empty() {
         problems.push(&format!("{key}.scim_client_name"), "must not be empty");
@@ -788,8 +941,102 @@ fn realm(
         group_delete: raw.group_delete,
         unknown_members: raw.unknown_members,
         external_id_field,
+        allow_ips,
+        jwt,
         upstream: upstream?,
     })
+}
+
+/// Validates `realms.<name>.jwt`, reading its JWKS file.
+fn jwt_config(
+    realm_key: &str,
+    raw: &RawJwt,
+    problems: &mut Problems,
+    tokens: &mut TokenRegistry,
+) -> Option<JwtConfig> {
+    let key = format!("{realm_key}.jwt");
+    let before = problems.list.len();
+    let issuer = match raw.issuer.as_deref().map(str::trim) {
+        None | Some("") => {
+            problems.push(&format!("{key}.issuer"), "required");
+            None
+        }
+        Some(issuer) => Some(issuer.to_owned()),
+    };
+    let audiences: Vec<String> =
+        raw.audience.0.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+    if audiences.is_empty() {
+        problems.push(&format!("{key}.audience"), "required (one value or a list)");
+    }
+    let algorithms = if raw.algorithms.0.is_empty() {
+        vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256]
+    } else {
+        raw.algorithms
+            .0
+            .iter()
+            .filter_map(|name| match name.trim() {
+                "RS256" => Some(jsonwebtoken::Algorithm::RS256),
+                "ES256" => Some(jsonwebtoken::Algorithm::ES256),
+                other => {
+                    problems.push(
+                        &format!("{key}.algorithms"),
+                        &format!("unsupported algorithm `{other}` (expected RS256 or ES256)"),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let jwks = match &raw.jwks_file {
+        None => {
+            problems.push(&format!("{key}.jwks_file"), "required");
+            None
+        }
+        Some(path) => match read_jwks(path) {
+            Ok(jwks) => Some(jwks),
+            Err(why) => {
+                problems.push(&format!("{key}.jwks_file"), &why);
+                None
+            }
+        },
+    };
+    if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
+        for audience in &audiences {
+            // Two realms accepting one issuer's tokens for one audience could not tell whose
+            // a token is.
+            let digest = token_digest(&format!("jwt\u{0}{issuer}\u{0}{audience}"));
+            if let Some(first) = tokens.first_use(digest, &key) {
+                problems.push(
+                    &format!("{key}.audience"),
+                    &format!("issuer {issuer} with audience {audience} is already accepted at {first}"),
+                );
+            }
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(JwtConfig {
+        issuer: issuer?,
+        audiences,
+        jwks_file: raw.jwks_file.clone()?,
+        jwks: jwks?,
+        algorithms,
+        client_ids: raw.client_ids.0.iter().map(|c| c.trim().to_owned()).collect(),
+        leeway: Duration::from_secs(raw.leeway_s),
+    })
+}
+
+/// Reads a JWKS file: at least one RSA or P-256 EC signing key it must hold.
+pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+        .map_err(|err| format!("{}: not a JWKS ({{\"keys\": [...]}}): {err}", path.display()))?;
+    if !jwks.keys.iter().any(|k| jsonwebtoken::DecodingKey::from_jwk(k).is_ok()) {
+        return Err(format!("{}: no usable signing key (RSA or EC P-256)", path.display()));
+    }
+    Ok(jwks)
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank
@@ -864,8 +1111,10 @@ fn realm_tokens(
     if raw.bearer_token.0.is_empty()
         && raw.bearer_token_file.0.is_empty()
         && raw.bearer_token_sha256.0.is_empty()
+        && raw.jwt.is_none()
     {
-        problems.push(key, "no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256");
+        problems
+            .push(key, "no bearer token: set bearer_token, bearer_token_file, bearer_token_sha256 or jwt");
     }
     digests
 }

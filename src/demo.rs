@@ -42,6 +42,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         request_deadline: Duration::from_secs(25),
         snapshot_ttl: Duration::from_secs(60),
         audit: AuditTargetConfig::Log,
+        trusted_proxy_hops: 0,
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,
@@ -55,6 +56,8 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
             group_delete: GroupDelete::Deactivate,
             unknown_members: UnknownMembers::Reject,
             external_id_field: None,
+            allow_ips: Vec::new(),
+            jwt: None,
             upstream: UpstreamConfig {
                 url: upstream,
                 email: DEMO_SERVICE_EMAIL.into(),

@@ -57,7 +57,8 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let app = app.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(crate::http::auth::PeerAddr(peer));
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod jwt;
 pub mod routes;
 
 use std::sync::Arc;
@@ -65,11 +66,11 @@ impl App {
         let method = request.method().clone();
         let route = Route::from_request(&method, request.uri().path());
         let label = route.as_ref().map(Route::label).unwrap_or("unrouted");
-        let realm = self.authenticate(request.headers());
-        let realm_name = realm.map_or("-", |r| r.name());
+        let realm = self.authenticate(&request);
+        let realm_name = realm.as_ref().map_or("-", |r| r.name());
         let result = match (route, realm) {
             (Ok(route), _) if !route.is_scim() => Ok(self.serve_ops(&route)),
-            (Ok(route), Some(realm)) => {
+            (Ok(route), Ok(realm)) => {
                 let context = RequestContext::new(
                     request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()),
                     label,
@@ -77,9 +78,9 @@ impl App {
                 audit::scope(context, self.serve_scim(realm, route, request)).await
             }
             // Unknown SCIM paths still require a token, as Zulip's built-in does.
-            (Err(e), None) if !request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(e),
-            (Err(e), Some(_)) => Err(e),
-            (_, None) => Err(Error::Unauthorized),
+            (Err(e), Err(_)) if !request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (_, Err(refused)) => Err(refused),
         };
         let response = result.unwrap_or_else(|error| {
             log_error(&error, realm_name, label);
@@ -92,16 +93,30 @@ impl App {
         response
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Option<&Arc<Realm>> {
-        let index = self.tokens.realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?;
-        let realm = self.realms.get(index)?;
+    /// The realm a request's credential selects (401 without one), if the request may reach
+    /// it from where it comes from (403 outside the realm's `allow_ips`).
+    fn authenticate<B>(&self, request: &Request<B>) -> Result<&Arc<Realm>, Error> {
+        let headers = request.headers();
+        let index = self
+            .tokens
+            .realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+            .ok_or(Error::Unauthorized)?;
+        let realm = self.realms.get(index).ok_or(Error::Unauthorized)?;
         if !realm.config.hosts.is_empty() {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
             if !realm.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return None;
+                return Err(Error::Unauthorized);
             }
         }
-        Some(realm)
+        let peer = request.extensions().get::<auth::PeerAddr>().map(|p| p.0.ip());
+        let client = auth::client_ip(peer, headers, self.trusted_proxy_hops);
+        if !auth::allowed(&realm.config.allow_ips, client) {
+            let seen = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            return Err(Error::Forbidden {
+                detail: format!("client address {seen} may not reach this realm"),
+            });
+        }
+        Ok(realm)
     }
 
     /// `/livez`, `/readyz`, `/metrics`.
