@@ -170,8 +170,9 @@ impl App {
     }
 }
 
-fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> Result<Realm, StartupError> {
-    let client = ZulipClient::new(ClientConfig {
+/// The Zulip client of a realm, as the sidecar configures it (also `check-config --online`).
+pub fn zulip_client_for(config: &Config, realm: &RealmConfig) -> Result<ZulipClient, StartupError> {
+    ZulipClient::new(ClientConfig {
         base_url: realm.upstream.url.clone(),
         host: realm_host_header(realm),
         email: realm.upstream.email.clone(),
@@ -179,8 +180,11 @@ fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> 
         timeout: realm.upstream.timeout,
         policy: UpstreamPolicy { deadline: config.request_deadline, ..UpstreamPolicy::default() },
     })
-    .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })?
-    .with_observer({
+    .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })
+}
+
+fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> Result<Realm, StartupError> {
+    let client = zulip_client_for(config, realm)?.with_observer({
         let metrics = metrics.clone();
         let name = realm.name.clone();
         Arc::new(move |endpoint: &str, status: u16, elapsed: Duration| {

@@ -25,6 +25,7 @@
 //! - [`config`]: figment layering and validation into [`config::Config`].
 //! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
 //! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
+//! - [`online`]: `check-config --online`, read-only checks of each realm's Zulip.
 //! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
 
 pub mod app;
@@ -34,6 +35,7 @@ pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod online;
 pub mod provision;
 pub mod server;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod cli;
 mod external_id;
 mod fake_transcripts;
 mod faults;
