@@ -21,8 +21,9 @@ use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
 use crate::http::jwt::JwtVerifier;
-use crate::provision::live::{self, LiveOptions};
+use crate::provision::live::LiveOptions;
 use crate::provision::{Realm, MAX_COUNT};
+use crate::reload::Reloader;
 use crate::server::{self, ServerLimits};
 use crate::telemetry::Metrics;
 use scim::discovery::Capabilities;
@@ -58,18 +59,47 @@ pub enum StartupError {
 
 /// Everything a request needs: the realms and how to pick one. The HTTP side of it is in
 /// [`crate::http`] (`App::handle`).
+///
+/// One `App` is one generation of the configuration: a reload ([`crate::reload`]) builds the
+/// next one (keeping the realms whose configuration did not change) and swaps it in; a
+/// request runs to its end on the generation it started with.
 #[derive(Debug)]
 pub struct App {
     pub(crate) realms: Vec<Arc<Realm>>,
+    /// Who may reach each realm (same index as `realms`), from the configuration in force: a
+    /// reload that rotates tokens or changes an allow-list keeps the realm itself.
+    pub(crate) access: Vec<RealmAccess>,
     pub(crate) tokens: TokenTable,
     pub(crate) max_body_bytes: usize,
     /// Proxies trusted to append to `X-Forwarded-For` (realms' `allow_ips`).
     pub(crate) trusted_proxy_hops: usize,
     pub(crate) capabilities: Capabilities,
-    draining: AtomicBool,
     pub(crate) metrics: Arc<Metrics>,
+    /// Where the realms' changes are recorded (kept across reloads unless `audit` changes).
+    pub(crate) audit: Arc<AuditSink>,
+    /// Shared by every generation: draining, and the writes in flight.
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// The access rules of one realm.
+#[derive(Debug, Clone)]
+pub(crate) struct RealmAccess {
+    pub(crate) hosts: Vec<String>,
+    pub(crate) allow_ips: Vec<crate::config::IpNet>,
+}
+
+/// What outlives a configuration generation.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    draining: AtomicBool,
     /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
     writes: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle { draining: AtomicBool::new(false), writes: Arc::new(watch::channel(0).0) }
+    }
 }
 
 /// Counts one write in flight until dropped (at the end of its task).
@@ -91,31 +121,69 @@ impl App {
         let realms = config
             .realms
             .iter()
-            .map(|realm| build_realm(config, realm, &metrics).map(|r| Arc::new(r.with_audit(audit.clone()))))
+            .map(|realm| build_realm(config, realm, &metrics, &audit).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut app = App::new(realms, config.max_body_bytes, metrics);
-        app.trusted_proxy_hops = config.trusted_proxy_hops;
-        Ok(Arc::new(app))
+        Ok(Arc::new(App::assemble(realms, config, metrics, audit, Arc::default())))
     }
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
-        let jwt = realms
+        let configs: Vec<RealmConfig> = realms.iter().map(|r| r.config.clone()).collect();
+        let mut app = App::with_access(realms, &configs, metrics, Arc::new(AuditSink::Log), Arc::default());
+        app.max_body_bytes = max_body_bytes;
+        app
+    }
+
+    /// One generation: `realms[i]` serves `config.realms[i]`, whose access rules apply.
+    pub(crate) fn assemble(
+        realms: Vec<Arc<Realm>>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditSink>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> App {
+        let mut app = App::with_access(realms, &config.realms, metrics, audit, lifecycle);
+        app.max_body_bytes = config.max_body_bytes;
+        app.trusted_proxy_hops = config.trusted_proxy_hops;
+        app
+    }
+
+    fn with_access(
+        realms: Vec<Arc<Realm>>,
+        configs: &[RealmConfig],
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditSink>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> App {
+        let jwt = configs
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| r.config.jwt.as_ref().map(|jwt| (i, JwtVerifier::new(jwt))))
+            .filter_map(|(i, r)| r.jwt.as_ref().map(|jwt| (i, JwtVerifier::new(jwt))))
             .collect();
-        let tokens =
-            TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice())).with_jwt(jwt);
+        let tokens = TokenTable::new(configs.iter().map(|r| r.bearer_token_sha256.as_slice())).with_jwt(jwt);
+        let access = configs
+            .iter()
+            .map(|r| RealmAccess { hosts: r.hosts.clone(), allow_ips: r.allow_ips.clone() })
+            .collect();
         App {
             realms,
+            access,
             tokens,
-            max_body_bytes,
+            max_body_bytes: 1024 * 1024,
             trusted_proxy_hops: 0,
             capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
-            draining: AtomicBool::new(false),
             metrics,
-            writes: Arc::new(watch::channel(0).0),
+            audit,
+            lifecycle,
         }
+    }
+
+    /// What outlives this generation (handed to the next by a reload).
+    pub(crate) fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    pub(crate) fn metrics_arc(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     pub fn realms(&self) -> &[Arc<Realm>] {
@@ -128,16 +196,16 @@ impl App {
 
     /// Flips `/readyz` to 503 (shutdown has begun).
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.lifecycle.draining.store(true, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.lifecycle.draining.load(Ordering::Acquire)
     }
 
     /// Resolves once no write is in flight (shutdown waits for it within its grace period).
     pub async fn writes_finished(&self) {
-        let mut writes = self.writes.subscribe();
+        let mut writes = self.lifecycle.writes.subscribe();
         // The sender lives as long as `self`: `wait_for` cannot fail here.
         let _ = writes.wait_for(|n| *n == 0).await;
     }
@@ -151,8 +219,8 @@ impl App {
         &self,
         write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        self.writes.send_modify(|n| *n += 1);
-        let in_flight = WriteInFlight(self.writes.clone());
+        self.lifecycle.writes.send_modify(|n| *n += 1);
+        let in_flight = WriteInFlight(self.lifecycle.writes.clone());
         // The request's id and operation follow the write into its task (audit records).
         let context = audit::current();
         let task = tokio::spawn(async move {
@@ -183,7 +251,13 @@ pub fn zulip_client_for(config: &Config, realm: &RealmConfig) -> Result<ZulipCli
     .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })
 }
 
-fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> Result<Realm, StartupError> {
+/// A realm as `config` serves it, recording its changes to `audit`.
+pub(crate) fn build_realm(
+    config: &Config,
+    realm: &RealmConfig,
+    metrics: &Arc<Metrics>,
+    audit: &Arc<AuditSink>,
+) -> Result<Realm, StartupError> {
     let client = zulip_client_for(config, realm)?.with_observer({
         let metrics = metrics.clone();
         let name = realm.name.clone();
@@ -194,7 +268,7 @@ fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> 
             }
         })
     });
-    Ok(Realm::new(realm.clone(), client, config.snapshot_ttl))
+    Ok(Realm::new(realm.clone(), client, config.snapshot_ttl).with_audit(audit.clone()))
 }
 
 /// The Host header Zulip must see when the API is reached at another address than the
@@ -251,11 +325,9 @@ pub struct Sidecar;
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
-    app: Arc<App>,
+    reloader: Reloader,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
-    live: Vec<JoinHandle<()>>,
 }
 
 // === impl Sidecar ===
@@ -281,33 +353,21 @@ impl Sidecar {
     ) -> Result<Running, StartupError> {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Listen { addr: config.listen, source })?;
-        let mut background = Vec::new();
-        match options.ready {
-            ReadyCheck::Background => background.extend(app.realms().iter().cloned().map(spawn_readiness)),
-            ReadyCheck::Awaited => {
-                for realm in app.realms() {
-                    let readiness = realm.check_ready().await.map_err(|source| StartupError::NotReady {
-                        realm: realm.name().to_string(),
-                        source,
-                    })?;
-                    log_ready(realm, &readiness);
-                }
-            }
-            ReadyCheck::OnFirstRequest => {}
-        }
+        let reloader = Reloader::new(app.clone(), config.clone(), options.ready);
+        reloader.make_ready(app.realms()).await?;
         let (stop, stopped) = watch::channel(false);
         let limits =
             ServerLimits { max_connections: config.max_connections, shutdown_grace: config.shutdown_grace };
         let mut server_stopped = stopped.clone();
         let server = tokio::spawn(server::run(
             listener,
-            app.clone(),
+            reloader.apps(),
             async move {
                 let _ = server_stopped.wait_for(|stop| *stop).await;
             },
             limits,
         ));
-        let mut running = Running { addr, app, stop, server, background, live: Vec::new() };
+        let mut running = Running { addr, reloader, stop, server };
         if let Some(options) = options.live {
             running.start_live(options);
         }
@@ -323,30 +383,39 @@ impl Running {
         self.addr
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The configuration generation in force.
+    pub fn app(&self) -> Arc<App> {
+        self.reloader.current()
+    }
+
+    /// The handle that reloads the configuration ([`crate::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Starts one live task per realm (see [`crate::provision::live`]): each follows its
-    /// realm's Zulip events so that changes made in Zulip reach the snapshots at once.
+    /// realm's Zulip events so that changes made in Zulip reach the snapshots at once. Realms
+    /// added by a later reload get theirs too.
     pub fn start_live(&mut self, options: LiveOptions) {
-        self.live.extend(live::spawn_all(self.app.realms(), &self.stop.subscribe(), options));
+        self.reloader.start_live(options);
     }
 
     /// Begins the graceful shutdown: stop accepting, flip `/readyz`, drain in-flight
     /// requests and writes within `shutdown_grace`.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+        self.reloader.stop_tasks();
     }
 
     /// Waits until the server has stopped (after [`Running::shutdown`]), then for the live
     /// tasks; re-raises a panic from either.
     pub async fn join(self) {
-        for task in &self.background {
+        let (live, readiness) = self.reloader.take_tasks();
+        for task in &readiness {
             task.abort();
         }
         reraise(self.server.await);
-        join_within(self.live, Duration::from_secs(2), "live update tasks").await;
+        join_within(live, Duration::from_secs(2), "live update tasks").await;
     }
 
     /// Serves until `signal` resolves (SIGTERM/SIGINT for `serve`), then shuts down.
@@ -365,7 +434,7 @@ async fn join_within(tasks: Vec<JoinHandle<()>>, limit: Duration, what: &str) {
     }
 }
 
-fn reraise(result: Result<(), tokio::task::JoinError>) {
+pub(crate) fn reraise(result: Result<(), tokio::task::JoinError>) {
     if let Err(e) = result {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
@@ -374,7 +443,7 @@ fn reraise(result: Result<(), tokio::task::JoinError>) {
 }
 
 /// Checks a realm's upstream in the background until it answers.
-fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
+pub(crate) fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut wait = Duration::from_millis(250);
         loop {
@@ -393,7 +462,7 @@ fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
     })
 }
 
-fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
+pub(crate) fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     tracing::info!(realm = %realm.name(), zulip_version = %r.zulip_version, feature_level = r.feature_level,
         service_account = r.service_account_id, role = r.service_account_role.scim_name(),
         external_id_field = r.external_id_field.map(|id| id.to_string()).as_deref().unwrap_or("-"), "realm ready");
@@ -402,13 +471,24 @@ fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     }
 }
 
-/// Runs the sidecar with `config` until SIGTERM/SIGINT, then drains within the grace period.
-pub async fn serve(config: Config) -> Result<(), StartupError> {
+/// Runs the sidecar with `config` (loaded from `config_path`) until SIGTERM/SIGINT, then
+/// drains within the grace period. SIGHUP, and a change of the config file or of a file it
+/// names, reload the configuration ([`crate::reload::watch`]).
+pub async fn serve(config: Config, config_path: &std::path::Path) -> Result<(), StartupError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
     let running = Sidecar::start(&config, listener, StartOptions::default()).await?;
     tracing::info!(listen = %running.addr(), realms = config.realms.len(), "scim-sidecar listening");
+    let (stop_watch, watch_stopped) = watch::channel(false);
+    let watcher = tokio::spawn(crate::reload::watch(
+        running.reloader(),
+        config_path.to_path_buf(),
+        config.watch_interval,
+        watch_stopped,
+    ));
     running.until(server::shutdown_signal()).await;
+    let _ = stop_watch.send(true);
+    reraise(watcher.await);
     Ok(())
 }

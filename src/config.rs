@@ -118,7 +118,7 @@ pub enum UnknownMembers {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub log_format: LogFormat,
@@ -137,11 +137,17 @@ pub struct Config {
     /// Reverse proxies in front of the sidecar that append to `X-Forwarded-For`: the client
     /// address for `allow_ips` is the entry this many hops from the right (0: the peer).
     pub trusted_proxy_hops: usize,
+    /// How often the config file and the files it names are checked for changes (a change
+    /// reloads the configuration); zero: never (SIGHUP still reloads).
+    pub watch_interval: Duration,
+    /// The files the configuration was read from (secret files, JWKS files), watched for
+    /// changes besides the config file itself.
+    pub files: Vec<PathBuf>,
     pub realms: Vec<RealmConfig>,
 }
 
 /// One Zulip organization served by the sidecar.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RealmConfig {
     /// The key under `realms:` (the Zulip subdomain, `root` for the root domain).
     pub name: String,
@@ -251,7 +257,7 @@ impl fmt::Display for IpNet {
 }
 
 /// How the sidecar reaches the realm's Zulip API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Where `/api/v1` is reached (default: the realm url).
     pub url: Url,
@@ -320,6 +326,10 @@ struct RawConfig {
     /// Proxies in front that append to `X-Forwarded-For` (for `allow_ips`). Default 0.
     #[serde(default)]
     trusted_proxy_hops: usize,
+    /// How often the config file and the secret/JWKS files it names are checked for changes
+    /// (a change reloads), in ms; 0: never. Default 5000.
+    #[serde(default = "defaults::config_watch_ms")]
+    config_watch_ms: u64,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -462,6 +472,9 @@ mod defaults {
     }
     pub(super) fn timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn config_watch_ms() -> u64 {
+        5_000
     }
     pub(super) fn leeway_s() -> u64 {
         60
@@ -720,6 +733,7 @@ impl Config {
                 AuditTargetConfig::File(path) => json!({"path": path.display().to_string(), "format": AuditFormat::Json}),
             },
             "trusted_proxy_hops": self.trusted_proxy_hops,
+            "config_watch_ms": millis(self.watch_interval),
             "realms": realms,
         })
     }
@@ -813,6 +827,8 @@ fn top_level(raw: RawConfig, realms: Vec<RealmConfig>, problems: &mut Problems) 
         listen: listen?,
         audit,
         trusted_proxy_hops: raw.trusted_proxy_hops,
+        watch_interval: Duration::from_millis(raw.config_watch_ms),
+        files: std::mem::take(&mut problems.files),
         log_format: raw.log_format,
         shutdown_grace,
         max_connections: raw.max_connections,
@@ -992,13 +1008,16 @@ fn jwt_config(
             problems.push(&format!("{key}.jwks_file"), "required");
             None
         }
-        Some(path) => match read_jwks(path) {
-            Ok(jwks) => Some(jwks),
-            Err(why) => {
-                problems.push(&format!("{key}.jwks_file"), &why);
-                None
+        Some(path) => {
+            problems.files.push(path.clone());
+            match read_jwks(path) {
+                Ok(jwks) => Some(jwks),
+                Err(why) => {
+                    problems.push(&format!("{key}.jwks_file"), &why);
+                    None
+                }
             }
-        },
+        }
     };
     if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
         for audience in &audiences {
@@ -1089,6 +1108,7 @@ fn realm_tokens(
     let n = raw.bearer_token_file.0.len();
     for (i, path) in raw.bearer_token_file.0.iter().enumerate() {
         let at = indexed(key, "bearer_token_file", i, n);
+        problems.files.push(path.clone());
         match read_secret_file(path) {
             Err(why) => problems.push(&at, &why),
             Ok(token) => match token_problem(trim_secret(token.expose())) {
@@ -1176,10 +1196,12 @@ fn upstream(
         },
         (None, Some(path)) => match read_secret_file(path) {
             Err(why) => {
+                problems.files.push(path.clone());
                 problems.push(&format!("{key}.api_key_file"), &why);
                 None
             }
             Ok(contents) => {
+                problems.files.push(path.clone());
                 let api_key = trim_secret(contents.expose());
                 match api_key_problem(api_key) {
                     Some(why) => {
@@ -1281,11 +1303,13 @@ impl TokenRegistry {
 struct Problems<'f> {
     figment: &'f Figment,
     list: Vec<String>,
+    /// Every file read on the way (watched for changes by reloads).
+    files: Vec<PathBuf>,
 }
 
 impl<'f> Problems<'f> {
     fn new(figment: &'f Figment) -> Self {
-        Problems { figment, list: Vec::new() }
+        Problems { figment, list: Vec::new(), files: Vec::new() }
     }
 
     fn push(&mut self, key: &str, what: &str) {

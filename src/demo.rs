@@ -43,6 +43,8 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         snapshot_ttl: Duration::from_secs(60),
         audit: AuditTargetConfig::Log,
         trusted_proxy_hops: 0,
+        watch_interval: Duration::ZERO,
+        files: Vec::new(),
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,

@@ -26,6 +26,7 @@
 //! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
 //! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
 //! - [`online`]: `check-config --online`, read-only checks of each realm's Zulip.
+//! - [`reload`]: SIGHUP / file-change reloads, swapped in atomically.
 //! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
 
 pub mod app;
@@ -37,5 +38,6 @@ pub mod error;
 pub mod http;
 pub mod online;
 pub mod provision;
+pub mod reload;
 pub mod server;
 pub mod telemetry;

@@ -118,7 +118,7 @@ fn serve(path: &Path) -> ExitCode {
         Err(err) => return config_error(&err),
     };
     telemetry::init(config.log_format);
-    run(app::serve(config))
+    run(app::serve(config, path))
 }
 
 #[cfg(feature = "demo")]

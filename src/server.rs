@@ -13,6 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use arc_swap::ArcSwap;
+
 use crate::app::App;
 
 /// Limits of the accept loop.
@@ -28,7 +30,7 @@ pub struct ServerLimits {
 /// the grace period, and returns.
 pub async fn run(
     listener: TcpListener,
-    app: Arc<App>,
+    apps: Arc<ArcSwap<App>>,
     shutdown: impl Future<Output = ()>,
     limits: ServerLimits,
 ) {
@@ -56,10 +58,12 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let app = app.clone();
+        let apps = apps.clone();
         let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(crate::http::auth::PeerAddr(peer));
-            let app = app.clone();
+            // The configuration generation in force when the request arrived serves it to
+            // its end, whatever a reload swaps in meanwhile.
+            let app = apps.load_full();
             async move { Ok::<_, Infallible>(app.handle(request).await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
@@ -71,6 +75,7 @@ pub async fn run(
             drop(permit);
         });
     }
+    let app = apps.load_full();
     app.set_draining();
     tracing::info!(
         grace_ms = limits.shutdown_grace.as_millis() as u64,

@@ -93,6 +93,9 @@ pub struct Metrics {
     realm_ready: Family<RealmLabels, Gauge>,
     realm_live: Family<RealmLabels, Gauge>,
     realm_users: Family<RealmLabels, Gauge>,
+    config_reloads: Counter,
+    config_reload_failures: Counter,
+    config_last_reload_success: Gauge,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
@@ -167,8 +170,31 @@ impl Metrics {
             realm_users.clone(),
         );
 
+        let config_reloads = Counter::default();
+        let config_reload_failures = Counter::default();
+        let config_last_reload_success = Gauge::default();
+        config_last_reload_success.set(1);
+        registry.register(
+            "scim_config_reloads",
+            "Configuration reloads applied (SIGHUP or a changed file)",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "scim_config_reload_failures",
+            "Configuration reloads refused (invalid configuration: the previous one stays in force)",
+            config_reload_failures.clone(),
+        );
+        registry.register(
+            "scim_config_last_reload_success",
+            "1 when the last reload attempt (or the start) succeeded, 0 after a refused reload",
+            config_last_reload_success.clone(),
+        );
+
         Metrics {
             registry,
+            config_reloads,
+            config_reload_failures,
+            config_last_reload_success,
             scim_requests,
             scim_request_duration,
             zulip_requests,
@@ -223,6 +249,16 @@ impl Metrics {
         self.zulip_request_duration
             .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a reload attempt's outcome.
+    pub fn config_reloaded(&self, ok: bool) {
+        if ok {
+            self.config_reloads.inc();
+        } else {
+            self.config_reload_failures.inc();
+        }
+        self.config_last_reload_success.set(i64::from(ok));
     }
 
     /// Records one 429 from Zulip.

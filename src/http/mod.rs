@@ -101,16 +101,17 @@ impl App {
             .tokens
             .realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
             .ok_or(Error::Unauthorized)?;
-        let realm = self.realms.get(index).ok_or(Error::Unauthorized)?;
-        if !realm.config.hosts.is_empty() {
+        let (realm, access) =
+            self.realms.get(index).zip(self.access.get(index)).ok_or(Error::Unauthorized)?;
+        if !access.hosts.is_empty() {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            if !realm.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            if !access.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
                 return Err(Error::Unauthorized);
             }
         }
         let peer = request.extensions().get::<auth::PeerAddr>().map(|p| p.0.ip());
         let client = auth::client_ip(peer, headers, self.trusted_proxy_hops);
-        if !auth::allowed(&realm.config.allow_ips, client) {
+        if !auth::allowed(&access.allow_ips, client) {
             let seen = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
             return Err(Error::Forbidden {
                 detail: format!("client address {seen} may not reach this realm"),

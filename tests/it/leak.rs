@@ -19,6 +19,7 @@ use crate::support::fake;
 const TOKEN_A: &str = "leak-token-alpha-0123456789";
 const TOKEN_A_FILE: &str = "leak-token-alpha-file-0123456789";
 const TOKEN_B: &str = "leak-token-beta-0123456789";
+const TOKEN_B_ROTATED: &str = "leak-token-beta-rotated-0123456789";
 const KEY_A: &str = scim_sidecar::demo::DEMO_SERVICE_API_KEY;
 const KEY_B: &str = "betakeybetakeybetakeybetakey4567";
 const EMAIL: &str = scim_sidecar::demo::DEMO_SERVICE_EMAIL;
@@ -64,6 +65,7 @@ async fn no_token_api_key_or_password_appears_in_any_log_audit_or_cli_output() {
     let config = format!(
         "listen: \"127.0.0.1:{port}\"
 log_format: json
+config_watch_ms: 0
 audit: {{path: \"{audit}\"}}
 realms:
 {alpha}    bearer_token_file: \"{token_file}\"
@@ -190,8 +192,26 @@ realms:
     let _ = scim(Method::GET, "/Widgets", TOKEN_B, None).await.unwrap();
     let _ = http.get(format!("{base}/metrics")).send().await.unwrap();
 
-    // Stop with SIGTERM (as Kubernetes does) and wait for the drain.
+    // SIGHUP: a rotated beta token (and a broken edit before it, refused) take effect.
+    std::fs::write(&config_path, config.replace(TOKEN_B, WEAK_TOKEN)).unwrap();
     let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let log_so_far = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log_so_far().contains("the previous configuration stays in force") {
+        assert!(Instant::now() < deadline, "the refused reload was not logged:\n{}", log_so_far());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&config_path, config.replace(TOKEN_B, TOKEN_B_ROTATED)).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while scim(Method::GET, "/Users", TOKEN_B_ROTATED, None).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{}", log_so_far());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(scim(Method::GET, "/Users", TOKEN_B, None).await.unwrap().status(), 401);
+
+    // Stop with SIGTERM (as Kubernetes does) and wait for the drain.
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "serve exited with {status}");

@@ -13,5 +13,6 @@ mod idp_sequences;
 mod leak;
 mod live;
 mod protocol;
+mod reload;
 mod support;
 mod users;
