@@ -79,7 +79,8 @@ struct Tasks {
     live: Vec<LiveTask>,
     /// Live tasks of realms a reload removed or rebuilt, stopping.
     retired: Vec<JoinHandle<()>>,
-    readiness: Vec<JoinHandle<()>>,
+    /// Background readiness checks, by realm (a removed realm's is aborted).
+    readiness: Vec<(Arc<Realm>, JoinHandle<()>)>,
     stopped: bool,
 }
 
@@ -121,7 +122,8 @@ impl Reloader {
     pub(crate) async fn make_ready(&self, realms: &[Arc<Realm>]) -> Result<(), StartupError> {
         match self.inner.ready {
             ReadyCheck::Background => {
-                let handles: Vec<_> = realms.iter().cloned().map(spawn_readiness).collect();
+                let handles: Vec<_> =
+                    realms.iter().map(|r| (r.clone(), spawn_readiness(r.clone()))).collect();
                 self.tasks().readiness.extend(handles);
             }
             ReadyCheck::Awaited => {
@@ -167,7 +169,7 @@ impl Reloader {
         let mut tasks = self.tasks();
         let mut live: Vec<JoinHandle<()>> = tasks.live.drain(..).map(|t| t.task).collect();
         live.append(&mut tasks.retired);
-        (live, std::mem::take(&mut tasks.readiness))
+        (live, tasks.readiness.drain(..).map(|(_, task)| task).collect())
     }
 
     /// Loads `path` (with the environment, as at start) and applies it; an invalid
@@ -271,6 +273,13 @@ impl Reloader {
     /// Stops the live tasks of realms no longer served and starts those of new ones.
     fn restart_live(&self, realms: &[Arc<Realm>]) {
         let mut tasks = self.tasks();
+        tasks.readiness.retain(|(realm, task)| {
+            let served = realms.iter().any(|r| Arc::ptr_eq(r, realm));
+            if !served {
+                task.abort();
+            }
+            served && !task.is_finished()
+        });
         let Some(options) = tasks.live_options else {
             return;
         };
