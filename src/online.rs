@@ -32,6 +32,7 @@ pub async fn check(config: &Config) -> Vec<RealmReport> {
 
 async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
     let mut report = RealmReport { realm: realm.name.clone(), ..RealmReport::default() };
+    access_facts(config, realm, &mut report);
     let key = format!("realms.{}.upstream", realm.name);
     let client = match zulip_client_for(config, realm) {
         Ok(client) => client,
@@ -138,5 +139,35 @@ async fn external_id_field(client: &ZulipClient, label: &str, realm: &str, repor
         Err(e) => report
             .problems
             .push(format!("cannot read custom profile fields: {}: check the service account's role", ErrorChain(&e))),
+    }
+}
+
+/// How IdPs reach the realm: static tokens, JWTs, the allow-list.
+fn access_facts(config: &Config, realm: &RealmConfig, report: &mut RealmReport) {
+    report.facts.push(format!("static bearer tokens: {}", realm.bearer_token_sha256.len()));
+    if let Some(jwt) = &realm.jwt {
+        let verifier = crate::http::jwt::JwtVerifier::new(jwt);
+        report.facts.push(format!(
+            "JWTs from {} for {:?}: {} usable key(s) in {}",
+            jwt.issuer,
+            jwt.audiences,
+            verifier.key_count(),
+            jwt.jwks_file.display()
+        ));
+        if verifier.key_count() == 0 {
+            report.problems.push(format!(
+                "no key in {} fits realms.{}.jwt.algorithms: every JWT would be refused; fix the JWKS file or the algorithms",
+                jwt.jwks_file.display(),
+                realm.name
+            ));
+        }
+    }
+    if !realm.allow_ips.is_empty() {
+        let nets: Vec<String> = realm.allow_ips.iter().map(ToString::to_string).collect();
+        let via = match config.trusted_proxy_hops {
+            0 => "the TCP peer".to_owned(),
+            n => format!("X-Forwarded-For, {n} trusted proxy hop(s)"),
+        };
+        report.facts.push(format!("allow_ips: {} (client address from {via})", nets.join(", ")));
     }
 }

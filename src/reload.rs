@@ -265,6 +265,9 @@ impl Reloader {
         let next = App::assemble(realms, &config, metrics, audit, old.lifecycle());
         let live_realms = next.realms().to_vec();
         self.inner.apps.store(Arc::new(next));
+        for name in &summary.removed {
+            old.metrics().forget_realm(name);
+        }
         self.restart_live(&live_realms);
         *in_force = config;
         Ok(summary)

@@ -221,6 +221,14 @@ impl Metrics {
         }
     }
 
+    /// Drops the per-realm series of a realm a reload removed.
+    pub fn forget_realm(&self, realm: &str) {
+        let labels = RealmLabels { realm: realm.to_owned() };
+        self.realm_ready.remove(&labels);
+        self.realm_live.remove(&labels);
+        self.realm_users.remove(&labels);
+    }
+
     /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
     pub fn observe_scim(&self, realm: &str, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.scim_requests

@@ -99,6 +99,11 @@ impl JwtVerifier {
         }
     }
 
+    /// How many of the JWKS keys can verify tokens (right type, curve and algorithm).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Whether `token` has the shape of a JWS (three base64url parts).
     pub fn looks_like_jwt(token: &str) -> bool {
         let parts: Vec<&str> = token.split('.').collect();

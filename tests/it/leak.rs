@@ -104,6 +104,12 @@ realms:
         captured.push_str(&stderr);
     }
     assert!(captured.contains("configuration ok"), "{captured}");
+    assert!(
+        captured
+            .contains("realm alpha: JWTs from https://issuer.example for [\"api://leak\"]: 2 usable key(s)"),
+        "{captured}"
+    );
+    assert!(captured.contains("realm alpha: static bearer tokens: 2"), "{captured}");
     // A broken config: a weak token and a malformed API key, inline and through the environment.
     let broken = dir.join("broken.yaml");
     std::fs::write(

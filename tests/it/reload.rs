@@ -62,6 +62,7 @@ async fn a_valid_reload_adds_realms_rotates_tokens_and_keeps_unchanged_realms_wa
     assert!(h.upstream().is_empty(), "the kept realm reloaded its snapshot");
     assert_eq!(status(&h, BETA, "/Users").await, 200);
     assert!(!beta_fake.requests().is_empty(), "beta is served from its own Zulip");
+    assert!(metrics(&h).await.contains("scim_realm_ready{realm=\"beta\"} 1"));
     // Options changed too: the body limit is now 100 bytes.
     let big = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("{}@zulip.example.com", "x".repeat(100))});
     let reply = h.http.post(h.url("/Users")).bearer_auth(TOKEN).body(big.to_string()).send().await.unwrap();
@@ -85,6 +86,7 @@ async fn a_valid_reload_adds_realms_rotates_tokens_and_keeps_unchanged_realms_wa
 
     let text = metrics(&h).await;
     assert_eq!(metric(&text, "scim_config_reloads_total"), Some(3.0), "{text}");
+    assert!(!text.contains("realm=\"beta\"} "), "a removed realm's series stayed:\n{text}");
     assert_eq!(metric(&text, "scim_config_last_reload_success"), Some(1.0), "{text}");
     h.stop().await;
     beta_fake.shutdown().await;
