@@ -117,7 +117,8 @@ impl App {
     /// Builds the realms (one Zulip client each) from a config.
     pub fn from_config(config: &Config) -> Result<Arc<App>, StartupError> {
         let metrics = Arc::new(Metrics::new());
-        let audit = Arc::new(AuditSink::open(&config.audit)?);
+        let audit =
+            Arc::new(AuditSink::open(&config.audit)?.counting_failures(metrics.audit_write_failures()));
         let realms = config
             .realms
             .iter()
@@ -128,7 +129,7 @@ impl App {
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
         let configs: Vec<RealmConfig> = realms.iter().map(|r| r.config.clone()).collect();
-        let mut app = App::with_access(realms, &configs, metrics, Arc::new(AuditSink::Log), Arc::default());
+        let mut app = App::with_access(realms, &configs, metrics, Arc::new(AuditSink::LOG), Arc::default());
         app.max_body_bytes = max_body_bytes;
         app
     }

@@ -228,23 +228,40 @@ pub struct AuditOpenError {
 }
 
 /// The open audit target. One line is written in one `write` call under a lock, so lines of
-/// concurrent requests never interleave.
+/// concurrent requests never interleave. Failed writes are logged and counted
+/// (`scim_audit_write_failures_total`).
 #[derive(Debug)]
-pub enum AuditSink {
+pub struct AuditSink {
+    target: Target,
+    failures: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+#[derive(Debug)]
+enum Target {
     Log,
     Stdout,
     File { path: PathBuf, file: Mutex<File> },
 }
 
 impl AuditSink {
+    /// Records go to the log stream (tracing target [`LOG_TARGET`]).
+    pub const LOG: AuditSink = AuditSink { target: Target::Log, failures: None };
+
     pub fn open(target: &AuditTargetConfig) -> Result<AuditSink, AuditOpenError> {
-        Ok(match target {
-            AuditTargetConfig::Log => AuditSink::Log,
-            AuditTargetConfig::Stdout => AuditSink::Stdout,
+        let target = match target {
+            AuditTargetConfig::Log => Target::Log,
+            AuditTargetConfig::Stdout => Target::Stdout,
             AuditTargetConfig::File(path) => {
-                AuditSink::File { path: path.clone(), file: Mutex::new(open(path)?) }
+                Target::File { path: path.clone(), file: Mutex::new(open(path)?) }
             }
-        })
+        };
+        Ok(AuditSink { target, failures: None })
+    }
+
+    /// Counts failed writes in `counter`.
+    pub fn counting_failures(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        self.failures = Some(counter);
+        self
     }
 
     /// Writes one record. A failure to write is logged (the change itself stands).
@@ -256,23 +273,26 @@ impl AuditSink {
                 return;
             }
         };
-        let written = match self {
-            AuditSink::Log => {
+        let written = match &self.target {
+            Target::Log => {
                 tracing::info!(target: LOG_TARGET, audit = %line, "audit");
                 Ok(())
             }
-            AuditSink::Stdout => {
+            Target::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush())
             }
-            AuditSink::File { file, .. } => match file.lock() {
+            Target::File { file, .. } => match file.lock() {
                 Ok(mut file) => file.write_all(format!("{line}\n").as_bytes()),
                 Err(_) => Err(std::io::Error::other("audit file lock poisoned")),
             },
         };
         if let Err(e) = written {
-            let path = match self {
-                AuditSink::File { path, .. } => path.display().to_string(),
+            if let Some(failures) = &self.failures {
+                failures.inc();
+            }
+            let path = match &self.target {
+                Target::File { path, .. } => path.display().to_string(),
                 _ => "stdout".to_owned(),
             };
             tracing::error!(audit_target = %path, error = %e, realm = %record.realm, request_id = record.request_id.as_deref().unwrap_or("-"), "cannot write an audit record");
@@ -336,11 +356,8 @@ mod tests {
         assert_eq!(seen, Some(ctx));
     }
 
-    #[test]
-    fn file_sink_appends_one_json_line_per_record() {
-        let path = std::env::temp_dir().join(format!("scim-audit-unit-{}.jsonl", new_request_id()));
-        let sink = AuditSink::open(&AuditTargetConfig::File(path.clone())).unwrap();
-        let record = AuditRecord {
+    fn record() -> AuditRecord {
+        AuditRecord {
             time: now(),
             realm: "acme".into(),
             scim_client: "okta".into(),
@@ -351,7 +368,27 @@ mod tests {
             result: AuditResult::Applied,
             upstream_status: Some(200),
             detail: None,
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn failed_writes_are_counted() {
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        let Ok(sink) = AuditSink::open(&AuditTargetConfig::File("/dev/full".into())) else {
+            return; // no /dev/full here
         };
+        let sink = sink.counting_failures(counter.clone());
+        sink.emit(&record());
+        sink.emit(&record());
+        assert_eq!(counter.get(), 2);
+    }
+
+    #[test]
+    fn file_sink_appends_one_json_line_per_record() {
+        let path = std::env::temp_dir().join(format!("scim-audit-unit-{}.jsonl", new_request_id()));
+        let sink = AuditSink::open(&AuditTargetConfig::File(path.clone())).unwrap();
+        let record = record();
         sink.emit(&record);
         sink.emit(&record);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -228,7 +228,11 @@ impl Reloader {
         let audit = if config.audit == in_force.audit {
             old.audit.clone()
         } else {
-            Arc::new(AuditSink::open(&config.audit).map_err(StartupError::from)?)
+            Arc::new(
+                AuditSink::open(&config.audit)
+                    .map_err(StartupError::from)?
+                    .counting_failures(metrics.audit_write_failures()),
+            )
         };
         let mut summary =
             ReloadSummary { need_restart: need_restart(&in_force, &config), ..Default::default() };

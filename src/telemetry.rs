@@ -96,6 +96,7 @@ pub struct Metrics {
     config_reloads: Counter,
     config_reload_failures: Counter,
     config_last_reload_success: Gauge,
+    audit_write_failures: Counter,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
@@ -190,8 +191,16 @@ impl Metrics {
             config_last_reload_success.clone(),
         );
 
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "scim_audit_write_failures",
+            "Audit records that could not be written (the changes themselves were applied)",
+            audit_write_failures.clone(),
+        );
+
         Metrics {
             registry,
+            audit_write_failures,
             config_reloads,
             config_reload_failures,
             config_last_reload_success,
@@ -219,6 +228,11 @@ impl Metrics {
                 self.realm_users.remove(&labels);
             }
         }
+    }
+
+    /// The counter of audit records that could not be written (shared with the audit sink).
+    pub fn audit_write_failures(&self) -> Counter {
+        self.audit_write_failures.clone()
     }
 
     /// Drops the per-realm series of a realm a reload removed.

@@ -123,7 +123,7 @@ impl Realm {
             live_task: AtomicBool::new(false),
             live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
             external_id,
-            audit: Arc::new(AuditSink::Log),
+            audit: Arc::new(AuditSink::LOG),
         }
     }
 
