@@ -341,8 +341,12 @@ impl Sidecar {
         listener: TcpListener,
         options: StartOptions,
     ) -> Result<Running, StartupError> {
-        let app = App::from_config(config)?;
-        Sidecar::start_app(app, config, listener, options).await
+        let mut config = config.clone();
+        for problem in crate::jwks::resolve(&mut config, None).await {
+            tracing::error!(problem = %problem, "cannot fetch JWT signing keys");
+        }
+        let app = App::from_config(&config)?;
+        Sidecar::start_app(app, &config, listener, options).await
     }
 
     /// Like [`Sidecar::start`], with an app already built (tests that inspect realms).

@@ -181,16 +181,35 @@ pub struct JwtConfig {
     pub issuer: String,
     /// `aud` must contain one of these.
     pub audiences: Vec<String>,
-    /// Where the signing keys were read from.
-    pub jwks_file: PathBuf,
-    /// The signing keys (public), as read at load.
+    /// Where the signing keys come from.
+    pub jwks_source: JwksSource,
+    /// The signing keys (public): read at load from a file; fetched at start, on reload and
+    /// every `jwks_refresh` from a URL ([`crate::jwks`]).
     pub jwks: jsonwebtoken::jwk::JwkSet,
+    /// How often keys from a URL are fetched again.
+    pub jwks_refresh: Duration,
     /// Accepted signature algorithms (`RS256`, `ES256`).
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// If non-empty, the token's client (`azp`, `appid` or `client_id`) must be one of these.
     pub client_ids: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+}
+
+/// Where a realm's JWT signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(Url),
+}
+
+impl fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksSource::File(path) => write!(f, "{}", path.display()),
+            JwksSource::Url(url) => write!(f, "{url}"),
+        }
+    }
 }
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is /32 or
@@ -417,8 +436,13 @@ struct RawJwt {
     /// Accepted `aud` value(s) (Entra: the application ID URI or client id). Required.
     #[serde(default)]
     audience: OneOrMany<String>,
-    /// JWKS file (`{"keys": [...]}`) with the issuer's public signing keys. Required.
+    /// JWKS file (`{"keys": [...]}`) with the issuer's public signing keys; or `jwks_url`.
     jwks_file: Option<PathBuf>,
+    /// Where the issuer publishes its JWKS (https); or `jwks_file`.
+    jwks_url: Option<String>,
+    /// How often keys from `jwks_url` are fetched again, in seconds. Default 3600.
+    #[serde(default = "defaults::jwks_refresh_s")]
+    jwks_refresh_s: u64,
     /// `RS256` and/or `ES256`. Default both.
     #[serde(default)]
     algorithms: OneOrMany<String>,
@@ -475,6 +499,9 @@ mod defaults {
     }
     pub(super) fn config_watch_ms() -> u64 {
         5_000
+    }
+    pub(super) fn jwks_refresh_s() -> u64 {
+        3600
     }
     pub(super) fn leeway_s() -> u64 {
         60
@@ -761,7 +788,8 @@ impl RealmConfig {
             "jwt": self.jwt.as_ref().map(|jwt| json!({
                 "issuer": jwt.issuer,
                 "audience": jwt.audiences,
-                "jwks_file": jwt.jwks_file.display().to_string(),
+                "jwks": jwt.jwks_source.to_string(),
+                "jwks_refresh_s": jwt.jwks_refresh.as_secs(),
                 "keys": jwt.jwks.keys.iter().map(|k| k.common.key_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
                 "algorithms": jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
                 "client_ids": jwt.client_ids,
@@ -1003,22 +1031,37 @@ fn jwt_config(
             })
             .collect()
     };
-    let jwks = match &raw.jwks_file {
-        None => {
-            problems.push(&format!("{key}.jwks_file"), "required");
+    let jwks = match (&raw.jwks_file, &raw.jwks_url) {
+        (Some(_), Some(_)) => {
+            problems.push(&key, "set only one of jwks_file and jwks_url");
             None
         }
-        Some(path) => {
+        (None, None) => {
+            problems.push(&key, "set jwks_file or jwks_url");
+            None
+        }
+        (Some(path), None) => {
             problems.files.push(path.clone());
             match read_jwks(path) {
-                Ok(jwks) => Some(jwks),
+                Ok(jwks) => Some((JwksSource::File(path.clone()), jwks)),
                 Err(why) => {
                     problems.push(&format!("{key}.jwks_file"), &why);
                     None
                 }
             }
         }
+        (None, Some(url)) => match jwks_url(url) {
+            // Fetched when the sidecar starts (and on reloads), not by validation.
+            Ok(url) => Some((JwksSource::Url(url), jsonwebtoken::jwk::JwkSet { keys: Vec::new() })),
+            Err(why) => {
+                problems.push(&format!("{key}.jwks_url"), &why);
+                None
+            }
+        },
     };
+    if raw.jwks_refresh_s == 0 {
+        problems.push(&format!("{key}.jwks_refresh_s"), "must be greater than 0");
+    }
     if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
         for audience in &audiences {
             // Two realms accepting one issuer's tokens for one audience could not tell whose
@@ -1038,8 +1081,9 @@ fn jwt_config(
     Some(JwtConfig {
         issuer: issuer?,
         audiences,
-        jwks_file: raw.jwks_file.clone()?,
-        jwks: jwks?,
+        jwks_source: jwks.clone()?.0,
+        jwks: jwks?.1,
+        jwks_refresh: Duration::from_secs(raw.jwks_refresh_s),
         algorithms,
         client_ids: raw.client_ids.0.iter().map(|c| c.trim().to_owned()).collect(),
         leeway: Duration::from_secs(raw.leeway_s),
@@ -1048,14 +1092,31 @@ fn jwt_config(
 
 /// Reads a JWKS file: at least one RSA or P-256 EC signing key it must hold.
 pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-        .map_err(|err| format!("{}: not a JWKS ({{\"keys\": [...]}}): {err}", path.display()))?;
+    let text = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    parse_jwks(&text).map_err(|why| format!("{}: {why}", path.display()))
+}
+
+/// A JWKS document with at least one usable signing key.
+pub fn parse_jwks(bytes: &[u8]) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(bytes).map_err(|err| format!("not a JWKS ({{\"keys\": [...]}}): {err}"))?;
     if !jwks.keys.iter().any(|k| jsonwebtoken::DecodingKey::from_jwk(k).is_ok()) {
-        return Err(format!("{}: no usable signing key (RSA or EC P-256)", path.display()));
+        return Err("no usable signing key (RSA or EC P-256)".to_owned());
     }
     Ok(jwks)
+}
+
+/// An `https://` URL (plain http only to loopback) without credentials.
+fn jwks_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|err| format!("not a valid URL: {err}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".to_owned());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err("must be an https:// URL (plain http only to loopback)".to_owned()),
+    }
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank

@@ -25,6 +25,7 @@
 //! - [`config`]: figment layering and validation into [`config::Config`].
 //! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
 //! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
+//! - [`jwks`]: JWT signing keys fetched from a `jwks_url`.
 //! - [`online`]: `check-config --online`, read-only checks of each realm's Zulip.
 //! - [`reload`]: SIGHUP / file-change reloads, swapped in atomically.
 //! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
@@ -36,6 +37,7 @@ pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod jwks;
 pub mod online;
 pub mod provision;
 pub mod reload;

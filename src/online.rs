@@ -32,6 +32,19 @@ pub async fn check(config: &Config) -> Vec<RealmReport> {
 
 async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
     let mut report = RealmReport { realm: realm.name.clone(), ..RealmReport::default() };
+    let mut realm = realm.clone();
+    if let Some(jwt) = realm.jwt.as_mut() {
+        if let crate::config::JwksSource::Url(url) = &jwt.jwks_source {
+            match crate::jwks::fetch(url).await {
+                Ok(jwks) => jwt.jwks = jwks,
+                Err(why) => report.problems.push(format!(
+                    "cannot fetch the JWT signing keys: {why}: fix realms.{}.jwt.jwks_url (or the network path to it)",
+                    realm.name
+                )),
+            }
+        }
+    }
+    let realm = &realm;
     access_facts(config, realm, &mut report);
     let key = format!("realms.{}.upstream", realm.name);
     let client = match zulip_client_for(config, realm) {
@@ -152,12 +165,12 @@ fn access_facts(config: &Config, realm: &RealmConfig, report: &mut RealmReport) 
             jwt.issuer,
             jwt.audiences,
             verifier.key_count(),
-            jwt.jwks_file.display()
+            jwt.jwks_source
         ));
         if verifier.key_count() == 0 {
             report.problems.push(format!(
                 "no key in {} fits realms.{}.jwt.algorithms: every JWT would be refused; fix the JWKS file or the algorithms",
-                jwt.jwks_file.display(),
+                jwt.jwks_source,
                 realm.name
             ));
         }

@@ -30,6 +30,7 @@ use crate::app::{build_realm, log_ready, spawn_readiness, App, ReadyCheck, Start
 use crate::audit::AuditSink;
 use crate::config::{Config, ConfigError, RealmConfig};
 use crate::error::ErrorChain;
+use crate::jwks;
 use crate::provision::live::{self, LiveOptions};
 use crate::provision::Realm;
 
@@ -176,13 +177,34 @@ impl Reloader {
     /// configuration is logged problem by problem and counted, and changes nothing.
     pub async fn reload_from(&self, path: &Path) -> Result<ReloadSummary, ReloadError> {
         match Config::load(path) {
-            Ok(config) => self.apply(config).await,
+            Ok(mut config) => {
+                let previous = self.inner.config.lock().await.clone();
+                for problem in jwks::resolve(&mut config, Some(&previous)).await {
+                    tracing::warn!(problem = %problem, "cannot fetch JWT signing keys");
+                }
+                self.apply(config).await
+            }
             Err(e) => {
                 let e = ReloadError::Invalid(e);
                 self.refused(&e);
                 Err(e)
             }
         }
+    }
+
+    /// Fetches every `jwks_url` again; applies the keys when they changed (`None`: nothing
+    /// changed).
+    pub async fn refresh_jwks(&self) -> Option<Result<ReloadSummary, ReloadError>> {
+        let current = self.inner.config.lock().await.clone();
+        let mut next = current.clone();
+        for problem in jwks::resolve(&mut next, Some(&current)).await {
+            tracing::warn!(problem = %problem, "cannot refresh JWT signing keys");
+        }
+        if next == current {
+            return None;
+        }
+        tracing::info!("JWT signing keys changed");
+        Some(self.apply(next).await)
     }
 
     fn refused(&self, e: &ReloadError) {
@@ -371,9 +393,12 @@ pub async fn watch(
     let mut tick =
         tokio::time::interval(if interval.is_zero() { Duration::from_secs(3600) } else { interval });
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keys_every = jwks::refresh_interval(&*reloader.inner.config.lock().await);
+    let mut keys_tick = keys_interval(keys_every);
     loop {
         let why = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            _ = keys_tick.tick(), if keys_every.is_some() => "JWKS refresh",
             Some(()) = recv(&mut hangup) => "SIGHUP",
             _ = tick.tick(), if !interval.is_zero() => {
                 let now = stamps(&config_path, &files);
@@ -383,11 +408,29 @@ pub async fn watch(
                 "a configuration file changed"
             }
         };
+        if why == "JWKS refresh" {
+            let _ = reloader.refresh_jwks().await;
+            continue;
+        }
         tracing::info!(trigger = why, config = %config_path.display(), "reloading the configuration");
         let _ = reloader.reload_from(&config_path).await;
-        files = reloader.inner.config.lock().await.files.clone();
+        let in_force = reloader.inner.config.lock().await;
+        files = in_force.files.clone();
+        if jwks::refresh_interval(&in_force) != keys_every {
+            keys_every = jwks::refresh_interval(&in_force);
+            keys_tick = keys_interval(keys_every);
+        }
+        drop(in_force);
         seen = stamps(&config_path, &files);
     }
+}
+
+/// Ticks every `every` (an hour when `None`; the tick is then disabled), first after one period.
+fn keys_interval(every: Option<Duration>) -> tokio::time::Interval {
+    let every = every.unwrap_or(Duration::from_secs(3600));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 #[cfg(unix)]

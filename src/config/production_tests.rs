@@ -140,3 +140,39 @@ fn a_jwt_realm_needs_no_static_token_but_two_realms_cannot_share_issuer_and_audi
         ["realms.beta.jwt.audience: issuer https://issuer with audience api://scim is already accepted at realms.acme.jwt"]
     );
 }
+
+#[test]
+fn jwks_urls() {
+    let jwt = |keys: &str| format!("    jwt: {{issuer: x, audience: y, {keys}}}\n");
+    let config = load(&yaml(
+        "",
+        &jwt("jwks_url: \"https://login.example.com/t/discovery/v2.0/keys\", jwks_refresh_s: 600"),
+    ))
+    .unwrap();
+    let acme = config.realms[0].jwt.as_ref().unwrap();
+    assert_eq!(acme.jwks_source.to_string(), "https://login.example.com/t/discovery/v2.0/keys");
+    assert_eq!(acme.jwks_refresh, Duration::from_secs(600));
+    assert!(acme.jwks.keys.is_empty(), "fetched at start, not by validation");
+    for (keys, want) in [
+        (
+            "jwks_url: \"http://login.example.com/keys\"",
+            "realms.acme.jwt.jwks_url: must be an https:// URL (plain http only to loopback)",
+        ),
+        (
+            "jwks_url: \"https://u:p@login.example.com/keys\"",
+            "realms.acme.jwt.jwks_url: must not contain credentials",
+        ),
+        (
+            "jwks_url: \"https://a/keys\", jwks_file: /x",
+            "realms.acme.jwt: set only one of jwks_file and jwks_url",
+        ),
+        ("algorithms: [RS256]", "realms.acme.jwt: set jwks_file or jwks_url"),
+        (
+            "jwks_url: \"https://a/keys\", jwks_refresh_s: 0",
+            "realms.acme.jwt.jwks_refresh_s: must be greater than 0",
+        ),
+    ] {
+        assert_eq!(load(&yaml("", &jwt(keys))).unwrap_err(), [want], "{keys}");
+    }
+    assert!(load(&yaml("", &jwt("jwks_url: \"http://127.0.0.1:9/keys\""))).is_ok());
+}

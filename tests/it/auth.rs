@@ -13,19 +13,19 @@ use tokio::net::TcpListener;
 
 use fake_zulip::{FakeUser, FakeZulip};
 use scim_sidecar::app::{ReadyCheck, Running, Sidecar, StartOptions};
-use scim_sidecar::config::{read_jwks, token_digest, IpNet, JwtConfig};
+use scim_sidecar::config::{read_jwks, token_digest, IpNet, JwksSource, JwtConfig};
 use scim_sidecar::demo::{demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
 
 use crate::support::{fake, Reply, TOKEN};
 
 const TOKEN_B: &str = "beta-token-0123456789abcdef";
-const ISSUER_A: &str = "https://login.microsoftonline.com/tenant-a/v2.0";
-const AUDIENCE_A: &str = "api://scim-sidecar-demo";
-const CLIENT_A: &str = "entra-provisioning-a";
+pub const ISSUER_A: &str = "https://login.microsoftonline.com/tenant-a/v2.0";
+pub const AUDIENCE_A: &str = "api://scim-sidecar-demo";
+pub const CLIENT_A: &str = "entra-provisioning-a";
 const ISSUER_B: &str = "https://login.microsoftonline.com/tenant-b/v2.0";
 const AUDIENCE_B: &str = "api://scim-sidecar-beta";
 
-fn fixture(name: &str) -> PathBuf {
+pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt").join(name)
 }
 
@@ -34,7 +34,7 @@ fn now() -> u64 {
 }
 
 /// A signed token; `claims` are merged over valid ones for realm `demo`.
-fn jwt(key: &str, alg: Algorithm, kid: &str, claims: Value) -> String {
+pub fn jwt(key: &str, alg: Algorithm, kid: &str, claims: Value) -> String {
     let mut body = json!({
         "iss": ISSUER_A, "aud": AUDIENCE_A, "azp": CLIENT_A, "sub": "sp-object-id",
         "iat": now(), "nbf": now() - 5, "exp": now() + 600,
@@ -59,8 +59,9 @@ fn jwt_config(issuer: &str, audience: &str, jwks: &str, client_ids: &[&str]) -> 
     JwtConfig {
         issuer: issuer.into(),
         audiences: vec![audience.into()],
-        jwks_file: fixture(jwks),
+        jwks_source: JwksSource::File(fixture(jwks)),
         jwks: read_jwks(&fixture(jwks)).unwrap(),
+        jwks_refresh: std::time::Duration::from_secs(3600),
         algorithms: vec![Algorithm::RS256, Algorithm::ES256],
         client_ids: client_ids.iter().map(|c| c.to_string()).collect(),
         leeway: std::time::Duration::from_secs(5),

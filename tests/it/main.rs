@@ -10,6 +10,7 @@ mod fake_transcripts;
 mod faults;
 mod groups;
 mod idp_sequences;
+mod jwks;
 mod leak;
 mod live;
 mod protocol;
