@@ -18,14 +18,15 @@ use tokio::task::JoinHandle;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
-use crate::config::ServerConfig;
+use crate::audit::{self, AuditSink};
 use crate::config::{Config, RealmConfig};
 use crate::error::{Error, ErrorChain};
 use crate::http::auth::TokenTable;
+use crate::http::jwt::JwtVerifier;
 use crate::http::ratelimit::Guard;
-use crate::provision::live::{self, LiveOptions};
-use crate::provision::progress;
+use crate::provision::live::LiveOptions;
 use crate::provision::{Realm, MAX_COUNT};
+use crate::reload::Reloader;
 use crate::server::tls::{Tls, TlsError};
 use crate::server::{self, ServerLimits};
 use crate::telemetry::context::RequestContext;
@@ -56,6 +57,8 @@ pub enum StartupError {
         #[source]
         source: crate::provision::NotReady,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditOpenError),
     #[error("cannot set up TLS")]
     Tls(#[source] TlsError),
     #[error("{0}")]
@@ -64,28 +67,59 @@ pub enum StartupError {
 
 /// Everything a request needs: the realms and how to pick one. The HTTP side of it is in
 /// [`crate::http`] (`App::handle`).
+///
+/// One `App` is one generation of the configuration: a reload ([`crate::reload`]) builds the
+/// next one (keeping the realms whose configuration did not change) and swaps it in; a
+/// request runs to its end on the generation it started with.
 #[derive(Debug)]
 pub struct App {
     pub(crate) realms: Vec<Arc<Realm>>,
+    /// Who may reach each realm (same index as `realms`), from the configuration in force: a
+    /// reload that rotates tokens or changes an allow-list keeps the realm itself.
+    pub(crate) access: Vec<RealmAccess>,
     pub(crate) tokens: TokenTable,
     pub(crate) max_body_bytes: usize,
+    /// Proxies trusted to append to `X-Forwarded-For` (realms' `allow_ips`).
+    pub(crate) trusted_proxy_hops: usize,
     /// How long a request body may take to arrive (408 after it).
     pub(crate) body_read_timeout: Duration,
     /// Request-rate limits (per realm, and per address for requests without a token).
     pub(crate) guard: Guard,
-    pub(crate) capabilities: Capabilities,
-    draining: AtomicBool,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
-    writes: Arc<watch::Sender<usize>>,
     /// `log_probes`: `/livez`, `/readyz`, `/metrics` at `info` (else `debug`).
     pub(crate) log_probes: bool,
     /// Holds back repeated identical refusal and failure lines.
     pub(crate) repeated_lines: LineLimiter,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where the realms' changes are recorded (kept across reloads unless `audit` changes).
+    pub(crate) audit: Arc<AuditSink>,
+    /// Shared by every generation: draining, and the writes in flight.
+    lifecycle: Arc<Lifecycle>,
 }
 
 /// Identical refusal or failure lines are written at most once per this window.
-const REPEATED_LINE_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const REPEATED_LINE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The access rules of one realm.
+#[derive(Debug, Clone)]
+pub(crate) struct RealmAccess {
+    pub(crate) hosts: Vec<String>,
+    pub(crate) allow_ips: Vec<crate::config::IpNet>,
+}
+
+/// What outlives a configuration generation.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    draining: AtomicBool,
+    /// Writes in flight (each runs as a task of its own, see [`App::to_completion`]).
+    writes: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle { draining: AtomicBool::new(false), writes: Arc::new(watch::channel(0).0) }
+    }
+}
 
 /// Counts one write in flight until dropped (at the end of its task).
 struct WriteInFlight(Arc<watch::Sender<usize>>);
@@ -102,34 +136,82 @@ impl App {
     /// Builds the realms (one Zulip client each) from a config.
     pub fn from_config(config: &Config) -> Result<Arc<App>, StartupError> {
         let metrics = Arc::new(Metrics::new());
+        let audit =
+            Arc::new(AuditSink::open(&config.audit)?.counting_failures(metrics.audit_write_failures()));
         let realms = config
             .realms
             .iter()
-            .map(|realm| build_realm(config, realm, &metrics).map(Arc::new))
+            .map(|realm| build_realm(config, realm, &metrics, &audit).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut app = App::new(realms, config.max_body_bytes, metrics);
-        app.body_read_timeout = config.server.body_read_timeout;
-        app.guard = Guard::new(&config.server, config.realms.iter().map(|r| r.name.as_str()));
-        app.log_probes = config.log_probes;
-        Ok(Arc::new(app))
+        Ok(Arc::new(App::assemble(realms, config, metrics, audit, Arc::default())))
     }
 
     pub fn new(realms: Vec<Arc<Realm>>, max_body_bytes: usize, metrics: Arc<Metrics>) -> Self {
-        let tokens = TokenTable::new(realms.iter().map(|r| r.config.bearer_token_sha256.as_slice()));
-        let server = ServerConfig::default();
+        let configs: Vec<RealmConfig> = realms.iter().map(|r| r.config.clone()).collect();
+        let mut app = App::with_access(realms, &configs, metrics, Arc::new(AuditSink::LOG), Arc::default());
+        app.max_body_bytes = max_body_bytes;
+        app
+    }
+
+    /// One generation: `realms[i]` serves `config.realms[i]`, whose access rules apply.
+    pub(crate) fn assemble(
+        realms: Vec<Arc<Realm>>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditSink>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> App {
+        let mut app = App::with_access(realms, &config.realms, metrics, audit, lifecycle);
+        app.max_body_bytes = config.max_body_bytes;
+        app.trusted_proxy_hops = config.trusted_proxy_hops;
+        app.body_read_timeout = config.server.body_read_timeout;
+        app.guard = Guard::new(&config.server, config.realms.iter().map(|r| r.name.as_str()));
+        app.log_probes = config.log_probes;
+        app
+    }
+
+    fn with_access(
+        realms: Vec<Arc<Realm>>,
+        configs: &[RealmConfig],
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditSink>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> App {
+        let jwt = configs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.jwt.as_ref().map(|jwt| (i, JwtVerifier::new(jwt))))
+            .collect();
+        let tokens = TokenTable::new(configs.iter().map(|r| r.bearer_token_sha256.as_slice())).with_jwt(jwt);
+        let access = configs
+            .iter()
+            .map(|r| RealmAccess { hosts: r.hosts.clone(), allow_ips: r.allow_ips.clone() })
+            .collect();
+        let server = crate::config::ServerConfig::default();
         App {
             guard: Guard::new(&server, realms.iter().map(|r| r.name())),
             realms,
+            access,
             tokens,
-            max_body_bytes,
+            max_body_bytes: 1024 * 1024,
+            trusted_proxy_hops: 0,
             body_read_timeout: server.body_read_timeout,
-            capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
-            draining: AtomicBool::new(false),
-            metrics,
-            writes: Arc::new(watch::channel(0).0),
             log_probes: false,
             repeated_lines: LineLimiter::new(REPEATED_LINE_WINDOW),
+            capabilities: Capabilities { max_results: MAX_COUNT, ..Capabilities::default() },
+            metrics,
+            audit,
+            lifecycle,
         }
+    }
+
+    /// What outlives this generation (handed to the next by a reload).
+    pub(crate) fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    pub(crate) fn metrics_arc(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     pub fn realms(&self) -> &[Arc<Realm>] {
@@ -142,16 +224,16 @@ impl App {
 
     /// Flips `/readyz` to 503 (shutdown has begun).
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.lifecycle.draining.store(true, Ordering::Release);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.lifecycle.draining.load(Ordering::Acquire)
     }
 
     /// Resolves once no write is in flight (shutdown waits for it within its grace period).
     pub async fn writes_finished(&self) {
-        let mut writes = self.writes.subscribe();
+        let mut writes = self.lifecycle.writes.subscribe();
         // The sender lives as long as `self`: `wait_for` cannot fail here.
         let _ = writes.wait_for(|n| *n == 0).await;
     }
@@ -160,18 +242,22 @@ impl App {
     /// its connection closes; a write cut between its Zulip calls (`POST /users`, then the
     /// `PATCH` with the role and `externalId`; a group's rename, then its members) would leave
     /// a half-made change that nobody reports. The write runs as a task of its own, which the
-    /// request merely awaits, and shutdown waits for it. A panic in it is a 500. The task
-    /// keeps the request's context, span and subscriber, so its lines name the request.
+    /// request merely awaits, and shutdown waits for it. A panic in it is a 500.
     pub(crate) async fn to_completion<T: Send + 'static>(
         &self,
         write: impl Future<Output = Result<T, Error>> + Send + 'static,
     ) -> Result<T, Error> {
-        self.writes.send_modify(|n| *n += 1);
-        let in_flight = WriteInFlight(self.writes.clone());
-        let context = RequestContext::current();
+        self.lifecycle.writes.send_modify(|n| *n += 1);
+        let in_flight = WriteInFlight(self.lifecycle.writes.clone());
+        // The request's context (its id and client for the log lines, its id and operation
+        // for the audit records), span and subscriber follow the write into its task.
+        let (context, audited) = (RequestContext::current(), audit::current());
         let task = tokio::spawn(
             RequestContext::scope(context, async move {
-                let outcome = write.await;
+                let outcome = match audited {
+                    Some(audited) => audit::scope(audited, write).await,
+                    None => write.await,
+                };
                 drop(in_flight);
                 outcome
             })
@@ -185,8 +271,9 @@ impl App {
     }
 }
 
-fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> Result<Realm, StartupError> {
-    let client = ZulipClient::new(ClientConfig {
+/// The Zulip client of a realm, as the sidecar configures it (also `check-config --online`).
+pub fn zulip_client_for(config: &Config, realm: &RealmConfig) -> Result<ZulipClient, StartupError> {
+    ZulipClient::new(ClientConfig {
         base_url: realm.upstream.url.clone(),
         host: realm_host_header(realm),
         email: realm.upstream.email.clone(),
@@ -194,8 +281,17 @@ fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> 
         timeout: realm.upstream.timeout,
         policy: UpstreamPolicy { deadline: config.request_deadline, ..UpstreamPolicy::default() },
     })
-    .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })?
-    .with_observer({
+    .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })
+}
+
+/// A realm as `config` serves it, recording its changes to `audit`.
+pub(crate) fn build_realm(
+    config: &Config,
+    realm: &RealmConfig,
+    metrics: &Arc<Metrics>,
+    audit: &Arc<AuditSink>,
+) -> Result<Realm, StartupError> {
+    let client = zulip_client_for(config, realm)?.with_observer({
         let metrics = metrics.clone();
         let name = realm.name.clone();
         Arc::new(move |endpoint: &str, status: u16, elapsed: Duration| {
@@ -205,7 +301,7 @@ fn build_realm(config: &Config, realm: &RealmConfig, metrics: &Arc<Metrics>) -> 
             }
         })
     });
-    Ok(Realm::new(realm.clone(), client, config.snapshot_ttl))
+    Ok(Realm::new(realm.clone(), client, config.snapshot_ttl).with_audit(audit.clone()))
 }
 
 /// The Host header Zulip must see when the API is reached at another address than the
@@ -262,11 +358,9 @@ pub struct Sidecar;
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
-    app: Arc<App>,
+    reloader: Reloader,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
-    live: Vec<JoinHandle<()>>,
 }
 
 // === impl Sidecar ===
@@ -279,8 +373,12 @@ impl Sidecar {
         listener: TcpListener,
         options: StartOptions,
     ) -> Result<Running, StartupError> {
-        let app = App::from_config(config)?;
-        Sidecar::start_app(app, config, listener, options).await
+        let mut config = config.clone();
+        for problem in crate::jwks::resolve(&mut config, None).await {
+            tracing::error!(problem = %problem, "cannot fetch JWT signing keys");
+        }
+        let app = App::from_config(&config)?;
+        Sidecar::start_app(app, &config, listener, options).await
     }
 
     /// Like [`Sidecar::start`], with an app already built (tests that inspect realms).
@@ -292,28 +390,12 @@ impl Sidecar {
     ) -> Result<Running, StartupError> {
         let addr =
             listener.local_addr().map_err(|source| StartupError::Listen { addr: config.listen, source })?;
-        let mut background = Vec::new();
-        match options.ready {
-            ReadyCheck::Background => background.extend(app.realms().iter().cloned().map(spawn_readiness)),
-            ReadyCheck::Awaited => {
-                for realm in app.realms() {
-                    let readiness = realm.check_ready().await.map_err(|source| StartupError::NotReady {
-                        realm: realm.name().to_string(),
-                        source,
-                    })?;
-                    log_ready(realm, &readiness);
-                }
-            }
-            ReadyCheck::OnFirstRequest => {}
-        }
         let tls = match &config.server.tls {
             Some(tls) => Some(Arc::new(Tls::new(tls).map_err(StartupError::Tls)?)),
             None => None,
         };
-        // One progress reporter per realm (quiet unless its writes queue up).
-        background.extend(app.realms().iter().map(|realm| {
-            tokio::spawn(progress::run(realm.clone(), config.progress_interval).with_current_subscriber())
-        }));
+        let reloader = Reloader::new(app.clone(), config.clone(), options.ready);
+        reloader.make_ready(app.realms()).await?;
         let (stop, stopped) = watch::channel(false);
         let limits = ServerLimits {
             max_connections: config.max_connections,
@@ -323,14 +405,14 @@ impl Sidecar {
         let mut server_stopped = stopped.clone();
         let server = tokio::spawn(server::run(
             listener,
-            app.clone(),
+            reloader.apps(),
             async move {
                 let _ = server_stopped.wait_for(|stop| *stop).await;
             },
             limits,
             tls,
         ));
-        let mut running = Running { addr, app, stop, server, background, live: Vec::new() };
+        let mut running = Running { addr, reloader, stop, server };
         if let Some(options) = options.live {
             running.start_live(options);
         }
@@ -346,30 +428,39 @@ impl Running {
         self.addr
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The configuration generation in force.
+    pub fn app(&self) -> Arc<App> {
+        self.reloader.current()
+    }
+
+    /// The handle that reloads the configuration ([`crate::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Starts one live task per realm (see [`crate::provision::live`]): each follows its
-    /// realm's Zulip events so that changes made in Zulip reach the snapshots at once.
+    /// realm's Zulip events so that changes made in Zulip reach the snapshots at once. Realms
+    /// added by a later reload get theirs too.
     pub fn start_live(&mut self, options: LiveOptions) {
-        self.live.extend(live::spawn_all(self.app.realms(), &self.stop.subscribe(), options));
+        self.reloader.start_live(options);
     }
 
     /// Begins the graceful shutdown: stop accepting, flip `/readyz`, drain in-flight
     /// requests and writes within `shutdown_grace`.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);
+        self.reloader.stop_tasks();
     }
 
     /// Waits until the server has stopped (after [`Running::shutdown`]), then for the live
     /// tasks; re-raises a panic from either.
     pub async fn join(self) {
-        for task in &self.background {
+        let (live, readiness) = self.reloader.take_tasks();
+        for task in &readiness {
             task.abort();
         }
         reraise(self.server.await);
-        join_within(self.live, Duration::from_secs(2), "live update tasks").await;
+        join_within(live, Duration::from_secs(2), "live update tasks").await;
     }
 
     /// Serves until `signal` resolves (SIGTERM/SIGINT for `serve`), then shuts down.
@@ -388,7 +479,7 @@ async fn join_within(tasks: Vec<JoinHandle<()>>, limit: Duration, what: &str) {
     }
 }
 
-fn reraise(result: Result<(), tokio::task::JoinError>) {
+pub(crate) fn reraise(result: Result<(), tokio::task::JoinError>) {
     if let Err(e) = result {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
@@ -397,7 +488,7 @@ fn reraise(result: Result<(), tokio::task::JoinError>) {
 }
 
 /// Checks a realm's upstream in the background until it answers.
-fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
+pub(crate) fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
     let check = async move {
         let limiter = LineLimiter::new(REPEATED_LINE_WINDOW);
         let mut wait = Duration::from_millis(250);
@@ -424,7 +515,7 @@ fn spawn_readiness(realm: Arc<Realm>) -> JoinHandle<()> {
     tokio::spawn(check.with_current_subscriber())
 }
 
-fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
+pub(crate) fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     tracing::info!(realm = %realm.name(), zulip_version = %r.zulip_version, feature_level = r.feature_level,
         service_account = r.service_account_id, role = r.service_account_role.scim_name(),
         external_id_field = r.external_id_field, "realm ready");
@@ -433,13 +524,24 @@ fn log_ready(realm: &Realm, r: &crate::provision::Readiness) {
     }
 }
 
-/// Runs the sidecar with `config` until SIGTERM/SIGINT, then drains within the grace period.
-pub async fn serve(config: Config) -> Result<(), StartupError> {
+/// Runs the sidecar with `config` (loaded from `config_path`) until SIGTERM/SIGINT, then
+/// drains within the grace period. SIGHUP, and a change of the config file or of a file it
+/// names, reload the configuration ([`crate::reload::watch`]).
+pub async fn serve(config: Config, config_path: &std::path::Path) -> Result<(), StartupError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartupError::Listen { addr: config.listen, source })?;
     let running = Sidecar::start(&config, listener, StartOptions::default()).await?;
     tracing::info!(listen = %running.addr(), realms = config.realms.len(), "scim-sidecar listening");
+    let (stop_watch, watch_stopped) = watch::channel(false);
+    let watcher = tokio::spawn(crate::reload::watch(
+        running.reloader(),
+        config_path.to_path_buf(),
+        config.watch_interval,
+        watch_stopped,
+    ));
     running.until(server::shutdown_signal()).await;
+    let _ = stop_watch.send(true);
+    reraise(watcher.await);
     Ok(())
 }

@@ -49,6 +49,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 
+use crate::audit::AuditTargetConfig;
 use secret::Secret;
 
 mod server;
@@ -119,7 +120,7 @@ pub enum UnknownMembers {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub log_format: LogFormat,
@@ -139,11 +140,22 @@ pub struct Config {
     pub log_probes: bool,
     /// How often a realm whose writes queue behind Zulip's rate limit logs its progress.
     pub progress_interval: Duration,
+    /// Where the audit trail goes (`audit:`; default: the log stream, target `audit`).
+    pub audit: AuditTargetConfig,
+    /// Reverse proxies in front of the sidecar that append to `X-Forwarded-For`: the client
+    /// address for `allow_ips` is the entry this many hops from the right (0: the peer).
+    pub trusted_proxy_hops: usize,
+    /// How often the config file and the files it names are checked for changes (a change
+    /// reloads the configuration); zero: never (SIGHUP still reloads).
+    pub watch_interval: Duration,
+    /// The files the configuration was read from (secret files, JWKS files), watched for
+    /// changes besides the config file itself.
+    pub files: Vec<PathBuf>,
     pub realms: Vec<RealmConfig>,
 }
 
 /// One Zulip organization served by the sidecar.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RealmConfig {
     /// The key under `realms:` (the Zulip subdomain, `root` for the root domain).
     pub name: String,
@@ -163,11 +175,116 @@ pub struct RealmConfig {
     /// The label of the Zulip custom profile field (short text) that stores SCIM
     /// `externalId`; `None`: `externalId` is not stored (accepted and ignored on input).
     pub external_id_field: Option<String>,
+    /// If non-empty, a request must come from one of these networks (after its token).
+    pub allow_ips: Vec<IpNet>,
+    /// OAuth 2.0 bearer JWTs accepted besides the static tokens.
+    pub jwt: Option<JwtConfig>,
     pub upstream: UpstreamConfig,
 }
 
+/// `realms.<name>.jwt`: which OAuth 2.0 access tokens (JWTs) the realm accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtConfig {
+    /// The exact `iss` required.
+    pub issuer: String,
+    /// `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Where the signing keys come from.
+    pub jwks_source: JwksSource,
+    /// The signing keys (public): read at load from a file; fetched at start, on reload and
+    /// every `jwks_refresh` from a URL ([`crate::jwks`]).
+    pub jwks: jsonwebtoken::jwk::JwkSet,
+    /// How often keys from a URL are fetched again.
+    pub jwks_refresh: Duration,
+    /// Accepted signature algorithms (`RS256`, `ES256`).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// If non-empty, the token's client (`azp`, `appid` or `client_id`) must be one of these.
+    pub client_ids: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Where a realm's JWT signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(Url),
+}
+
+impl fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksSource::File(path) => write!(f, "{}", path.display()),
+            JwksSource::Url(url) => write!(f, "{url}"),
+        }
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is /32 or
+/// /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `addr[/prefix]`; host bits must be zero (`10.0.0.1/8` is refused as a typo).
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| "not an IP network (expected e.g. 10.0.0.0/8 or 2001:db8::/32)".to_owned())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("prefix length must be 0..={max}")),
+            },
+        };
+        let net = IpNet { addr, prefix };
+        if net.masked(addr) != addr {
+            return Err(format!("host bits set: did you mean {}/{prefix}?", net.masked(addr)));
+        }
+        Ok(net)
+    }
+
+    fn masked(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                std::net::IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            std::net::IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                std::net::IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == self.addr
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// How the sidecar reaches the realm's Zulip API.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Where `/api/v1` is reached (default: the realm url).
     pub url: Url,
@@ -248,6 +365,16 @@ struct RawConfig {
     /// ms. Default 10000.
     #[serde(default = "defaults::progress_interval_ms")]
     progress_interval_ms: u64,
+    /// Where audit records go: `{path: FILE | "-", format: json}`. Default: the log stream.
+    #[serde(default)]
+    audit: Option<RawAudit>,
+    /// Proxies in front that append to `X-Forwarded-For` (for `allow_ips`). Default 0.
+    #[serde(default)]
+    trusted_proxy_hops: usize,
+    /// How often the config file and the secret/JWKS files it names are checked for changes
+    /// (a change reloads), in ms; 0: never. Default 5000.
+    #[serde(default = "defaults::config_watch_ms")]
+    config_watch_ms: u64,
     /// Realm name → [`RawRealm`]. Ignored here: each realm is extracted on its own (see
     /// [`Config::from_figment`]) so that one broken realm does not hide another's problems.
     #[serde(default)]
@@ -295,6 +422,11 @@ struct RawRealm {
     unknown_members: UnknownMembers,
     /// Label of the custom profile field that stores `externalId` (created if missing).
     external_id_field: Option<String>,
+    /// Networks (CIDR) requests must come from. Default: any.
+    #[serde(default)]
+    allow_ips: OneOrMany<String>,
+    /// OAuth 2.0 bearer JWTs accepted besides static tokens.
+    jwt: Option<RawJwt>,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -318,6 +450,55 @@ struct RawUpstream {
     /// in clear). Default `false`.
     #[serde(default)]
     allow_insecure_upstream: bool,
+}
+
+/// `realms.<name>.jwt`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    /// The exact `iss` (Entra: `https://login.microsoftonline.com/<tenant>/v2.0` or
+    /// `https://sts.windows.net/<tenant>/`). Required.
+    issuer: Option<String>,
+    /// Accepted `aud` value(s) (Entra: the application ID URI or client id). Required.
+    #[serde(default)]
+    audience: OneOrMany<String>,
+    /// JWKS file (`{"keys": [...]}`) with the issuer's public signing keys; or `jwks_url`.
+    jwks_file: Option<PathBuf>,
+    /// Where the issuer publishes its JWKS (https); or `jwks_file`.
+    jwks_url: Option<String>,
+    /// How often keys from `jwks_url` are fetched again, in seconds. Default 3600.
+    #[serde(default = "defaults::jwks_refresh_s")]
+    jwks_refresh_s: u64,
+    /// `RS256` and/or `ES256`. Default both.
+    #[serde(default)]
+    algorithms: OneOrMany<String>,
+    /// Accepted client ids (`azp`/`appid`/`client_id`). Default: any client of the issuer.
+    #[serde(default)]
+    client_ids: OneOrMany<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds. Default 60.
+    #[serde(default = "defaults::leeway_s")]
+    leeway_s: u64,
+}
+
+/// `audit:`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// File the JSON lines are appended to; `-` for stdout. Required.
+    path: Option<String>,
+    /// `json` (the only format). Default json.
+    #[serde(default)]
+    #[allow(dead_code)]
+    format: AuditFormat,
+}
+
+/// The audit line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
 }
 
 mod defaults {
@@ -344,6 +525,15 @@ mod defaults {
     }
     pub(super) fn timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn config_watch_ms() -> u64 {
+        5_000
+    }
+    pub(super) fn jwks_refresh_s() -> u64 {
+        3600
+    }
+    pub(super) fn leeway_s() -> u64 {
+        60
     }
     pub(super) fn yes() -> bool {
         true
@@ -547,6 +737,9 @@ impl Config {
         let root = figment.extract::<Dict>().map_err(|err| ConfigError::Figment(Box::new(err)))?;
         let mut problems = Problems::new(&figment);
         problems.unknown_keys("", &root, fields_of::<RawConfig>());
+        if let Some(Value::Dict(_, audit)) = root.get("audit") {
+            problems.unknown_keys("audit", audit, fields_of::<RawAudit>());
+        }
         let raw = problems.extract::<RawConfig>("", root.clone());
 
         let mut tokens = TokenRegistry::default();
@@ -588,6 +781,13 @@ impl Config {
             "server": self.server.redacted(),
             "log_probes": self.log_probes,
             "progress_interval_ms": millis(self.progress_interval),
+            "audit": match &self.audit {
+                AuditTargetConfig::Log => json!({"target": "log"}),
+                AuditTargetConfig::Stdout => json!({"path": "-", "format": AuditFormat::Json}),
+                AuditTargetConfig::File(path) => json!({"path": path.display().to_string(), "format": AuditFormat::Json}),
+            },
+            "trusted_proxy_hops": self.trusted_proxy_hops,
+            "config_watch_ms": millis(self.watch_interval),
             "realms": realms,
         })
     }
@@ -611,6 +811,17 @@ impl RealmConfig {
             "group_delete": self.group_delete,
             "unknown_members": self.unknown_members,
             "external_id_field": self.external_id_field,
+            "allow_ips": self.allow_ips.iter().map(IpNet::to_string).collect::<Vec<_>>(),
+            "jwt": self.jwt.as_ref().map(|jwt| json!({
+                "issuer": jwt.issuer,
+                "audience": jwt.audiences,
+                "jwks": jwt.jwks_source.to_string(),
+                "jwks_refresh_s": jwt.jwks_refresh.as_secs(),
+                "keys": jwt.jwks.keys.iter().map(|k| k.common.key_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
+                "algorithms": jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "client_ids": jwt.client_ids,
+                "leeway_s": jwt.leeway.as_secs(),
+            })),
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -654,11 +865,31 @@ fn top_level(
             problems.push(key, "must be greater than 0");
         }
     }
+    let audit = match raw.audit.map(|a| a.path) {
+        None => AuditTargetConfig::Log,
+        Some(None) => {
+            problems.push("audit.path", "required (a file, or \"-\" for stdout)");
+            AuditTargetConfig::Log
+        }
+        Some(Some(path)) if path.trim().is_empty() => {
+            problems.push("audit.path", "must not be empty (a file, or \"-\" for stdout)");
+            AuditTargetConfig::Log
+        }
+        Some(Some(path)) if path.trim() == "-" => AuditTargetConfig::Stdout,
+        Some(Some(path)) => AuditTargetConfig::File(PathBuf::from(path)),
+    };
+    if raw.trusted_proxy_hops > 16 {
+        problems.push("trusted_proxy_hops", "at most 16");
+    }
     if problems.list.len() > before {
         return None;
     }
     Some(Config {
         listen: listen?,
+        audit,
+        trusted_proxy_hops: raw.trusted_proxy_hops,
+        watch_interval: Duration::from_millis(raw.config_watch_ms),
+        files: std::mem::take(&mut problems.files),
         log_format: raw.log_format,
         shutdown_grace,
         max_connections: raw.max_connections,
@@ -700,6 +931,9 @@ fn realm(
     if let Some(Value::Dict(_, upstream)) = dict.get("upstream") {
         problems.unknown_keys(&format!("{key}.upstream"), upstream, fields_of::<RawUpstream>());
     }
+    if let Some(Value::Dict(_, jwt)) = dict.get("jwt") {
+        problems.unknown_keys(&format!("{key}.jwt"), jwt, fields_of::<RawJwt>());
+    }
     // A value of the wrong type is reported and left out, so the rest is still checked.
     let raw = problems.extract::<RawRealm>(&key, dict.clone())?;
     let realm = validate_realm(&key, name, raw, problems, tokens);
@@ -740,6 +974,18 @@ fn validate_realm(
     };
     let hosts = realm_hosts(key, &raw.hosts.0, problems);
     let bearer_token_sha256 = realm_tokens(key, &raw, problems, tokens);
+    let allow_ips = raw
+        .allow_ips
+        .0
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            IpNet::parse(text)
+                .map_err(|why| problems.push(&indexed(key, "allow_ips", i, raw.allow_ips.0.len()), &why))
+                .ok()
+        })
+        .collect();
+    let jwt = raw.jwt.as_ref().and_then(|jwt| jwt_config(key, jwt, problems, tokens));
     let scim_client_name = raw.scim_client_name.as_deref().map_or(name, str::trim).to_owned();
     if scim_client_name.is_empty() {
         problems.push(&format!("{key}.scim_client_name"), "must not be empty");
@@ -768,6 +1014,8 @@ fn validate_realm(
         group_delete: raw.group_delete,
         unknown_members: raw.unknown_members,
         external_id_field,
+        allow_ips,
+        jwt,
         upstream: upstream?,
     })
 }
@@ -787,6 +1035,134 @@ fn realm_hosts(key: &str, hosts: &[String], problems: &mut Problems) -> Vec<Stri
             }
         })
         .collect()
+}
+
+/// Validates `realms.<name>.jwt`, reading its JWKS file.
+fn jwt_config(
+    realm_key: &str,
+    raw: &RawJwt,
+    problems: &mut Problems,
+    tokens: &mut TokenRegistry,
+) -> Option<JwtConfig> {
+    let key = format!("{realm_key}.jwt");
+    let before = problems.list.len();
+    let issuer = match raw.issuer.as_deref().map(str::trim) {
+        None | Some("") => {
+            problems.push(&format!("{key}.issuer"), "required");
+            None
+        }
+        Some(issuer) => Some(issuer.to_owned()),
+    };
+    let audiences: Vec<String> =
+        raw.audience.0.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+    if audiences.is_empty() {
+        problems.push(&format!("{key}.audience"), "required (one value or a list)");
+    }
+    let algorithms = if raw.algorithms.0.is_empty() {
+        vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256]
+    } else {
+        raw.algorithms
+            .0
+            .iter()
+            .filter_map(|name| match name.trim() {
+                "RS256" => Some(jsonwebtoken::Algorithm::RS256),
+                "ES256" => Some(jsonwebtoken::Algorithm::ES256),
+                other => {
+                    problems.push(
+                        &format!("{key}.algorithms"),
+                        &format!("unsupported algorithm `{other}` (expected RS256 or ES256)"),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let jwks = match (&raw.jwks_file, &raw.jwks_url) {
+        (Some(_), Some(_)) => {
+            problems.push(&key, "set only one of jwks_file and jwks_url");
+            None
+        }
+        (None, None) => {
+            problems.push(&key, "set jwks_file or jwks_url");
+            None
+        }
+        (Some(path), None) => {
+            problems.files.push(path.clone());
+            match read_jwks(path) {
+                Ok(jwks) => Some((JwksSource::File(path.clone()), jwks)),
+                Err(why) => {
+                    problems.push(&format!("{key}.jwks_file"), &why);
+                    None
+                }
+            }
+        }
+        (None, Some(url)) => match jwks_url(url) {
+            // Fetched when the sidecar starts (and on reloads), not by validation.
+            Ok(url) => Some((JwksSource::Url(url), jsonwebtoken::jwk::JwkSet { keys: Vec::new() })),
+            Err(why) => {
+                problems.push(&format!("{key}.jwks_url"), &why);
+                None
+            }
+        },
+    };
+    if raw.jwks_refresh_s == 0 {
+        problems.push(&format!("{key}.jwks_refresh_s"), "must be greater than 0");
+    }
+    if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
+        for audience in &audiences {
+            // Two realms accepting one issuer's tokens for one audience could not tell whose
+            // a token is.
+            let digest = token_digest(&format!("jwt\u{0}{issuer}\u{0}{audience}"));
+            if let Some(first) = tokens.first_use(digest, &key) {
+                problems.push(
+                    &format!("{key}.audience"),
+                    &format!("issuer {issuer} with audience {audience} is already accepted at {first}"),
+                );
+            }
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(JwtConfig {
+        issuer: issuer?,
+        audiences,
+        jwks_source: jwks.clone()?.0,
+        jwks: jwks?.1,
+        jwks_refresh: Duration::from_secs(raw.jwks_refresh_s),
+        algorithms,
+        client_ids: raw.client_ids.0.iter().map(|c| c.trim().to_owned()).collect(),
+        leeway: Duration::from_secs(raw.leeway_s),
+    })
+}
+
+/// Reads a JWKS file: at least one RSA or P-256 EC signing key it must hold.
+pub fn read_jwks(path: &Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let text = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    parse_jwks(&text).map_err(|why| format!("{}: {why}", path.display()))
+}
+
+/// A JWKS document with at least one usable signing key.
+pub fn parse_jwks(bytes: &[u8]) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(bytes).map_err(|err| format!("not a JWKS ({{\"keys\": [...]}}): {err}"))?;
+    if !jwks.keys.iter().any(|k| jsonwebtoken::DecodingKey::from_jwk(k).is_ok()) {
+        return Err("no usable signing key (RSA or EC P-256)".to_owned());
+    }
+    Ok(jwks)
+}
+
+/// An `https://` URL (plain http only to loopback) without credentials.
+fn jwks_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|err| format!("not a valid URL: {err}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".to_owned());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        _ => Err("must be an https:// URL (plain http only to loopback)".to_owned()),
+    }
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank
@@ -839,6 +1215,7 @@ fn realm_tokens(
     let n = raw.bearer_token_file.0.len();
     for (i, path) in raw.bearer_token_file.0.iter().enumerate() {
         let at = indexed(key, "bearer_token_file", i, n);
+        problems.files.push(path.clone());
         match read_secret_file(path) {
             Err(why) => problems.push(&at, &why),
             Ok(token) => match token_problem(trim_secret(token.expose())) {
@@ -865,8 +1242,10 @@ fn realm_tokens(
         && raw.bearer_token_file.0.is_empty()
         && raw.bearer_token_sha256.0.is_empty()
         && !mistyped
+        && raw.jwt.is_none()
     {
-        problems.push(key, "no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256");
+        problems
+            .push(key, "no bearer token: set bearer_token, bearer_token_file, bearer_token_sha256 or jwt");
     }
     digests
 }
@@ -932,10 +1311,12 @@ fn upstream(
         },
         (None, Some(path)) => match read_secret_file(path) {
             Err(why) => {
+                problems.files.push(path.clone());
                 problems.push(&format!("{key}.api_key_file"), &why);
                 None
             }
             Ok(contents) => {
+                problems.files.push(path.clone());
                 let api_key = trim_secret(contents.expose());
                 match api_key_problem(api_key) {
                     Some(why) => {
@@ -1054,11 +1435,13 @@ struct Problems<'f> {
     /// Keys whose value had the wrong type: reported once, then left out (defaulted), so
     /// their later checks (`required`, …) say nothing more.
     mistyped: Vec<String>,
+    /// Every file read on the way (watched for changes by reloads).
+    files: Vec<PathBuf>,
 }
 
 impl<'f> Problems<'f> {
     fn new(figment: &'f Figment) -> Self {
-        Problems { figment, list: Vec::new(), mistyped: Vec::new() }
+        Problems { figment, list: Vec::new(), mistyped: Vec::new(), files: Vec::new() }
     }
 
     fn push(&mut self, key: &str, what: &str) {
@@ -1311,7 +1694,10 @@ fn describe_actual(actual: &Actual, secret: bool) -> String {
         Actual::Signed(n) if !secret => return n.to_string(),
         Actual::Float(n) if !secret => return n.to_string(),
         Actual::Char(c) if !secret => return format!("{:?}", c.to_string()),
-        Actual::Str(text) if !secret => return format!("{text:?}"),
+        // A long string in a key that is not a secret may still be one pasted into the wrong
+        // key (a token in SCIM_SIDECAR_SHUTDOWN_GRACE_MS): only short ones are quoted.
+        Actual::Str(text) if !secret && text.chars().count() < MIN_TOKEN_LEN => return format!("{text:?}"),
+        Actual::Str(text) if !secret => return format!("text of {} characters", text.chars().count()),
         Actual::Bool(_) => "true or false",
         Actual::Unsigned(_) | Actual::Signed(_) => "a number",
         Actual::Float(_) => "a number",
@@ -1331,5 +1717,7 @@ fn describe_actual(actual: &Actual, secret: bool) -> String {
     kind.to_owned()
 }
 
+#[cfg(test)]
+mod production_tests;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::app::StartupError;
+use crate::audit::AuditTargetConfig;
 use crate::config::token_digest;
 use crate::config::{
     Config, GroupDelete, LogFormat, RealmConfig, ServerConfig, UnknownMembers, UpstreamConfig, UserDelete,
@@ -43,6 +44,10 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
         server: ServerConfig::default(),
         log_probes: false,
         progress_interval: Duration::from_secs(10),
+        audit: AuditTargetConfig::Log,
+        trusted_proxy_hops: 0,
+        watch_interval: Duration::ZERO,
+        files: Vec::new(),
         realms: vec![RealmConfig {
             name: "demo".into(),
             url,
@@ -56,6 +61,8 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
             group_delete: GroupDelete::Deactivate,
             unknown_members: UnknownMembers::Reject,
             external_id_field: None,
+            allow_ips: Vec::new(),
+            jwt: None,
             upstream: UpstreamConfig {
                 url: upstream,
                 email: DEMO_SERVICE_EMAIL.into(),

@@ -22,17 +22,25 @@
 //!
 //! # Modules
 //! - [`app`]: [`app::App`] and the one start-up path, [`app::Sidecar::start`].
+//! - [`audit`]: the audit trail (one JSON line per change applied to Zulip).
 //! - [`config`]: figment layering and validation into [`config::Config`].
 //! - [`demo`]: the `demo` config (also the test harness's) and, with feature `demo`, the run.
 //! - [`error`]: [`error::Error`], one request's failure in SCIM terms; [`error::ErrorChain`].
+//! - [`jwks`]: JWT signing keys fetched from a `jwks_url`.
+//! - [`online`]: `check-config --online`, read-only checks of each realm's Zulip.
+//! - [`reload`]: SIGHUP / file-change reloads, swapped in atomically.
 //! - [`http`], [`provision`], [`directory`], [`server`], [`telemetry`].
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod jwks;
+pub mod online;
 pub mod provision;
+pub mod reload;
 pub mod server;
 pub mod telemetry;

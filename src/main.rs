@@ -64,12 +64,20 @@ enum Command {
         token: String,
     },
     /// Validate the configuration: print it with secrets redacted (JSON, stdout) and
-    /// "configuration ok" (stderr), or every problem (stderr, exit 64).
+    /// "configuration ok" (stderr), or every problem (stderr, exit 64). With --online, also
+    /// reach each realm's Zulip (read-only) and report its version, the service account's
+    /// standing and rate-limit headroom; any problem there exits 1, each named with its fix.
     #[command(after_help = AFTER_HELP)]
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
+        /// Also check each realm's Zulip (read-only calls).
+        #[arg(long)]
+        online: bool,
     },
+    /// Print a new random bearer token and its SHA-256 digest (for `bearer_token_sha256`).
+    #[command(after_help = AFTER_HELP)]
+    GenToken,
     /// Read a bearer token from stdin and print its SHA-256 hex digest, for
     /// `bearer_token_sha256` (e.g. `printf %s "$TOKEN" | scim-sidecar hash-token`).
     #[command(after_help = AFTER_HELP)]
@@ -98,8 +106,9 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config.config),
         #[cfg(feature = "demo")]
         Command::Demo { listen, token } => demo(listen, token),
-        Command::CheckConfig { config } => check_config(&config.config),
+        Command::CheckConfig { config, online } => check_config(&config.config, online),
         Command::HashToken => hash_token(),
+        Command::GenToken => gen_token(),
     }
 }
 
@@ -109,7 +118,7 @@ fn serve(path: &Path) -> ExitCode {
         Err(err) => return config_error(&err),
     };
     telemetry::init(config.log_format);
-    run(app::serve(config))
+    run(app::serve(config, path))
 }
 
 #[cfg(feature = "demo")]
@@ -141,12 +150,15 @@ fn run(server: impl std::future::Future<Output = Result<(), StartupError>>) -> E
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, online: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => match serde_json::to_string_pretty(&config.redacted()) {
             Ok(json) => {
                 println!("{json}");
                 eprintln!("configuration ok");
+                if online {
+                    return check_online(&config);
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -156,6 +168,46 @@ fn check_config(path: &Path) -> ExitCode {
         },
         Err(err) => config_error(&err),
     }
+}
+
+/// `check-config --online`: one line per fact and problem, per realm, on stderr.
+fn check_online(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            print_error_chain(&err);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let reports = runtime.block_on(scim_sidecar::online::check(config));
+    let mut problems = 0;
+    for report in &reports {
+        for fact in &report.facts {
+            eprintln!("realm {}: {fact}", report.realm);
+        }
+        for problem in &report.problems {
+            eprintln!("realm {}: PROBLEM: {problem}", report.realm);
+        }
+        problems += report.problems.len();
+    }
+    if problems == 0 {
+        eprintln!("online check ok ({} realm(s))", reports.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("online check found {problems} problem(s)");
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// `gen-token`: 48 random letters and digits (285 bits) and their SHA-256 digest.
+fn gen_token() -> ExitCode {
+    use rand::Rng as _;
+    let token: String =
+        rand::rngs::OsRng.sample_iter(&rand::distributions::Alphanumeric).take(48).map(char::from).collect();
+    println!("token:  {token}");
+    println!("sha256: {}", hex::encode(config::token_digest(&token)));
+    eprintln!("give the token to the IdP; put the sha256 in bearer_token_sha256 (or the token in a bearer_token_file)");
+    ExitCode::SUCCESS
 }
 
 fn hash_token() -> ExitCode {
@@ -217,9 +269,12 @@ mod tests {
 
         let cli = Cli::try_parse_from(["scim-sidecar", "check-config", "--config", "x.yaml"]).unwrap();
         assert!(
-            matches!(cli.command, Command::CheckConfig { config } if config.config == Path::new("x.yaml"))
+            matches!(cli.command, Command::CheckConfig { config, online: false } if config.config == Path::new("x.yaml"))
         );
         assert!(Cli::try_parse_from(["scim-sidecar", "hash-token"]).is_ok());
+        assert!(Cli::try_parse_from(["scim-sidecar", "gen-token"]).is_ok());
+        let cli = Cli::try_parse_from(["scim-sidecar", "check-config", "--online"]).unwrap();
+        assert!(matches!(cli.command, Command::CheckConfig { online: true, .. }));
         assert!(Cli::try_parse_from(["scim-sidecar", "serve", "--bogus"]).is_err());
     }
 }

@@ -21,6 +21,8 @@ use tokio::sync::watch;
 
 use tracing::instrument::WithSubscriber;
 
+use arc_swap::ArcSwap;
+
 use crate::app::App;
 use crate::config::{ServerConfig, MIN_HEADER_BYTES};
 use crate::error::ErrorChain;
@@ -40,7 +42,9 @@ pub struct ServerLimits {
 
 /// What every connection task shares.
 struct Shared {
-    app: Arc<App>,
+    /// The configuration generation in force (swapped by a reload): each request is served
+    /// to its end by the one in force when it arrived.
+    apps: Arc<ArcSwap<App>>,
     builder: auto::Builder<TokioExecutor>,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
@@ -71,16 +75,16 @@ impl Drop for Task {
 /// at once, evicting an idle anonymous connection when all are taken (see [`limits`]).
 pub async fn run(
     listener: TcpListener,
-    app: Arc<App>,
+    apps: Arc<ArcSwap<App>>,
     shutdown: impl Future<Output = ()>,
     limits: ServerLimits,
     tls: Option<Arc<Tls>>,
 ) {
-    let slots = Slots::new(limits.max_connections, app.metrics.clone());
+    let slots = Slots::new(limits.max_connections, apps.load().metrics.clone());
     let (stop, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         builder: builder(&limits.server),
-        app: app.clone(),
+        apps: apps.clone(),
         limits: limits.clone(),
         tls,
         stopping,
@@ -125,6 +129,7 @@ pub async fn run(
             }
         }
     }
+    let app = apps.load_full();
     app.set_draining();
     let _ = stop.send(true);
     tracing::info!(
@@ -184,7 +189,7 @@ async fn connection(stream: TcpStream, slot: Slot, task: Task) {
         done = handshake => match done {
             Ok(Ok(stream)) => serve(stream, slot, &shared).await,
             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-            Err(_) => shared.app.metrics.connection_closed("header_timeout"),
+            Err(_) => shared.apps.load().metrics.connection_closed("header_timeout"),
         },
         () = evicted => {}
     }
@@ -196,12 +201,15 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = slot.info();
-    let app = shared.app.clone();
-    let service = service_fn(move |mut request| {
-        let app = app.clone();
+    let apps = shared.apps.clone();
+    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        // The configuration generation in force when the request arrived serves it to its
+        // end, whatever a reload swaps in meanwhile.
+        let app = apps.load_full();
         let info = info.clone();
         async move {
             let _busy = info.state().begin();
+            request.extensions_mut().insert(crate::http::auth::PeerAddr(info.peer()));
             request.extensions_mut().insert(info);
             Ok::<_, Infallible>(app.handle(request).await)
         }
@@ -229,7 +237,7 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    log_connection_error(&shared.app, slot.info().peer(), e.as_ref());
+                    log_connection_error(&shared.apps.load(), slot.info().peer(), e.as_ref());
                 }
                 return;
             }
@@ -243,7 +251,7 @@ where
                 };
                 if expired {
                     let reason = if slot.state().is_authenticated() { "idle_timeout" } else { "header_timeout" };
-                    shared.app.metrics.connection_closed(reason);
+                    shared.apps.load().metrics.connection_closed(reason);
                     return;
                 }
             }

@@ -122,6 +122,10 @@ pub struct Metrics {
     unauthenticated: Family<OutcomeLabels, Counter>,
     writes_queued: Family<RealmLabels, Gauge>,
     rate_limit_wait: Family<RealmLabels, Gauge<f64, AtomicU64>>,
+    config_reloads: Counter,
+    config_reload_failures: Counter,
+    config_last_reload_success: Gauge,
+    audit_write_failures: Counter,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
@@ -233,11 +237,42 @@ impl Metrics {
             unauthenticated.clone(),
         );
 
+        let config_reloads = Counter::default();
+        let config_reload_failures = Counter::default();
+        let config_last_reload_success = Gauge::default();
+        config_last_reload_success.set(1);
+        registry.register(
+            "scim_config_reloads",
+            "Configuration reloads applied (SIGHUP or a changed file)",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "scim_config_reload_failures",
+            "Configuration reloads refused (invalid configuration: the previous one stays in force)",
+            config_reload_failures.clone(),
+        );
+        registry.register(
+            "scim_config_last_reload_success",
+            "1 when the last reload attempt (or the start) succeeded, 0 after a refused reload",
+            config_last_reload_success.clone(),
+        );
+
+        let audit_write_failures = Counter::default();
+        registry.register(
+            "scim_audit_write_failures",
+            "Audit records that could not be written (the changes themselves were applied)",
+            audit_write_failures.clone(),
+        );
+
         Metrics {
             registry,
             connections,
             connections_closed,
             unauthenticated,
+            audit_write_failures,
+            config_reloads,
+            config_reload_failures,
+            config_last_reload_success,
             scim_requests,
             scim_request_duration,
             zulip_requests,
@@ -266,6 +301,21 @@ impl Metrics {
         }
         self.writes_queued.get_or_create(&labels).set(i64::try_from(state.writes_queued).unwrap_or(i64::MAX));
         self.rate_limit_wait.get_or_create(&labels).set(state.rate_limit_wait.as_secs_f64());
+    }
+
+    /// The counter of audit records that could not be written (shared with the audit sink).
+    pub fn audit_write_failures(&self) -> Counter {
+        self.audit_write_failures.clone()
+    }
+
+    /// Drops the per-realm series of a realm a reload removed.
+    pub fn forget_realm(&self, realm: &str) {
+        let labels = RealmLabels { realm: realm.to_owned() };
+        self.realm_ready.remove(&labels);
+        self.realm_live.remove(&labels);
+        self.realm_users.remove(&labels);
+        self.writes_queued.remove(&labels);
+        self.rate_limit_wait.remove(&labels);
     }
 
     /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
@@ -321,6 +371,16 @@ impl Metrics {
     /// One request without a valid token: `refused` (401) or `rate_limited` (429).
     pub fn unauthenticated(&self, outcome: &'static str) {
         self.unauthenticated.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records a reload attempt's outcome.
+    pub fn config_reloaded(&self, ok: bool) {
+        if ok {
+            self.config_reloads.inc();
+        } else {
+            self.config_reload_failures.inc();
+        }
+        self.config_last_reload_success.set(i64::from(ok));
     }
 
     /// Records one 429 from Zulip.

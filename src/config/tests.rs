@@ -237,7 +237,7 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
         (
             "no token",
             with(&token_line, "scim_client_name: okta"),
-            vec!["realms.acme: no bearer token: set bearer_token, bearer_token_file or bearer_token_sha256".into()],
+            vec!["realms.acme: no bearer token: set bearer_token, bearer_token_file, bearer_token_sha256 or jwt".into()],
         ),
         (
             "unreadable token file",

@@ -14,6 +14,7 @@
 mod access;
 pub mod auth;
 pub mod error;
+pub mod jwt;
 pub mod ratelimit;
 pub mod routes;
 
@@ -27,6 +28,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::audit;
 use crate::error::{upstream_cause, Error, ErrorChain};
 use crate::provision::query::list_all;
 use crate::provision::{Query, Realm, Rendered};
@@ -65,16 +67,18 @@ impl App {
     {
         let started = Instant::now();
         let method = request.method().clone();
-        let realm = self.authenticate(request.headers());
-        if let Some(refused) = self.admit(&request, realm, started) {
+        let authenticated = self.authenticate(&request);
+        if let Some(refused) = self.admit(&request, &authenticated, started) {
             return refused;
         }
+        let realm = authenticated.as_ref().ok().copied();
         let context = RequestContext {
             request_id: context::request_id(request.headers()).into(),
             client: realm.map_or("-", |r| r.config.scim_client_name.as_str()).into(),
         };
         let span = tracing::info_span!("request", request_id = %context.request_id);
-        let served = RequestContext::scope(Some(context.clone()), self.route_and_serve(realm, request));
+        let served =
+            RequestContext::scope(Some(context.clone()), self.route_and_serve(authenticated, request));
         let (mut response, route, error) = served.instrument(span).await;
         let outcome = access::Access {
             realm: realm.map_or("-", |r| r.name()),
@@ -106,7 +110,7 @@ impl App {
     /// Routes and serves: the response, the route label, and the error it answers, if any.
     async fn route_and_serve<B>(
         &self,
-        realm: Option<&Arc<Realm>>,
+        realm: Result<&Arc<Realm>, Error>,
         request: Request<B>,
     ) -> (Response<Body>, &'static str, Option<Error>)
     where
@@ -117,11 +121,15 @@ impl App {
         let label = route.as_ref().map(Route::label).unwrap_or("unrouted");
         let result = match (route, realm) {
             (Ok(route), _) if !route.is_scim() => Ok(self.serve_ops(&route)),
-            (Ok(route), Some(realm)) => self.serve_scim(realm, route, request).await,
+            (Ok(route), Ok(realm)) => {
+                let request_id = RequestContext::current().map(|c| c.request_id.to_string());
+                let context = audit::RequestContext::new(request_id.as_deref(), label);
+                audit::scope(context, self.serve_scim(realm, route, request)).await
+            }
             // Unknown SCIM paths still require a token, as Zulip's built-in does.
-            (Err(e), None) if !request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(e),
-            (Err(e), Some(_)) => Err(e),
-            (_, None) => Err(Error::Unauthorized),
+            (Err(e), Err(_)) if !request.uri().path().starts_with(routes::SCIM_PREFIX) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (_, Err(refused)) => Err(refused),
         };
         match result {
             Ok(response) => (response, label, None),
@@ -129,16 +137,31 @@ impl App {
         }
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Option<&Arc<Realm>> {
-        let index = self.tokens.realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))?;
-        let realm = self.realms.get(index)?;
-        if !realm.config.hosts.is_empty() {
+    /// The realm a request's credential selects (401 without one), if the request may reach
+    /// it from where it comes from (403 outside the realm's `allow_ips`).
+    fn authenticate<B>(&self, request: &Request<B>) -> Result<&Arc<Realm>, Error> {
+        let headers = request.headers();
+        let index = self
+            .tokens
+            .realm_for(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+            .ok_or(Error::Unauthorized)?;
+        let (realm, access) =
+            self.realms.get(index).zip(self.access.get(index)).ok_or(Error::Unauthorized)?;
+        if !access.hosts.is_empty() {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            if !realm.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-                return None;
+            if !access.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return Err(Error::Unauthorized);
             }
         }
-        Some(realm)
+        let peer = request.extensions().get::<auth::PeerAddr>().map(|p| p.0.ip());
+        let client = auth::client_ip(peer, headers, self.trusted_proxy_hops);
+        if !auth::allowed(&access.allow_ips, client) {
+            let seen = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            return Err(Error::Forbidden {
+                detail: format!("client address {seen} may not reach this realm"),
+            });
+        }
+        Ok(realm)
     }
 
     /// `/livez`, `/readyz`, `/metrics`.

@@ -182,12 +182,13 @@ impl App {
     pub(crate) fn admit<B>(
         &self,
         request: &Request<B>,
-        realm: Option<&Arc<Realm>>,
+        authenticated: &Result<&Arc<Realm>, Error>,
         started: Instant,
     ) -> Option<Response<Body>> {
         let conn = request.extensions().get::<ConnInfo>();
-        let error = match realm {
-            Some(realm) => {
+        let realm = authenticated.as_ref().ok().copied();
+        let error = match authenticated {
+            Ok(realm) => {
                 if let Some(conn) = conn {
                     conn.authenticated();
                 }
@@ -197,10 +198,12 @@ impl App {
                     detail: "the request rate limit of this realm is reached",
                 }
             }
-            None if request.uri().path().starts_with(routes::SCIM_PREFIX) => {
+            Err(Error::Unauthorized) if request.uri().path().starts_with(routes::SCIM_PREFIX) => {
                 self.refuse_unauthenticated(conn, started)
             }
-            None => return None,
+            // A valid credential from a forbidden address (403), or no token outside SCIM:
+            // answered by routing, with its access line.
+            Err(_) => return None,
         };
         Some(self.refusal(request, realm, conn, started, &error))
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
+use crate::audit::{AttributeChange, AuditTarget, Outcome};
 use crate::config::GroupDelete;
 use crate::directory::UserIndex;
 use crate::error::{Error, ErrorChain};
@@ -360,6 +361,15 @@ impl Realm {
             .attributes(["displayName"])
             .members(&group.members, &[])
             .log();
+        let added: Vec<u64> = members.iter().copied().collect();
+        self.audit(
+            group_target(group.id, &group.name),
+            vec![
+                AttributeChange::scalar("displayName", Value::Null, Value::from(group.name.as_str())),
+                AttributeChange::members(&added, &[]),
+            ],
+            Outcome::applied(),
+        );
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
         Ok(rendered)
@@ -419,8 +429,20 @@ impl Realm {
             }
         }
         let mut applied = None;
+        let mut changes = Vec::new();
+        if let Some(new_name) = &rename {
+            changes.push(AttributeChange::scalar(
+                "displayName",
+                Value::from(group.name.as_str()),
+                Value::from(new_name.as_str()),
+            ));
+        }
+        let target = group_target(group_id, rename.as_deref().unwrap_or(&group.name));
         if let Some(new_name) = &rename {
             if let Err(e) = self.client.update_user_group(group_id, Some(new_name), None).await {
+                if !e.outcome_known() {
+                    self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
+                }
                 self.dir.invalidate_groups().await;
                 if e.is_bad_request() {
                     if let Some(other) = self.group_index().await?.read().by_name(new_name) {
@@ -433,6 +455,18 @@ impl Realm {
         }
         if !add.is_empty() || !delete.is_empty() {
             if let Err(e) = self.client.update_user_group_members(group_id, &add, &delete).await {
+                match &applied {
+                    _ if !e.outcome_known() => {
+                        changes.push(AttributeChange::members(&add, &delete));
+                        self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
+                    }
+                    Some(a) => self.audit(
+                        target.clone(),
+                        changes.clone(),
+                        Outcome::partial(&e, format!("{a}; changing its members failed")),
+                    ),
+                    None => {}
+                }
                 self.dir.invalidate_groups().await;
                 let e = refusal(e);
                 return Err(match applied {
@@ -441,6 +475,10 @@ impl Realm {
                 });
             }
         }
+        if !add.is_empty() || !delete.is_empty() {
+            changes.push(AttributeChange::members(&add, &delete));
+        }
+        self.audit(target, changes, Outcome::applied());
         // Record what Zulip now holds.
         let updated = {
             let groups = self.group_index().await?;
@@ -485,7 +523,12 @@ impl Realm {
             });
         }
         check_if_match(if_match, &self.get_group(id, true).await?)?;
+        let target = group_target(group.id, &group.name);
+        let deactivated = AttributeChange::scalar("active", Value::Bool(true), Value::Bool(false));
         if let Err(e) = self.client.deactivate_user_group(group.id).await {
+            if !e.outcome_known() {
+                self.audit(target.clone(), vec![deactivated.clone()], Outcome::unknown(&e));
+            }
             self.dir.invalidate_groups().await;
             return Err(match &e {
                 ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
@@ -497,9 +540,18 @@ impl Realm {
         let suffix = format!(" (deleted {})", group.id);
         let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
         let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
-        if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
-            tracing::warn!(realm = %self.name(), group_id = group.id, error = %ErrorChain(&e), "group deactivated but its name could not be freed");
+        let mut changes = vec![deactivated];
+        match self.client.update_user_group(group.id, Some(&retired), None).await {
+            Ok(()) => changes.push(AttributeChange::scalar(
+                "displayName",
+                Value::from(group.name.as_str()),
+                Value::from(retired.as_str()),
+            )),
+            Err(e) => {
+                tracing::warn!(realm = %self.name(), group_id = group.id, error = %ErrorChain(&e), "group deactivated but its name could not be freed")
+            }
         }
+        self.audit(target, changes, Outcome::applied());
         {
             let groups = self.group_index().await?;
             let mut groups = groups.write();
@@ -519,6 +571,10 @@ impl Realm {
 fn rfc3339_from_unix(secs: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
     t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+fn group_target(id: u64, name: &str) -> AuditTarget {
+    AuditTarget { kind: "Group", id: id.to_string(), address: Some(name.to_owned()) }
 }
 
 fn group_name_taken(name: &str, id: u64, deactivated: bool) -> Error {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::{watch, Mutex as AsyncMutex};
 
+use crate::audit::{self, AttributeChange, AuditRecord, AuditSink, AuditTarget, Outcome};
 use crate::config::{RealmConfig, UnknownMembers};
 use crate::directory::{Directory, GroupIndex, Shared, UserIndex};
 use crate::error::{upstream_cause, Error};
@@ -51,6 +52,8 @@ pub struct Realm {
     external_id: Option<ExternalIdField>,
     /// Since when the realm is (not) ready, and the last upstream failure (`/readyz`).
     pub(crate) health: Health,
+    /// Where each change applied to Zulip is recorded ([`crate::audit`]).
+    audit: Arc<AuditSink>,
 }
 
 /// The custom profile field that stores `externalId`: configured by label, resolved to an id
@@ -134,7 +137,35 @@ impl Realm {
             live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
             external_id,
             health: Health::default(),
+            audit: Arc::new(AuditSink::LOG),
         }
+    }
+
+    /// The realm with its changes recorded to `sink` (shared by every realm of the app).
+    pub fn with_audit(mut self, sink: Arc<AuditSink>) -> Self {
+        self.audit = sink;
+        self
+    }
+
+    /// Records one change applied to Zulip (nothing when an applied change changed nothing).
+    pub(crate) fn audit(&self, target: AuditTarget, changes: Vec<AttributeChange>, outcome: Outcome) {
+        if changes.is_empty() && outcome == Outcome::applied() {
+            return;
+        }
+        let context = audit::current();
+        let record = AuditRecord {
+            time: audit::now(),
+            realm: self.name().to_owned(),
+            scim_client: self.config.scim_client_name.clone(),
+            request_id: context.as_ref().map(|c| c.request_id.clone()),
+            operation: context.map_or("-", |c| c.operation).to_owned(),
+            target,
+            changes,
+            result: outcome.result,
+            upstream_status: outcome.upstream_status,
+            detail: outcome.detail,
+        };
+        self.audit.emit(&record);
     }
 
     pub fn name(&self) -> &str {

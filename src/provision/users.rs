@@ -3,12 +3,13 @@
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use crate::audit::{self, AuditTarget, Outcome};
 use crate::config::UserDelete;
 use crate::error::Error;
 use crate::provision::changes::{user_attributes, ChangeRecord, Operation};
-use crate::provision::mapping::{str_at, NewUser, UserChanges};
+use crate::provision::mapping::{str_at, user_name_of, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::patch::PatchRequest;
@@ -65,6 +66,32 @@ impl Realm {
     /// The `externalId` stored for `user`, if the realm stores it.
     fn external_id_of<'u>(&self, user: &'u User) -> Option<&'u str> {
         self.external_id_field_id().and_then(|field| user.profile_data.get(field))
+    }
+
+    /// The attributes an audit record compares, as SCIM names them (never a secret).
+    fn audit_state(&self, user: &User) -> Map<String, Value> {
+        let learned = self.dir.learned.get(user.user_id);
+        let mut state = Map::new();
+        state.insert("userName".into(), Value::from(user_name_of(user, learned.as_deref()).0));
+        state.insert("displayName".into(), Value::from(user.full_name.as_str()));
+        state.insert("role".into(), Value::from(user.role.scim_name()));
+        state.insert("active".into(), Value::from(user.is_active));
+        if self.users.stores_external_id {
+            state.insert("externalId".into(), self.external_id_of(user).map_or(Value::Null, Value::from));
+        }
+        state
+    }
+
+    /// Records the change from `before` (`None`: created) to `after` in the audit trail.
+    fn audit_user(&self, before: Option<&User>, after: &User, outcome: Outcome) {
+        let after_state = self.audit_state(after);
+        let target = AuditTarget {
+            kind: "User",
+            id: after.user_id.to_string(),
+            address: after_state.get("userName").and_then(Value::as_str).map(str::to_owned),
+        };
+        let changes = audit::diff(before.map(|b| self.audit_state(b)).as_ref(), &after_state);
+        self.audit(target, changes, outcome);
     }
 
     fn render_user(&self, user: &User) -> Value {
@@ -245,7 +272,6 @@ impl Realm {
                 let undone = self.client.deactivate_user(user_id).await.is_ok();
                 if undone {
                     user.is_active = false;
-                    self.dir.upsert_user(user).await;
                 } else {
                     self.dir.invalidate_users().await;
                 }
@@ -255,6 +281,10 @@ impl Realm {
                 } else {
                     format!("created Zulip user {user_id} as a member; setting {what} failed")
                 };
+                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+                if undone {
+                    self.dir.upsert_user(user).await;
+                }
                 return Err(with_applied(refusal(e), applied));
             }
             user.role = role;
@@ -268,18 +298,16 @@ impl Realm {
                 // The account exists, as a guest; only its channels are left. A retry of
                 // this POST answers 409 (the address is taken): the IdP's next GET finds
                 // the user, and an admin removes the channels in Zulip.
-                return Err(with_applied(
-                    refusal(e),
-                    format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip"),
-                ));
+                let applied = format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip");
+                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+                return Err(with_applied(refusal(e), applied));
             }
         }
         if !new.active {
             if let Err(e) = self.client.deactivate_user(user_id).await {
-                return Err(with_applied(
-                    refusal(e),
-                    format!("created Zulip user {user_id}; deactivating it failed"),
-                ));
+                let applied = format!("created Zulip user {user_id}; deactivating it failed");
+                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+                return Err(with_applied(refusal(e), applied));
             }
             user.is_active = false;
             self.dir.upsert_user(user.clone()).await;
@@ -293,6 +321,7 @@ impl Realm {
             .address(new.email.as_str())
             .attributes(written)
             .log();
+        self.audit_user(None, &user, Outcome::applied());
         Ok(self.render_user(&user))
     }
 
@@ -397,6 +426,7 @@ impl Realm {
         }
         let user_id = user.user_id;
         let was_active = user.is_active;
+        let before = user.clone();
         if Some(user_id) == self.service_account_id()
             && (changes.active == Some(false) || changes.role.is_some_and(|r| r != Role::Owner))
         {
@@ -435,6 +465,11 @@ impl Realm {
             if let Err(e) = self.send_user_update(user_id, &mut update).await {
                 if !e.outcome_known() {
                     self.dir.invalidate_users().await;
+                    self.audit_user(
+                        Some(&before),
+                        &intended(&user, &update, changes.active),
+                        Outcome::unknown(&e),
+                    );
                 }
                 return Err(refusal(e));
             }
@@ -455,20 +490,25 @@ impl Realm {
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or externalId"));
-        match changes.active {
-            Some(false) => {
-                if let Err(e) = self.client.deactivate_user(user_id).await {
-                    return Err(self.activation_failed(e, applied).await);
-                }
-                user.is_active = false;
+        if let Some(active) = changes.active {
+            let outcome = match active {
+                false => self.client.deactivate_user(user_id).await,
+                true => self.client.reactivate_user(user_id).await,
+            };
+            if let Err(e) = outcome {
+                let (after, outcome) = match &applied {
+                    _ if !e.outcome_known() => {
+                        (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
+                    }
+                    Some(applied) => {
+                        (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
+                    }
+                    None => (user.clone(), Outcome::applied()),
+                };
+                self.audit_user(Some(&before), &after, outcome);
+                return Err(self.activation_failed(e, applied).await);
             }
-            Some(true) => {
-                if let Err(e) = self.client.reactivate_user(user_id).await {
-                    return Err(self.activation_failed(e, applied).await);
-                }
-                user.is_active = true;
-            }
-            None => {}
+            user.is_active = active;
         }
         self.dir.upsert_user(user.clone()).await;
         let operation = match changes.active {
@@ -480,6 +520,7 @@ impl Realm {
             .address(user.delivery_email.as_deref().unwrap_or(&user.email))
             .attributes(user_attributes(&changes))
             .log();
+        self.audit_user(Some(&before), &user, Outcome::applied());
         Ok(user)
     }
 
@@ -524,6 +565,28 @@ impl Realm {
             None => refusal(e),
         }
     }
+}
+
+/// `user` as it would be with `update` and `active` applied (for an audit record of a change
+/// whose outcome is unknown).
+fn intended(user: &User, update: &UserUpdate, active: Option<bool>) -> User {
+    let mut user = user.clone();
+    if let Some(name) = &update.full_name {
+        user.full_name = name.clone();
+    }
+    if let Some(role) = update.role {
+        user.role = role;
+    }
+    for (field, value) in &update.profile_data {
+        user.profile_data.set(*field, value.clone());
+    }
+    if let Some(email) = &update.new_email {
+        user.delivery_email = Some(email.clone());
+    }
+    if let Some(active) = active {
+        user.is_active = active;
+    }
+    user
 }
 
 fn update_was_empty(changes: &UserChanges) -> bool {

@@ -3,13 +3,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod abuse;
+mod audit;
+mod auth;
+mod cli;
 mod external_id;
 mod fake_transcripts;
 mod faults;
 mod groups;
 mod idp_sequences;
+mod jwks;
+mod leak;
 mod live;
 mod operator;
 mod protocol;
+mod reload;
 mod support;
 mod users;

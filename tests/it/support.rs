@@ -25,6 +25,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// The application the sidecar serves (its realms, for live-update tests).
     pub app: Arc<App>,
+    /// The configuration it started with.
+    pub config: Config,
     running: Option<Running>,
 }
 
@@ -76,8 +78,14 @@ impl Harness {
             addr: running.addr(),
             http: reqwest::Client::new(),
             app: running.app().clone(),
+            config,
             running: Some(running),
         }
+    }
+
+    /// The handle that reloads the running configuration.
+    pub fn reloader(&self) -> scim_sidecar::reload::Reloader {
+        self.running.as_ref().expect("running").reloader()
     }
 
     /// `http://127.0.0.1:PORT/scim/v2` + `path`.
