@@ -155,6 +155,9 @@ pub struct RealmConfig {
     /// The label of the Zulip custom profile field (short text) that stores SCIM
     /// `externalId`; `None`: `externalId` is not stored (accepted and ignored on input).
     pub external_id_field: Option<String>,
+    /// Accept and drop what Zulip cannot hold (addresses besides the account's one, PATCHes
+    /// of attributes the realm does not map) instead of answering 400.
+    pub ignore_unmapped_attributes: bool,
     pub upstream: UpstreamConfig,
 }
 
@@ -269,6 +272,9 @@ struct RawRealm {
     unknown_members: UnknownMembers,
     /// Label of the custom profile field that stores `externalId` (created if missing).
     external_id_field: Option<String>,
+    /// Accept and drop attributes and addresses Zulip cannot hold (default `false`: 400).
+    #[serde(default)]
+    ignore_unmapped_attributes: bool,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -584,6 +590,7 @@ impl RealmConfig {
             "group_delete": self.group_delete,
             "unknown_members": self.unknown_members,
             "external_id_field": self.external_id_field,
+            "ignore_unmapped_attributes": self.ignore_unmapped_attributes,
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -739,6 +746,7 @@ fn realm(
         group_delete: raw.group_delete,
         unknown_members: raw.unknown_members,
         external_id_field,
+        ignore_unmapped_attributes: raw.ignore_unmapped_attributes,
         upstream: upstream?,
     })
 }

@@ -53,6 +53,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
             group_delete: GroupDelete::Deactivate,
             unknown_members: UnknownMembers::Reject,
             external_id_field: None,
+            ignore_unmapped_attributes: false,
             upstream: UpstreamConfig {
                 url: upstream,
                 email: DEMO_SERVICE_EMAIL.into(),

@@ -25,6 +25,9 @@ pub struct UserMapping {
     /// The realm stores `externalId` (in a custom profile field); otherwise it is ignored on
     /// input and never rendered.
     pub stores_external_id: bool,
+    /// Addresses (and, in PATCH, attributes) that Zulip cannot hold are dropped instead of
+    /// refused (`ignore_unmapped_attributes`).
+    pub ignore_unmapped: bool,
 }
 
 /// The userName a Zulip user is shown under: the delivery e-mail if the service account can
@@ -266,14 +269,26 @@ impl UserMapping {
             Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "userName must be a string")),
             None => return Err(Error::invalid(ScimType::InvalidValue, "userName is required")),
         };
-        if !new_user_name.eq_ignore_ascii_case(old_user_name) {
-            if !is_plausible_email(new_user_name) {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    format!("userName {new_user_name:?} is not an e-mail address"),
-                ));
+        // What the request gave: a userName that differs from the current one, and an
+        // `emails` value whose address differs from the current one (any PATCH form).
+        let given_user_name = (!new_user_name.eq_ignore_ascii_case(old_user_name)).then_some(new_user_name);
+        let emails_before = value_at(before, &["emails"]).filter(|v| !v.is_null());
+        let emails_after = value_at(after, &["emails"]).filter(|v| !v.is_null());
+        let names_address = match emails_after {
+            Some(v) => address_of(v)?.is_some(),
+            None => false,
+        };
+        if emails_before.is_some() && !names_address {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                "emails cannot be removed: a Zulip account always has its one address (change it with userName or emails[type eq \"work\"].value)",
+            ));
+        }
+        let given_emails = emails_after.filter(|_| emails_after != emails_before);
+        if let Some(address) = self.requested_address(Some(old_user_name), given_user_name, given_emails)? {
+            if !address.eq_ignore_ascii_case(old_user_name) {
+                changes.new_email = Some(address);
             }
-            changes.new_email = Some(new_user_name.to_string());
         }
         if let Some(full_name) = self.full_name_of(Some(before), after) {
             if Some(full_name.as_str()) != str_at(before, &["displayName"]) {
@@ -325,6 +340,118 @@ impl UserMapping {
     }
 }
 
+impl UserMapping {
+    /// The address a request asks for, from the `userName` and the `emails` it gave (either
+    /// may be absent): `emails` names the address by its primary entry, or its only work
+    /// entry, or its only entry. Both given with different addresses → `400 invalidValue`
+    /// naming both. Other addresses in `emails` (a home address, a second work address)
+    /// cannot be held by a Zulip account: `400 invalidValue`, or dropped when the realm
+    /// ignores unmapped attributes; the current address (`current`) is tolerated, as an `add`
+    /// of a new primary address leaves it in the list.
+    pub fn requested_address(
+        &self,
+        current: Option<&str>,
+        user_name: Option<&str>,
+        emails: Option<&Value>,
+    ) -> Result<Option<String>, Error> {
+        let from_emails = match emails {
+            Some(emails) => address_of(emails)?,
+            None => None,
+        };
+        let address = match (user_name, from_emails.as_deref()) {
+            (Some(u), Some(e)) if !u.eq_ignore_ascii_case(e) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("userName {u:?} and the primary e-mail {e:?} differ: a Zulip account has one address, which both name; send the same address in both (Entra: map both from mail)"),
+                ))
+            }
+            (Some(u), _) => u.to_string(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => return Ok(None),
+        };
+        if !is_plausible_email(&address) {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                format!(
+                    "{address:?} is not an e-mail address: Zulip accounts are identified by their e-mail"
+                ),
+            ));
+        }
+        if let (Some(emails), false) = (emails, self.ignore_unmapped) {
+            let others: Vec<String> = email_entries(emails)
+                .filter(|(value, _)| {
+                    !value.eq_ignore_ascii_case(&address)
+                        && current.is_none_or(|c| !value.eq_ignore_ascii_case(c))
+                })
+                .map(|(value, kind)| match kind {
+                    Some(kind) => format!("{value:?} ({kind})"),
+                    None => format!("{value:?}"),
+                })
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("a Zulip account holds one address ({address}); emails also lists {} which it cannot store (ignore_unmapped_attributes: true drops such addresses)", others.join(", ")),
+                ));
+            }
+        }
+        Ok(Some(address))
+    }
+}
+
+/// The `(value, type)` of every entry of an `emails` value (a list, or one entry).
+fn email_entries(emails: &Value) -> impl Iterator<Item = (&str, Option<&str>)> {
+    let items: &[Value] = match emails {
+        Value::Array(items) => items,
+        other => std::slice::from_ref(other),
+    };
+    items.iter().filter_map(|item| match item {
+        Value::String(s) => Some((s.as_str(), None)),
+        Value::Object(_) => str_at(item, &["value"]).map(|v| (v, str_at(item, &["type"]))),
+        _ => None,
+    })
+}
+
+/// The address an `emails` value names: its primary entry, else its only `work` entry, else
+/// its only entry (`None`: it names none; several candidates: `400 invalidValue`).
+pub fn address_of(emails: &Value) -> Result<Option<String>, Error> {
+    let items: &[Value] = match emails {
+        Value::Array(items) => items,
+        Value::Null => &[],
+        other => std::slice::from_ref(other),
+    };
+    let value = |item: &Value| match item {
+        Value::String(s) => Some(s.trim().to_string()),
+        _ => str_at(item, &["value"]).map(|s| s.trim().to_string()),
+    };
+    let is_primary = |item: &Value| value_at(item, &["primary"]).and_then(lenient_bool) == Some(true);
+    let primaries: Vec<&Value> = items.iter().filter(|i| is_primary(i)).collect();
+    let candidates: Vec<&Value> = if !primaries.is_empty() {
+        primaries
+    } else {
+        let work: Vec<&Value> = items
+            .iter()
+            .filter(|i| str_at(i, &["type"]).is_some_and(|t| t.eq_ignore_ascii_case("work")))
+            .collect();
+        if work.is_empty() {
+            items.iter().collect()
+        } else {
+            work
+        }
+    };
+    let mut addresses: Vec<String> =
+        candidates.into_iter().filter_map(value).filter(|v| !v.is_empty()).collect();
+    addresses.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    match addresses.len() {
+        0 => Ok(None),
+        1 => Ok(addresses.pop()),
+        _ => Err(Error::invalid(
+            ScimType::InvalidValue,
+            format!("emails names several addresses ({}) and none is the primary one: a Zulip account has one address", addresses.join(", ")),
+        )),
+    }
+}
+
 /// What a `POST /Users` body asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUser {
@@ -358,6 +485,8 @@ impl UserMapping {
                 format!("userName {email:?} is not an e-mail address: Zulip accounts are identified by their e-mail"),
             ));
         }
+        let emails = value_at(body, &["emails"]).filter(|v| !v.is_null());
+        let email = self.requested_address(None, Some(&email), emails)?.unwrap_or(email);
         // Zulip needs a name; an IdP that sends none gets the address's local part, which
         // the admin (or a later update) can change.
         let full_name = self
@@ -397,8 +526,16 @@ impl UserMapping {
         let Some(target) = after.as_object_mut() else {
             return Err(Error::Internal("rendered user is not an object".into()));
         };
+        // `emails` is the address again: it must agree with `userName` (checked here, as both
+        // were given), and then `userName` carries the change.
+        if let (Some(Value::String(user_name)), Some(emails)) = (
+            value_at(&Value::Object(body.clone()), &["userName"]),
+            value_at(&Value::Object(body.clone()), &["emails"]).filter(|v| !v.is_null()),
+        ) {
+            let current = str_at(before, &["userName"]);
+            self.requested_address(current, Some(user_name.trim()), Some(emails))?;
+        }
         for (key, value) in body {
-            // `emails` is read-only (derived from userName): ignored here, as RFC 7644 §3.5.1 asks.
             let canonical = ["userName", "externalId", "name", "displayName", "active", "role"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(key));

@@ -102,6 +102,7 @@ impl Realm {
             base_url: base_url.clone(),
             name_formatted_included: config.name_formatted_included,
             stores_external_id: config.external_id_field.is_some(),
+            ignore_unmapped: config.ignore_unmapped_attributes,
         };
         let external_id = config.external_id_field.clone().map(|label| ExternalIdField {
             label,

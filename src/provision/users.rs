@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::UserDelete;
 use crate::error::Error;
-use crate::provision::mapping::{str_at, NewUser, UserChanges};
+use crate::provision::mapping::{NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::patch::PatchRequest;
@@ -356,8 +356,13 @@ impl Realm {
         let mut patch = PatchRequest::parse(body)?;
         let user = self.find_user(id).await?;
         let before = self.render_user(&user);
-        drop_consistent_email_ops(&mut patch, str_at(&before, &["userName"]).unwrap_or(""))?;
         check_if_match(if_match, &before)?;
+        if self.config.ignore_unmapped_attributes {
+            let dropped = patch.retain_known(&USER);
+            if !dropped.is_empty() {
+                tracing::debug!(realm = %self.name(), ?dropped, "ignored PATCH of unmapped attributes");
+            }
+        }
         let mut after = before.clone();
         patch.apply(&mut after, &USER)?;
         let changes = self.users.changes(&before, &after)?;
@@ -526,83 +531,6 @@ fn update_summary(update: &UserUpdate) -> String {
         parts.push("externalId".to_owned());
     }
     parts.join(" and ")
-}
-
-/// `emails` is read-only: it is the account's one address, derived from `userName`. Entra
-/// (flag on) still sends `emails[type eq "work"].value` next to the `userName` it maps from
-/// the same source; such operations agree with the address and are dropped. An operation
-/// that asks for a different address is refused, naming the way to change it.
-fn drop_consistent_email_ops(patch: &mut PatchRequest, current: &str) -> Result<(), Error> {
-    let is_emails_key = |key: &str| {
-        let key = key.rsplit_once(":").map_or(key, |(_, k)| k);
-        let head = key.split(['[', '.']).next().unwrap_or("");
-        head.eq_ignore_ascii_case("emails")
-    };
-    // The userName the request sets, if any (path form or path-less value).
-    let mut target = current.to_string();
-    for op in &patch.operations {
-        match (&op.path, &op.value) {
-            (Some(path), Some(Value::String(v))) if path.attr.is("userName") && path.filter.is_none() => {
-                target = v.clone();
-            }
-            (None, Some(Value::Object(map))) => {
-                if let Some((_, Value::String(v))) = map.iter().find(|(k, _)| {
-                    k.rsplit_once(':').map_or(k.as_str(), |(_, k)| k).eq_ignore_ascii_case("userName")
-                }) {
-                    target = v.clone();
-                }
-            }
-            _ => {}
-        }
-    }
-    let agrees = |value: &Value| -> bool {
-        let mut addresses = Vec::new();
-        collect_strings(value, &mut addresses);
-        addresses.iter().all(|a| a.eq_ignore_ascii_case(&target) || a.eq_ignore_ascii_case(current))
-    };
-    let refuse = || {
-        Error::invalid(
-            ScimType::Mutability,
-            "emails is derived from userName (a Zulip account has exactly one address): change userName instead",
-        )
-    };
-    let mut kept = Vec::with_capacity(patch.operations.len());
-    for mut op in std::mem::take(&mut patch.operations) {
-        if let Some(path) = &op.path {
-            if is_emails_key(&path.attr.attr) {
-                if op.value.as_ref().is_some_and(agrees) {
-                    continue;
-                }
-                return Err(refuse());
-            }
-        } else if let Some(Value::Object(map)) = &mut op.value {
-            let keys: Vec<String> = map.keys().filter(|k| is_emails_key(k)).cloned().collect();
-            for key in keys {
-                if let Some(v) = map.remove(&key) {
-                    if !agrees(&v) {
-                        return Err(refuse());
-                    }
-                }
-            }
-        }
-        kept.push(op);
-    }
-    patch.operations = kept;
-    Ok(())
-}
-
-/// Every address-like string in a PATCH value (`"a@b"`, `{"value": "a@b"}`, lists of those).
-fn collect_strings(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
-        Value::Object(map) => {
-            if let Some(v) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v) {
-                collect_strings(v, out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Adds "what was already applied upstream" to an error's detail.

@@ -44,6 +44,7 @@ fn mapping() -> UserMapping {
         base_url: "https://acme.zulip.example.com/scim/v2".into(),
         name_formatted_included: false,
         stores_external_id: false,
+        ignore_unmapped: false,
     }
 }
 

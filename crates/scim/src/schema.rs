@@ -267,10 +267,9 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
             .of_type(AttrType::Boolean),
         AttributeDef::string(
             "emails",
-            "The account's address (derived from userName: a Zulip account has exactly one).",
+            "The account's one address, the same as userName: its primary (or only work) entry changes it as userName does.",
         )
         .multi()
-        .mutability(Mutability::ReadOnly)
         .complex(EMAIL_SUBS),
         AttributeDef::string("role", "Zulip organization role.").canonical(ROLE_VALUES),
         AttributeDef::string(

@@ -7,6 +7,7 @@ fn mapping(formatted: bool) -> UserMapping {
         base_url: "https://chat.example.com/scim/v2".into(),
         name_formatted_included: formatted,
         stores_external_id: false,
+        ignore_unmapped: false,
     }
 }
 
@@ -163,14 +164,59 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 }
 
 #[test]
-fn changes_ignore_emails_and_reject_bad_values() {
+fn changes_read_the_address_from_emails_and_reject_bad_values() {
     let m = mapping(true);
     let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
-    // emails is derived from userName: a PUT that carries another address ignores it.
-    let put = m
-        .put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]}))
-        .unwrap();
-    assert!(m.changes(&before, &put).unwrap().is_empty());
+    let invalid = |r: Result<Value, Error>| match r {
+        Err(Error::Invalid { scim_type: ScimType::InvalidValue, detail }) => detail,
+        other => panic!("expected invalidValue, got {other:?}"),
+    };
+    // A PUT whose primary address disagrees with its userName names both.
+    let detail = invalid(m.put_target(
+        &before,
+        &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com","primary":true}]}),
+    ));
+    assert!(detail.contains("hamlet@zulip.com") && detail.contains("other@zulip.com"), "{detail}");
+    // Agreeing: fine. A second address Zulip cannot hold: refused, unless ignored.
+    let agreeing =
+        json!({"userName":"prince@zulip.com","emails":[{"value":"Prince@zulip.com","type":"work"}]});
+    let put = m.put_target(&before, &agreeing).unwrap();
+    assert_eq!(m.changes(&before, &put).unwrap().new_email.as_deref(), Some("prince@zulip.com"));
+    let two = json!({"userName":"hamlet@zulip.com","emails":[
+        {"value":"hamlet@zulip.com","type":"work","primary":true},{"value":"h@home.example","type":"home"}]});
+    let detail = invalid(m.put_target(&before, &two));
+    assert!(detail.contains("h@home.example") && detail.contains("home"), "{detail}");
+    let lenient = UserMapping { ignore_unmapped: true, ..mapping(true) };
+    let put = lenient.put_target(&before, &two).unwrap();
+    assert!(lenient.changes(&before, &put).unwrap().is_empty());
+
+    // PATCH-shaped: only emails changed → the address changes; emails removed → mutability.
+    let mut after = before.clone();
+    after["emails"] = json!([{"value":"ophelia@zulip.com","type":"work","primary":true}]);
+    assert_eq!(m.changes(&before, &after).unwrap().new_email.as_deref(), Some("ophelia@zulip.com"));
+    // Both changed, to different addresses → both named.
+    after["userName"] = json!("laertes@zulip.com");
+    let Err(Error::Invalid { scim_type: ScimType::InvalidValue, detail }) = m.changes(&before, &after) else {
+        panic!("userName and emails disagree");
+    };
+    assert!(detail.contains("laertes@zulip.com") && detail.contains("ophelia@zulip.com"), "{detail}");
+    // An `add` of a new primary leaves the old address in the list: it is the one replaced.
+    let mut after = before.clone();
+    after["emails"] = json!([{"value":"hamlet@zulip.com","type":"work","primary":false},
+        {"value":"ophelia@zulip.com","type":"work","primary":true}]);
+    assert_eq!(m.changes(&before, &after).unwrap().new_email.as_deref(), Some("ophelia@zulip.com"));
+    let mut after = before.clone();
+    after.as_object_mut().unwrap().remove("emails");
+    assert!(matches!(
+        m.changes(&before, &after),
+        Err(Error::Invalid { scim_type: ScimType::Mutability, .. })
+    ));
+    // POST: the same rules.
+    let post =
+        json!({"userName":"kim@example.com","emails":[{"value":"kim.lee@example.com","primary":true}]});
+    assert!(m.new_user(&post).is_err());
+    let post = json!({"userName":"kim@example.com","emails":[{"value":"KIM@example.com","type":"work"}]});
+    assert_eq!(m.new_user(&post).unwrap().email, "kim@example.com");
 
     for attr in ["role", "active"] {
         let mut after = before.clone();

@@ -906,3 +906,39 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn retain_known_drops_only_what_the_schema_does_not_publish() {
+    let mut req = PatchRequest::parse(&ops(json!([
+        {"op":"Add","path":"nickName","value":"Ham"},
+        {"op":"replace","path":"emails[type eq \"work\"].value","value":"a@b.co"},
+        {"op":"replace","path":"name.middleName","value":"M"},
+        {"op":"replace","value":{"displayName":"D","title":"T","id":"1",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"X"}},
+        {"op":"replace","value":{"title":"only unknown"}}
+    ])))
+    .unwrap();
+    let dropped = req.retain_known(&USER);
+    assert_eq!(
+        dropped,
+        vec![
+            "nickName",
+            "name.middleName",
+            "title",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "title"
+        ]
+    );
+    assert_eq!(req.operations.len(), 2);
+    assert_eq!(req.operations[1].value, Some(json!({"displayName":"D","id":"1"})));
+    // With the extension published, its attributes are kept.
+    let mut req = PatchRequest::parse(&ops(json!([
+        {"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"X"}},
+        {"op":"replace","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter","value":"C"}
+    ])))
+    .unwrap();
+    assert_eq!(
+        req.retain_known(&USER_ENT),
+        vec!["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter"]
+    );
+}
