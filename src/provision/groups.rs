@@ -186,7 +186,11 @@ impl Realm {
         let candidates: Vec<&UserGroup> = match &query.filter {
             Some(f) => match (f.eq_constraint("id"), f.eq_constraint("displayName")) {
                 (Some(id), _) => active.filter(|g| g.id.to_string() == id).collect(),
-                (None, Some(name)) => active.filter(|g| g.name == name).collect(),
+                // caseExact false: "Sales" finds "sales" (Zulip may hold both).
+                (None, Some(name)) => {
+                    let name = name.to_lowercase();
+                    active.filter(|g| g.name.to_lowercase() == name).collect()
+                }
                 (None, None) => active.collect(),
             },
             None => active.collect(),

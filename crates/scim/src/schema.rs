@@ -304,10 +304,14 @@ pub static GROUP_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "Group",
     description: "Group (a Zulip user group)",
     attributes: &[
-        AttributeDef::string("displayName", "The Zulip user group's name.")
-            .required()
-            .case_exact()
-            .unique(Uniqueness::Server),
+        // RFC 7643 §4.2: caseExact false, so filters compare it case-insensitively; Zulip
+        // keeps names unique only exactly ("Eng" and "eng" may both exist).
+        AttributeDef::string(
+            "displayName",
+            "The Zulip user group's name: compared case-insensitively in filters; unique as Zulip keeps it, exactly (names differing only in case may coexist).",
+        )
+        .required()
+        .unique(Uniqueness::Server),
         AttributeDef::string("members", "Direct members: active human users.").multi().complex(MEMBER_SUBS),
     ],
 };
@@ -535,6 +539,6 @@ mod tests {
             Some("value")
         );
         assert!(USER.find(None, "nickName", None).is_none());
-        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| a.case_exact));
+        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| !a.case_exact));
     }
 }
