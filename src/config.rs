@@ -158,6 +158,11 @@ pub struct RealmConfig {
     /// Accept and drop what Zulip cannot hold (addresses besides the account's one, PATCHes
     /// of attributes the realm does not map) instead of answering 400.
     pub ignore_unmapped_attributes: bool,
+    /// SCIM attribute → label of the Zulip custom profile field that stores it (keys parsed
+    /// and validated at load; sorted by the key as written).
+    pub custom_profile_field_map: Vec<(scim::catalog::OptionalAttr, String)>,
+    /// Create the fields of `custom_profile_field_map` that Zulip lacks (else: not ready).
+    pub create_missing_fields: bool,
     pub upstream: UpstreamConfig,
 }
 
@@ -275,6 +280,12 @@ struct RawRealm {
     /// Accept and drop attributes and addresses Zulip cannot hold (default `false`: 400).
     #[serde(default)]
     ignore_unmapped_attributes: bool,
+    /// SCIM attribute → custom profile field label (`title: "Job title"`).
+    #[serde(default)]
+    custom_profile_field_map: std::collections::BTreeMap<String, String>,
+    /// Create missing mapped fields (default `false`: the realm stays unready, naming them).
+    #[serde(default)]
+    create_missing_fields: bool,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -591,6 +602,12 @@ impl RealmConfig {
             "unknown_members": self.unknown_members,
             "external_id_field": self.external_id_field,
             "ignore_unmapped_attributes": self.ignore_unmapped_attributes,
+            "custom_profile_field_map": self
+                .custom_profile_field_map
+                .iter()
+                .map(|(attr, label)| (attr.to_string(), serde_json::Value::from(label.as_str())))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "create_missing_fields": self.create_missing_fields,
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -730,6 +747,9 @@ fn realm(
         }
     }
 
+    let custom_profile_field_map =
+        field_map(&key, &raw.custom_profile_field_map, external_id_field.as_deref(), problems);
+
     if problems.list.len() > before {
         return None;
     }
@@ -747,8 +767,45 @@ fn realm(
         unknown_members: raw.unknown_members,
         external_id_field,
         ignore_unmapped_attributes: raw.ignore_unmapped_attributes,
+        custom_profile_field_map,
+        create_missing_fields: raw.create_missing_fields,
         upstream: upstream?,
     })
+}
+
+/// `custom_profile_field_map`: every key a storable SCIM attribute (named once), every label
+/// a possible field label, used once and not the `externalId` field's.
+fn field_map(
+    key: &str,
+    raw: &std::collections::BTreeMap<String, String>,
+    external_id_field: Option<&str>,
+    problems: &mut Problems<'_>,
+) -> Vec<(scim::catalog::OptionalAttr, String)> {
+    let mut out: Vec<(scim::catalog::OptionalAttr, String)> = Vec::new();
+    for (attr, label) in raw {
+        let at = format!("{key}.custom_profile_field_map.{attr:?}");
+        let label = label.trim().to_owned();
+        let attr = match scim::catalog::OptionalAttr::parse(attr) {
+            Ok(attr) => attr,
+            Err(problem) => {
+                problems.push(&at, &problem);
+                continue;
+            }
+        };
+        if label.is_empty() {
+            problems.push(&at, "the label of a Zulip custom profile field is required");
+        } else if let Some(problem) = profile_field_label_problem(&label) {
+            problems.push(&at, &problem);
+        } else if external_id_field == Some(label.as_str()) {
+            problems.push(&at, "is the external_id_field's label: one field per attribute");
+        } else if let Some((other, _)) = out.iter().find(|(a, l)| *l == label || *a == attr) {
+            problems
+                .push(&at, &format!("{other} already uses this label or attribute: one field per attribute"));
+        } else {
+            out.push((attr, label));
+        }
+    }
+    out
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank

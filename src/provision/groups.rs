@@ -15,7 +15,7 @@ use crate::provision::users::with_applied;
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::filter::Filter;
 use scim::patch::PatchRequest;
-use scim::schema::{GROUP, USER};
+use scim::schema::GROUP;
 use scim::version::Fingerprint;
 use scim::{self, ScimType};
 use zulip_client::client::NewUserGroup;
@@ -223,7 +223,7 @@ impl Realm {
         start_index: usize,
         count: usize,
     ) -> Result<ListPage, Error> {
-        let fits_users = filter.as_ref().map(|f| f.validate(&USER));
+        let fits_users = filter.as_ref().map(|f| f.validate(self.user_type));
         let fits_groups = filter.as_ref().map(|f| f.validate(&GROUP));
         if let (Some(Err(e)), Some(Err(_))) = (&fits_users, &fits_groups) {
             return Err(e.clone().into());

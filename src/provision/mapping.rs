@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use scim::catalog::OptionalAttr;
 use scim::{self, ScimType};
 use zulip_client::{Role, User};
 
@@ -28,6 +29,8 @@ pub struct UserMapping {
     /// Addresses (and, in PATCH, attributes) that Zulip cannot hold are dropped instead of
     /// refused (`ignore_unmapped_attributes`).
     pub ignore_unmapped: bool,
+    /// The attributes kept in custom profile fields (`custom_profile_field_map`).
+    pub mapped: Vec<OptionalAttr>,
 }
 
 /// The userName a Zulip user is shown under: the delivery e-mail if the service account can
@@ -66,8 +69,15 @@ impl UserMapping {
     }
 
     /// The SCIM User for a Zulip user (without `meta.version`, which is computed over this).
-    /// `external_id`: the stored `externalId`, if any.
-    pub fn render(&self, user: &User, learned_email: Option<&str>, external_id: Option<&str>) -> Value {
+    /// `external_id`: the stored `externalId`, if any; `mapped`: the stored values of the
+    /// mapped attributes (a person picker's as Zulip keeps it, `[12]`).
+    pub fn render(
+        &self,
+        user: &User,
+        learned_email: Option<&str>,
+        external_id: Option<&str>,
+        mapped: &[(&OptionalAttr, &str)],
+    ) -> Value {
         let (user_name, real_address) = user_name_of(user, learned_email);
         let (given, family) = split_full_name(&user.full_name);
         let mut name = Map::new();
@@ -93,6 +103,17 @@ impl UserMapping {
             out.insert("emails".into(), json!([{"value": user_name, "type": "work", "primary": true}]));
         }
         out.insert("role".into(), Value::from(user.role.scim_name()));
+        for (attr, stored) in mapped {
+            if attr.is_manager() {
+                // Zulip keeps a person picker as JSON text: `[12]`.
+                let id = serde_json::from_str::<Vec<u64>>(stored).ok().and_then(|ids| ids.first().copied());
+                if let Some(id) = id {
+                    attr.write(&mut out, json!({"value": id.to_string(), "$ref": self.location(id)}));
+                }
+            } else {
+                attr.write(&mut out, Value::from(*stored));
+            }
+        }
         let mut meta = Map::new();
         meta.insert("resourceType".into(), Value::from("User"));
         if !created.is_empty() {
@@ -249,6 +270,9 @@ pub struct UserChanges {
     pub active: Option<bool>,
     /// `Some(None)`: clear the stored `externalId`.
     pub external_id: Option<Option<String>>,
+    /// Mapped attributes that change: the new SCIM value (for `manager`, the manager's id),
+    /// `None` to clear.
+    pub profile: Vec<(OptionalAttr, Option<String>)>,
 }
 
 impl UserChanges {
@@ -336,7 +360,40 @@ impl UserMapping {
                 changes.external_id = Some(external_id);
             }
         }
+        self.check_stored(after)?;
+        for attr in &self.mapped {
+            let new = mapped_value(attr, after)?;
+            if new.as_deref() != attr.read(before).and_then(Value::as_str) {
+                changes.profile.push((attr.clone(), new));
+            }
+        }
         Ok(changes)
+    }
+
+    /// Values of the typed attributes (`phoneNumbers[type eq "fax"]`) that no mapped field
+    /// stores: `400 invalidValue` naming them, or dropped when the realm ignores them.
+    fn check_stored(&self, resource: &Value) -> Result<(), Error> {
+        let unstored = scim::catalog::unstored_values(resource, &self.mapped);
+        if unstored.is_empty() || self.ignore_unmapped {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            ScimType::InvalidValue,
+            format!("this organization keeps no field for {} (custom_profile_field_map; ignore_unmapped_attributes: true drops such values)", unstored.join(", ")),
+        ))
+    }
+}
+
+/// The value of a mapped attribute in a request: a string, or a number or boolean (as IdPs
+/// send some employee numbers), as text; `None` when unassigned.
+fn mapped_value(attr: &OptionalAttr, resource: &Value) -> Result<Option<String>, Error> {
+    match attr.read(resource) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(v.to_string())),
+        Some(other) => {
+            Err(Error::invalid(ScimType::InvalidValue, format!("{attr} must be a string, got {other}")))
+        }
     }
 }
 
@@ -462,6 +519,8 @@ pub struct NewUser {
     pub active: bool,
     /// Only read when the realm stores `externalId`.
     pub external_id: Option<String>,
+    /// The mapped attributes the body gives a value.
+    pub profile: Vec<(OptionalAttr, Option<String>)>,
 }
 
 impl UserMapping {
@@ -508,7 +567,14 @@ impl UserMapping {
             true => parse_external_id(value_at(body, &["externalId"]))?,
             false => None,
         };
-        Ok(NewUser { email, full_name, role, active, external_id })
+        self.check_stored(body)?;
+        let mut profile = Vec::new();
+        for attr in &self.mapped {
+            if let Some(value) = mapped_value(attr, body)? {
+                profile.push((attr.clone(), Some(value)));
+            }
+        }
+        Ok(NewUser { email, full_name, role, active, external_id, profile })
     }
 
     /// The resource a PUT asks for: the current one with every attribute the body carries
@@ -539,7 +605,10 @@ impl UserMapping {
             let canonical = ["userName", "externalId", "name", "displayName", "active", "role"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(key));
-            let Some(canonical) = canonical else { continue };
+            let Some(canonical) = canonical else {
+                self.put_mapped(target, key, value);
+                continue;
+            };
             if value.is_null() {
                 continue;
             }
@@ -563,6 +632,29 @@ impl UserMapping {
             }
         }
         Ok(after)
+    }
+
+    /// A PUT body's `key` when it holds mapped attributes: a core attribute (`title`,
+    /// `phoneNumbers`: replaced; `null` clears), or the enterprise extension object (each
+    /// mapped attribute it carries replaced; the others keep their values).
+    fn put_mapped(&self, target: &mut Map<String, Value>, key: &str, value: &Value) {
+        if key.eq_ignore_ascii_case(scim::ENTERPRISE_USER_SCHEMA) {
+            let Some(given) = value.as_object() else { return };
+            for attr in self.mapped.iter().filter(|a| a.enterprise) {
+                let Some((_, v)) = given.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr.name)) else {
+                    continue;
+                };
+                let ext =
+                    target.entry(scim::ENTERPRISE_USER_SCHEMA).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(ext) = ext.as_object_mut() {
+                    ext.insert(attr.name.to_owned(), v.clone());
+                }
+            }
+            return;
+        }
+        if let Some(attr) = self.mapped.iter().find(|a| !a.enterprise && a.name.eq_ignore_ascii_case(key)) {
+            target.insert(attr.name.to_owned(), value.clone());
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod groups;
 pub mod live;
 pub mod mapping;
+mod profile_fields;
 pub mod query;
 pub mod realm;
 mod resources;

@@ -8,6 +8,7 @@ mod faults;
 mod groups;
 mod idp_sequences;
 mod live;
+mod profile_fields;
 mod protocol;
 mod support;
 mod users;

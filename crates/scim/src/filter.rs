@@ -417,7 +417,7 @@ impl Scope<'_> {
                 let r = resolve_top(path, rt)?;
                 Ok(match (r.sub, r.def.sub("value")) {
                     (Some(sub), _) => sub,
-                    (None, Some(value)) if implicit_value && r.def.multi_valued => value,
+                    (None, Some(value)) if implicit_value => value,
                     (None, _) => r.def,
                 })
             }
@@ -432,8 +432,9 @@ impl Scope<'_> {
     }
 
     /// The values `path` selects in `node` (arrays flattened, nulls dropped), and the
-    /// definition they follow. With `implicit_value`, a complex multi-valued attribute
-    /// named without a sub-attribute (`members eq "42"`) means its `value` sub-attribute.
+    /// definition they follow. With `implicit_value`, a complex attribute named without a
+    /// sub-attribute (`members eq "42"`, Entra's `manager eq "7"`) means its `value`
+    /// sub-attribute.
     fn leaves<'v>(
         self,
         path: &AttrPath,
@@ -453,9 +454,7 @@ impl Scope<'_> {
                 let (sub_name, def) = match resolved.sub {
                     Some(sub) => (Some(sub.name), sub),
                     None => match resolved.def.sub("value") {
-                        Some(value) if implicit_value && resolved.def.multi_valued => {
-                            (Some(value.name), value)
-                        }
+                        Some(value) if implicit_value => (Some(value.name), value),
                         _ => (None, resolved.def),
                     },
                 };

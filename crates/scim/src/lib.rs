@@ -11,6 +11,7 @@
 //! - [`version`]: weak ETags over resource content, `If-Match` / `If-None-Match`.
 //! - [`error`]: `ScimType` and the protocol-level error.
 
+pub mod catalog;
 pub mod discovery;
 pub mod error;
 pub mod filter;

@@ -8,6 +8,7 @@ fn mapping(formatted: bool) -> UserMapping {
         name_formatted_included: formatted,
         stores_external_id: false,
         ignore_unmapped: false,
+        mapped: Vec::new(),
     }
 }
 
@@ -32,7 +33,7 @@ fn user(id: u64, email: Option<&str>, name: &str) -> User {
 
 #[test]
 fn render_matches_zulip_shape_with_both_name_styles() {
-    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
     assert_eq!(v["id"], "10");
     assert_eq!(v["userName"], "hamlet@zulip.com");
     assert_eq!(v["name"], json!({"formatted": "King Hamlet", "givenName": "King", "familyName": "Hamlet"}));
@@ -47,7 +48,7 @@ fn render_matches_zulip_shape_with_both_name_styles() {
 
 #[test]
 fn one_word_names_have_no_empty_family_name() {
-    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None, None);
+    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None, None, &[]);
     assert_eq!(v["name"], json!({"formatted": "Cher", "givenName": "Cher"}));
     let (g, f) = split_full_name("Mary Ann Lee");
     assert_eq!((g, f), ("Mary", "Ann Lee"));
@@ -56,10 +57,10 @@ fn one_word_names_have_no_empty_family_name() {
 #[test]
 fn hidden_address_uses_learned_email_else_api_email_without_emails() {
     let u = user(7, None, "Hidden Person");
-    let v = mapping(true).render(&u, Some("hidden@zulip.com"), None);
+    let v = mapping(true).render(&u, Some("hidden@zulip.com"), None, &[]);
     assert_eq!(v["userName"], "hidden@zulip.com");
     assert!(v.get("emails").is_some());
-    let v = mapping(true).render(&u, None, None);
+    let v = mapping(true).render(&u, None, None, &[]);
     assert_eq!(v["userName"], "user7@chat.example.com");
     assert!(v.get("emails").is_none());
 }
@@ -77,7 +78,8 @@ fn new_user_reads_okta_and_entra_bodies() {
             full_name: "Kim Lee".into(),
             role: None,
             active: true,
-            external_id: None
+            external_id: None,
+            profile: Vec::new(),
         }
     );
 
@@ -130,7 +132,7 @@ fn role_and_display_name_defaults() {
 #[test]
 fn changes_detect_each_kind_and_ignore_no_ops() {
     let m = mapping(false);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
 
     let same = m.put_target(&before, &json!({"userName":"HAMLET@zulip.com","name":{"givenName":"King","familyName":"Hamlet"},"active":true})).unwrap();
     assert!(m.changes(&before, &same).unwrap().is_empty(), "case-only userName and same name are no-ops");
@@ -151,6 +153,7 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
             new_email: Some("prince@zulip.com".into()),
             active: Some(false),
             external_id: None,
+            profile: Vec::new(),
         }
     );
 
@@ -166,7 +169,7 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 #[test]
 fn changes_read_the_address_from_emails_and_reject_bad_values() {
     let m = mapping(true);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
     let invalid = |r: Result<Value, Error>| match r {
         Err(Error::Invalid { scim_type: ScimType::InvalidValue, detail }) => detail,
         other => panic!("expected invalidValue, got {other:?}"),
@@ -253,12 +256,12 @@ fn email_plausibility() {
 #[test]
 fn external_id_is_rendered_only_where_stored() {
     let u = user(10, Some("hamlet@zulip.com"), "King Hamlet");
-    let v = storing().render(&u, None, Some("00u1abcd"));
+    let v = storing().render(&u, None, Some("00u1abcd"), &[]);
     assert_eq!(v["externalId"], "00u1abcd");
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(keys[..3], ["schemas", "id", "externalId"]);
-    assert!(storing().render(&u, None, None).get("externalId").is_none());
-    assert!(mapping(false).render(&u, None, Some("00u1abcd")).get("externalId").is_none());
+    assert!(storing().render(&u, None, None, &[]).get("externalId").is_none());
+    assert!(mapping(false).render(&u, None, Some("00u1abcd"), &[]).get("externalId").is_none());
 }
 
 #[test]
@@ -301,7 +304,7 @@ fn external_id_values_the_field_cannot_hold_are_refused() {
 #[test]
 fn external_id_changes_set_and_clear() {
     let m = storing();
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"));
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]);
     let mut after = before.clone();
     after["externalId"] = json!("new");
     assert_eq!(m.changes(&before, &after).unwrap().external_id, Some(Some("new".into())));
@@ -313,7 +316,7 @@ fn external_id_changes_set_and_clear() {
     assert!(m.changes(&before, &after).is_err());
 
     // A realm that does not store it ignores it.
-    let before = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let before = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
     let mut after = before.clone();
     after["externalId"] = json!("new");
     assert!(mapping(false).changes(&before, &after).unwrap().is_empty());
@@ -321,14 +324,14 @@ fn external_id_changes_set_and_clear() {
     // PUT: an externalId in the body replaces; left out, it is kept.
     let put = m
         .put_target(
-            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]),
             &json!({"userName": "hamlet@zulip.com", "externalId": "new"}),
         )
         .unwrap();
     assert_eq!(put["externalId"], "new");
     let put = m
         .put_target(
-            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]),
             &json!({"userName": "hamlet@zulip.com"}),
         )
         .unwrap();
