@@ -464,6 +464,16 @@ fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<
             Value::Null => {
                 remove_ci(container, def.name);
             }
+            // A bare value for an attribute with a `value` sub-attribute (Entra's flag-on
+            // `manager`): that sub-attribute, replacing the whole value.
+            Value::String(_) | Value::Number(_) | Value::Bool(_) if def.sub("value").is_some() => {
+                match coerce_single(def, value, def.name)? {
+                    Some(obj) => put_object(container, def.name, obj),
+                    None => {
+                        remove_ci(container, def.name);
+                    }
+                }
+            }
             Value::Object(patch) => {
                 let mut obj = match remove_ci(container, def.name) {
                     Some(Value::Object(m)) => Value::Object(m),
