@@ -17,6 +17,7 @@ use crate::directory::UserIndex;
 use crate::error::Error;
 use crate::provision::realm::{NotReady, Realm};
 use scim::catalog::OptionalAttr;
+use scim::filter::Filter;
 use scim::ScimType;
 use zulip_client::{ProfileField, User, UserUpdate};
 
@@ -105,6 +106,23 @@ impl MappedFields {
                 id => user.profile_data.get(id).map(|v| (&e.attr, v)),
             })
             .collect()
+    }
+
+    /// `Some((field id, v))` when `filter` demands `attr eq "v"` of a mapped single-valued
+    /// text attribute: the candidates are then the users whose stored value equals `v`
+    /// ignoring case (a superset of the matches: the whole filter still decides).
+    pub(crate) fn eq_constraint<'f>(&self, filter: &'f Filter) -> Option<(u64, &'f str)> {
+        self.entries.iter().find_map(|e| {
+            if e.attr.typed.is_some() || e.attr.is_manager() {
+                return None;
+            }
+            let id = e.id.load(Ordering::Acquire);
+            let value = match e.attr.enterprise {
+                true => filter.extension_eq_constraint(scim::ENTERPRISE_USER_SCHEMA, e.attr.name),
+                false => filter.eq_constraint(e.attr.name),
+            }?;
+            (id != 0).then_some((id, value))
+        })
     }
 
     /// Resolves every field against Zulip's list (creating the missing ones when allowed).

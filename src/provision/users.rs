@@ -116,6 +116,14 @@ impl Realm {
                 } else if let Some(external_id) = f.eq_constraint("externalId") {
                     // caseExact: a plain comparison over the snapshot, before any rendering.
                     index.humans_from(0).filter(|u| self.external_id_of(u) == Some(external_id)).collect()
+                } else if let Some((field, value)) = self.mapped.eq_constraint(f) {
+                    // A mapped text attribute (caseExact false): its stored value, before
+                    // any rendering.
+                    let value = value.to_lowercase();
+                    index
+                        .humans_from(0)
+                        .filter(|u| u.profile_data.get(field).is_some_and(|v| v.to_lowercase() == value))
+                        .collect()
                 } else {
                     index.humans_from(0).collect()
                 }

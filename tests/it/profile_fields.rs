@@ -216,6 +216,10 @@ async fn discovery_filters_sorting_and_projection_follow_the_map() {
     };
     for (filter, want) in [
         (format!("{ENT}:employeeNumber eq \"E2\""), vec![hamlet]),
+        // caseExact false, also where the stored values narrow the candidates first
+        (format!("employeeNumber eq \"e2\" and {ENT}:department pr"), vec![]),
+        ("employeeNumber eq \"e2\"".to_string(), vec![hamlet]),
+        (format!("{ENT}:employeeNumber eq \"E1\" or title pr"), vec![hamlet, iago]),
         ("title co \"denmark\"".to_string(), vec![hamlet]),
         (format!("id eq \"{hamlet}\" and manager eq \"{iago}\""), vec![hamlet]),
         (format!("{ENT}:manager.value eq \"{hamlet}\""), vec![]),

@@ -154,6 +154,22 @@ impl Filter {
         }
     }
 
+    /// [`eq_constraint`](Self::eq_constraint) for an attribute of the extension `urn`:
+    /// `urn:…:attr eq "v"`, or `attr eq "v"` without the URN.
+    pub fn extension_eq_constraint(&self, urn: &str, attr: &str) -> Option<&str> {
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value }
+                if path.sub.is_none()
+                    && path.attr.eq_ignore_ascii_case(attr)
+                    && path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(urn)) =>
+            {
+                value.index_key()
+            }
+            Filter::And(operands) => operands.iter().find_map(|f| f.extension_eq_constraint(urn, attr)),
+            _ => None,
+        }
+    }
+
     /// `Some(v)` if every match must have an `emails` element whose `value` equals `v`:
     /// `emails.value eq "v"`, `emails[value eq "v" …]`, Entra's `emails[type eq "work"].value
     /// eq "v"`, or an `and` with one of those among its operands. Like
