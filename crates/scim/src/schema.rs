@@ -226,9 +226,12 @@ static NAME_SUBS: &[AttributeDef] = &[
 
 static EMAIL_SUBS: &[AttributeDef] = &[
     AttributeDef::string("value", "The e-mail address (Zulip's delivery e-mail)."),
-    AttributeDef::string("display", "A human-readable name for the address."),
-    AttributeDef::string("type", "The kind of address.").canonical(&["work", "home", "other"]),
-    AttributeDef::string("primary", "Whether this is the primary address.").of_type(AttrType::Boolean),
+    AttributeDef::string("display", "Not stored (a Zulip account has one address).")
+        .mutability(Mutability::ReadOnly),
+    AttributeDef::string("type", "The kind of address: the account's one address is returned as work.")
+        .canonical(&["work", "home", "other"]),
+    AttributeDef::string("primary", "Whether this is the primary address: the account's one address is.")
+        .of_type(AttrType::Boolean),
 ];
 
 static GROUP_REF_SUBS: &[AttributeDef] = &[
@@ -265,11 +268,14 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
         AttributeDef::string("displayName", "The name shown in Zulip (full_name).").required(),
         AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
             .of_type(AttrType::Boolean),
+        // Like name, published as required: a Zulip account always has its one address, so
+        // emails cannot be removed; on create a missing emails is the userName.
         AttributeDef::string(
             "emails",
             "The account's one address, the same as userName: its primary (or only work) entry changes it as userName does.",
         )
         .multi()
+        .required()
         .complex(EMAIL_SUBS),
         AttributeDef::string("role", "Zulip organization role.").canonical(ROLE_VALUES),
         AttributeDef::string(

@@ -30,9 +30,9 @@ static ENTERPRISE: SchemaDef = SchemaDef {
     ],
 };
 
-/// The engine is schema-driven. These tests exercise multi-valued e-mail editing, which the
-/// sidecar's User schema forbids (there `emails` is read-only, derived from userName), so they
-/// run on a copy of it where `emails` is writable.
+/// The engine is schema-driven. These tests exercise multi-valued e-mail editing in general,
+/// which the sidecar's User schema narrows (there `emails` is required: it is the account's
+/// one address), so they run on a copy of it where `emails` is optional and writable.
 static USER_RW_SCHEMA: LazyLock<&'static SchemaDef> = LazyLock::new(|| {
     let attributes: Vec<AttributeDef> = USER_SCHEMA_DEF
         .attributes
@@ -41,6 +41,7 @@ static USER_RW_SCHEMA: LazyLock<&'static SchemaDef> = LazyLock::new(|| {
             let mut a = *a;
             if a.name == "emails" {
                 a.mutability = Mutability::ReadWrite;
+                a.required = false;
             }
             a
         })
@@ -493,9 +494,9 @@ fn add_replace_remove_table() {
             json!("other"),
         ),
         (
-            json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"display": "Work"}}]),
-            "/emails/0/display",
-            json!("Work"),
+            json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"primary": false}}]),
+            "/emails/0/primary",
+            json!(false),
         ),
         (
             json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": null}]),
