@@ -337,3 +337,52 @@ fn external_id_changes_set_and_clear() {
         .unwrap();
     assert_eq!(put["externalId"], "old");
 }
+
+#[test]
+fn mapped_attributes_are_rendered_diffed_and_merged_by_put() {
+    let ent = scim::ENTERPRISE_USER_SCHEMA;
+    let attrs: Vec<OptionalAttr> = [
+        "title",
+        "phoneNumbers[type eq \"work\"].value",
+        &format!("{ent}:department"),
+        &format!("{ent}:manager"),
+    ]
+    .iter()
+    .map(|k| OptionalAttr::parse(k).unwrap())
+    .collect();
+    let m = UserMapping { mapped: attrs.clone(), ..mapping(true) };
+    let values = [(&attrs[0], "Prince"), (&attrs[2], "Royalty"), (&attrs[3], "[12]")];
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &values);
+    assert_eq!(before["title"], "Prince");
+    assert_eq!(
+        before[ent]["manager"],
+        json!({"value": "12", "$ref": "https://chat.example.com/scim/v2/Users/12"})
+    );
+    assert_eq!(before["schemas"], json!([scim::USER_SCHEMA, ent]));
+    // A PUT: title replaced, the extension merged (manager left out: kept), a work phone set.
+    let put = m
+        .put_target(&before, &json!({"userName": "hamlet@zulip.com", "title": "King",
+            "phoneNumbers": [{"type": "work", "value": "+45 1", "primary": true}], ent: {"department": null}}))
+        .unwrap();
+    let changes = m.changes(&before, &put).unwrap();
+    assert_eq!(
+        changes.profile,
+        vec![
+            (attrs[0].clone(), Some("King".to_string())),
+            (attrs[1].clone(), Some("+45 1".to_string())),
+            (attrs[2].clone(), None),
+        ]
+    );
+    // A value no field stores: refused, or dropped when ignored.
+    let fax = json!({"userName": "hamlet@zulip.com", "phoneNumbers": [{"type": "fax", "value": "1"}]});
+    assert!(matches!(m.changes(&before, &m.put_target(&before, &fax).unwrap()), Err(Error::Invalid { .. })));
+    let lenient = UserMapping { ignore_unmapped: true, ..m.clone() };
+    assert!(lenient.changes(&before, &lenient.put_target(&before, &fax).unwrap()).is_ok());
+    // POST reads them too; employee numbers sent as numbers become text.
+    let post = json!({"userName": "kim@example.com", "title": "Designer", ent: {"department": 7}});
+    let m2 = UserMapping { mapped: vec![attrs[0].clone(), attrs[2].clone()], ..mapping(false) };
+    assert_eq!(
+        m2.new_user(&post).unwrap().profile,
+        vec![(attrs[0].clone(), Some("Designer".into())), (attrs[2].clone(), Some("7".into()))]
+    );
+}
