@@ -179,6 +179,14 @@ pub struct RealmConfig {
     pub allow_ips: Vec<IpNet>,
     /// OAuth 2.0 bearer JWTs accepted besides the static tokens.
     pub jwt: Option<JwtConfig>,
+    /// Accept and drop what Zulip cannot hold (addresses besides the account's one, PATCHes
+    /// of attributes the realm does not map) instead of answering 400.
+    pub ignore_unmapped_attributes: bool,
+    /// SCIM attribute → label of the Zulip custom profile field that stores it (keys parsed
+    /// and validated at load; sorted by the key as written).
+    pub custom_profile_field_map: Vec<(scim::catalog::OptionalAttr, String)>,
+    /// Create the fields of `custom_profile_field_map` that Zulip lacks (else: not ready).
+    pub create_missing_fields: bool,
     pub upstream: UpstreamConfig,
 }
 
@@ -427,6 +435,15 @@ struct RawRealm {
     allow_ips: OneOrMany<String>,
     /// OAuth 2.0 bearer JWTs accepted besides static tokens.
     jwt: Option<RawJwt>,
+    /// Accept and drop attributes and addresses Zulip cannot hold (default `false`: 400).
+    #[serde(default)]
+    ignore_unmapped_attributes: bool,
+    /// SCIM attribute → custom profile field label (`title: "Job title"`).
+    #[serde(default)]
+    custom_profile_field_map: std::collections::BTreeMap<String, String>,
+    /// Create missing mapped fields (default `false`: the realm stays unready, naming them).
+    #[serde(default)]
+    create_missing_fields: bool,
     /// How to reach the realm's Zulip API. Required.
     upstream: Option<RawUpstream>,
 }
@@ -822,6 +839,13 @@ impl RealmConfig {
                 "client_ids": jwt.client_ids,
                 "leeway_s": jwt.leeway.as_secs(),
             })),
+            "ignore_unmapped_attributes": self.ignore_unmapped_attributes,
+            "custom_profile_field_map": self
+                .custom_profile_field_map
+                .iter()
+                .map(|(attr, label)| (attr.to_string(), serde_json::Value::from(label.as_str())))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "create_missing_fields": self.create_missing_fields,
             "upstream": {
                 "url": self.upstream.url.as_str(),
                 "email": self.upstream.email,
@@ -1001,6 +1025,8 @@ fn validate_realm(
     if let Some(problem) = external_id_field.as_deref().and_then(profile_field_label_problem) {
         problems.push(&format!("{key}.external_id_field"), &problem);
     }
+    let custom_profile_field_map =
+        field_map(key, &raw.custom_profile_field_map, external_id_field.as_deref(), problems);
     Some(RealmConfig {
         name: name.to_owned(),
         url: url?,
@@ -1016,6 +1042,9 @@ fn validate_realm(
         external_id_field,
         allow_ips,
         jwt,
+        ignore_unmapped_attributes: raw.ignore_unmapped_attributes,
+        custom_profile_field_map,
+        create_missing_fields: raw.create_missing_fields,
         upstream: upstream?,
     })
 }
@@ -1163,6 +1192,41 @@ fn jwks_url(text: &str) -> Result<Url, String> {
         "http" if is_loopback(&url) => Ok(url),
         _ => Err("must be an https:// URL (plain http only to loopback)".to_owned()),
     }
+}
+
+/// `custom_profile_field_map`: every key a storable SCIM attribute (named once), every label
+/// a possible field label, used once and not the `externalId` field's.
+fn field_map(
+    key: &str,
+    raw: &std::collections::BTreeMap<String, String>,
+    external_id_field: Option<&str>,
+    problems: &mut Problems<'_>,
+) -> Vec<(scim::catalog::OptionalAttr, String)> {
+    let mut out: Vec<(scim::catalog::OptionalAttr, String)> = Vec::new();
+    for (attr, label) in raw {
+        let at = format!("{key}.custom_profile_field_map.{attr:?}");
+        let label = label.trim().to_owned();
+        let attr = match scim::catalog::OptionalAttr::parse(attr) {
+            Ok(attr) => attr,
+            Err(problem) => {
+                problems.push(&at, &problem);
+                continue;
+            }
+        };
+        if label.is_empty() {
+            problems.push(&at, "the label of a Zulip custom profile field is required");
+        } else if let Some(problem) = profile_field_label_problem(&label) {
+            problems.push(&at, &problem);
+        } else if external_id_field == Some(label.as_str()) {
+            problems.push(&at, "is the external_id_field's label: one field per attribute");
+        } else if let Some((other, _)) = out.iter().find(|(a, l)| *l == label || *a == attr) {
+            problems
+                .push(&at, &format!("{other} already uses this label or attribute: one field per attribute"));
+        } else {
+            out.push((attr, label));
+        }
+    }
+    out
 }
 
 /// Why `label` cannot name a Zulip custom profile field, if it cannot (Zulip refuses blank

@@ -63,6 +63,9 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
             external_id_field: None,
             allow_ips: Vec::new(),
             jwt: None,
+            ignore_unmapped_attributes: false,
+            custom_profile_field_map: Vec::new(),
+            create_missing_fields: false,
             upstream: UpstreamConfig {
                 url: upstream,
                 email: DEMO_SERVICE_EMAIL.into(),

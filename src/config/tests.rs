@@ -189,6 +189,18 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
             vec!["realms.acme.external_id_field: longer than Zulip's 40 characters for a profile field label".into()],
         ),
         (
+            "custom_profile_field_map keys that name no storable attribute, and reused labels",
+            realm_yaml(
+                "    external_id_field: SCIM id\n    custom_profile_field_map:\n      userName: Login\n      nickName2: Nick\n      title: SCIM id\n      preferredLanguage: \"\"\n",
+            ),
+            vec![
+                "realms.acme.custom_profile_field_map.\"nickName2\": not an attribute that can be stored; one of nickName, profileUrl, title, userType, preferredLanguage, locale, timezone, phoneNumbers[type eq \"…\"]…, addresses[type eq \"…\"]…, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department, urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager".into(),
+                "realms.acme.custom_profile_field_map.\"preferredLanguage\": the label of a Zulip custom profile field is required".into(),
+                "realms.acme.custom_profile_field_map.\"title\": is the external_id_field's label: one field per attribute".into(),
+                "realms.acme.custom_profile_field_map.\"userName\": userName is stored by the sidecar itself, not in a custom profile field".into(),
+            ],
+        ),
+        (
             "empty realm name",
             realm_yaml("").replace("  acme:", "  \"\":"),
             vec!["realms.\"\": the empty realm name is not allowed: name the root-domain realm `root`".into()],
@@ -611,4 +623,25 @@ fn wrong_types_are_described_without_rust_names() {
     );
     let top = problems(&format!("listen: [1]\nlog_format: 3\n{}", realm_yaml("")));
     assert_eq!(top, ["listen: must be text, got a list", "log_format: must be one of json, pretty, got 3"]);
+}
+
+#[test]
+fn custom_profile_field_map_reads_every_kind_of_attribute() -> Result<(), ConfigError> {
+    let yaml = realm_yaml(
+        "    ignore_unmapped_attributes: true\n    create_missing_fields: true\n    custom_profile_field_map:\n      title: Job title\n      'phoneNumbers[type eq \"work\"].value': Work phone\n      urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager: Manager\n",
+    );
+    let config = load_str(&yaml)?;
+    let realm = &config.realms[0];
+    assert!(realm.ignore_unmapped_attributes && realm.create_missing_fields);
+    let map: Vec<(String, &str)> =
+        realm.custom_profile_field_map.iter().map(|(a, l)| (a.to_string(), l.as_str())).collect();
+    assert_eq!(
+        map,
+        [
+            ("phoneNumbers[type eq \"work\"].value".to_string(), "Work phone"),
+            ("title".to_string(), "Job title"),
+            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager".to_string(), "Manager"),
+        ]
+    );
+    Ok(())
 }

@@ -298,14 +298,15 @@ impl App {
     /// `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas`, and the unsupported `/Bulk`, `/Me`.
     fn serve_discovery(&self, realm: &Realm, route: Route) -> Result<Response<Body>, Error> {
         let base = realm.base_url.as_str();
+        let types = &realm.resource_types();
         let document = match route {
             Route::ServiceProviderConfig => discovery::service_provider_config(base, &self.capabilities),
-            Route::ResourceTypes(None) => list_all(discovery::resource_types(base)),
-            Route::ResourceTypes(Some(name)) => discovery::resource_type(base, &name)
+            Route::ResourceTypes(None) => list_all(discovery::resource_types(base, types)),
+            Route::ResourceTypes(Some(name)) => discovery::resource_type(base, types, &name)
                 .ok_or(Error::NotFound { resource: "ResourceType", id: name })?,
-            Route::Schemas(None) => list_all(discovery::schemas(base)),
+            Route::Schemas(None) => list_all(discovery::schemas(base, types)),
             Route::Schemas(Some(urn)) => {
-                discovery::schema(base, &urn).ok_or(Error::NotFound { resource: "Schema", id: urn })?
+                discovery::schema(base, types, &urn).ok_or(Error::NotFound { resource: "Schema", id: urn })?
             }
             Route::Unsupported(what) => {
                 return Err(Error::NotImplemented { detail: format!("/{what} is not supported") })

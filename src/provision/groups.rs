@@ -17,7 +17,7 @@ use crate::provision::users::with_applied;
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::filter::Filter;
 use scim::patch::PatchRequest;
-use scim::schema::{GROUP, USER};
+use scim::schema::GROUP;
 use scim::version::Fingerprint;
 use scim::{self, ScimType};
 use zulip_client::client::NewUserGroup;
@@ -188,7 +188,11 @@ impl Realm {
         let candidates: Vec<&UserGroup> = match &query.filter {
             Some(f) => match (f.eq_constraint("id"), f.eq_constraint("displayName")) {
                 (Some(id), _) => active.filter(|g| g.id.to_string() == id).collect(),
-                (None, Some(name)) => active.filter(|g| g.name == name).collect(),
+                // caseExact false: "Sales" finds "sales" (Zulip may hold both).
+                (None, Some(name)) => {
+                    let name = name.to_lowercase();
+                    active.filter(|g| g.name.to_lowercase() == name).collect()
+                }
                 (None, None) => active.collect(),
             },
             None => active.collect(),
@@ -221,7 +225,7 @@ impl Realm {
         start_index: usize,
         count: usize,
     ) -> Result<ListPage, Error> {
-        let fits_users = filter.as_ref().map(|f| f.validate(&USER));
+        let fits_users = filter.as_ref().map(|f| f.validate(self.user_type));
         let fits_groups = filter.as_ref().map(|f| f.validate(&GROUP));
         if let (Some(Err(e)), Some(Err(_))) = (&fits_users, &fits_groups) {
             return Err(e.clone().into());

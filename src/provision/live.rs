@@ -195,7 +195,7 @@ impl Task {
     async fn session(&mut self) -> SessionEnd {
         let client = self.realm.client.clone();
         let mut event_types = EVENT_TYPES.to_vec();
-        if self.realm.config.external_id_field.is_some() {
+        if self.realm.uses_profile_fields() {
             event_types.push(PROFILE_FIELD_EVENTS);
         }
         let queue = match self.cancellable(client.register_event_queue(&event_types)).await {

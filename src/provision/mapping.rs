@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::Error;
+use scim::catalog::OptionalAttr;
 use scim::{self, ScimType};
 use zulip_client::{Role, User};
 
@@ -25,6 +26,11 @@ pub struct UserMapping {
     /// The realm stores `externalId` (in a custom profile field); otherwise it is ignored on
     /// input and never rendered.
     pub stores_external_id: bool,
+    /// Addresses (and, in PATCH, attributes) that Zulip cannot hold are dropped instead of
+    /// refused (`ignore_unmapped_attributes`).
+    pub ignore_unmapped: bool,
+    /// The attributes kept in custom profile fields (`custom_profile_field_map`).
+    pub mapped: Vec<OptionalAttr>,
 }
 
 /// The userName a Zulip user is shown under: the delivery e-mail if the service account can
@@ -63,8 +69,15 @@ impl UserMapping {
     }
 
     /// The SCIM User for a Zulip user (without `meta.version`, which is computed over this).
-    /// `external_id`: the stored `externalId`, if any.
-    pub fn render(&self, user: &User, learned_email: Option<&str>, external_id: Option<&str>) -> Value {
+    /// `external_id`: the stored `externalId`, if any; `mapped`: the stored values of the
+    /// mapped attributes (a person picker's as Zulip keeps it, `[12]`).
+    pub fn render(
+        &self,
+        user: &User,
+        learned_email: Option<&str>,
+        external_id: Option<&str>,
+        mapped: &[(&OptionalAttr, &str)],
+    ) -> Value {
         let (user_name, real_address) = user_name_of(user, learned_email);
         let (given, family) = split_full_name(&user.full_name);
         let mut name = Map::new();
@@ -90,6 +103,17 @@ impl UserMapping {
             out.insert("emails".into(), json!([{"value": user_name, "type": "work", "primary": true}]));
         }
         out.insert("role".into(), Value::from(user.role.scim_name()));
+        for (attr, stored) in mapped {
+            if attr.is_manager() {
+                // Zulip keeps a person picker as JSON text: `[12]`.
+                let id = serde_json::from_str::<Vec<u64>>(stored).ok().and_then(|ids| ids.first().copied());
+                if let Some(id) = id {
+                    attr.write(&mut out, json!({"value": id.to_string(), "$ref": self.location(id)}));
+                }
+            } else {
+                attr.write(&mut out, Value::from(*stored));
+            }
+        }
         let mut meta = Map::new();
         meta.insert("resourceType".into(), Value::from("User"));
         if !created.is_empty() {
@@ -246,6 +270,9 @@ pub struct UserChanges {
     pub active: Option<bool>,
     /// `Some(None)`: clear the stored `externalId`.
     pub external_id: Option<Option<String>>,
+    /// Mapped attributes that change: the new SCIM value (for `manager`, the manager's id),
+    /// `None` to clear.
+    pub profile: Vec<(OptionalAttr, Option<String>)>,
 }
 
 impl UserChanges {
@@ -266,14 +293,26 @@ impl UserMapping {
             Some(_) => return Err(Error::invalid(ScimType::InvalidValue, "userName must be a string")),
             None => return Err(Error::invalid(ScimType::InvalidValue, "userName is required")),
         };
-        if !new_user_name.eq_ignore_ascii_case(old_user_name) {
-            if !is_plausible_email(new_user_name) {
-                return Err(Error::invalid(
-                    ScimType::InvalidValue,
-                    format!("userName {new_user_name:?} is not an e-mail address"),
-                ));
+        // What the request gave: a userName that differs from the current one, and an
+        // `emails` value whose address differs from the current one (any PATCH form).
+        let given_user_name = (!new_user_name.eq_ignore_ascii_case(old_user_name)).then_some(new_user_name);
+        let emails_before = value_at(before, &["emails"]).filter(|v| !v.is_null());
+        let emails_after = value_at(after, &["emails"]).filter(|v| !v.is_null());
+        let names_address = match emails_after {
+            Some(v) => address_of(v)?.is_some(),
+            None => false,
+        };
+        if emails_before.is_some() && !names_address {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                "emails cannot be removed: a Zulip account always has its one address (change it with userName or emails[type eq \"work\"].value)",
+            ));
+        }
+        let given_emails = emails_after.filter(|_| emails_after != emails_before);
+        if let Some(address) = self.requested_address(Some(old_user_name), given_user_name, given_emails)? {
+            if !address.eq_ignore_ascii_case(old_user_name) {
+                changes.new_email = Some(address);
             }
-            changes.new_email = Some(new_user_name.to_string());
         }
         if let Some(full_name) = self.full_name_of(Some(before), after) {
             if Some(full_name.as_str()) != str_at(before, &["displayName"]) {
@@ -321,7 +360,152 @@ impl UserMapping {
                 changes.external_id = Some(external_id);
             }
         }
+        self.check_stored(after)?;
+        for attr in &self.mapped {
+            let new = mapped_value(attr, after)?;
+            if new.as_deref() != attr.read(before).and_then(Value::as_str) {
+                changes.profile.push((attr.clone(), new));
+            }
+        }
         Ok(changes)
+    }
+
+    /// Values of the typed attributes (`phoneNumbers[type eq "fax"]`) that no mapped field
+    /// stores: `400 invalidValue` naming them, or dropped when the realm ignores them.
+    fn check_stored(&self, resource: &Value) -> Result<(), Error> {
+        let unstored = scim::catalog::unstored_values(resource, &self.mapped);
+        if unstored.is_empty() || self.ignore_unmapped {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            ScimType::InvalidValue,
+            format!("this organization keeps no field for {} (custom_profile_field_map; ignore_unmapped_attributes: true drops such values)", unstored.join(", ")),
+        ))
+    }
+}
+
+/// The value of a mapped attribute in a request: a string, or a number or boolean (as IdPs
+/// send some employee numbers), as text; `None` when unassigned.
+fn mapped_value(attr: &OptionalAttr, resource: &Value) -> Result<Option<String>, Error> {
+    match attr.read(resource) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(v.to_string())),
+        Some(other) => {
+            Err(Error::invalid(ScimType::InvalidValue, format!("{attr} must be a string, got {other}")))
+        }
+    }
+}
+
+impl UserMapping {
+    /// The address a request asks for, from the `userName` and the `emails` it gave (either
+    /// may be absent): `emails` names the address by its primary entry, or its only work
+    /// entry, or its only entry. Both given with different addresses → `400 invalidValue`
+    /// naming both. Other addresses in `emails` (a home address, a second work address)
+    /// cannot be held by a Zulip account: `400 invalidValue`, or dropped when the realm
+    /// ignores unmapped attributes; the current address (`current`) is tolerated, as an `add`
+    /// of a new primary address leaves it in the list.
+    pub fn requested_address(
+        &self,
+        current: Option<&str>,
+        user_name: Option<&str>,
+        emails: Option<&Value>,
+    ) -> Result<Option<String>, Error> {
+        let from_emails = match emails {
+            Some(emails) => address_of(emails)?,
+            None => None,
+        };
+        let address = match (user_name, from_emails.as_deref()) {
+            (Some(u), Some(e)) if !u.eq_ignore_ascii_case(e) => {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("userName {u:?} and the primary e-mail {e:?} differ: a Zulip account has one address, which both name; send the same address in both (Entra: map both from mail)"),
+                ))
+            }
+            (Some(u), _) => u.to_string(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => return Ok(None),
+        };
+        if !is_plausible_email(&address) {
+            return Err(Error::invalid(
+                ScimType::InvalidValue,
+                format!(
+                    "{address:?} is not an e-mail address: Zulip accounts are identified by their e-mail"
+                ),
+            ));
+        }
+        if let (Some(emails), false) = (emails, self.ignore_unmapped) {
+            let others: Vec<String> = email_entries(emails)
+                .filter(|(value, _)| {
+                    !value.eq_ignore_ascii_case(&address)
+                        && current.is_none_or(|c| !value.eq_ignore_ascii_case(c))
+                })
+                .map(|(value, kind)| match kind {
+                    Some(kind) => format!("{value:?} ({kind})"),
+                    None => format!("{value:?}"),
+                })
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::invalid(
+                    ScimType::InvalidValue,
+                    format!("a Zulip account holds one address ({address}); emails also lists {} which it cannot store (ignore_unmapped_attributes: true drops such addresses)", others.join(", ")),
+                ));
+            }
+        }
+        Ok(Some(address))
+    }
+}
+
+/// The `(value, type)` of every entry of an `emails` value (a list, or one entry).
+fn email_entries(emails: &Value) -> impl Iterator<Item = (&str, Option<&str>)> {
+    let items: &[Value] = match emails {
+        Value::Array(items) => items,
+        other => std::slice::from_ref(other),
+    };
+    items.iter().filter_map(|item| match item {
+        Value::String(s) => Some((s.as_str(), None)),
+        Value::Object(_) => str_at(item, &["value"]).map(|v| (v, str_at(item, &["type"]))),
+        _ => None,
+    })
+}
+
+/// The address an `emails` value names: its primary entry, else its only `work` entry, else
+/// its only entry (`None`: it names none; several candidates: `400 invalidValue`).
+pub fn address_of(emails: &Value) -> Result<Option<String>, Error> {
+    let items: &[Value] = match emails {
+        Value::Array(items) => items,
+        Value::Null => &[],
+        other => std::slice::from_ref(other),
+    };
+    let value = |item: &Value| match item {
+        Value::String(s) => Some(s.trim().to_string()),
+        _ => str_at(item, &["value"]).map(|s| s.trim().to_string()),
+    };
+    let is_primary = |item: &Value| value_at(item, &["primary"]).and_then(lenient_bool) == Some(true);
+    let primaries: Vec<&Value> = items.iter().filter(|i| is_primary(i)).collect();
+    let candidates: Vec<&Value> = if !primaries.is_empty() {
+        primaries
+    } else {
+        let work: Vec<&Value> = items
+            .iter()
+            .filter(|i| str_at(i, &["type"]).is_some_and(|t| t.eq_ignore_ascii_case("work")))
+            .collect();
+        if work.is_empty() {
+            items.iter().collect()
+        } else {
+            work
+        }
+    };
+    let mut addresses: Vec<String> =
+        candidates.into_iter().filter_map(value).filter(|v| !v.is_empty()).collect();
+    addresses.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    match addresses.len() {
+        0 => Ok(None),
+        1 => Ok(addresses.pop()),
+        _ => Err(Error::invalid(
+            ScimType::InvalidValue,
+            format!("emails names several addresses ({}) and none is the primary one: a Zulip account has one address", addresses.join(", ")),
+        )),
     }
 }
 
@@ -335,6 +519,8 @@ pub struct NewUser {
     pub active: bool,
     /// Only read when the realm stores `externalId`.
     pub external_id: Option<String>,
+    /// The mapped attributes the body gives a value.
+    pub profile: Vec<(OptionalAttr, Option<String>)>,
 }
 
 impl UserMapping {
@@ -358,6 +544,8 @@ impl UserMapping {
                 format!("userName {email:?} is not an e-mail address: Zulip accounts are identified by their e-mail"),
             ));
         }
+        let emails = value_at(body, &["emails"]).filter(|v| !v.is_null());
+        let email = self.requested_address(None, Some(&email), emails)?.unwrap_or(email);
         // Zulip needs a name; an IdP that sends none gets the address's local part, which
         // the admin (or a later update) can change.
         let full_name = self
@@ -379,7 +567,14 @@ impl UserMapping {
             true => parse_external_id(value_at(body, &["externalId"]))?,
             false => None,
         };
-        Ok(NewUser { email, full_name, role, active, external_id })
+        self.check_stored(body)?;
+        let mut profile = Vec::new();
+        for attr in &self.mapped {
+            if let Some(value) = mapped_value(attr, body)? {
+                profile.push((attr.clone(), Some(value)));
+            }
+        }
+        Ok(NewUser { email, full_name, role, active, external_id, profile })
     }
 
     /// The resource a PUT asks for: the current one with every attribute the body carries
@@ -397,12 +592,23 @@ impl UserMapping {
         let Some(target) = after.as_object_mut() else {
             return Err(Error::Internal("rendered user is not an object".into()));
         };
+        // `emails` is the address again: it must agree with `userName` (checked here, as both
+        // were given), and then `userName` carries the change.
+        if let (Some(Value::String(user_name)), Some(emails)) = (
+            value_at(&Value::Object(body.clone()), &["userName"]),
+            value_at(&Value::Object(body.clone()), &["emails"]).filter(|v| !v.is_null()),
+        ) {
+            let current = str_at(before, &["userName"]);
+            self.requested_address(current, Some(user_name.trim()), Some(emails))?;
+        }
         for (key, value) in body {
-            // `emails` is read-only (derived from userName): ignored here, as RFC 7644 §3.5.1 asks.
             let canonical = ["userName", "externalId", "name", "displayName", "active", "role"]
                 .into_iter()
                 .find(|k| k.eq_ignore_ascii_case(key));
-            let Some(canonical) = canonical else { continue };
+            let Some(canonical) = canonical else {
+                self.put_mapped(target, key, value);
+                continue;
+            };
             if value.is_null() {
                 continue;
             }
@@ -426,6 +632,29 @@ impl UserMapping {
             }
         }
         Ok(after)
+    }
+
+    /// A PUT body's `key` when it holds mapped attributes: a core attribute (`title`,
+    /// `phoneNumbers`: replaced; `null` clears), or the enterprise extension object (each
+    /// mapped attribute it carries replaced; the others keep their values).
+    fn put_mapped(&self, target: &mut Map<String, Value>, key: &str, value: &Value) {
+        if key.eq_ignore_ascii_case(scim::ENTERPRISE_USER_SCHEMA) {
+            let Some(given) = value.as_object() else { return };
+            for attr in self.mapped.iter().filter(|a| a.enterprise) {
+                let Some((_, v)) = given.iter().find(|(k, _)| k.eq_ignore_ascii_case(attr.name)) else {
+                    continue;
+                };
+                let ext =
+                    target.entry(scim::ENTERPRISE_USER_SCHEMA).or_insert_with(|| Value::Object(Map::new()));
+                if let Some(ext) = ext.as_object_mut() {
+                    ext.insert(attr.name.to_owned(), v.clone());
+                }
+            }
+            return;
+        }
+        if let Some(attr) = self.mapped.iter().find(|a| !a.enterprise && a.name.eq_ignore_ascii_case(key)) {
+            target.insert(attr.name.to_owned(), value.clone());
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod groups;
 pub mod health;
 pub mod live;
 pub mod mapping;
+mod profile_fields;
 pub mod progress;
 pub mod query;
 pub mod realm;

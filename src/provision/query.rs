@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use scim::filter::Filter;
 use scim::projection::{Projection, SortSpec};
-use scim::schema::{ResourceTypeDef, GROUP, USER};
+use scim::schema::{ResourceTypeDef, GROUP};
 use scim::ScimType;
 
 /// Default page size.
@@ -21,15 +21,6 @@ pub const MAX_COUNT: usize = 500;
 pub enum Resource {
     User,
     Group,
-}
-
-impl Resource {
-    pub fn definition(self) -> &'static ResourceTypeDef {
-        match self {
-            Resource::User => &USER,
-            Resource::Group => &GROUP,
-        }
-    }
 }
 
 /// The query parameters of a SCIM request, as given (parsed on use, so that a bad value is a
@@ -199,12 +190,13 @@ impl Rendered {
     }
 }
 
-/// A `ListResponse` of one page, each resource projected for its own type.
-pub fn list_response(page: ListPage, projection: &Projection) -> Value {
+/// A `ListResponse` of one page, each resource projected for its own type (`user_type`: the
+/// realm's User definition).
+pub fn list_response(page: ListPage, projection: &Projection, user_type: &'static ResourceTypeDef) -> Value {
     let resources: Vec<Value> = if projection.is_identity() {
         page.resources
     } else {
-        page.resources.iter().map(|r| projection.apply(r, resource_type_of(r))).collect()
+        page.resources.iter().map(|r| projection.apply(r, resource_type_of(r, user_type))).collect()
     };
     list_body(page.total_results, page.start_index, resources)
 }
@@ -215,10 +207,10 @@ pub fn list_all(resources: Vec<Value>) -> Value {
     list_body(n, 1, resources)
 }
 
-fn resource_type_of(resource: &Value) -> &'static ResourceTypeDef {
+fn resource_type_of(resource: &Value, user_type: &'static ResourceTypeDef) -> &'static ResourceTypeDef {
     match resource.pointer("/meta/resourceType").and_then(Value::as_str) {
         Some("Group") => &GROUP,
-        _ => &USER,
+        _ => user_type,
     }
 }
 

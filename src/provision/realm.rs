@@ -14,8 +14,11 @@ use crate::error::{upstream_cause, Error};
 use crate::provision::health::{Health, HealthReport};
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
+use crate::provision::profile_fields::MappedFields;
+use crate::provision::query::Resource;
 use crate::provision::refusal;
 use scim;
+use scim::schema::{ResourceTypeDef, GROUP};
 use zulip_client::{ProfileField, ZulipClient, ZulipError};
 
 /// Zulip feature level that added `new_email` to `PATCH /users/{id}` (Zulip 10.0).
@@ -54,6 +57,10 @@ pub struct Realm {
     pub(crate) health: Health,
     /// Where each change applied to Zulip is recorded ([`crate::audit`]).
     audit: Arc<AuditSink>,
+    /// The attributes kept in custom profile fields (`custom_profile_field_map`).
+    pub(crate) mapped: MappedFields,
+    /// The User resource type as this realm publishes it (with its mapped attributes).
+    pub(crate) user_type: &'static ResourceTypeDef,
 }
 
 /// The custom profile field that stores `externalId`: configured by label, resolved to an id
@@ -114,10 +121,14 @@ pub struct Readiness {
 impl Realm {
     pub fn new(config: RealmConfig, client: ZulipClient, snapshot_ttl: std::time::Duration) -> Self {
         let base_url = format!("{}/scim/v2", config.url.as_str().trim_end_matches('/'));
+        let mapped = MappedFields::new(&config);
+        let user_type = scim::catalog::user_type(&mapped.attrs());
         let users = UserMapping {
             base_url: base_url.clone(),
             name_formatted_included: config.name_formatted_included,
             stores_external_id: config.external_id_field.is_some(),
+            ignore_unmapped: config.ignore_unmapped_attributes,
+            mapped: mapped.attrs(),
         };
         let external_id = config.external_id_field.clone().map(|label| ExternalIdField {
             label,
@@ -138,6 +149,8 @@ impl Realm {
             external_id,
             health: Health::default(),
             audit: Arc::new(AuditSink::LOG),
+            mapped,
+            user_type,
         }
     }
 
@@ -168,6 +181,30 @@ impl Realm {
         self.audit.emit(&record);
     }
 
+    /// The definition of `resource` as this realm serves it.
+    pub fn definition(&self, resource: Resource) -> &'static ResourceTypeDef {
+        match resource {
+            Resource::User => self.user_type,
+            Resource::Group => &GROUP,
+        }
+    }
+
+    /// The resource types this realm publishes (`/ResourceTypes`, `/Schemas`).
+    pub fn resource_types(&self) -> [&'static ResourceTypeDef; 2] {
+        [self.user_type, &GROUP]
+    }
+
+    /// Whether the realm keeps attributes in custom profile fields (and so follows their
+    /// changes).
+    pub fn uses_profile_fields(&self) -> bool {
+        self.external_id.is_some() || !self.mapped.is_empty()
+    }
+
+    /// The custom profile fields whose values the snapshot keeps.
+    pub(crate) fn profile_field_ids(&self) -> Vec<u64> {
+        self.external_id_field_id().into_iter().chain(self.mapped.ids()).collect()
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }
@@ -195,6 +232,7 @@ impl Realm {
         self.feature_level.store(settings.zulip_feature_level, Ordering::Relaxed);
         self.service_account_id.store(me.user_id, Ordering::Relaxed);
         let external_id_field = self.resolve_external_id_field(true).await?;
+        self.resolve_mapped_fields(true).await?;
         self.ready.store(true, Ordering::Release);
         Ok(Readiness {
             zulip_version: settings.zulip_version,
@@ -265,6 +303,10 @@ impl Realm {
     /// when the field that stores `externalId` is gone or renamed, which calls for a full
     /// reload (that resolves the field again).
     pub(crate) fn profile_fields_changed(&self, fields: &[ProfileField]) -> Option<String> {
+        self.external_id_field_changed(fields).or_else(|| self.mapped_fields_changed(fields))
+    }
+
+    fn external_id_field_changed(&self, fields: &[ProfileField]) -> Option<String> {
         let field = self.external_id.as_ref()?;
         let id = self.external_id_field_id()?;
         match fields.iter().find(|f| f.id == id) {
@@ -331,9 +373,11 @@ impl Realm {
 
     /// Loads both snapshots anew, whatever is cached (right after registering a queue).
     pub(crate) async fn reload_snapshots(&self) -> Result<(), Error> {
-        let field = self.resolve_external_id_field(true).await?;
+        self.resolve_external_id_field(true).await?;
+        self.resolve_mapped_fields(true).await?;
+        let fields = self.profile_field_ids();
         self.dir
-            .reload_users(|| self.client.get_users_with_profile_field(field))
+            .reload_users(|| self.client.get_users_with_profile_fields(&fields))
             .await
             .map_err(shared_refusal)?;
         self.dir.reload_groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)?;
@@ -359,8 +403,10 @@ impl Realm {
     pub(crate) async fn user_index(&self) -> Result<Arc<Shared<UserIndex>>, Error> {
         // A known field id is one atomic load; only the first use (or one after Zulip lost the
         // field) asks Zulip.
-        let field = self.resolve_external_id_field(false).await?;
-        self.dir.users(|| self.client.get_users_with_profile_field(field)).await.map_err(shared_refusal)
+        self.resolve_external_id_field(false).await?;
+        self.resolve_mapped_fields(false).await?;
+        let fields = self.profile_field_ids();
+        self.dir.users(|| self.client.get_users_with_profile_fields(&fields)).await.map_err(shared_refusal)
     }
 
     /// The groups snapshot (one `GET /user_groups` with deactivated groups on a miss).

@@ -8,21 +8,21 @@ use serde_json::Value;
 use super::query::{list_response, ListPage, Query, Rendered, Resource};
 use super::Realm;
 use crate::error::Error;
-use scim::schema::{GROUP, USER};
+use scim::schema::GROUP;
 
 impl Realm {
     /// `GET /Users|/Groups` and `POST /Users|/Groups/.search`: one `ListResponse` page.
     pub async fn list(&self, resource: Resource, query: &Query) -> Result<Value, Error> {
         let projection = query.projection()?;
-        let list = query.list_query(resource.definition())?;
+        let list = query.list_query(self.definition(resource))?;
         let mut page = match resource {
             Resource::User => self.list_users(&list).await?,
             Resource::Group => self.list_groups(&list, projection.requests("members", &GROUP)).await?,
         };
-        if resource == Resource::User && projection.requests("groups", &USER) {
+        if resource == Resource::User && projection.requests("groups", self.user_type) {
             self.attach_groups(&mut page.resources).await?;
         }
-        Ok(list_response(page, &projection))
+        Ok(list_response(page, &projection, self.user_type))
     }
 
     /// `POST /.search`: Users and Groups together.
@@ -30,7 +30,7 @@ impl Realm {
         let projection = query.projection()?;
         let page: ListPage =
             self.search_all(query.parsed_filter()?, query.start_index()?, query.count()?).await?;
-        Ok(list_response(page, &projection))
+        Ok(list_response(page, &projection, self.user_type))
     }
 
     /// `GET /Users|/Groups/{id}`. `If-None-Match` matching the current version is 304.
@@ -46,10 +46,10 @@ impl Realm {
             Resource::User => self.get_user(id).await?,
             Resource::Group => self.get_group(id, projection.requests("members", &GROUP)).await?,
         };
-        if resource == Resource::User && projection.requests("groups", &USER) {
+        if resource == Resource::User && projection.requests("groups", self.user_type) {
             self.attach_groups(std::slice::from_mut(&mut value)).await?;
         }
-        let rendered = Rendered::new(value, &projection, resource.definition());
+        let rendered = Rendered::new(value, &projection, self.definition(resource));
         if let (Some(inm), Some(version)) = (if_none_match, rendered.version.as_deref()) {
             if scim::version::if_none_match_satisfied(inm, version) {
                 return Err(Error::NotModified { etag: version.to_string() });
@@ -65,7 +65,7 @@ impl Realm {
             Resource::User => self.create_user(body).await?,
             Resource::Group => self.create_group(body).await?,
         };
-        Ok(Rendered::new(value, &projection, resource.definition()))
+        Ok(Rendered::new(value, &projection, self.definition(resource)))
     }
 
     /// `PUT /Users|/Groups/{id}`.
@@ -82,7 +82,7 @@ impl Realm {
             Resource::User => self.replace_user(id, body, if_match).await?,
             Resource::Group => self.replace_group(id, body, if_match).await?,
         };
-        Ok(Rendered::new(value, &projection, resource.definition()))
+        Ok(Rendered::new(value, &projection, self.definition(resource)))
     }
 
     /// `PATCH /Users|/Groups/{id}`.
@@ -99,7 +99,7 @@ impl Realm {
             Resource::User => self.patch_user(id, body, if_match).await?,
             Resource::Group => self.patch_group(id, body, if_match).await?,
         };
-        Ok(Rendered::new(value, &projection, resource.definition()))
+        Ok(Rendered::new(value, &projection, self.definition(resource)))
     }
 
     /// `DELETE /Users|/Groups/{id}`.

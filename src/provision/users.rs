@@ -9,11 +9,11 @@ use crate::audit::{self, AuditTarget, Outcome};
 use crate::config::UserDelete;
 use crate::error::Error;
 use crate::provision::changes::{user_attributes, ChangeRecord, Operation};
-use crate::provision::mapping::{str_at, user_name_of, NewUser, UserChanges};
+use crate::provision::mapping::{user_name_of, NewUser, UserChanges};
+use crate::provision::profile_fields::record_profile_update;
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
 use crate::provision::{parse_id, refusal, ListPage, ListQuery};
 use scim::patch::PatchRequest;
-use scim::schema::USER;
 use scim::version::Fingerprint;
 use scim::ScimType;
 use secret::Secret;
@@ -32,7 +32,12 @@ fn throwaway_password() -> Secret<String> {
 }
 
 /// The version of a rendered User: a fingerprint of every field its rendering depends on.
-fn user_version(user: &User, learned: Option<&str>, external_id: Option<&str>) -> String {
+fn user_version(
+    user: &User,
+    learned: Option<&str>,
+    external_id: Option<&str>,
+    mapped: &[(&scim::catalog::OptionalAttr, &str)],
+) -> String {
     let mut fingerprint = Fingerprint::new();
     fingerprint
         .part(user.user_id.to_string().as_str())
@@ -44,6 +49,9 @@ fn user_version(user: &User, learned: Option<&str>, external_id: Option<&str>) -
         .part(user.date_joined.as_str())
         .part(if user.is_active { "1" } else { "0" })
         .part(user.role.scim_name());
+    for (attr, value) in mapped {
+        fingerprint.part(attr.to_string().as_str()).part(*value);
+    }
     fingerprint.tag()
 }
 
@@ -97,10 +105,11 @@ impl Realm {
     fn render_user(&self, user: &User) -> Value {
         let learned = self.dir.learned.get(user.user_id);
         let external_id = self.external_id_of(user);
-        let mut resource = self.users.render(user, learned.as_deref(), external_id);
+        let mapped = self.mapped.values(user);
+        let mut resource = self.users.render(user, learned.as_deref(), external_id, &mapped);
         // The version is a digest of exactly what the rendering depends on: cheaper than
         // re-serialising the resource on every read, and it changes whenever the resource does.
-        let version = user_version(user, learned.as_deref(), external_id);
+        let version = user_version(user, learned.as_deref(), external_id, &mapped);
         if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
             meta.insert("version".into(), Value::from(version));
         }
@@ -110,7 +119,7 @@ impl Realm {
     /// `GET /Users` and `POST /Users/.search`.
     pub async fn list_users(&self, query: &ListQuery) -> Result<ListPage, Error> {
         if let Some(filter) = &query.filter {
-            filter.validate(&USER)?;
+            filter.validate(self.user_type)?;
         }
         let index = self.user_index().await?;
         let index = index.read();
@@ -135,6 +144,14 @@ impl Realm {
                 } else if let Some(external_id) = f.eq_constraint("externalId") {
                     // caseExact: a plain comparison over the snapshot, before any rendering.
                     index.humans_from(0).filter(|u| self.external_id_of(u) == Some(external_id)).collect()
+                } else if let Some((field, value)) = self.mapped.eq_constraint(f) {
+                    // A mapped text attribute (caseExact false): its stored value, before
+                    // any rendering.
+                    let value = value.to_lowercase();
+                    index
+                        .humans_from(0)
+                        .filter(|u| u.profile_data.get(field).is_some_and(|v| v.to_lowercase() == value))
+                        .collect()
                 } else {
                     index.humans_from(0).collect()
                 }
@@ -145,7 +162,7 @@ impl Realm {
             .into_iter()
             .filter(|u| !u.is_bot)
             .map(|u| self.render_user(u))
-            .filter(|v| query.filter.as_ref().is_none_or(|f| f.matches(v, &USER)))
+            .filter(|v| query.filter.as_ref().is_none_or(|f| f.matches(v, self.user_type)))
             .collect();
         if let Some(sort) = &query.sort {
             // Stable: equal keys keep id order, so pages never overlap.
@@ -164,15 +181,16 @@ impl Realm {
         let cached = index.read().get(user_id).cloned();
         let user = match cached {
             Some(user) => user,
-            None => match self.client.get_user_with_profile_field(user_id, self.external_id_field_id()).await
-            {
-                Ok(user) => {
-                    self.dir.upsert_user(user.clone()).await;
-                    user
+            None => {
+                match self.client.get_user_with_profile_fields(user_id, &self.profile_field_ids()).await {
+                    Ok(user) => {
+                        self.dir.upsert_user(user.clone()).await;
+                        user
+                    }
+                    Err(e) if e.is_bad_request() => return Err(not_found()),
+                    Err(e) => return Err(refusal(e)),
                 }
-                Err(e) if e.is_bad_request() => return Err(not_found()),
-                Err(e) => return Err(refusal(e)),
-            },
+            }
         };
         if user.is_bot {
             return Err(not_found());
@@ -198,6 +216,10 @@ impl Realm {
             Some(_) => self.resolve_external_id_field(false).await?,
             None => None,
         };
+        // So are the mapped attributes' fields and values (a bad value is a 400 before any
+        // call).
+        let mut mapped = UserUpdate::default();
+        self.mapped_update(&new.profile, &mut mapped).await?;
         let existing = self.user_index().await?.read().by_email(&new.email).cloned();
         if let Some(existing) = existing {
             return self.create_over_existing(existing, new).await;
@@ -260,7 +282,7 @@ impl Realm {
         // What `POST /users` cannot set — a role other than member, the externalId — in one
         // `PATCH /users/{id}`.
         let role = new.role.unwrap_or(Role::Member);
-        let mut update = UserUpdate { role: (role != Role::Member).then_some(role), ..UserUpdate::default() };
+        let mut update = UserUpdate { role: (role != Role::Member).then_some(role), ..mapped };
         if let (Some(external_id), Some(field)) = (&new.external_id, external_id_field) {
             update.profile_data.push((field, Some(external_id.clone())));
         }
@@ -288,9 +310,7 @@ impl Realm {
                 return Err(with_applied(refusal(e), applied));
             }
             user.role = role;
-            for (field, value) in update.profile_data {
-                user.profile_data.set(field, value);
-            }
+            record_profile_update(&mut user, &update);
             self.dir.upsert_user(user.clone()).await;
         }
         if role == Role::Guest && self.config.create_guests_without_streams {
@@ -372,6 +392,13 @@ impl Realm {
         if new.external_id.is_some() && new.external_id.as_deref() != self.external_id_of(&existing) {
             changes.external_id = Some(new.external_id.clone());
         }
+        let current = self.render_user(&existing);
+        changes.profile = new
+            .profile
+            .iter()
+            .filter(|(attr, value)| attr.read(&current).and_then(Value::as_str) != value.as_deref())
+            .cloned()
+            .collect();
         let user = self.apply_user_changes(existing, changes).await?;
         Ok(self.render_user(&user))
     }
@@ -393,10 +420,15 @@ impl Realm {
         let mut patch = PatchRequest::parse(body)?;
         let user = self.find_user(id).await?;
         let before = self.render_user(&user);
-        drop_consistent_email_ops(&mut patch, str_at(&before, &["userName"]).unwrap_or(""))?;
         check_if_match(if_match, &before)?;
+        if self.config.ignore_unmapped_attributes {
+            let dropped = patch.retain_known(self.user_type);
+            if !dropped.is_empty() {
+                tracing::debug!(realm = %self.name(), ?dropped, "ignored PATCH of unmapped attributes");
+            }
+        }
         let mut after = before.clone();
-        patch.apply(&mut after, &USER)?;
+        patch.apply(&mut after, self.user_type)?;
         let changes = self.users.changes(&before, &after)?;
         let user = self.apply_user_changes(user, changes).await?;
         Ok(self.render_user(&user))
@@ -461,6 +493,7 @@ impl Realm {
                 update.profile_data.push((field, external_id.clone()));
             }
         }
+        self.mapped_update(&changes.profile, &mut update).await?;
         if !update.is_empty() {
             if let Err(e) = self.send_user_update(user_id, &mut update).await {
                 if !e.outcome_known() {
@@ -473,14 +506,12 @@ impl Realm {
                 }
                 return Err(refusal(e));
             }
+            record_profile_update(&mut user, &update);
             if let Some(name) = update.full_name {
                 user.full_name = name;
             }
             if let Some(role) = update.role {
                 user.role = role;
-            }
-            for (field, value) in update.profile_data {
-                user.profile_data.set(field, value);
             }
             if let Some(email) = update.new_email {
                 self.dir.learn_email(user_id, &email);
@@ -489,7 +520,7 @@ impl Realm {
             self.dir.upsert_user(user.clone()).await;
         }
         let applied = (!update_was_empty(&changes))
-            .then(|| format!("updated Zulip user {user_id}'s name, role, address or externalId"));
+            .then(|| format!("updated Zulip user {user_id}'s name, role, address or profile fields"));
         if let Some(active) = changes.active {
             let outcome = match active {
                 false => self.client.deactivate_user(user_id).await,
@@ -594,6 +625,7 @@ fn update_was_empty(changes: &UserChanges) -> bool {
         && changes.role.is_none()
         && changes.new_email.is_none()
         && changes.external_id.is_none()
+        && changes.profile.is_empty()
 }
 
 /// What a create's follow-up `PATCH /users/{id}` sets, for messages.
@@ -602,87 +634,10 @@ fn update_summary(update: &UserUpdate) -> String {
     if let Some(role) = update.role {
         parts.push(format!("role {}", role.scim_name()));
     }
-    if !update.profile_data.is_empty() {
-        parts.push("externalId".to_owned());
+    if !update.profile_data.is_empty() || !update.profile_users.is_empty() {
+        parts.push("profile fields (externalId, mapped attributes)".to_owned());
     }
     parts.join(" and ")
-}
-
-/// `emails` is read-only: it is the account's one address, derived from `userName`. Entra
-/// (flag on) still sends `emails[type eq "work"].value` next to the `userName` it maps from
-/// the same source; such operations agree with the address and are dropped. An operation
-/// that asks for a different address is refused, naming the way to change it.
-fn drop_consistent_email_ops(patch: &mut PatchRequest, current: &str) -> Result<(), Error> {
-    let is_emails_key = |key: &str| {
-        let key = key.rsplit_once(":").map_or(key, |(_, k)| k);
-        let head = key.split(['[', '.']).next().unwrap_or("");
-        head.eq_ignore_ascii_case("emails")
-    };
-    // The userName the request sets, if any (path form or path-less value).
-    let mut target = current.to_string();
-    for op in &patch.operations {
-        match (&op.path, &op.value) {
-            (Some(path), Some(Value::String(v))) if path.attr.is("userName") && path.filter.is_none() => {
-                target = v.clone();
-            }
-            (None, Some(Value::Object(map))) => {
-                if let Some((_, Value::String(v))) = map.iter().find(|(k, _)| {
-                    k.rsplit_once(':').map_or(k.as_str(), |(_, k)| k).eq_ignore_ascii_case("userName")
-                }) {
-                    target = v.clone();
-                }
-            }
-            _ => {}
-        }
-    }
-    let agrees = |value: &Value| -> bool {
-        let mut addresses = Vec::new();
-        collect_strings(value, &mut addresses);
-        addresses.iter().all(|a| a.eq_ignore_ascii_case(&target) || a.eq_ignore_ascii_case(current))
-    };
-    let refuse = || {
-        Error::invalid(
-            ScimType::Mutability,
-            "emails is derived from userName (a Zulip account has exactly one address): change userName instead",
-        )
-    };
-    let mut kept = Vec::with_capacity(patch.operations.len());
-    for mut op in std::mem::take(&mut patch.operations) {
-        if let Some(path) = &op.path {
-            if is_emails_key(&path.attr.attr) {
-                if op.value.as_ref().is_some_and(agrees) {
-                    continue;
-                }
-                return Err(refuse());
-            }
-        } else if let Some(Value::Object(map)) = &mut op.value {
-            let keys: Vec<String> = map.keys().filter(|k| is_emails_key(k)).cloned().collect();
-            for key in keys {
-                if let Some(v) = map.remove(&key) {
-                    if !agrees(&v) {
-                        return Err(refuse());
-                    }
-                }
-            }
-        }
-        kept.push(op);
-    }
-    patch.operations = kept;
-    Ok(())
-}
-
-/// Every address-like string in a PATCH value (`"a@b"`, `{"value": "a@b"}`, lists of those).
-fn collect_strings(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
-        Value::Object(map) => {
-            if let Some(v) = map.iter().find(|(k, _)| k.eq_ignore_ascii_case("value")).map(|(_, v)| v) {
-                collect_strings(v, out);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Adds "what was already applied upstream" to an error's detail.

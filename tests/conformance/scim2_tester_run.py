@@ -4,8 +4,10 @@ with the documented exclusions (README "Conformance").
 Usage: python scim2_tester_run.py BASE_URL TOKEN
 
 Zulip accounts are e-mail addresses, so `userName` values the tester generates are made
-e-mail shaped (the stock tester fills `userName` with a bare UUID); nothing else about the
-tester changes. Exit 0 only when every check passes or is excluded for a written reason.
+e-mail shaped (the stock tester fills `userName` with a bare UUID), and the `emails` it
+generates name that same address as the one work, primary entry (a Zulip account has one
+address, which `userName` and the primary e-mail both name; independent random addresses
+would be refused as a second address); nothing else about the tester changes. Exit 0 only when every check passes or is excluded for a written reason.
 """
 
 import sys
@@ -53,10 +55,30 @@ def exclusion(title: str, reason: str, resource_type: str) -> str | None:
 _original = filling.generate_random_value
 
 
+_last_user_name: list[str] = []
+
+
 def _email_user_names(context, path, mutability=None, required=None):
     value = _original(context, path, mutability=mutability, required=required)
-    if str(path).split(":")[-1].lower() == "username" and isinstance(value, str):
-        return f"{uuid.uuid4().hex[:12]}@conformance.example.com"
+    name = str(path).split(":")[-1].lower()
+    if name == "username" and isinstance(value, str):
+        value = f"{uuid.uuid4().hex[:12]}@conformance.example.com"
+        _last_user_name[:] = [value]
+    elif name in ("emails.value", "emails.primary", "emails.type") and value is not None and _last_user_name:
+        # Sub-attributes filled one by one: the same address, work, primary.
+        one = {"emails.value": _last_user_name[0], "emails.primary": True}.get(name)
+        if one is None:
+            kind = value[0] if isinstance(value, list) else value
+            one = type(kind)("work") if not isinstance(kind, str) else "work"
+        value = [one] if isinstance(value, list) else one
+    elif name == "emails" and isinstance(value, list) and value and _last_user_name:
+        # The user's one address: the userName just generated, as the work, primary entry.
+        email = value[0]
+        email.value = _last_user_name[0]
+        email.primary = True
+        kind = getattr(email, "type", None)
+        email.type = type(kind)("work") if kind is not None and not isinstance(kind, str) else "work"
+        value = [email]
     return value
 
 

@@ -49,9 +49,20 @@ async fn list_and_filter_groups_including_system_groups() {
     let member = group["members"].as_array().unwrap().iter().find(|m| m["value"] == hamlet).unwrap();
     assert_eq!(member["display"], "King Hamlet");
     assert_eq!(member["$ref"], format!("http://{}/scim/v2/Users/{hamlet}", h.addr));
-    // Case-sensitive names, as in Zulip.
-    let none = h.get(&format!("/Groups?filter={}", percent("displayName eq \"engineering\""))).await.body;
-    assert_eq!(none["totalResults"], 0);
+    // caseExact false (RFC 7643): every comparison operator ignores case.
+    for f in [
+        "displayName eq \"engineering\"",
+        "displayName co \"GINEER\"",
+        "displayName sw \"eng\"",
+        "displayName ew \"RING\"",
+    ] {
+        let found = h.get(&format!("/Groups?filter={}", percent(f))).await.body;
+        assert_eq!(found["totalResults"], 1, "{f}");
+        assert_eq!(found["Resources"][0]["displayName"], "Engineering", "{f}");
+    }
+    let schema = h.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group").await.body;
+    let name = schema["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "displayName").unwrap();
+    assert_eq!(name["caseExact"], false, "what is honoured is published");
     // Entra reads without members.
     let id = group["id"].as_str().unwrap();
     let lean = h.get(&format!("/Groups/{id}?excludedAttributes=members")).await.body;

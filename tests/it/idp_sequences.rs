@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use reqwest::Method;
 use serde_json::Value;
 
+use scim::catalog::OptionalAttr;
+use scim_sidecar::config::Config;
+
 use crate::support::{calls, fake, Harness, Reply, TOKEN};
 
 /// Replaces `{name}` placeholders with captured values, in strings anywhere in `v`.
@@ -26,12 +29,32 @@ fn subst_str(s: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
+/// The realm a fixture describes (`realm`: `custom_profile_field_map`,
+/// `ignore_unmapped_attributes`) applied to the harness config.
+fn configure(config: &mut Config, script: &Value, name_formatted_included: bool) {
+    let realm = &mut config.realms[0];
+    realm.name_formatted_included = name_formatted_included;
+    let Some(settings) = script.get("realm") else { return };
+    if let Some(map) = settings["custom_profile_field_map"].as_object() {
+        realm.custom_profile_field_map = map
+            .iter()
+            .map(|(k, v)| (OptionalAttr::parse(k).expect("mappable"), v.as_str().unwrap().to_string()))
+            .collect();
+    }
+    realm.ignore_unmapped_attributes = settings["ignore_unmapped_attributes"].as_bool().unwrap_or(false);
+}
+
 async fn replay(fixture: &str, name_formatted_included: bool) {
     let script: Value = serde_json::from_str(fixture).expect("fixture is JSON");
-    let h =
-        Harness::start_with(fake(), |c| c.realms[0].name_formatted_included = name_formatted_included).await;
+    // `profile_fields`: `[label, Zulip field type]` the organization has.
+    let mut builder = fake();
+    for field in script["profile_fields"].as_array().into_iter().flatten() {
+        builder = builder.with_profile_field(field[0].as_str().unwrap(), field[1].as_u64().unwrap() as u8);
+    }
+    let h = Harness::start_with(builder, |c| configure(c, &script, name_formatted_included)).await;
     let suffix = script["query_suffix"].as_str();
     let mut vars: HashMap<String, String> = HashMap::new();
+    let labels: HashMap<u64, String> = h.fake.profile_fields().into_iter().map(|f| (f.id, f.name)).collect();
     for step in script["steps"].as_array().expect("steps") {
         let name = step["name"].as_str().unwrap_or("?");
         let method = Method::from_bytes(step["method"].as_str().unwrap().as_bytes()).unwrap();
@@ -78,6 +101,29 @@ async fn replay(fixture: &str, name_formatted_included: bool) {
                 .collect();
             let writes: Vec<_> = h.upstream().into_iter().filter(|r| r.method != "GET").collect();
             assert_eq!(calls(&writes), want, "{name}: upstream writes");
+            // `upstream_form`: parameters of the last write; `upstream_profile`: its
+            // `profile_data`, by field label (values as JSON text: `"Engineer"`, `[11]`, `null`).
+            let last = writes.last();
+            for (key, want) in step["upstream_form"].as_object().into_iter().flatten() {
+                let want = substitute(want, &vars);
+                assert_eq!(last.and_then(|w| w.param(key)), want.as_str(), "{name}: upstream {key}");
+            }
+            if let Some(profile) = step["upstream_profile"].as_object() {
+                let sent: Value =
+                    serde_json::from_str(last.and_then(|w| w.param("profile_data")).unwrap_or("[]"))
+                        .expect("profile_data is JSON");
+                let sent: HashMap<String, String> = sent
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| (labels[&item["id"].as_u64().unwrap()].clone(), item["value"].to_string()))
+                    .collect();
+                let want: HashMap<String, String> = profile
+                    .iter()
+                    .map(|(label, v)| (label.clone(), subst_str(v.as_str().unwrap(), &vars)))
+                    .collect();
+                assert_eq!(sent, want, "{name}: profile_data");
+            }
         }
     }
     // The upstream state matches what the IdP was told.
@@ -99,4 +145,14 @@ async fn okta_user_lifecycle_replays() {
 #[tokio::test]
 async fn entra_user_lifecycle_replays() {
     replay(include_str!("../fixtures/idp/entra-user-lifecycle.json"), true).await;
+}
+
+#[tokio::test]
+async fn entra_with_its_default_mappings_replays() {
+    replay(include_str!("../fixtures/idp/entra-default-mappings.json"), true).await;
+}
+
+#[tokio::test]
+async fn okta_with_an_extended_profile_replays() {
+    replay(include_str!("../fixtures/idp/okta-extended-profile.json"), false).await;
 }

@@ -15,6 +15,7 @@ mod jwks;
 mod leak;
 mod live;
 mod operator;
+mod profile_fields;
 mod protocol;
 mod reload;
 mod support;

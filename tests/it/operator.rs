@@ -65,7 +65,8 @@ impl Logs {
 
     /// The first line `pred` accepts, waiting for it (bounded).
     async fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Above the readiness check's longest backoff (30 s): a retry always falls inside.
+        let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(line) = self.lines().into_iter().find(|line| pred(line)) {
                 return line;

@@ -43,7 +43,7 @@ async fn discovery_documents_need_no_upstream_and_refuse_writes() {
     }
     let user = h.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await.body;
     let emails = user["attributes"].as_array().unwrap().iter().find(|a| a["name"] == "emails").unwrap();
-    assert_eq!(emails["mutability"], "readOnly", "what is published is what is honoured");
+    assert_eq!(emails["mutability"], "readWrite", "what is published is what is honoured: it is the address");
     h.get("/Schemas/urn:example:nothing").await.assert_error(404, None);
     for path in ["/ServiceProviderConfig", "/ResourceTypes", "/Schemas"] {
         for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {

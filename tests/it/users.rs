@@ -469,6 +469,135 @@ async fn patch_user_name_changes_the_address_with_new_email() {
 }
 
 #[tokio::test]
+async fn the_work_email_is_the_address_in_every_patch_form() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let path = format!("/Users/{hamlet}");
+    let forms = [
+        // Entra (flag on): its own operation for the value path.
+        json!([{"op":"replace","path":"emails[type eq \"work\"].value","value":"a1@zulip.example.com"}]),
+        // Entra legacy: `Add`, capitalised.
+        json!([{"op":"Add","path":"emails[type eq \"work\"].value","value":"a2@zulip.example.com"}]),
+        json!([{"op":"replace","path":"emails[primary eq true].value","value":"a3@zulip.example.com"}]),
+        // Path-less with the value path as a key, next to another attribute.
+        json!([{"op":"replace","value":{"emails[type eq \"work\"].value":"a4@zulip.example.com","displayName":"Prince Hamlet"}}]),
+        // A whole emails value.
+        json!([{"op":"replace","path":"emails","value":[{"value":"a5@zulip.example.com","type":"work","primary":true}]}]),
+        // `add` of a new primary: the old address is the one it replaces.
+        json!([{"op":"add","path":"emails","value":[{"value":"a6@zulip.example.com","type":"work","primary":true}]}]),
+        // userName and the work e-mail together, agreeing.
+        json!([{"op":"replace","path":"userName","value":"a7@zulip.example.com"},
+               {"op":"replace","path":"emails[type eq \"work\"].value","value":"a7@zulip.example.com"}]),
+    ];
+    for (i, ops) in forms.into_iter().enumerate() {
+        let address = format!("a{}@zulip.example.com", i + 1);
+        let reply = h.patch(&path, &patch_op(ops)).await;
+        let body = reply.assert_status(200);
+        assert_eq!(body["userName"], address.as_str(), "form {i}");
+        assert_eq!(body["emails"], json!([{"value": address, "type": "work", "primary": true}]), "form {i}");
+        let writes = h.upstream_writes();
+        assert_eq!(
+            calls(&writes),
+            vec![call("PATCH", format!("/api/v1/users/{hamlet}"))],
+            "form {i}: one call"
+        );
+        assert_eq!(writes[0].param("new_email"), Some(address.as_str()), "form {i}");
+        assert_eq!(h.fake.user(hamlet).unwrap().delivery_email, address);
+    }
+    // The same address as now: nothing to do, no call.
+    h.patch(
+        &path,
+        &patch_op(
+            json!([{"op":"replace","path":"emails[type eq \"work\"].value","value":"A7@zulip.example.com"}]),
+        ),
+    )
+    .await
+    .assert_status(200);
+    assert!(h.upstream_writes().is_empty());
+    // Taken by another account: 409, as for userName.
+    h.patch(&path, &patch_op(json!([{"op":"replace","path":"emails[type eq \"work\"].value","value":"iago@zulip.example.com"}])))
+        .await
+        .assert_error(409, Some("uniqueness"));
+    // userName and the work e-mail disagree: 400 naming both, nothing applied.
+    let reply = h
+        .patch(
+            &path,
+            &patch_op(json!([
+            {"op":"replace","path":"userName","value":"b1@zulip.example.com"},
+            {"op":"replace","path":"displayName","value":"Someone Else"},
+            {"op":"replace","path":"emails[type eq \"work\"].value","value":"b2@zulip.example.com"}])),
+        )
+        .await;
+    reply.assert_error(400, Some("invalidValue"));
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.contains("b1@zulip.example.com") && detail.contains("b2@zulip.example.com"), "{detail}");
+    // A second address Zulip cannot hold: 400; removing the address: 400 mutability.
+    h.patch(
+        &path,
+        &patch_op(
+            json!([{"op":"add","path":"emails","value":[{"value":"h@home.example.com","type":"home"}]}]),
+        ),
+    )
+    .await
+    .assert_error(400, Some("invalidValue"));
+    h.patch(&path, &patch_op(json!([{"op":"remove","path":"emails"}])))
+        .await
+        .assert_error(400, Some("mutability"));
+    assert!(h.upstream_writes().is_empty(), "refusals call nothing");
+    assert_eq!(h.fake.user(hamlet).unwrap().full_name, "Prince Hamlet");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn put_and_post_take_the_address_from_emails_too() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    // PUT whose userName and primary e-mail agree: one PATCH with new_email.
+    let body = json!({"userName":"prince@zulip.example.com","emails":[{"value":"prince@zulip.example.com","type":"work","primary":true}]});
+    let reply = h.call(Method::PUT, &format!("/Users/{hamlet}"), Some(&body)).await;
+    assert_eq!(reply.assert_status(200)["userName"], "prince@zulip.example.com");
+    assert_eq!(h.upstream_writes()[0].param("new_email"), Some("prince@zulip.example.com"));
+    // Disagreeing: 400 naming both, before any call.
+    let body = json!({"userName":"prince@zulip.example.com","emails":[{"value":"other@zulip.example.com","primary":true}]});
+    let reply = h.call(Method::PUT, &format!("/Users/{hamlet}"), Some(&body)).await;
+    reply.assert_error(400, Some("invalidValue"));
+    assert!(reply.body["detail"].as_str().unwrap().contains("other@zulip.example.com"));
+    let mut post = okta_user("kim@zulip.example.com", "Kim", "Lee");
+    post["emails"] = json!([{"value":"kim.lee@zulip.example.com","type":"work","primary":true}]);
+    h.post("/Users", &post).await.assert_error(400, Some("invalidValue"));
+    assert!(h.upstream_writes().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn ignore_unmapped_attributes_accepts_and_drops_what_zulip_cannot_hold() {
+    let h = Harness::start_with(fake(), |c| c.realms[0].ignore_unmapped_attributes = true).await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let path = format!("/Users/{hamlet}");
+    let reply = h
+        .patch(&path, &patch_op(json!([
+            {"op":"add","path":"emails","value":[{"value":"h@home.example.com","type":"home"}]},
+            {"op":"Add","path":"nickName","value":"Ham"},
+            {"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter":"C1","displayName":"Prince Hamlet"}}])))
+        .await;
+    let body = reply.assert_status(200);
+    assert_eq!(body["displayName"], "Prince Hamlet");
+    assert!(body.get("nickName").is_none());
+    let writes = h.upstream_writes();
+    assert_eq!(calls(&writes), vec![call("PATCH", format!("/api/v1/users/{hamlet}"))]);
+    assert_eq!(writes[0].param("full_name"), Some("Prince Hamlet"));
+    assert_eq!(writes[0].param("new_email"), None);
+    // Without the option, the same nickName is a clear 400.
+    let strict = Harness::start().await;
+    strict
+        .patch(&path, &patch_op(json!([{"op":"Add","path":"nickName","value":"Ham"}])))
+        .await
+        .assert_error(400, Some("invalidPath"));
+    strict.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn email_change_on_an_old_zulip_is_a_clear_error() {
     let h = Harness::start_with(fake().feature_level(300), |_| {}).await;
     let hamlet = h.user_id("hamlet@zulip.example.com");

@@ -87,33 +87,37 @@ pub fn service_provider_config(base_url: &str, caps: &Capabilities) -> Value {
     Value::Object(doc)
 }
 
-/// `GET /ResourceTypes`: every resource type we serve.
-pub fn resource_types(base_url: &str) -> Vec<Value> {
-    schema::resource_types().iter().map(|rt| resource_type_doc(base_url, rt)).collect()
+/// `GET /ResourceTypes`: every resource type served (`types`: the deployment's, e.g. a
+/// [`crate::catalog::user_type`] and [`schema::GROUP`]; [`schema::resource_types`] by default).
+pub fn resource_types(base_url: &str, types: &[&'static ResourceTypeDef]) -> Vec<Value> {
+    types.iter().map(|rt| resource_type_doc(base_url, rt)).collect()
 }
 
 /// `GET /ResourceTypes/{name}`: the id is the resource type's name, matched exactly (`User`,
 /// `Group`); `None` answers 404.
-pub fn resource_type(base_url: &str, name: &str) -> Option<Value> {
-    schema::resource_types().iter().find(|rt| rt.name == name).map(|rt| resource_type_doc(base_url, rt))
+pub fn resource_type(base_url: &str, types: &[&'static ResourceTypeDef], name: &str) -> Option<Value> {
+    types.iter().find(|rt| rt.name == name).map(|rt| resource_type_doc(base_url, rt))
 }
 
 /// `GET /Schemas`: the core schema and extensions of every resource type, then the three
 /// meta-schemas (`ResourceType`, `ServiceProviderConfig`, `Schema`).
-pub fn schemas(base_url: &str) -> Vec<Value> {
-    published_schemas().into_iter().map(|s| schema_doc(base_url, s)).collect()
+pub fn schemas(base_url: &str, types: &[&'static ResourceTypeDef]) -> Vec<Value> {
+    published_schemas(types).into_iter().map(|s| schema_doc(base_url, s)).collect()
 }
 
 /// `GET /Schemas/{urn}`, the URN matched case-insensitively (RFC 8141 URNs compare their
 /// namespace case-insensitively, and no two of ours differ only in case); `None` answers 404.
-pub fn schema(base_url: &str, urn: &str) -> Option<Value> {
-    published_schemas().into_iter().find(|s| s.id.eq_ignore_ascii_case(urn)).map(|s| schema_doc(base_url, s))
+pub fn schema(base_url: &str, types: &[&'static ResourceTypeDef], urn: &str) -> Option<Value> {
+    published_schemas(types)
+        .into_iter()
+        .find(|s| s.id.eq_ignore_ascii_case(urn))
+        .map(|s| schema_doc(base_url, s))
 }
 
 /// Resource schemas first (each once, in resource-type order), then the meta-schemas.
-fn published_schemas() -> Vec<&'static SchemaDef> {
+fn published_schemas(types: &[&'static ResourceTypeDef]) -> Vec<&'static SchemaDef> {
     let mut out: Vec<&'static SchemaDef> = Vec::new();
-    for rt in schema::resource_types() {
+    for rt in types {
         let schemas = std::iter::once(rt.schema).chain(rt.extensions.iter().map(|(s, _)| *s));
         for s in schemas {
             if !out.iter().any(|seen| seen.id == s.id) {

@@ -149,6 +149,22 @@ impl Filter {
         }
     }
 
+    /// [`eq_constraint`](Self::eq_constraint) for an attribute of the extension `urn`:
+    /// `urn:…:attr eq "v"`, or `attr eq "v"` without the URN.
+    pub fn extension_eq_constraint(&self, urn: &str, attr: &str) -> Option<&str> {
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value }
+                if path.sub.is_none()
+                    && path.attr.eq_ignore_ascii_case(attr)
+                    && path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(urn)) =>
+            {
+                value.index_key()
+            }
+            Filter::And(operands) => operands.iter().find_map(|f| f.extension_eq_constraint(urn, attr)),
+            _ => None,
+        }
+    }
+
     /// `Some(v)` if every match must have an `emails` element whose `value` equals `v`:
     /// `emails.value eq "v"`, `emails[value eq "v" …]`, Entra's `emails[type eq "work"].value
     /// eq "v"`, or an `and` with one of those among its operands. Like
@@ -412,7 +428,7 @@ impl Scope<'_> {
                 let r = resolve_top(path, rt)?;
                 Ok(match (r.sub, r.def.sub("value")) {
                     (Some(sub), _) => sub,
-                    (None, Some(value)) if implicit_value && r.def.multi_valued => value,
+                    (None, Some(value)) if implicit_value => value,
                     (None, _) => r.def,
                 })
             }
@@ -427,8 +443,9 @@ impl Scope<'_> {
     }
 
     /// The values `path` selects in `node` (arrays flattened, nulls dropped), and the
-    /// definition they follow. With `implicit_value`, a complex multi-valued attribute
-    /// named without a sub-attribute (`members eq "42"`) means its `value` sub-attribute.
+    /// definition they follow. With `implicit_value`, a complex attribute named without a
+    /// sub-attribute (`members eq "42"`, Entra's `manager eq "7"`) means its `value`
+    /// sub-attribute.
     fn leaves<'v>(
         self,
         path: &AttrPath,
@@ -448,9 +465,7 @@ impl Scope<'_> {
                 let (sub_name, def) = match resolved.sub {
                     Some(sub) => (Some(sub.name), sub),
                     None => match resolved.def.sub("value") {
-                        Some(value) if implicit_value && resolved.def.multi_valued => {
-                            (Some(value.name), value)
-                        }
+                        Some(value) if implicit_value => (Some(value.name), value),
                         _ => (None, resolved.def),
                     },
                 };

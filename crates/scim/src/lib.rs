@@ -7,10 +7,13 @@
 //! - [`filter`]: RFC 7644 §3.4.2.2 filter grammar, parsed once to an AST, evaluated on JSON.
 //! - [`patch`]: RFC 7644 §3.5.2 PATCH operations applied to a resource in memory.
 //! - [`projection`]: `attributes` / `excludedAttributes`, sorting.
+//! - [`catalog`]: optional User attributes (core and the enterprise extension) a deployment
+//!   may store, and the User resource type that publishes a chosen set.
 //! - [`discovery`]: `/ServiceProviderConfig`, `/ResourceTypes`, `/Schemas` documents.
 //! - [`version`]: weak ETags over resource content, `If-Match` / `If-None-Match`.
 //! - [`error`]: `ScimType` and the protocol-level error.
 
+pub mod catalog;
 pub mod discovery;
 pub mod error;
 pub mod filter;

@@ -96,6 +96,30 @@ impl PatchRequest {
         Ok(PatchRequest { operations })
     }
 
+    /// Drops every operation (and every key of a path-less value) that names no attribute
+    /// of `rt`, for a service provider told to accept and ignore what it does not store.
+    /// Returns the paths dropped. Operations left without keys are dropped too.
+    pub fn retain_known(&mut self, rt: &ResourceTypeDef) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.operations.retain_mut(|op| match &op.path {
+            Some(path) => {
+                let known = whole_schema(path, rt).is_some() || names_attribute(path, rt);
+                if !known {
+                    dropped.push(path.to_string());
+                }
+                known
+            }
+            None => match &mut op.value {
+                Some(Value::Object(map)) => {
+                    retain_known_keys(map, rt, None, &mut dropped);
+                    !map.is_empty()
+                }
+                _ => true,
+            },
+        });
+        dropped
+    }
+
     /// Apply every operation in order to `resource`, a SCIM resource of type `rt`. On any
     /// error `resource` is left untouched.
     pub fn apply(&self, resource: &mut Value, rt: &ResourceTypeDef) -> Result<(), ScimError> {
@@ -329,6 +353,49 @@ fn apply_pathless(
     Ok(())
 }
 
+/// Whether `path` names an attribute (and sub-attribute) of `rt`.
+fn names_attribute(path: &PatchPath, rt: &ResourceTypeDef) -> bool {
+    resolve(rt, path.attr.urn.as_deref(), &path.attr.attr, None)
+        .is_some_and(|r| path.sub.as_deref().is_none_or(|sub| r.def.sub(sub).is_some()))
+}
+
+/// [`PatchRequest::retain_known`] for the keys of one path-less value object.
+fn retain_known_keys(
+    map: &mut Map<String, Value>,
+    rt: &ResourceTypeDef,
+    ext: Option<&'static SchemaDef>,
+    dropped: &mut Vec<String>,
+) {
+    map.retain(|key, value| {
+        if ext.is_none() {
+            if IGNORED_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+                return true;
+            }
+            if let Some(schema) = rt.schema_by_urn(key) {
+                if let Value::Object(inner) = value {
+                    let scope = (!std::ptr::eq(schema, rt.schema)).then_some(schema);
+                    retain_known_keys(inner, rt, scope, dropped);
+                }
+                return true;
+            }
+        }
+        let Ok(mut path) = PatchPath::parse(key) else {
+            dropped.push(short(key));
+            return false;
+        };
+        if let Some(ext) = ext {
+            if path.attr.urn.is_none() {
+                path.attr.urn = Some(ext.id.to_owned());
+            }
+        }
+        let known = names_attribute(&path, rt);
+        if !known {
+            dropped.push(short(key));
+        }
+        known
+    });
+}
+
 /// `add` (`is_add`) or `replace` of `value` at `target`.
 fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<(), ScimError> {
     // Entra sends single-valued complex values (`manager`) as one-element lists.
@@ -394,6 +461,16 @@ fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<
         (false, None) if def.type_ == AttrType::Complex => match value {
             Value::Null => {
                 remove_ci(container, def.name);
+            }
+            // A bare value for an attribute with a `value` sub-attribute (Entra's flag-on
+            // `manager`): that sub-attribute, replacing the whole value.
+            Value::String(_) | Value::Number(_) | Value::Bool(_) if def.sub("value").is_some() => {
+                match coerce_single(def, value, def.name)? {
+                    Some(obj) => put_object(container, def.name, obj),
+                    None => {
+                        remove_ci(container, def.name);
+                    }
+                }
             }
             Value::Object(patch) => {
                 let mut obj = match remove_ci(container, def.name) {

@@ -150,7 +150,8 @@ impl fmt::Display for PatchPath {
 // === helpers shared by filter and patch ===
 
 /// Resolve `[urn:]attr[.sub]` against `rt`. The core schema's URN also reaches the common
-/// attributes; `externalId` resolves even though the schema does not publish it yet.
+/// attributes; `externalId` resolves even though the schema does not publish it yet; an
+/// extension attribute resolves without its URN when no core attribute has its name.
 pub(crate) fn resolve(
     rt: &ResourceTypeDef,
     urn: Option<&str>,
@@ -158,7 +159,15 @@ pub(crate) fn resolve(
     sub: Option<&str>,
 ) -> Option<Resolved> {
     let (ext, def) = match urn {
-        None => (None, rt.find(None, attr, None).or_else(|| external_id(attr))?),
+        // Without a URN: the core and common attributes, then (as Entra writes `manager`)
+        // an extension attribute whose name no core attribute has.
+        None => match rt.find(None, attr, None).or_else(|| external_id(attr)) {
+            Some(def) => (None, def),
+            None => rt
+                .extensions
+                .iter()
+                .find_map(|(schema, _)| schema.attribute(attr).map(|def| (Some(*schema), def)))?,
+        },
         Some(urn) => {
             let schema = rt.schema_by_urn(urn)?;
             if std::ptr::eq(schema, rt.schema) {

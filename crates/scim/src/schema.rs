@@ -226,9 +226,12 @@ static NAME_SUBS: &[AttributeDef] = &[
 
 static EMAIL_SUBS: &[AttributeDef] = &[
     AttributeDef::string("value", "The e-mail address (Zulip's delivery e-mail)."),
-    AttributeDef::string("display", "A human-readable name for the address."),
-    AttributeDef::string("type", "The kind of address.").canonical(&["work", "home", "other"]),
-    AttributeDef::string("primary", "Whether this is the primary address.").of_type(AttrType::Boolean),
+    AttributeDef::string("display", "Not stored (a Zulip account has one address).")
+        .mutability(Mutability::ReadOnly),
+    AttributeDef::string("type", "The kind of address: the account's one address is returned as work.")
+        .canonical(&["work", "home", "other"]),
+    AttributeDef::string("primary", "Whether this is the primary address: the account's one address is.")
+        .of_type(AttrType::Boolean),
 ];
 
 static GROUP_REF_SUBS: &[AttributeDef] = &[
@@ -265,12 +268,14 @@ pub static USER_SCHEMA_DEF: SchemaDef = SchemaDef {
         AttributeDef::string("displayName", "The name shown in Zulip (full_name).").required(),
         AttributeDef::string("active", "Whether the Zulip account is active (false: deactivated).")
             .of_type(AttrType::Boolean),
+        // Like name, published as required: a Zulip account always has its one address, so
+        // emails cannot be removed; on create a missing emails is the userName.
         AttributeDef::string(
             "emails",
-            "The account's address (derived from userName: a Zulip account has exactly one).",
+            "The account's one address, the same as userName: its primary (or only work) entry changes it as userName does.",
         )
         .multi()
-        .mutability(Mutability::ReadOnly)
+        .required()
         .complex(EMAIL_SUBS),
         AttributeDef::string("role", "Zulip organization role.").canonical(ROLE_VALUES),
         AttributeDef::string(
@@ -305,10 +310,14 @@ pub static GROUP_SCHEMA_DEF: SchemaDef = SchemaDef {
     name: "Group",
     description: "Group (a Zulip user group)",
     attributes: &[
-        AttributeDef::string("displayName", "The Zulip user group's name.")
-            .required()
-            .case_exact()
-            .unique(Uniqueness::Server),
+        // RFC 7643 §4.2: caseExact false, so filters compare it case-insensitively; Zulip
+        // keeps names unique only exactly ("Eng" and "eng" may both exist).
+        AttributeDef::string(
+            "displayName",
+            "The Zulip user group's name: compared case-insensitively in filters; unique as Zulip keeps it, exactly (names differing only in case may coexist).",
+        )
+        .required()
+        .unique(Uniqueness::Server),
         AttributeDef::string("members", "Direct members: active human users.").multi().complex(MEMBER_SUBS),
     ],
 };
@@ -536,6 +545,6 @@ mod tests {
             Some("value")
         );
         assert!(USER.find(None, "nickName", None).is_none());
-        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| a.case_exact));
+        assert!(GROUP.find(None, "displayName", None).is_some_and(|a| !a.case_exact));
     }
 }

@@ -298,14 +298,21 @@ impl ZulipClient {
     /// `GET /users`, with the value of custom profile field `field` (and no other) in each
     /// user's `profile_data` when it is given.
     pub async fn get_users_with_profile_field(&self, field: Option<u64>) -> Result<Vec<User>, ZulipError> {
+        self.get_users_with_profile_fields(field.as_slice()).await
+    }
+
+    /// `GET /users`, with the values of the custom profile fields `fields` (and no others)
+    /// in each user's `profile_data` (none asked for when `fields` is empty).
+    pub async fn get_users_with_profile_fields(&self, fields: &[u64]) -> Result<Vec<User>, ZulipError> {
         #[derive(Deserialize)]
         struct Users {
             members: Vec<User>,
         }
+        let field = fields.first().copied();
         let mut users: Users =
             self.call(Method::GET, "/users", profile_params(field), Auth::Basic, IDEMPOTENT).await?;
-        if let Some(field) = field {
-            users.members.iter_mut().for_each(|u| u.profile_data.retain_only(field));
+        if !fields.is_empty() {
+            users.members.iter_mut().for_each(|u| u.profile_data.retain_fields(fields));
         }
         Ok(users.members)
     }
@@ -322,15 +329,26 @@ impl ZulipClient {
         user_id: u64,
         field: Option<u64>,
     ) -> Result<User, ZulipError> {
+        self.get_user_with_profile_fields(user_id, field.as_slice()).await
+    }
+
+    /// `GET /users/{user_id}` with the custom profile fields `fields`, as in
+    /// [`get_users_with_profile_fields`](Self::get_users_with_profile_fields).
+    pub async fn get_user_with_profile_fields(
+        &self,
+        user_id: u64,
+        fields: &[u64],
+    ) -> Result<User, ZulipError> {
         #[derive(Deserialize)]
         struct OneUser {
             user: User,
         }
         let path = format!("/users/{user_id}");
+        let field = fields.first().copied();
         let mut one: OneUser =
             self.call(Method::GET, &path, profile_params(field), Auth::Basic, IDEMPOTENT).await?;
-        if let Some(field) = field {
-            one.user.profile_data.retain_only(field);
+        if !fields.is_empty() {
+            one.user.profile_data.retain_fields(fields);
         }
         Ok(one.user)
     }
@@ -402,11 +420,16 @@ impl ZulipClient {
         if let Some(role) = update.role {
             params.push(("role", role.api_value().to_string()));
         }
-        if !update.profile_data.is_empty() {
+        if !update.profile_data.is_empty() || !update.profile_users.is_empty() {
             let items: Vec<Value> = update
                 .profile_data
                 .iter()
                 .map(|(id, value)| serde_json::json!({"id": id, "value": value}))
+                .chain(update.profile_users.iter().map(|(id, users)| {
+                    // Zulip clears a person-picker field with an empty list or null.
+                    let value = if users.is_empty() { Value::Null } else { serde_json::json!(users) };
+                    serde_json::json!({"id": id, "value": value})
+                }))
                 .collect();
             params.push(("profile_data", Value::Array(items).to_string()));
         }

@@ -97,7 +97,12 @@ impl ProfileData {
 
     /// Keeps only the value of `field`.
     pub fn retain_only(&mut self, field: u64) {
-        self.0.retain(|(id, _)| *id == field);
+        self.retain_fields(&[field]);
+    }
+
+    /// Keeps only the values of `fields`.
+    pub fn retain_fields(&mut self, fields: &[u64]) {
+        self.0.retain(|(id, _)| fields.contains(id));
         self.0.shrink_to_fit();
     }
 
@@ -144,6 +149,10 @@ pub struct ProfileField {
 
 impl ProfileField {
     pub const SHORT_TEXT: u8 = 1;
+    pub const LONG_TEXT: u8 = 2;
+    pub const LINK: u8 = 5;
+    pub const PERSON_PICKER: u8 = 6;
+    pub const PRONOUNS: u8 = 8;
 
     /// Zulip's name for a field type, for messages.
     pub fn type_name(field_type: u8) -> &'static str {
@@ -225,6 +234,9 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     /// Custom profile field values to set (`Some`) or clear (`None`).
     pub profile_data: Vec<(u64, Option<String>)>,
+    /// Person-picker field values: the user ids to set (an empty list clears). Sent in the
+    /// same `profile_data` list.
+    pub profile_users: Vec<(u64, Vec<u64>)>,
     pub new_email: Option<String>,
 }
 
@@ -233,6 +245,7 @@ impl UserUpdate {
         self.full_name.is_none()
             && self.role.is_none()
             && self.profile_data.is_empty()
+            && self.profile_users.is_empty()
             && self.new_email.is_none()
     }
 }

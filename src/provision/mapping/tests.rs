@@ -7,6 +7,8 @@ fn mapping(formatted: bool) -> UserMapping {
         base_url: "https://chat.example.com/scim/v2".into(),
         name_formatted_included: formatted,
         stores_external_id: false,
+        ignore_unmapped: false,
+        mapped: Vec::new(),
     }
 }
 
@@ -31,7 +33,7 @@ fn user(id: u64, email: Option<&str>, name: &str) -> User {
 
 #[test]
 fn render_matches_zulip_shape_with_both_name_styles() {
-    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let v = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
     assert_eq!(v["id"], "10");
     assert_eq!(v["userName"], "hamlet@zulip.com");
     assert_eq!(v["name"], json!({"formatted": "King Hamlet", "givenName": "King", "familyName": "Hamlet"}));
@@ -46,7 +48,7 @@ fn render_matches_zulip_shape_with_both_name_styles() {
 
 #[test]
 fn one_word_names_have_no_empty_family_name() {
-    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None, None);
+    let v = mapping(false).render(&user(1, Some("a@b.co"), "Cher"), None, None, &[]);
     assert_eq!(v["name"], json!({"formatted": "Cher", "givenName": "Cher"}));
     let (g, f) = split_full_name("Mary Ann Lee");
     assert_eq!((g, f), ("Mary", "Ann Lee"));
@@ -55,10 +57,10 @@ fn one_word_names_have_no_empty_family_name() {
 #[test]
 fn hidden_address_uses_learned_email_else_api_email_without_emails() {
     let u = user(7, None, "Hidden Person");
-    let v = mapping(true).render(&u, Some("hidden@zulip.com"), None);
+    let v = mapping(true).render(&u, Some("hidden@zulip.com"), None, &[]);
     assert_eq!(v["userName"], "hidden@zulip.com");
     assert!(v.get("emails").is_some());
-    let v = mapping(true).render(&u, None, None);
+    let v = mapping(true).render(&u, None, None, &[]);
     assert_eq!(v["userName"], "user7@chat.example.com");
     assert!(v.get("emails").is_none());
 }
@@ -76,7 +78,8 @@ fn new_user_reads_okta_and_entra_bodies() {
             full_name: "Kim Lee".into(),
             role: None,
             active: true,
-            external_id: None
+            external_id: None,
+            profile: Vec::new(),
         }
     );
 
@@ -129,7 +132,7 @@ fn role_and_display_name_defaults() {
 #[test]
 fn changes_detect_each_kind_and_ignore_no_ops() {
     let m = mapping(false);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
 
     let same = m.put_target(&before, &json!({"userName":"HAMLET@zulip.com","name":{"givenName":"King","familyName":"Hamlet"},"active":true})).unwrap();
     assert!(m.changes(&before, &same).unwrap().is_empty(), "case-only userName and same name are no-ops");
@@ -150,6 +153,7 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
             new_email: Some("prince@zulip.com".into()),
             active: Some(false),
             external_id: None,
+            profile: Vec::new(),
         }
     );
 
@@ -163,14 +167,59 @@ fn changes_detect_each_kind_and_ignore_no_ops() {
 }
 
 #[test]
-fn changes_ignore_emails_and_reject_bad_values() {
+fn changes_read_the_address_from_emails_and_reject_bad_values() {
     let m = mapping(true);
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
-    // emails is derived from userName: a PUT that carries another address ignores it.
-    let put = m
-        .put_target(&before, &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com"}]}))
-        .unwrap();
-    assert!(m.changes(&before, &put).unwrap().is_empty());
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
+    let invalid = |r: Result<Value, Error>| match r {
+        Err(Error::Invalid { scim_type: ScimType::InvalidValue, detail }) => detail,
+        other => panic!("expected invalidValue, got {other:?}"),
+    };
+    // A PUT whose primary address disagrees with its userName names both.
+    let detail = invalid(m.put_target(
+        &before,
+        &json!({"userName":"hamlet@zulip.com","emails":[{"value":"other@zulip.com","primary":true}]}),
+    ));
+    assert!(detail.contains("hamlet@zulip.com") && detail.contains("other@zulip.com"), "{detail}");
+    // Agreeing: fine. A second address Zulip cannot hold: refused, unless ignored.
+    let agreeing =
+        json!({"userName":"prince@zulip.com","emails":[{"value":"Prince@zulip.com","type":"work"}]});
+    let put = m.put_target(&before, &agreeing).unwrap();
+    assert_eq!(m.changes(&before, &put).unwrap().new_email.as_deref(), Some("prince@zulip.com"));
+    let two = json!({"userName":"hamlet@zulip.com","emails":[
+        {"value":"hamlet@zulip.com","type":"work","primary":true},{"value":"h@home.example","type":"home"}]});
+    let detail = invalid(m.put_target(&before, &two));
+    assert!(detail.contains("h@home.example") && detail.contains("home"), "{detail}");
+    let lenient = UserMapping { ignore_unmapped: true, ..mapping(true) };
+    let put = lenient.put_target(&before, &two).unwrap();
+    assert!(lenient.changes(&before, &put).unwrap().is_empty());
+
+    // PATCH-shaped: only emails changed → the address changes; emails removed → mutability.
+    let mut after = before.clone();
+    after["emails"] = json!([{"value":"ophelia@zulip.com","type":"work","primary":true}]);
+    assert_eq!(m.changes(&before, &after).unwrap().new_email.as_deref(), Some("ophelia@zulip.com"));
+    // Both changed, to different addresses → both named.
+    after["userName"] = json!("laertes@zulip.com");
+    let Err(Error::Invalid { scim_type: ScimType::InvalidValue, detail }) = m.changes(&before, &after) else {
+        panic!("userName and emails disagree");
+    };
+    assert!(detail.contains("laertes@zulip.com") && detail.contains("ophelia@zulip.com"), "{detail}");
+    // An `add` of a new primary leaves the old address in the list: it is the one replaced.
+    let mut after = before.clone();
+    after["emails"] = json!([{"value":"hamlet@zulip.com","type":"work","primary":false},
+        {"value":"ophelia@zulip.com","type":"work","primary":true}]);
+    assert_eq!(m.changes(&before, &after).unwrap().new_email.as_deref(), Some("ophelia@zulip.com"));
+    let mut after = before.clone();
+    after.as_object_mut().unwrap().remove("emails");
+    assert!(matches!(
+        m.changes(&before, &after),
+        Err(Error::Invalid { scim_type: ScimType::Mutability, .. })
+    ));
+    // POST: the same rules.
+    let post =
+        json!({"userName":"kim@example.com","emails":[{"value":"kim.lee@example.com","primary":true}]});
+    assert!(m.new_user(&post).is_err());
+    let post = json!({"userName":"kim@example.com","emails":[{"value":"KIM@example.com","type":"work"}]});
+    assert_eq!(m.new_user(&post).unwrap().email, "kim@example.com");
 
     for attr in ["role", "active"] {
         let mut after = before.clone();
@@ -207,12 +256,12 @@ fn email_plausibility() {
 #[test]
 fn external_id_is_rendered_only_where_stored() {
     let u = user(10, Some("hamlet@zulip.com"), "King Hamlet");
-    let v = storing().render(&u, None, Some("00u1abcd"));
+    let v = storing().render(&u, None, Some("00u1abcd"), &[]);
     assert_eq!(v["externalId"], "00u1abcd");
     let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(keys[..3], ["schemas", "id", "externalId"]);
-    assert!(storing().render(&u, None, None).get("externalId").is_none());
-    assert!(mapping(false).render(&u, None, Some("00u1abcd")).get("externalId").is_none());
+    assert!(storing().render(&u, None, None, &[]).get("externalId").is_none());
+    assert!(mapping(false).render(&u, None, Some("00u1abcd"), &[]).get("externalId").is_none());
 }
 
 #[test]
@@ -255,7 +304,7 @@ fn external_id_values_the_field_cannot_hold_are_refused() {
 #[test]
 fn external_id_changes_set_and_clear() {
     let m = storing();
-    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"));
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]);
     let mut after = before.clone();
     after["externalId"] = json!("new");
     assert_eq!(m.changes(&before, &after).unwrap().external_id, Some(Some("new".into())));
@@ -267,7 +316,7 @@ fn external_id_changes_set_and_clear() {
     assert!(m.changes(&before, &after).is_err());
 
     // A realm that does not store it ignores it.
-    let before = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None);
+    let before = mapping(false).render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &[]);
     let mut after = before.clone();
     after["externalId"] = json!("new");
     assert!(mapping(false).changes(&before, &after).unwrap().is_empty());
@@ -275,16 +324,65 @@ fn external_id_changes_set_and_clear() {
     // PUT: an externalId in the body replaces; left out, it is kept.
     let put = m
         .put_target(
-            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]),
             &json!({"userName": "hamlet@zulip.com", "externalId": "new"}),
         )
         .unwrap();
     assert_eq!(put["externalId"], "new");
     let put = m
         .put_target(
-            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old")),
+            &m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, Some("old"), &[]),
             &json!({"userName": "hamlet@zulip.com"}),
         )
         .unwrap();
     assert_eq!(put["externalId"], "old");
+}
+
+#[test]
+fn mapped_attributes_are_rendered_diffed_and_merged_by_put() {
+    let ent = scim::ENTERPRISE_USER_SCHEMA;
+    let attrs: Vec<OptionalAttr> = [
+        "title",
+        "phoneNumbers[type eq \"work\"].value",
+        &format!("{ent}:department"),
+        &format!("{ent}:manager"),
+    ]
+    .iter()
+    .map(|k| OptionalAttr::parse(k).unwrap())
+    .collect();
+    let m = UserMapping { mapped: attrs.clone(), ..mapping(true) };
+    let values = [(&attrs[0], "Prince"), (&attrs[2], "Royalty"), (&attrs[3], "[12]")];
+    let before = m.render(&user(10, Some("hamlet@zulip.com"), "King Hamlet"), None, None, &values);
+    assert_eq!(before["title"], "Prince");
+    assert_eq!(
+        before[ent]["manager"],
+        json!({"value": "12", "$ref": "https://chat.example.com/scim/v2/Users/12"})
+    );
+    assert_eq!(before["schemas"], json!([scim::USER_SCHEMA, ent]));
+    // A PUT: title replaced, the extension merged (manager left out: kept), a work phone set.
+    let put = m
+        .put_target(&before, &json!({"userName": "hamlet@zulip.com", "title": "King",
+            "phoneNumbers": [{"type": "work", "value": "+45 1", "primary": true}], ent: {"department": null}}))
+        .unwrap();
+    let changes = m.changes(&before, &put).unwrap();
+    assert_eq!(
+        changes.profile,
+        vec![
+            (attrs[0].clone(), Some("King".to_string())),
+            (attrs[1].clone(), Some("+45 1".to_string())),
+            (attrs[2].clone(), None),
+        ]
+    );
+    // A value no field stores: refused, or dropped when ignored.
+    let fax = json!({"userName": "hamlet@zulip.com", "phoneNumbers": [{"type": "fax", "value": "1"}]});
+    assert!(matches!(m.changes(&before, &m.put_target(&before, &fax).unwrap()), Err(Error::Invalid { .. })));
+    let lenient = UserMapping { ignore_unmapped: true, ..m.clone() };
+    assert!(lenient.changes(&before, &lenient.put_target(&before, &fax).unwrap()).is_ok());
+    // POST reads them too; employee numbers sent as numbers become text.
+    let post = json!({"userName": "kim@example.com", "title": "Designer", ent: {"department": 7}});
+    let m2 = UserMapping { mapped: vec![attrs[0].clone(), attrs[2].clone()], ..mapping(false) };
+    assert_eq!(
+        m2.new_user(&post).unwrap().profile,
+        vec![(attrs[0].clone(), Some("Designer".into())), (attrs[2].clone(), Some("7".into()))]
+    );
 }

@@ -138,6 +138,10 @@ struct BenchArgs {
     /// (`heaptrack scim-load bench --exit-after-snapshot`) reports the live heap as "leaked".
     #[arg(long, hide = true)]
     exit_after_snapshot: bool,
+    /// Give every user a title, an employee number and a department in custom profile
+    /// fields mapped by `custom_profile_field_map`, and measure filters on them.
+    #[arg(long)]
+    mapped: bool,
 }
 
 #[derive(Debug, Args)]
@@ -423,6 +427,87 @@ fn seeded_fake(n: u64) -> FakeZulipBuilder {
     b
 }
 
+/// The enterprise extension's URN.
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// The custom profile fields of `bench --mapped`, in the order the fake assigns ids 1, 2, 3.
+const MAPPED_FIELDS: [(&str, &str); 3] = [
+    ("title", "Job title"),
+    ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber", "Employee number"),
+    ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "Department"),
+];
+
+/// [`seeded_fake`] plus three short text fields and a value in each for every person: title
+/// `Title{i % 50}`, employee number `E{i}`, department `Dept{i % 20}`.
+fn seeded_fake_with_profiles(n: u64) -> FakeZulipBuilder {
+    let mut b =
+        FakeZulip::builder().service_account(DEMO_SERVICE_EMAIL, DEMO_SERVICE_API_KEY).with_system_groups();
+    for (_, label) in MAPPED_FIELDS {
+        b = b.with_profile_field(label, 1);
+    }
+    for i in 0..n {
+        let mut u = FakeUser::new(&person_email(i), &format!("Person{i} Surname{i}"));
+        u.profile_data.insert(1, format!("Title{}", i % 50));
+        u.profile_data.insert(2, format!("E{i}"));
+        u.profile_data.insert(3, format!("Dept{}", i % 20));
+        b = b.with_user(u);
+    }
+    b
+}
+
+fn map_profile_fields(config: &mut Config) {
+    config.realms[0].custom_profile_field_map = MAPPED_FIELDS
+        .iter()
+        .filter_map(|(attr, label)| Some((scim::catalog::OptionalAttr::parse(attr).ok()?, label.to_string())))
+        .collect();
+}
+
+/// Filters and sorting on mapped attributes (each a scan of the snapshot).
+async fn mapped_filters(client: &reqwest::Client, base: &str, samples: usize, m: usize) -> Result<()> {
+    let encode = |f: &str| -> String { url::form_urlencoded::byte_serialize(f.as_bytes()).collect() };
+    type Row = (String, Box<dyn Fn(usize) -> String>, Option<u64>);
+    let rows: Vec<Row> = vec![
+        (
+            format!("{ENTERPRISE}:employeeNumber eq \"E…\" (1 match)"),
+            Box::new(move |k| format!("{ENTERPRISE}:employeeNumber eq \"E{}\"", (k * 7919) % m)),
+            Some(1),
+        ),
+        (
+            "title co \"itle7\" (Title7: 1 in 50 users)".into(),
+            Box::new(|_| "title co \"itle7\"".into()),
+            None,
+        ),
+        (
+            format!("{ENTERPRISE}:department eq \"Dept3\" and title sw \"title1\""),
+            Box::new(move |_| format!("{ENTERPRISE}:department eq \"Dept3\" and title sw \"title1\"")),
+            None,
+        ),
+    ];
+    for (label, filter, want) in rows {
+        let (lat, body) =
+            sequential(client, base, samples, |k| format!("/scim/v2/Users?filter={}", encode(&filter(k))))
+                .await?;
+        if want.is_some() && body["totalResults"].as_u64() != want {
+            return Err(format!("{label}: unexpected {body}").into());
+        }
+        let total = body["totalResults"].as_u64().unwrap_or(0);
+        print_latency(&format!("GET /Users?filter={label} ({total} results; {samples} requests)"), &lat);
+    }
+    let filter = encode(&format!("{ENTERPRISE}:department eq \"Dept3\""));
+    let sort = encode(&format!("{ENTERPRISE}:employeeNumber"));
+    let (lat, body) = sequential(client, base, samples, |_| {
+        format!("/scim/v2/Users?filter={filter}&sortBy={sort}&count=100")
+    })
+    .await?;
+    print_latency(
+        &format!(
+            "GET /Users?filter=department eq \"Dept3\"&sortBy=employeeNumber ({} sorted; {samples} requests)",
+            body["totalResults"]
+        ),
+        &lat,
+    );
+    Ok(())
+}
+
 fn person_email(i: u64) -> String {
     format!("person{i}@zulip.example.com")
 }
@@ -482,9 +567,14 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let n = args.users;
     let (rss0, _) = rss_mib();
     let t = Instant::now();
-    let builder = seeded_fake(n);
+    let builder = if args.mapped { seeded_fake_with_profiles(n) } else { seeded_fake(n) };
     let seed_time = t.elapsed();
-    let stack = Stack::start(builder, |_| {}).await?;
+    let stack = Stack::start(builder, |c| {
+        if args.mapped {
+            map_profile_fields(c)
+        }
+    })
+    .await?;
     let (rss_fake, _) = rss_mib();
     let client = http_client()?;
     let base = stack.base();
@@ -576,6 +666,9 @@ async fn bench(args: BenchArgs) -> Result<()> {
             &format!("GET /Users?filter=displayName eq \"…\" (not indexed; {scan_samples} requests)"),
             &lat,
         );
+        if args.mapped {
+            mapped_filters(&client, &base, scan_samples, m).await?;
+        }
     }
 
     if !args.no_load && !ids.is_empty() {

@@ -8,6 +8,8 @@ use crate::schema::{GROUP, USER};
 use crate::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 
 const BASE: &str = "https://chat.example.com/scim/v2";
+/// The deployment without optional attributes: what `schema::resource_types` lists.
+static ALL: &[&ResourceTypeDef] = &[&USER, &GROUP];
 
 fn str_at<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{key} is not a string in {v}"))
@@ -108,7 +110,7 @@ fn service_provider_config_follows_the_capabilities() {
 
 #[test]
 fn resource_types_describe_users_and_groups() {
-    let docs = resource_types(BASE);
+    let docs = resource_types(BASE, ALL);
     let names: Vec<&str> = docs.iter().map(|d| str_at(d, "name")).collect();
     assert_eq!(names, ["User", "Group"]);
     for (doc, rt) in docs.iter().zip([&USER, &GROUP]) {
@@ -122,7 +124,7 @@ fn resource_types_describe_users_and_groups() {
             doc["meta"],
             json!({"resourceType": "ResourceType", "location": format!("{BASE}/ResourceTypes/{}", rt.name)})
         );
-        assert_eq!(resource_type(BASE, rt.name).as_ref(), Some(doc));
+        assert_eq!(resource_type(BASE, ALL, rt.name).as_ref(), Some(doc));
     }
     assert_eq!(docs[0]["schema"], USER_SCHEMA);
     assert_eq!(docs[1]["schema"], GROUP_SCHEMA);
@@ -130,16 +132,16 @@ fn resource_types_describe_users_and_groups() {
 
 #[test]
 fn resource_type_lookup_is_exact() {
-    assert!(resource_type(BASE, "User").is_some());
-    assert!(resource_type(BASE, "Group").is_some());
+    assert!(resource_type(BASE, ALL, "User").is_some());
+    assert!(resource_type(BASE, ALL, "Group").is_some());
     for unknown in ["user", "Users", "", "Schema", "9b2f0e3c-2f7a-4a55-8d1e-4c2e0f0c1a11"] {
-        assert!(resource_type(BASE, unknown).is_none(), "{unknown:?}");
+        assert!(resource_type(BASE, ALL, unknown).is_none(), "{unknown:?}");
     }
 }
 
 #[test]
 fn schemas_cover_resources_and_the_three_meta_schemas() {
-    let docs = schemas(BASE);
+    let docs = schemas(BASE, ALL);
     let ids: Vec<&str> = docs.iter().map(|d| str_at(d, "id")).collect();
     assert_eq!(
         ids,
@@ -157,7 +159,7 @@ fn schemas_cover_resources_and_the_three_meta_schemas() {
             doc["meta"],
             json!({"resourceType": "Schema", "location": format!("{BASE}/Schemas/{id}")})
         );
-        assert_eq!(schema(BASE, id).as_ref(), Some(doc), "lookup of {id}");
+        assert_eq!(schema(BASE, ALL, id).as_ref(), Some(doc), "lookup of {id}");
     }
 }
 
@@ -166,7 +168,7 @@ fn every_schema_attribute_is_published_with_its_characteristics() {
     let mut defs: Vec<&SchemaDef> = vec![USER.schema, GROUP.schema];
     defs.extend(schema::META_SCHEMAS.iter().copied());
     for def in defs {
-        let doc = schema(BASE, def.id).expect("published");
+        let doc = schema(BASE, ALL, def.id).expect("published");
         assert_eq!(doc["name"], def.name);
         assert_eq!(doc["description"], def.description);
         assert_attributes_match(&doc["attributes"], def.attributes, def.name);
@@ -175,7 +177,7 @@ fn every_schema_attribute_is_published_with_its_characteristics() {
 
 #[test]
 fn user_schema_spells_characteristics_as_the_rfc_does() {
-    let doc = schema(BASE, USER_SCHEMA).expect("user schema");
+    let doc = schema(BASE, ALL, USER_SCHEMA).expect("user schema");
     let user_name = &doc["attributes"][0];
     assert_eq!(
         user_name,
@@ -206,7 +208,7 @@ fn user_schema_spells_characteristics_as_the_rfc_does() {
 
 #[test]
 fn schema_meta_schema_nests_sub_attributes_one_level() {
-    let doc = schema(BASE, SCHEMA_SCHEMA).expect("Schema meta-schema");
+    let doc = schema(BASE, ALL, SCHEMA_SCHEMA).expect("Schema meta-schema");
     let attributes = doc["attributes"]
         .as_array()
         .and_then(|a| a.iter().find(|a| a["name"] == "attributes"))
@@ -231,11 +233,11 @@ fn schema_meta_schema_nests_sub_attributes_one_level() {
 #[test]
 fn schema_lookup_is_case_insensitive_and_unknown_is_none() {
     let upper = USER_SCHEMA.to_ascii_uppercase();
-    assert_eq!(schema(BASE, &upper).map(|d| d["id"].clone()), Some(json!(USER_SCHEMA)));
-    assert!(schema(BASE, SCHEMA_SCHEMA).is_some());
-    assert!(schema(BASE, RESOURCE_TYPE_SCHEMA).is_some());
-    assert!(schema(BASE, SERVICE_PROVIDER_CONFIG_SCHEMA).is_some());
+    assert_eq!(schema(BASE, ALL, &upper).map(|d| d["id"].clone()), Some(json!(USER_SCHEMA)));
+    assert!(schema(BASE, ALL, SCHEMA_SCHEMA).is_some());
+    assert!(schema(BASE, ALL, RESOURCE_TYPE_SCHEMA).is_some());
+    assert!(schema(BASE, ALL, SERVICE_PROVIDER_CONFIG_SCHEMA).is_some());
     for unknown in [ENTERPRISE_USER_SCHEMA, "", "User", "urn:ietf:params:scim:schemas:core:2.0"] {
-        assert!(schema(BASE, unknown).is_none(), "{unknown:?}");
+        assert!(schema(BASE, ALL, unknown).is_none(), "{unknown:?}");
     }
 }

@@ -155,8 +155,12 @@ fn group_filters_match_as_expected() {
     let g = group();
     let cases: &[(&str, bool)] = &[
         (r#"displayName eq "Engineering""#, true),
-        // Group displayName is case-exact.
-        (r#"displayName eq "engineering""#, false),
+        // Group displayName is caseExact false (RFC 7643 §4.2).
+        (r#"displayName eq "engineering""#, true),
+        (r#"displayName eq "engineers""#, false),
+        (r#"displayName co "GINEER""#, true),
+        (r#"displayName sw "eng""#, true),
+        (r#"displayName ew "RING""#, true),
         (r#"members eq "42""#, true),
         (r#"members eq "43""#, false),
         (r#"members.value eq "17""#, true),

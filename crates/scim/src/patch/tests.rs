@@ -30,9 +30,9 @@ static ENTERPRISE: SchemaDef = SchemaDef {
     ],
 };
 
-/// The engine is schema-driven. These tests exercise multi-valued e-mail editing, which the
-/// sidecar's User schema forbids (there `emails` is read-only, derived from userName), so they
-/// run on a copy of it where `emails` is writable.
+/// The engine is schema-driven. These tests exercise multi-valued e-mail editing in general,
+/// which the sidecar's User schema narrows (there `emails` is required: it is the account's
+/// one address), so they run on a copy of it where `emails` is optional and writable.
 static USER_RW_SCHEMA: LazyLock<&'static SchemaDef> = LazyLock::new(|| {
     let attributes: Vec<AttributeDef> = USER_SCHEMA_DEF
         .attributes
@@ -41,6 +41,7 @@ static USER_RW_SCHEMA: LazyLock<&'static SchemaDef> = LazyLock::new(|| {
             let mut a = *a;
             if a.name == "emails" {
                 a.mutability = Mutability::ReadWrite;
+                a.required = false;
             }
             a
         })
@@ -493,9 +494,9 @@ fn add_replace_remove_table() {
             json!("other"),
         ),
         (
-            json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"display": "Work"}}]),
-            "/emails/0/display",
-            json!("Work"),
+            json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"primary": false}}]),
+            "/emails/0/primary",
+            json!(false),
         ),
         (
             json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": null}]),
@@ -905,4 +906,40 @@ fn garbage_never_panics() {
             }
         }
     }
+}
+
+#[test]
+fn retain_known_drops_only_what_the_schema_does_not_publish() {
+    let mut req = PatchRequest::parse(&ops(json!([
+        {"op":"Add","path":"nickName","value":"Ham"},
+        {"op":"replace","path":"emails[type eq \"work\"].value","value":"a@b.co"},
+        {"op":"replace","path":"name.middleName","value":"M"},
+        {"op":"replace","value":{"displayName":"D","title":"T","id":"1",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"X"}},
+        {"op":"replace","value":{"title":"only unknown"}}
+    ])))
+    .unwrap();
+    let dropped = req.retain_known(&USER);
+    assert_eq!(
+        dropped,
+        vec![
+            "nickName",
+            "name.middleName",
+            "title",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "title"
+        ]
+    );
+    assert_eq!(req.operations.len(), 2);
+    assert_eq!(req.operations[1].value, Some(json!({"displayName":"D","id":"1"})));
+    // With the extension published, its attributes are kept.
+    let mut req = PatchRequest::parse(&ops(json!([
+        {"op":"replace","value":{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department":"X"}},
+        {"op":"replace","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter","value":"C"}
+    ])))
+    .unwrap();
+    assert_eq!(
+        req.retain_known(&USER_ENT),
+        vec!["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter"]
+    );
 }

@@ -809,6 +809,7 @@ async fn a_full_user_update_sends_every_field() {
         full_name: Some("Ann Other".into()),
         role: Some(Role::Owner),
         profile_data: vec![(10, Some("00u1".into())), (11, None)],
+        profile_users: vec![(12, vec![7]), (13, Vec::new())],
         new_email: Some("ann+x@example.com".into()),
     };
     upstream.client().update_user(5, &update).await.expect("patch");
@@ -819,7 +820,11 @@ async fn a_full_user_update_sends_every_field() {
         [
             ("full_name".to_owned(), "Ann Other".to_owned()),
             ("role".to_owned(), "100".to_owned()),
-            ("profile_data".to_owned(), r#"[{"id":10,"value":"00u1"},{"id":11,"value":null}]"#.to_owned()),
+            (
+                "profile_data".to_owned(),
+                r#"[{"id":10,"value":"00u1"},{"id":11,"value":null},{"id":12,"value":[7]},{"id":13,"value":null}]"#
+                    .to_owned()
+            ),
             ("new_email".to_owned(), "ann+x@example.com".to_owned()),
         ]
     );
