@@ -188,4 +188,45 @@ else
 fi
 [ "$rc" = 0 ] || { echo "image: FAIL: exit code $rc after SIGTERM" >&2; exit 1; }
 echo "image: exit code 0 after SIGTERM"
+
+echo "== image: the default command (serve) with deploy/compose's config and secret files"
+# As deploy/compose/compose.yaml runs it: sidecar.yaml mounted read-only at the --config
+# path, the two secrets as files owned by 65532 with mode 0400 under /run/secrets. No Zulip
+# here (upstream http://zulip:80 points at an unused loopback port), so the sidecar must
+# start, answer /livez 200, and keep /readyz at 503.
+if [ "$mode" = podman ]; then
+  P=(podman --storage-driver vfs --runtime runc)
+  sec=$(mktemp -d)
+  unpack=$sec   # removed by cleanup
+  printf '%s\n' "$token" > "$sec/scim_sidecar_bearer_token"
+  printf '%s\n' SYNTHETICapikeyForCI0123456789ab > "$sec/scim_sidecar_zulip_api_key"
+  chown 65532:65532 "$sec"/scim_sidecar_*; chmod 0400 "$sec"/scim_sidecar_*
+  port2=$((port + 1))
+  "${P[@]}" rm -f scim-sidecar-ci >/dev/null
+  "${P[@]}" run -d --name scim-sidecar-ci \
+    --read-only --user 65532:65532 --cap-drop ALL --security-opt no-new-privileges \
+    --network host --add-host zulip:127.0.0.1 \
+    --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096 \
+    -e SCIM_SIDECAR_LISTEN="127.0.0.1:$port2" \
+    -e SCIM_SIDECAR_REALMS__ROOT__UPSTREAM__URL="http://zulip:9" \
+    -v "$PWD/deploy/compose/sidecar.yaml:/etc/scim-sidecar/sidecar.yaml:ro" \
+    -v "$sec/scim_sidecar_bearer_token:/run/secrets/scim_sidecar_bearer_token:ro" \
+    -v "$sec/scim_sidecar_zulip_api_key:/run/secrets/scim_sidecar_zulip_api_key:ro" \
+    localhost/scim-sidecar:ci >/dev/null
+  live=""
+  for _ in $(seq 1 100); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$port2/livez" 2>/dev/null; then live=1; break; fi
+    [ "$("${P[@]}" inspect -f '{{.State.Running}}' scim-sidecar-ci)" = true ] || break
+    sleep 0.2
+  done
+  [ -n "$live" ] || { "${P[@]}" logs scim-sidecar-ci >&2; echo "image: FAIL: serve never answered /livez" >&2; exit 1; }
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/readyz")
+  [ "$code" = 503 ] || { echo "image: FAIL: /readyz $code without a Zulip, not 503" >&2; exit 1; }
+  echo "image: serve with the compose config: /livez 200, /readyz 503 (no Zulip here), secrets read as 65532"
+  "${P[@]}" stop -t 20 scim-sidecar-ci >/dev/null
+  rc=$("${P[@]}" inspect -f '{{.State.ExitCode}}' scim-sidecar-ci)
+  [ "$rc" = 0 ] || { echo "image: FAIL: exit code $rc after SIGTERM" >&2; exit 1; }
+else
+  echo "image: skipped (needs a container runtime for the bind mounts): $why"
+fi
 echo "image: OK ($mode)"
