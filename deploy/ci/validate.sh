@@ -194,6 +194,12 @@ fi
 grep -q "config.realms: configure at least one realm" <<<"$out" \
   || die "helm template with default values failed for another reason: $out"
 echo "validate: default values: refused as designed (config.realms: configure at least one realm)"
+if out=$("$helm" template scim-sidecar "$chart" -f "$chart/ci/test-values.yaml" \
+    --set ingress.hosts=null 2>&1); then
+  die "helm template rendered an Ingress without hosts (the API server rejects it)"
+fi
+grep -q "set at least one ingress.hosts entry" <<<"$out" || die "ingress without hosts: $out"
+echo "validate: ingress.enabled without hosts: refused as designed"
 "$helm" lint --strict --quiet "$chart" >/dev/null 2>&1 || { "$helm" lint --strict "$chart"; die "helm lint (defaults)"; }
 echo "validate: helm lint --strict with the default values: OK"
 for values in "$chart"/ci/*-values.yaml; do
