@@ -4,13 +4,16 @@
 # /livez, /readyz and one SCIM request against `scim-sidecar demo` (the real server in
 # front of the built-in fake Zulip).
 #
-# Runtime: podman (Debian's package, vfs storage, runc, host network: no daemon, no
-# registry). If podman cannot run containers on the machine, the script says why and
-# falls back to the closest equivalent: the image's own layer, unpacked from the OCI archive,
-# bind-mounted read-only in a private mount namespace, entered with chroot and
-# `setpriv --reuid 65532 --regid 65532 --clear-groups --no-new-privs` with all capabilities
-# dropped. Either way it checks from the host that the process runs as 65532, with no
-# effective capabilities, on a read-only `/`.
+# Runtime: podman (Debian's package, vfs storage, host network: no daemon, no registry)
+# with runc: Debian's default crun refuses this machine's hybrid cgroup v1/v2 layout
+# ("cgroups in hybrid mode not supported"). If podman cannot run containers on a machine,
+# the script says why and falls back to the closest equivalent: the image's own layer,
+# unpacked from the OCI archive, bind-mounted read-only in a private mount namespace
+# (unshare), entered with chroot(2), then setgroups/setgid/setuid to 65532 and
+# no_new_privs before exec (a few lines of Python: setpriv(1) would have to run inside the
+# image, which has no tools). Either way it checks from the host that the process runs as
+# 65532, with no effective capabilities and no_new_privs, on a read-only `/`, and that a
+# write there fails with EROFS. IMAGE_FORCE_FALLBACK=1 exercises the fallback.
 #
 # Needs root (CI runs as root). Env: SCIM_SIDECAR_BINARY (see build.sh), IMAGE_MAX_MB
 # (default 30: fail if the compressed image is bigger).
