@@ -12,6 +12,8 @@
 #
 # cargo-deny is installed from crates.io (`cargo install --locked`, ~3.5 min on 2 cores,
 # once) into $CARGO_TARGET_DIR/ci-tools, and reused while its version matches.
+# `supply-chain.sh --install-only` only installs it (.ci/run does that in the background,
+# beside the release build, which leaves one core mostly idle).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=${CARGO_TARGET_DIR:-$PWD/target}
@@ -28,6 +30,8 @@ if ! [ -x "$deny" ] || [ "$("$deny" --version 2>/dev/null)" != "cargo-deny $deny
   rm -rf "$tools/build"
   echo "supply-chain: cargo-deny installed in $(( $(date +%s) - start )) s"
 fi
+
+[ "${1:-}" != --install-only ] || exit 0
 
 echo "== supply-chain: cargo deny check licenses bans sources"
 "$deny" --locked --log-level warn check --hide-inclusion-graph licenses bans sources
