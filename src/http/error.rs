@@ -6,99 +6,17 @@ use serde_json::{json, Map, Value};
 use crate::error::{upstream_cause, Error};
 use scim;
 
-/// The status, extra headers and SCIM error body for `error`. Exhaustive on purpose: a new
-/// variant must be mapped here before the crate compiles.
-pub fn error_parts(error: &Error) -> (StatusCode, Vec<(header::HeaderName, HeaderValue)>, Option<Value>) {
+/// Extra response headers of an error.
+type Headers = Vec<(header::HeaderName, HeaderValue)>;
+
+/// What an error answers: status, `scimType`, `detail`.
+type Answer = (StatusCode, Option<&'static str>, String);
+
+/// The status, extra headers and SCIM error body for `error` (no body for 304).
+pub fn error_parts(error: &Error) -> (StatusCode, Headers, Option<Value>) {
     let mut headers = Vec::new();
-    let (status, scim_type, detail): (StatusCode, Option<&str>, String) = match error {
-        Error::Invalid { scim_type, detail } => {
-            let status = if *scim_type == scim::ScimType::Uniqueness {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            (status, Some(scim_type.as_str()), detail.clone())
-        }
-        Error::BadRequest { detail } => (StatusCode::BAD_REQUEST, None, detail.clone()),
-        Error::Unauthorized => {
-            headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-            (StatusCode::UNAUTHORIZED, None, "missing or invalid bearer token".to_string())
-        }
-        Error::Forbidden { detail } => (StatusCode::FORBIDDEN, None, detail.clone()),
-        Error::NotFound { resource, id } => {
-            (StatusCode::NOT_FOUND, None, format!("{resource} {id} not found"))
-        }
-        Error::Conflict { detail } => (StatusCode::CONFLICT, Some("uniqueness"), detail.clone()),
-        Error::PreconditionFailed { detail } => (StatusCode::PRECONDITION_FAILED, None, detail.clone()),
-        Error::NotModified { etag } => {
-            if let Ok(v) = HeaderValue::from_str(etag) {
-                headers.push((header::ETAG, v));
-            }
-            return (StatusCode::NOT_MODIFIED, headers, None);
-        }
-        Error::MethodNotAllowed { allow } => {
-            headers.push((header::ALLOW, HeaderValue::from_static(allow)));
-            (StatusCode::METHOD_NOT_ALLOWED, None, format!("method not allowed; allowed: {allow}"))
-        }
-        Error::PayloadTooLarge { limit } => {
-            (StatusCode::PAYLOAD_TOO_LARGE, None, format!("request body larger than {limit} bytes"))
-        }
-        Error::UnsupportedMediaType { content_type } => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            None,
-            format!(
-                "unsupported content type {content_type:?}: send application/scim+json or application/json"
-            ),
-        ),
-        Error::NotImplemented { detail } => (StatusCode::NOT_IMPLEMENTED, None, detail.clone()),
-        Error::RateLimited { retry_after } => {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-                headers.push((header::RETRY_AFTER, v));
-            }
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                None,
-                format!(
-                    "Zulip is rate-limiting the sidecar's service account; retry after {} s",
-                    secs.max(1)
-                ),
-            )
-        }
-        Error::TooManyRequests { retry_after, detail } => {
-            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
-            headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
-            (StatusCode::TOO_MANY_REQUESTS, None, format!("{detail}; retry after {secs} s"))
-        }
-        Error::RequestTimeout { limit } => {
-            headers.push((header::CONNECTION, HeaderValue::from_static("close")));
-            (
-                StatusCode::REQUEST_TIMEOUT,
-                None,
-                format!("the request body was not received within {} ms", limit.as_millis()),
-            )
-        }
-        Error::Unavailable { detail } => {
-            headers.push((header::RETRY_AFTER, HeaderValue::from_static("5")));
-            (StatusCode::SERVICE_UNAVAILABLE, None, detail.clone())
-        }
-        Error::Upstream { source, applied } => {
-            let (status, what) = if source.is_timeout() {
-                (StatusCode::GATEWAY_TIMEOUT, "Zulip did not answer in time")
-            } else if source.is_unauthorized() {
-                (StatusCode::BAD_GATEWAY, "Zulip rejected the sidecar's service account credentials")
-            } else {
-                (StatusCode::BAD_GATEWAY, "Zulip could not be reached or gave an unexpected answer")
-            };
-            // The cause chain names no URL and quotes no body (`upstream_cause`).
-            let cause = upstream_cause(source);
-            let detail = match applied {
-                Some(applied) => format!("{what} ({cause}); already applied: {applied}"),
-                None => format!("{what} ({cause}); nothing was changed"),
-            };
-            (status, None, detail)
-        }
-        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None, "internal error".to_string()),
+    let Some((status, scim_type, detail)) = answer(error, &mut headers) else {
+        return (StatusCode::NOT_MODIFIED, headers, None);
     };
     let mut body = Map::new();
     body.insert("schemas".into(), json!([scim::ERROR_SCHEMA]));
@@ -108,6 +26,97 @@ pub fn error_parts(error: &Error) -> (StatusCode, Vec<(header::HeaderName, Heade
     }
     body.insert("detail".into(), Value::from(detail));
     (status, headers, Some(Value::Object(body)))
+}
+
+/// Exhaustive on purpose: a new variant must be mapped here before the crate compiles.
+/// `None`: 304 Not Modified, which has no body.
+fn answer(error: &Error, headers: &mut Headers) -> Option<Answer> {
+    let plain = |status: StatusCode, detail: &str| Some((status, None, detail.to_owned()));
+    let mut with = |name: header::HeaderName, value: HeaderValue| headers.push((name, value));
+    match error {
+        Error::Invalid { scim_type, detail } => Some(invalid(*scim_type, detail)),
+        Error::BadRequest { detail } => plain(StatusCode::BAD_REQUEST, detail),
+        Error::Unauthorized => {
+            with(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            plain(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
+        }
+        Error::Forbidden { detail } => plain(StatusCode::FORBIDDEN, detail),
+        Error::NotFound { resource, id } => {
+            plain(StatusCode::NOT_FOUND, &format!("{resource} {id} not found"))
+        }
+        Error::Conflict { detail } => Some((StatusCode::CONFLICT, Some("uniqueness"), detail.clone())),
+        Error::PreconditionFailed { detail } => plain(StatusCode::PRECONDITION_FAILED, detail),
+        Error::NotModified { etag } => HeaderValue::from_str(etag).ok().and_then(|v| {
+            with(header::ETAG, v);
+            None
+        }),
+        Error::MethodNotAllowed { allow } => {
+            with(header::ALLOW, HeaderValue::from_static(allow));
+            plain(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed; allowed: {allow}"))
+        }
+        Error::PayloadTooLarge { limit } => {
+            plain(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body larger than {limit} bytes"))
+        }
+        Error::UnsupportedMediaType { content_type } => Some(unsupported_media_type(content_type)),
+        Error::NotImplemented { detail } => plain(StatusCode::NOT_IMPLEMENTED, detail),
+        Error::RateLimited { retry_after } => Some(too_many(*retry_after, ZULIP_RATE_LIMIT, headers)),
+        Error::TooManyRequests { retry_after, detail } => Some(too_many(*retry_after, detail, headers)),
+        Error::RequestTimeout { limit } => Some(request_timeout(*limit, headers)),
+        Error::Unavailable { detail } => {
+            with(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            plain(StatusCode::SERVICE_UNAVAILABLE, detail)
+        }
+        Error::Upstream { source, applied } => Some(upstream(source, applied.as_deref())),
+        Error::Internal(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+const ZULIP_RATE_LIMIT: &str = "Zulip is rate-limiting the sidecar's service account";
+
+/// 415, naming the types accepted.
+fn unsupported_media_type(content_type: &str) -> Answer {
+    let detail =
+        format!("unsupported content type {content_type:?}: send application/scim+json or application/json");
+    (StatusCode::UNSUPPORTED_MEDIA_TYPE, None, detail)
+}
+
+/// 408, and the connection closed (its body is still arriving).
+fn request_timeout(limit: std::time::Duration, headers: &mut Headers) -> Answer {
+    headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+    let detail = format!("the request body was not received within {} ms", limit.as_millis());
+    (StatusCode::REQUEST_TIMEOUT, None, detail)
+}
+
+/// 400 with its `scimType`; `uniqueness` is 409 (RFC 7644 §3.12).
+fn invalid(scim_type: scim::ScimType, detail: &str) -> Answer {
+    let status =
+        if scim_type == scim::ScimType::Uniqueness { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+    (status, Some(scim_type.as_str()), detail.to_owned())
+}
+
+/// 429 with `Retry-After` in whole seconds, rounded up (at least 1).
+fn too_many(retry_after: std::time::Duration, what: &str, headers: &mut Headers) -> Answer {
+    let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+    headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+    (StatusCode::TOO_MANY_REQUESTS, None, format!("{what}; retry after {secs} s"))
+}
+
+/// 502, or 504 for a timeout, saying what was already applied. The cause chain names no URL
+/// and quotes no body (`upstream_cause`).
+fn upstream(source: &zulip_client::ZulipError, applied: Option<&str>) -> Answer {
+    let (status, what) = if source.is_timeout() {
+        (StatusCode::GATEWAY_TIMEOUT, "Zulip did not answer in time")
+    } else if source.is_unauthorized() {
+        (StatusCode::BAD_GATEWAY, "Zulip rejected the sidecar's service account credentials")
+    } else {
+        (StatusCode::BAD_GATEWAY, "Zulip could not be reached or gave an unexpected answer")
+    };
+    let cause = upstream_cause(source);
+    let detail = match applied {
+        Some(applied) => format!("{what} ({cause}); already applied: {applied}"),
+        None => format!("{what} ({cause}); nothing was changed"),
+    };
+    (status, None, detail)
 }
 
 #[cfg(test)]

@@ -94,20 +94,14 @@ impl Route {
         if !(rest.is_empty() || rest.starts_with('/')) {
             return Err(not_found());
         }
-        let rest = rest.trim_end_matches('/');
         let segments: Vec<String> = rest
+            .trim_end_matches('/')
             .split('/')
             .skip(1)
             .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let resource = |name: &str| match name {
-            "Users" => Some(Resource::User),
-            "Groups" => Some(Resource::Group),
-            _ => None,
-        };
         match segs.as_slice() {
-            [] => Err(not_found()),
             [".search"] => only(method, Method::POST, "POST", Route::SearchAll),
             ["ServiceProviderConfig"] => only_get(method, Route::ServiceProviderConfig),
             ["ResourceTypes"] => only_get(method, Route::ResourceTypes(None)),
@@ -116,33 +110,46 @@ impl Route {
             ["Schemas", urn] => only_get(method, Route::Schemas(Some(urn.to_string()))),
             ["Bulk"] => Ok(Route::Unsupported("Bulk")),
             ["Me", ..] => Ok(Route::Unsupported("Me")),
-            [name] => {
-                let r = resource(name).ok_or_else(not_found)?;
-                match *method {
-                    Method::GET => Ok(Route::List(r)),
-                    Method::POST => Ok(Route::Create(r)),
-                    _ => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
-                }
-            }
-            [name, ".search"] => {
-                let r = resource(name).ok_or_else(not_found)?;
-                only(method, Method::POST, "POST", Route::Search(r))
-            }
-            [name, id] if !id.is_empty() => {
-                let r = resource(name).ok_or_else(not_found)?;
-                placeholder(r, name, id)?;
-                let id = id.to_string();
-                match *method {
-                    Method::GET => Ok(Route::Get(r, id)),
-                    Method::PUT => Ok(Route::Replace(r, id)),
-                    Method::PATCH => Ok(Route::Patch(r, id)),
-                    Method::DELETE => Ok(Route::Delete(r, id)),
-                    _ => Err(Error::MethodNotAllowed { allow: "GET, PUT, PATCH, DELETE" }),
-                }
-            }
-            _ => Err(not_found()),
+            [name, rest @ ..] => match resource_named(name) {
+                Some(r) => resource_route(method, r, name, rest).unwrap_or_else(|| Err(not_found())),
+                None => Err(not_found()),
+            },
+            [] => Err(not_found()),
         }
     }
+}
+
+/// The resource type behind an endpoint name.
+fn resource_named(name: &str) -> Option<Resource> {
+    match name {
+        "Users" => Some(Resource::User),
+        "Groups" => Some(Resource::Group),
+        _ => None,
+    }
+}
+
+/// `/{Users|Groups}`, `/{Users|Groups}/.search` and `/{Users|Groups}/{id}`; `None`: no such
+/// path.
+fn resource_route(method: &Method, r: Resource, name: &str, rest: &[&str]) -> Option<Result<Route, Error>> {
+    Some(match rest {
+        [] => match *method {
+            Method::GET => Ok(Route::List(r)),
+            Method::POST => Ok(Route::Create(r)),
+            _ => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
+        },
+        [".search"] => only(method, Method::POST, "POST", Route::Search(r)),
+        [id] if !id.is_empty() => placeholder(r, name, id).and_then(|()| {
+            let id = id.to_string();
+            match *method {
+                Method::GET => Ok(Route::Get(r, id)),
+                Method::PUT => Ok(Route::Replace(r, id)),
+                Method::PATCH => Ok(Route::Patch(r, id)),
+                Method::DELETE => Ok(Route::Delete(r, id)),
+                _ => Err(Error::MethodNotAllowed { allow: "GET, PUT, PATCH, DELETE" }),
+            }
+        }),
+        _ => return None,
+    })
 }
 
 /// `/Users/<id>` copied from an example as it was printed: a 400 saying so.
