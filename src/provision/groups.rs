@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{json, Map, Value};
 
 use crate::config::GroupDelete;
-use crate::directory::UserIndex;
+use crate::directory::{GroupWrite, UserIndex};
 use crate::error::Error;
 use crate::provision::mapping::{str_at, value_at};
 use crate::provision::realm::{check_if_match, Realm, FL_CREATE_GROUP_RETURNS_ID, FL_DEACTIVATE_GROUP};
@@ -147,10 +147,12 @@ impl Realm {
             let Some(id) = user.get("id").and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
+            // Zulip keeps a deactivated user's memberships but shows none while deactivated.
+            let active = user.get("active").and_then(Value::as_bool) != Some(false);
             let refs: Vec<Value> = groups
                 .groups
                 .values()
-                .filter(|g| !g.deactivated && g.members.contains(&id))
+                .filter(|g| active && !g.deactivated && g.members.contains(&id))
                 .map(|g| {
                     json!({
                         "value": g.id.to_string(),
@@ -165,6 +167,21 @@ impl Realm {
             }
         }
         Ok(())
+    }
+
+    /// After the sidecar reactivated `user_id`: Zulip shows the user's kept memberships
+    /// again. The groups snapshot holds them unless it was loaded while the user was
+    /// deactivated (Zulip did not list them then): it is loaded again, so that the next read
+    /// shows them without waiting for Zulip's `add_members` events. A failed reload drops the
+    /// snapshot, so the next read loads it (the reactivation itself succeeded).
+    pub(crate) async fn reactivated(&self, user_id: u64) {
+        if self.dir.memberships_known(user_id) {
+            return;
+        }
+        if let Err(e) = self.dir.reload_groups(|| self.client.get_user_groups(true)).await {
+            tracing::debug!(realm = %self.name(), user_id, error = %e, "groups not reloaded after a reactivation");
+            self.dir.invalidate_groups().await;
+        }
     }
 
     /// Whether a filter needs members to be evaluated.
@@ -437,20 +454,15 @@ impl Realm {
             }
         }
         // Record what Zulip now holds.
-        let updated = {
-            let groups = self.group_index().await?;
-            let mut groups = groups.write();
-            if let Some(g) = groups.groups.get_mut(&group_id) {
-                if let Some(n) = &rename {
-                    g.name = n.clone();
-                }
-                g.members.retain(|m| !delete.contains(m));
-                g.members.extend(add.iter().copied());
-                g.members.sort_unstable();
-                g.members.dedup();
-            }
-            groups.groups.get(&group_id).cloned()
+        let write = GroupWrite {
+            group_id,
+            name: rename.clone(),
+            add: add.clone(),
+            delete: delete.clone(),
+            deactivated: None,
         };
+        self.dir.record_group_write(write);
+        let updated = self.group_index().await?.read().groups.get(&group_id).cloned();
         let group =
             updated.ok_or_else(|| Error::Internal(format!("group {group_id} vanished from the snapshot")))?;
         tracing::info!(realm = %self.name(), group_id, added = add.len(), removed = delete.len(), renamed = rename.is_some(), "updated group");
@@ -491,14 +503,12 @@ impl Realm {
         if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
             tracing::warn!(realm = %self.name(), group_id = group.id, error = %e, "group deactivated but its name could not be freed");
         }
-        {
-            let groups = self.group_index().await?;
-            let mut groups = groups.write();
-            if let Some(g) = groups.groups.get_mut(&group.id) {
-                g.deactivated = true;
-                g.name = retired;
-            }
-        }
+        self.dir.record_group_write(GroupWrite {
+            group_id: group.id,
+            name: Some(retired),
+            deactivated: Some(true),
+            ..GroupWrite::default()
+        });
         tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
         Ok(())
     }

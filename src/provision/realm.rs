@@ -240,6 +240,11 @@ impl Realm {
         self.live.borrow().last_event_id
     }
 
+    /// Fields written by the sidecar whose confirming event has not arrived yet.
+    pub fn pending_expectations(&self) -> usize {
+        self.dir.pending_expectations()
+    }
+
     /// The live task's progress, to wait on (e.g. until an event id has been applied).
     pub fn live_progress(&self) -> watch::Receiver<LiveProgress> {
         self.live.subscribe()

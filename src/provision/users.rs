@@ -457,6 +457,7 @@ impl Realm {
                 if let Err(e) = self.client.reactivate_user(user_id).await {
                     return Err(self.activation_failed(e, applied).await);
                 }
+                self.reactivated(user_id).await;
                 user.is_active = true;
             }
             None => {}

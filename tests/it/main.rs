@@ -9,5 +9,6 @@ mod groups;
 mod idp_sequences;
 mod live;
 mod protocol;
+mod read_your_writes;
 mod support;
 mod users;
