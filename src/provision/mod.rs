@@ -4,6 +4,7 @@
 pub mod groups;
 pub mod live;
 pub mod mapping;
+pub mod ordering;
 pub mod query;
 pub mod realm;
 mod resources;

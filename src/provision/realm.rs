@@ -12,6 +12,7 @@ use crate::directory::{Directory, GroupIndex, Shared, UserIndex};
 use crate::error::Error;
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
+use crate::provision::ordering::EntityLocks;
 use crate::provision::refusal;
 use scim;
 use zulip_client::{ProfileField, ZulipClient, ZulipError};
@@ -48,6 +49,8 @@ pub struct Realm {
     live: watch::Sender<LiveProgress>,
     /// Where `externalId` is stored, when the realm stores it (`external_id_field`).
     external_id: Option<ExternalIdField>,
+    /// Per-entity write order ([`crate::provision::ordering`]).
+    pub(crate) order: EntityLocks,
 }
 
 /// The custom profile field that stores `externalId`: configured by label, resolved to an id
@@ -120,6 +123,7 @@ impl Realm {
             live_task: AtomicBool::new(false),
             live: watch::channel(LiveProgress { queue_id: None, last_event_id: -1, live: false }).0,
             external_id,
+            order: EntityLocks::default(),
         }
     }
 
