@@ -696,10 +696,13 @@ impl Directory {
 
     /// Marks the event stream healthy (snapshots never expire) or not (the TTL applies).
     pub fn set_live(&self, live: bool) {
-        if !self.live.swap(live, Ordering::AcqRel) && live {
-            // A (new) queue: events older than it will never come, so nothing to wait for.
-            self.pending.clear();
-        }
+        self.live.store(live, Ordering::Release);
+    }
+
+    /// A new event queue is followed: events from before it will never come, so no write
+    /// waits for one any more.
+    pub fn new_event_queue(&self) {
+        self.pending.clear();
     }
 
     /// Fields whose write-through still waits for its event (tests, metrics).
@@ -748,15 +751,13 @@ impl Directory {
         self.users.current(|_| true).map(|index| index.read().human_count())
     }
 
-    /// Records what Zulip now holds for a user (after a write the sidecar made). While events
-    /// flow, every field that changed waits for its event ([`pending`]); a deactivation keeps
-    /// the user's memberships (hidden while deactivated, as in Zulip).
+    /// Records what Zulip now holds for a user (after a write the sidecar made). Every field
+    /// that changed waits for its event ([`pending`]); a deactivation keeps the user's
+    /// memberships (hidden while deactivated, as in Zulip).
     pub async fn upsert_user(&self, user: User) {
         let old = self.users.current(|_| true).and_then(|index| index.read().get(user.user_id).cloned());
         if let Some(old) = &old {
-            if self.is_live() {
-                pending::expect_user_change(&self.pending, old, &user, Instant::now());
-            }
+            pending::expect_user_change(&self.pending, old, &user, Instant::now());
             if old.is_active && !user.is_active {
                 self.groups.apply(GroupChange::Deactivated(user.user_id), &self.learned);
             }
@@ -764,10 +765,10 @@ impl Directory {
         self.users.apply(UserChange::Upsert(user), &self.learned);
     }
 
-    /// Records a group write the sidecar made (rename, member diff, deactivation); while
-    /// events flow, each changed field waits for its event.
+    /// Records a group write the sidecar made (rename, member diff, deactivation); each
+    /// changed field waits for its event.
     pub fn record_group_write(&self, write: GroupWrite) {
-        if self.is_live() {
+        {
             let now = Instant::now();
             let current = self
                 .groups

@@ -18,8 +18,8 @@
 //! [`EXPECTATION_TTL`] (its event was lost with an expired queue) is dropped, so a field is
 //! never frozen.
 //!
-//! Expectations are only kept while events flow (`live`): without events, snapshots are
-//! reloaded from Zulip and nothing can roll them back.
+//! A new event queue clears them (events from before it never come). Without events they
+//! are inert: nothing confirms or consults them, and they are swept once expired.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -32,6 +32,9 @@ use zulip_client::{Role, User};
 
 /// How long an expectation waits for its event.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+/// Above this many fields waiting, expired expectations are swept on the next write.
+const SWEEP_ABOVE: usize = 4096;
 
 /// One field of one entity that a write can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +103,15 @@ impl Pending {
 
     /// A write set `key` to `value` (a change from what the snapshot showed).
     pub fn expect(&self, key: Key, value: Val, now: Instant) {
-        self.lock().entry(key).or_default().push_back((value, now));
+        let mut map = self.lock();
+        if map.len() >= SWEEP_ABOVE {
+            // Expectations whose event never came are dropped lazily when the next event for
+            // their field arrives; this bounds the ones no event ever visits.
+            map.retain(|_, queue| {
+                queue.back().is_some_and(|(_, at)| now.saturating_duration_since(*at) < EXPECTATION_TTL)
+            });
+        }
+        map.entry(key).or_default().push_back((value, now));
     }
 
     /// An event sets `key` to `value`.
@@ -416,6 +427,18 @@ mod tests {
         let later = t + EXPECTATION_TTL;
         assert_eq!(p.admit(Key::Member(3, 7), &Val::Bool(false), later), Admit::Apply);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn expectations_no_event_visits_are_swept() {
+        let p = Pending::default();
+        let t = Instant::now();
+        for user in 0..SWEEP_ABOVE as u64 {
+            p.expect(Key::FullName(user), text("x"), t);
+        }
+        assert_eq!(p.len(), SWEEP_ABOVE);
+        p.expect(Key::FullName(u64::MAX), text("y"), t + EXPECTATION_TTL);
+        assert_eq!(p.len(), 1);
     }
 
     #[test]

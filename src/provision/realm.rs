@@ -266,6 +266,9 @@ impl Realm {
             Some((id, last)) => (Some(id.to_string()), last),
             None => (None, -1),
         };
+        if queue_id.is_some() && queue_id != self.live.borrow().queue_id {
+            self.dir.new_event_queue();
+        }
         self.live.send_if_modified(|progress| {
             let next = LiveProgress { queue_id, last_event_id, live };
             let changed = *progress != next;

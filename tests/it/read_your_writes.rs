@@ -36,11 +36,6 @@ fn newest_event(h: &Harness) -> i64 {
     h.fake.event_queues().into_iter().find(|q| q.queue_id == queue).map_or(-1, |q| q.newest_event_id)
 }
 
-/// Whether the realm applied every event queued so far.
-fn caught_up(h: &Harness) -> bool {
-    realm(h).last_event_id() >= newest_event(h)
-}
-
 /// Waits until every event queued so far is applied.
 async fn wait_caught_up(h: &Harness) {
     let target = newest_event(h);
@@ -51,10 +46,13 @@ async fn wait_caught_up(h: &Harness) {
         .expect("live task running");
 }
 
-/// Waits for the realm to apply more events (bounded: a check loop, not a sleep-to-wait).
-async fn progressed(h: &Harness) {
+/// Waits until the realm applied an event newer than `seen` (bounded: a check loop, not a
+/// sleep-to-wait).
+async fn progressed(h: &Harness, seen: i64) {
     let mut progress = realm(h).live_progress();
-    let _ = tokio::time::timeout(WITHIN, progress.changed()).await.expect("events keep coming");
+    let _ = tokio::time::timeout(WITHIN, progress.wait_for(|p| p.last_event_id > seen))
+        .await
+        .expect("events keep coming");
 }
 
 async fn create_user(h: &Harness, email: &str, given: &str, family: &str) -> String {
@@ -138,14 +136,18 @@ async fn a_reactivated_member_is_in_the_group_at_once() {
         let groups = user.assert_status(200)["groups"].as_array().cloned().unwrap_or_default();
         assert!(groups.iter().any(|g| g["value"] == gid.as_str()), "{delivery:?}: {groups:?}");
         // And nothing the events bring afterwards takes B out again.
-        while !caught_up(&h) {
+        loop {
+            let seen = realm(&h).last_event_id();
+            if seen >= newest_event(&h) {
+                break;
+            }
             let shown = h.get(&format!("/Groups/{gid}")).await;
             assert_eq!(
                 member_ids(shown.assert_status(200)),
                 sorted(&[&a, &b]),
                 "{delivery:?}: while events arrive"
             );
-            progressed(&h).await;
+            progressed(&h, seen).await;
         }
         let shown = h.get(&format!("/Groups/{gid}")).await;
         assert_eq!(member_ids(shown.assert_status(200)), sorted(&[&a, &b]), "{delivery:?}: after the events");
@@ -171,7 +173,8 @@ async fn deactivate_then_reactivate_back_to_back_never_loses_the_membership() {
         set_active(&h, &b, false).await;
         set_active(&h, &b, true).await;
         loop {
-            let done = caught_up(&h);
+            let seen = realm(&h).last_event_id();
+            let done = seen >= newest_event(&h);
             let shown = h.get(&format!("/Groups/{gid}")).await;
             assert_eq!(member_ids(shown.assert_status(200)), sorted(&[&a, &b]), "{delivery:?}");
             let user = h.get(&format!("/Users/{b}")).await;
@@ -179,7 +182,7 @@ async fn deactivate_then_reactivate_back_to_back_never_loses_the_membership() {
             if done {
                 break;
             }
-            progressed(&h).await;
+            progressed(&h, seen).await;
         }
         h.stop().await;
     }
@@ -275,12 +278,13 @@ async fn every_write_is_read_back_at_once_and_never_rolled_back() {
 
         // The final state, read at once and on every poll until all events are in.
         loop {
-            let done = caught_up(&h);
+            let seen = realm(&h).last_event_id();
+            let done = seen >= newest_event(&h);
             check_final(&h, &a, &b, &gid, &d).await;
             if done {
                 break;
             }
-            progressed(&h).await;
+            progressed(&h, seen).await;
         }
         assert_eq!(realm(&h).pending_expectations(), 0, "{d}: every write confirmed by its event");
         h.stop().await;

@@ -14,8 +14,12 @@
 //! - [`events`]: `POST /register`, `GET /events` (long-poll), `DELETE /events`, and the events
 //!   that every change generates (REST writes and the out-of-band helpers alike).
 //!
-//! A request is recorded first, then a queued delay or failure applies, then the route is
-//! matched (HTML 404 / 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
+//! - [`timing`]: a seeded [`LatencyProfile`] for REST answers (`.latency(LatencyProfile::realistic())`)
+//!   and [`EventDelivery`] for events (late, batched, a queue's order kept).
+//!
+//! A request is recorded first, then a queued delay or failure applies, then the profile's
+//! latency (outside the lock: concurrent calls overlap), then the route is matched (HTML 404 /
+//! 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
 
 mod channels;
 mod events;
