@@ -767,7 +767,7 @@ impl ZulipClient {
         let max_wait = left.saturating_sub(reserve);
         match self.pacer.reserve_in_flight(now, max_wait) {
             Ok((wait, in_flight)) if wait.is_zero() => Ok(in_flight),
-            Ok((wait, in_flight)) => {
+            Ok((wait, mut in_flight)) => {
                 tracing::debug!(
                     endpoint = path,
                     attempt,
@@ -776,6 +776,7 @@ impl ZulipClient {
                     "pacing zulip call"
                 );
                 tokio::time::sleep(wait).await;
+                in_flight.sending();
                 Ok(in_flight)
             }
             Err(wait) => {

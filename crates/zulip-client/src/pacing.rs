@@ -213,14 +213,31 @@ struct PacerState {
     in_flight: u32,
 }
 
-/// One call counted in flight from its reservation until it is answered (or dropped).
+/// One call counted in flight from the moment it is sent ([`InFlight::sending`]) until it is
+/// answered (or dropped). A call still waiting for its slot is not counted: the slot chain
+/// already spaces it.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a Pacer);
+pub struct InFlight<'a> {
+    pacer: &'a Pacer,
+    counted: bool,
+}
+
+impl InFlight<'_> {
+    /// The call leaves now: count it (once).
+    pub fn sending(&mut self) {
+        if !self.counted {
+            self.pacer.lock().in_flight += 1;
+            self.counted = true;
+        }
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut s = self.0.lock();
-        s.in_flight = s.in_flight.saturating_sub(1);
+        if self.counted {
+            let mut s = self.pacer.lock();
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
     }
 }
 
@@ -245,17 +262,21 @@ impl Pacer {
         self.lock().report
     }
 
-    /// Reserves the caller's send time and counts the call in flight until the guard is
-    /// dropped (after its answer): `Ok((wait, guard))`, or `Err(wait)` (nothing reserved)
-    /// when the wait would be longer than `max_wait`.
+    /// Reserves the caller's send time: `Ok((wait, guard))`, or `Err(wait)` (nothing
+    /// reserved) when the wait would be longer than `max_wait`. Without a wait the call is
+    /// counted in flight at once; otherwise [`InFlight::sending`] counts it once its wait is
+    /// over. The guard uncounts it when dropped (after its answer).
     pub fn reserve_in_flight(
         &self,
         now: Instant,
         max_wait: Duration,
     ) -> Result<(Duration, InFlight<'_>), Duration> {
         let wait = self.reserve(now, max_wait)?;
-        self.lock().in_flight += 1;
-        Ok((wait, InFlight(self)))
+        let mut guard = InFlight { pacer: self, counted: false };
+        if wait.is_zero() {
+            guard.sending();
+        }
+        Ok((wait, guard))
     }
 
     /// Calls counted in flight.
@@ -443,13 +464,21 @@ mod tests {
         assert!(wait > S(2) && wait < S(3), "spread once in-flight calls eat the margin: {wait:?}");
         drop(fifth);
         drop(guards);
-        assert_eq!(pacer.in_flight(), 2);
+        // The seventh still waits for its slot: not on the wire, not counted.
+        assert_eq!(pacer.in_flight(), 1);
         // As many in flight as left: wait for the reset rather than provoke 429s.
         let p = Pacer::default();
         p.observe(RateLimitState { limit: 200, remaining: 2, reset: 1030 }, 1000, t0);
-        let _a = p.reserve_in_flight(t0, S(60)).unwrap();
-        let _b = p.reserve_in_flight(t0, S(60)).unwrap();
-        assert_eq!(p.reserve(t0, S(60)), Ok(S(30)));
+        let (_, _a) = p.reserve_in_flight(t0, S(60)).unwrap();
+        let (wait, mut b) = p.reserve_in_flight(t0, S(60)).unwrap();
+        assert_eq!(wait, S(15), "2 left over 30 s: one every 15 s");
+        b.sending();
+        b.sending(); // counted once
+        assert_eq!(p.in_flight(), 2);
+        let p2 = Pacer::default();
+        p2.observe(RateLimitState { limit: 200, remaining: 2, reset: 1030 }, 1000, t0);
+        p2.lock().in_flight = 2;
+        assert_eq!(p2.reserve(t0, S(60)), Ok(S(30)));
     }
 
     #[test]
