@@ -18,6 +18,13 @@
 //! current index plus a single-flight load lock. Changes that arrive while a load is in flight
 //! are recorded and replayed onto the loaded index before it is published, so an event that
 //! Zulip sent after answering the load is never lost.
+//!
+//! # Read-your-writes
+//! The sidecar's own writes are recorded at once (write-through) and leave per-field
+//! expectations ([`pending`]): an event Zulip generated before a write, arriving after it,
+//! never rolls the snapshot back. Group `members` hold what Zulip keeps, deactivated users
+//! included (hidden by readers while deactivated), so a reactivated user is back in its groups
+//! at once, as in Zulip.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
