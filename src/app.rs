@@ -279,7 +279,11 @@ pub fn zulip_client_for(config: &Config, realm: &RealmConfig) -> Result<ZulipCli
         email: realm.upstream.email.clone(),
         api_key: realm.upstream.api_key.clone(),
         timeout: realm.upstream.timeout,
-        policy: UpstreamPolicy { deadline: config.request_deadline, ..UpstreamPolicy::default() },
+        policy: UpstreamPolicy {
+            deadline: config.request_deadline,
+            max_in_flight: realm.upstream.max_in_flight,
+            ..UpstreamPolicy::default()
+        },
     })
     .map_err(|source| StartupError::Client { realm: realm.name.clone(), source })
 }

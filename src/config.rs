@@ -301,6 +301,9 @@ pub struct UpstreamConfig {
     pub api_key: Secret<String>,
     pub timeout: Duration,
     pub allow_insecure_upstream: bool,
+    /// Calls in flight to this realm's Zulip at once (writes to different users and groups
+    /// run concurrently up to it; writes to one entity always keep their order).
+    pub max_in_flight: usize,
 }
 
 // === token helpers (shared with `scim-sidecar hash-token`) ===
@@ -467,6 +470,9 @@ struct RawUpstream {
     /// in clear). Default `false`.
     #[serde(default)]
     allow_insecure_upstream: bool,
+    /// Calls in flight to Zulip at once, 1..=64. Default 8.
+    #[serde(default = "defaults::max_in_flight")]
+    max_in_flight: usize,
 }
 
 /// `realms.<name>.jwt`, as written.
@@ -517,6 +523,8 @@ pub enum AuditFormat {
     #[default]
     Json,
 }
+/// The most calls in flight to one realm's Zulip that `max_in_flight` accepts.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 64;
 
 mod defaults {
     pub(super) fn listen() -> String {
@@ -551,6 +559,9 @@ mod defaults {
     }
     pub(super) fn leeway_s() -> u64 {
         60
+    }
+    pub(super) fn max_in_flight() -> usize {
+        8
     }
     pub(super) fn yes() -> bool {
         true
@@ -852,6 +863,7 @@ impl RealmConfig {
                 "api_key": "***",
                 "timeout_ms": millis(self.upstream.timeout),
                 "allow_insecure_upstream": self.upstream.allow_insecure_upstream,
+                "max_in_flight": self.upstream.max_in_flight,
             },
         })
     }
@@ -1396,6 +1408,10 @@ fn upstream(
     if raw.timeout_ms == 0 {
         problems.push(&format!("{key}.timeout_ms"), "must be greater than 0");
     }
+    if raw.max_in_flight == 0 || raw.max_in_flight > MAX_IN_FLIGHT_LIMIT {
+        problems
+            .push(&format!("{key}.max_in_flight"), &format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"));
+    }
 
     if problems.list.len() > before {
         return None;
@@ -1406,6 +1422,7 @@ fn upstream(
         api_key: api_key?,
         timeout: Duration::from_millis(raw.timeout_ms),
         allow_insecure_upstream: raw.allow_insecure_upstream,
+        max_in_flight: raw.max_in_flight,
     })
 }
 

@@ -72,6 +72,7 @@ pub fn demo_config(listen: SocketAddr, upstream: url::Url, token: &str) -> Resul
                 api_key: Secret::new(DEMO_SERVICE_API_KEY.into()),
                 timeout: Duration::from_secs(10),
                 allow_insecure_upstream: true,
+                max_in_flight: 8,
             },
         }],
     })

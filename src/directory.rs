@@ -18,8 +18,15 @@
 //! current index plus a single-flight load lock. Changes that arrive while a load is in flight
 //! are recorded and replayed onto the loaded index before it is published, so an event that
 //! Zulip sent after answering the load is never lost.
+//!
+//! # Read-your-writes
+//! The sidecar's own writes are recorded at once (write-through) and leave per-field
+//! expectations ([`pending`]): an event Zulip generated before a write, arriving after it,
+//! never rolls the snapshot back. Group `members` hold what Zulip keeps, deactivated users
+//! included (hidden by readers while deactivated), so a reactivated user is back in its groups
+//! at once, as in Zulip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -28,6 +35,10 @@ use serde_json::Value;
 
 use zulip_client::types::{Event, PersonUpdate, UserGroupChange};
 use zulip_client::{User, UserGroup, ZulipError};
+
+pub mod pending;
+
+use pending::{Key, Pending, Val};
 
 /// What applying one event did to a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,14 +250,28 @@ impl Default for LearnedEmails {
 }
 
 /// Groups of one realm (active and deactivated), by id, in id order.
+///
+/// `members` are the direct memberships Zulip keeps, deactivated users included: Zulip keeps a
+/// deactivated user's memberships (hidden from `GET /user_groups` while the user is
+/// deactivated, FL 303) and shows them again on reactivation. Readers show active members only.
+/// A snapshot loaded while a user was deactivated cannot know that user's memberships:
+/// `dormant_known` lists the users whose deactivation this snapshot saw happen (so their
+/// memberships are all here).
 #[derive(Debug, Default)]
 pub struct GroupIndex {
     pub groups: std::collections::BTreeMap<u64, UserGroup>,
+    dormant_known: HashSet<u64>,
 }
 
 impl GroupIndex {
     pub fn new(groups: Vec<UserGroup>) -> Self {
-        GroupIndex { groups: groups.into_iter().map(|g| (g.id, g)).collect() }
+        GroupIndex { groups: groups.into_iter().map(|g| (g.id, g)).collect(), dormant_known: HashSet::new() }
+    }
+
+    /// Whether this snapshot holds every membership of `user_id` (false for a user that was
+    /// deactivated when it was loaded: Zulip did not list them).
+    pub fn memberships_known(&self, user_id: u64) -> bool {
+        self.dormant_known.contains(&user_id)
     }
     /// A group with exactly this name (case-sensitive, deactivated ones included: Zulip
     /// reserves their names).
@@ -330,8 +355,7 @@ impl GroupIndex {
         Applied::Changed
     }
 
-    /// Takes a deactivated or removed user out of every group's members (`GET /user_groups`
-    /// lists active members only, and Zulip sends no `remove_members` on deactivation).
+    /// Takes a removed user out of every group's members.
     pub fn drop_member(&mut self, user_id: u64) {
         for group in self.groups.values_mut() {
             group.members.retain(|m| *m != user_id);
@@ -392,14 +416,53 @@ enum UserChange {
 #[derive(Debug, Clone)]
 enum GroupChange {
     Event(Event),
-    /// The user was deactivated or removed: no longer an (active) member anywhere.
+    /// The user was removed: no longer a member anywhere.
     DropMember(u64),
+    /// The user was deactivated while this snapshot was current: Zulip keeps (and hides)
+    /// its memberships, which the snapshot holds.
+    Deactivated(u64),
+    /// What the sidecar's own write left in Zulip.
+    Written(GroupWrite),
+}
+
+/// A group write the sidecar made, as recorded in the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupWrite {
+    pub group_id: u64,
+    pub name: Option<String>,
+    pub add: Vec<u64>,
+    pub delete: Vec<u64>,
+    pub deactivated: Option<bool>,
+}
+
+impl GroupIndex {
+    fn apply_write(&mut self, write: &GroupWrite) -> Applied {
+        let Some(g) = self.groups.get_mut(&write.group_id) else {
+            return Applied::Ignored;
+        };
+        if let Some(name) = &write.name {
+            g.name = name.clone();
+        }
+        if let Some(deactivated) = write.deactivated {
+            g.deactivated = deactivated;
+        }
+        g.members.retain(|m| !write.delete.contains(m));
+        g.members.extend(write.add.iter().copied());
+        g.members.sort_unstable();
+        g.members.dedup();
+        Applied::Changed
+    }
 }
 
 /// An index that changes can be applied to (and replayed onto after a load).
 trait Indexed: Sized {
     type Change: Clone;
     fn apply_change(&mut self, change: &Self::Change, learned: &LearnedEmails) -> Applied;
+    /// A change recorded during a load, replayed onto its result (which may or may not
+    /// already show it).
+    fn replay_change(&mut self, change: &Self::Change, learned: &LearnedEmails) -> Applied {
+        self.apply_change(change, learned)
+    }
 }
 
 impl Indexed for UserIndex {
@@ -424,6 +487,20 @@ impl Indexed for GroupIndex {
                 self.drop_member(*user_id);
                 Applied::Changed
             }
+            GroupChange::Deactivated(user_id) => {
+                self.dormant_known.insert(*user_id);
+                Applied::Changed
+            }
+            GroupChange::Written(write) => self.apply_write(write),
+        }
+    }
+
+    fn replay_change(&mut self, change: &GroupChange, learned: &LearnedEmails) -> Applied {
+        match change {
+            // The load may have been answered after the deactivation, without the user's
+            // memberships: not known.
+            GroupChange::Deactivated(_) => Applied::Ignored,
+            other => self.apply_change(other, learned),
         }
     }
 }
@@ -559,7 +636,7 @@ impl<T: Indexed> Slot<T> {
         match built {
             Ok(mut index) => {
                 for change in &recorded {
-                    let _ = index.apply_change(change, learned);
+                    let _ = index.replay_change(change, learned);
                 }
                 let index = Arc::new(Shared::new(index));
                 state.current = Some(Loaded { index: index.clone(), loaded_at: Instant::now() });
@@ -596,6 +673,9 @@ pub struct Directory {
     /// Set by the realm's live task while its event stream is healthy: snapshots do not
     /// expire then. An atomic, read on every snapshot access.
     live: Arc<AtomicBool>,
+    /// What the sidecar's writes still expect to hear back from Zulip's events
+    /// ([`pending`]): events older than a write never roll the snapshot back.
+    pending: Arc<Pending>,
 }
 
 // === impl Directory ===
@@ -610,6 +690,7 @@ impl Directory {
             learned: LearnedEmails::new(),
             ttl,
             live: Arc::new(AtomicBool::new(false)),
+            pending: Arc::new(Pending::default()),
         }
     }
 
@@ -623,6 +704,17 @@ impl Directory {
     /// Marks the event stream healthy (snapshots never expire) or not (the TTL applies).
     pub fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::Release);
+    }
+
+    /// A new event queue is followed: events from before it will never come, so no write
+    /// waits for one any more.
+    pub fn new_event_queue(&self) {
+        self.pending.clear();
+    }
+
+    /// Fields whose write-through still waits for its event (tests, metrics).
+    pub fn pending_expectations(&self) -> usize {
+        self.pending.len()
     }
 
     pub fn is_live(&self) -> bool {
@@ -666,9 +758,52 @@ impl Directory {
         self.users.current(|_| true).map(|index| index.read().human_count())
     }
 
-    /// Records what Zulip now holds for a user (after a write the sidecar made).
+    /// Records what Zulip now holds for a user (after a write the sidecar made). Every field
+    /// that changed waits for its event ([`pending`]); a deactivation keeps the user's
+    /// memberships (hidden while deactivated, as in Zulip).
     pub async fn upsert_user(&self, user: User) {
+        let old = self.users.current(|_| true).and_then(|index| index.read().get(user.user_id).cloned());
+        if let Some(old) = &old {
+            pending::expect_user_change(&self.pending, old, &user, Instant::now());
+            if old.is_active && !user.is_active {
+                self.groups.apply(GroupChange::Deactivated(user.user_id), &self.learned);
+            }
+        }
         self.users.apply(UserChange::Upsert(user), &self.learned);
+    }
+
+    /// Records a group write the sidecar made (rename, member diff, deactivation); each
+    /// changed field waits for its event.
+    pub fn record_group_write(&self, write: GroupWrite) {
+        {
+            let now = Instant::now();
+            let current = self
+                .groups
+                .current(|_| true)
+                .and_then(|index| index.read().groups.get(&write.group_id).cloned());
+            let g = write.group_id;
+            if let Some(current) = current {
+                if let Some(name) = write.name.as_ref().filter(|n| **n != current.name) {
+                    self.pending.expect(Key::GroupName(g), Val::Text(Some(name.clone())), now);
+                }
+                if let Some(deactivated) = write.deactivated.filter(|d| *d != current.deactivated) {
+                    self.pending.expect(Key::GroupDeactivated(g), Val::Bool(deactivated), now);
+                }
+                for user in write.add.iter().filter(|u| !current.members.contains(u)) {
+                    self.pending.expect(Key::Member(g, *user), Val::Bool(true), now);
+                }
+                for user in write.delete.iter().filter(|u| current.members.contains(u)) {
+                    self.pending.expect(Key::Member(g, *user), Val::Bool(false), now);
+                }
+            }
+        }
+        self.groups.apply(GroupChange::Written(write), &self.learned);
+    }
+
+    /// Whether the current groups snapshot holds every membership of `user_id` (see
+    /// [`GroupIndex`]); `true` when no snapshot is loaded (the next load is complete).
+    pub fn memberships_known(&self, user_id: u64) -> bool {
+        self.groups.current(|_| true).is_none_or(|index| index.read().memberships_known(user_id))
     }
 
     /// Drops the users snapshot (the outcome of a write is unknown).
@@ -708,21 +843,26 @@ impl Directory {
     }
 
     /// Applies one event from Zulip's events API to the snapshots, in place (and to a load in
-    /// flight). Re-applying an event is harmless. A deactivated or removed user also leaves
-    /// every group's members, as a fresh `GET /user_groups` would show.
+    /// flight). Re-applying an event is harmless; an event a newer write of the sidecar
+    /// supersedes does not roll it back ([`pending`]). A removed user leaves every group; a
+    /// deactivated one stays a (hidden) member, as in Zulip.
     pub fn apply_event(&self, event: &Event) -> Applied {
+        let admitted = pending::admit_event(&self.pending, event, Instant::now());
+        let event = &admitted;
         match event {
             Event::RealmUserAdd { .. } | Event::RealmUserUpdate { .. } | Event::RealmUserRemove { .. } => {
-                let applied = self.users.apply(UserChange::Event(event.clone()), &self.learned);
-                let gone = match event {
-                    Event::RealmUserUpdate { person, .. } if person.is_active == Some(false) => {
-                        Some(person.user_id)
+                if let Event::RealmUserUpdate { person, .. } = event {
+                    let was_active = self
+                        .users
+                        .current(|_| true)
+                        .and_then(|index| index.read().get(person.user_id).map(|u| u.is_active));
+                    if person.is_active == Some(false) && was_active == Some(true) {
+                        self.groups.apply(GroupChange::Deactivated(person.user_id), &self.learned);
                     }
-                    Event::RealmUserRemove { user_id, .. } => Some(*user_id),
-                    _ => None,
-                };
-                if let Some(user_id) = gone {
-                    self.groups.apply(GroupChange::DropMember(user_id), &self.learned);
+                }
+                let applied = self.users.apply(UserChange::Event(event.clone()), &self.learned);
+                if let Event::RealmUserRemove { user_id, .. } = event {
+                    self.groups.apply(GroupChange::DropMember(*user_id), &self.learned);
                 }
                 applied
             }

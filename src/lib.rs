@@ -10,7 +10,7 @@
 //!             ├─ scim       crate: pure protocol (schema, filter, PATCH, projection, ETags)
 //!             ├─ directory  per-realm snapshot of users and groups, indexes, single-flight
 //!             └─ zulip_client crate: ZulipClient, the only reqwest user (pacing, retries,
-//!                           per-realm write queue)
+//!                           max_in_flight per realm; writes ordered per entity by provision)
 //!
 //! provision::live (one task per realm) ── GET /events long-poll ──> directory (applied in place)
 //! ```

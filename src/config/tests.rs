@@ -78,6 +78,7 @@ fn minimal_config_gets_every_default() -> Result<(), ConfigError> {
     assert_eq!(realm.upstream.api_key.expose(), API_KEY);
     assert_eq!(realm.upstream.timeout, Duration::from_secs(10));
     assert!(!realm.upstream.allow_insecure_upstream);
+    assert_eq!(realm.upstream.max_in_flight, 8);
     Ok(())
 }
 
@@ -110,6 +111,7 @@ realms:
       api_key: {API_KEY}
       timeout_ms: 6
       allow_insecure_upstream: true
+      max_in_flight: 3
 "
     );
     let config = load_str(&yaml)?;
@@ -134,6 +136,7 @@ realms:
     assert_eq!(realm.upstream.url.as_str(), "http://zulip.internal:9991/");
     assert_eq!(realm.upstream.timeout, Duration::from_millis(6));
     assert!(realm.upstream.allow_insecure_upstream);
+    assert_eq!(realm.upstream.max_in_flight, 3);
     Ok(())
 }
 
@@ -347,6 +350,16 @@ fn invalid_configs_report_every_problem_with_its_key_path() {
             ],
         ),
         (
+            "max_in_flight out of range",
+            realm_yaml("      max_in_flight: 0\n"),
+            vec!["realms.acme.upstream.max_in_flight: must be between 1 and 64".into()],
+        ),
+        (
+            "max_in_flight above the limit",
+            realm_yaml("      max_in_flight: 65\n"),
+            vec!["realms.acme.upstream.max_in_flight: must be between 1 and 64".into()],
+        ),
+        (
             "bad listen address",
             format!("listen: localhost:8080\n{}", realm_yaml("")),
             vec!["listen: not an IP socket address (expected e.g. 0.0.0.0:8080 or [::]:8080)".into()],
@@ -442,7 +455,8 @@ fn did_you_mean_suggests_only_close_names() {
 fn unknown_key_lists_come_from_the_dtos() {
     assert!(fields_of::<RawConfig>().contains(&"snapshot_ttl_ms"));
     assert!(fields_of::<RawRealm>().contains(&"bearer_token_sha256"));
-    assert_eq!(fields_of::<RawUpstream>().len(), 6);
+    assert_eq!(fields_of::<RawUpstream>().len(), 7);
+    assert!(fields_of::<RawUpstream>().contains(&"max_in_flight"));
 }
 
 #[test]

@@ -162,17 +162,82 @@ fn user_group_events_follow_the_transcript_shapes() {
 }
 
 #[tokio::test]
-async fn deactivation_event_drops_group_membership_and_reaches_both_snapshots() {
+async fn deactivation_keeps_the_hidden_membership_and_reactivation_shows_it() {
     let dir = Directory::new(Duration::from_secs(60));
     dir.users(|| async { Ok(vec![user(1, Some("a@x.co"), false)]) }).await.unwrap();
     dir.groups(|| async { Ok(vec![group(30, "alpha", &[1])]) }).await.unwrap();
     assert!(dir.is_loaded());
+    assert!(!dir.memberships_known(1), "user 1 was never seen deactivated");
     let deactivate = event(
         serde_json::json!({"type": "realm_user", "op": "update", "id": 0, "person": {"user_id": 1, "is_active": false}}),
     );
     assert_eq!(dir.apply_event(&deactivate), Applied::Changed);
     assert!(!dir.cached_users().await.unwrap().read().get(1).unwrap().is_active);
-    assert!(dir.cached_groups().await.unwrap().read().groups[&30].members.is_empty());
+    // Zulip keeps the membership (hidden while deactivated); so does the snapshot.
+    assert_eq!(dir.cached_groups().await.unwrap().read().groups[&30].members, vec![1]);
+    assert!(dir.memberships_known(1));
+    let reactivate = event(
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 1, "person": {"user_id": 1, "is_active": true}}),
+    );
+    assert_eq!(dir.apply_event(&reactivate), Applied::Changed);
+    assert!(dir.cached_users().await.unwrap().read().get(1).unwrap().is_active);
+    assert_eq!(dir.cached_groups().await.unwrap().read().groups[&30].members, vec![1]);
+}
+
+#[tokio::test]
+async fn events_older_than_a_write_through_never_roll_it_back() {
+    let dir = Directory::new(Duration::from_secs(60));
+    dir.set_live(true);
+    dir.users(|| async { Ok(vec![user(1, Some("a@x.co"), false)]) }).await.unwrap();
+    dir.groups(|| async { Ok(vec![group(30, "alpha", &[1])]) }).await.unwrap();
+    let current = || async { dir.cached_users().await.unwrap().read().get(1).cloned().unwrap() };
+    // The sidecar deactivates, then reactivates user 1; renames it; renames group 30 and
+    // takes user 1 out of it.
+    let mut u = current().await;
+    u.is_active = false;
+    dir.upsert_user(u.clone()).await;
+    u.is_active = true;
+    u.full_name = "Renamed".into();
+    dir.upsert_user(u).await;
+    dir.record_group_write(GroupWrite {
+        group_id: 30,
+        name: Some("beta".into()),
+        delete: vec![1],
+        ..GroupWrite::default()
+    });
+    let expected = |dir: &Directory| dir.pending_expectations();
+    assert_eq!(expected(&dir), 4, "active, full_name, group name, membership");
+    // Now the events arrive, late: the deactivation first (older than the reactivation).
+    let events = [
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 0, "person": {"user_id": 1, "is_active": false}}),
+        // Someone renamed the group in Zulip before the sidecar did.
+        serde_json::json!({"type": "user_group", "op": "update", "id": 1, "group_id": 30, "data": {"name": "older"}}),
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 2, "person": {"user_id": 1, "is_active": true}}),
+        serde_json::json!({"type": "user_group", "op": "add_members", "id": 3, "group_id": 30, "user_ids": [1]}),
+    ];
+    for e in events {
+        dir.apply_event(&event(e));
+        let users = dir.cached_users().await.unwrap();
+        let groups = dir.cached_groups().await.unwrap();
+        let (users, groups) = (users.read(), groups.read());
+        let u = users.get(1).unwrap();
+        assert!(u.is_active && u.full_name == "Renamed", "{u:?}");
+        assert_eq!(groups.groups[&30].name, "beta");
+        assert!(groups.groups[&30].members.is_empty());
+    }
+    // The writes' own events confirm them; afterwards events apply as they come.
+    for e in [
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 4, "person": {"user_id": 1, "full_name": "Renamed"}}),
+        serde_json::json!({"type": "user_group", "op": "update", "id": 5, "group_id": 30, "data": {"name": "beta"}}),
+        serde_json::json!({"type": "user_group", "op": "remove_members", "id": 6, "group_id": 30, "user_ids": [1]}),
+    ] {
+        dir.apply_event(&event(e));
+    }
+    assert_eq!(expected(&dir), 0);
+    dir.apply_event(&event(
+        serde_json::json!({"type": "user_group", "op": "update", "id": 7, "group_id": 30, "data": {"name": "gamma"}}),
+    ));
+    assert_eq!(dir.cached_groups().await.unwrap().read().groups[&30].name, "gamma");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::audit::{AttributeChange, AuditTarget, Outcome};
 use crate::config::GroupDelete;
-use crate::directory::UserIndex;
+use crate::directory::{GroupWrite, UserIndex};
 use crate::error::{Error, ErrorChain};
 use crate::provision::changes::{ChangeRecord, Operation};
 use crate::provision::mapping::{str_at, value_at};
@@ -149,10 +149,12 @@ impl Realm {
             let Some(id) = user.get("id").and_then(Value::as_str).and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
+            // Zulip keeps a deactivated user's memberships but shows none while deactivated.
+            let active = user.get("active").and_then(Value::as_bool) != Some(false);
             let refs: Vec<Value> = groups
                 .groups
                 .values()
-                .filter(|g| !g.deactivated && g.members.contains(&id))
+                .filter(|g| active && !g.deactivated && g.members.contains(&id))
                 .map(|g| {
                     json!({
                         "value": g.id.to_string(),
@@ -167,6 +169,21 @@ impl Realm {
             }
         }
         Ok(())
+    }
+
+    /// After the sidecar reactivated `user_id`: Zulip shows the user's kept memberships
+    /// again. The groups snapshot holds them unless it was loaded while the user was
+    /// deactivated (Zulip did not list them then): it is loaded again, so that the next read
+    /// shows them without waiting for Zulip's `add_members` events. A failed reload drops the
+    /// snapshot, so the next read loads it (the reactivation itself succeeded).
+    pub(crate) async fn reactivated(&self, user_id: u64) {
+        if self.dir.memberships_known(user_id) {
+            return;
+        }
+        if let Err(e) = self.dir.reload_groups(|| self.client.get_user_groups(true)).await {
+            tracing::debug!(realm = %self.name(), user_id, error = %e, "groups not reloaded after a reactivation");
+            self.dir.invalidate_groups().await;
+        }
     }
 
     /// Whether a filter needs members to be evaluated.
@@ -484,20 +501,15 @@ impl Realm {
         }
         self.audit(target, changes, Outcome::applied());
         // Record what Zulip now holds.
-        let updated = {
-            let groups = self.group_index().await?;
-            let mut groups = groups.write();
-            if let Some(g) = groups.groups.get_mut(&group_id) {
-                if let Some(n) = &rename {
-                    g.name = n.clone();
-                }
-                g.members.retain(|m| !delete.contains(m));
-                g.members.extend(add.iter().copied());
-                g.members.sort_unstable();
-                g.members.dedup();
-            }
-            groups.groups.get(&group_id).cloned()
+        let write = GroupWrite {
+            group_id,
+            name: rename.clone(),
+            add: add.clone(),
+            delete: delete.clone(),
+            deactivated: None,
         };
+        self.dir.record_group_write(write);
+        let updated = self.group_index().await?.read().groups.get(&group_id).cloned();
         let group =
             updated.ok_or_else(|| Error::Internal(format!("group {group_id} vanished from the snapshot")))?;
         ChangeRecord::new(self.name(), Operation::Update, "Group", group_id)
@@ -556,14 +568,12 @@ impl Realm {
             }
         }
         self.audit(target, changes, Outcome::applied());
-        {
-            let groups = self.group_index().await?;
-            let mut groups = groups.write();
-            if let Some(g) = groups.groups.get_mut(&group.id) {
-                g.deactivated = true;
-                g.name = retired;
-            }
-        }
+        self.dir.record_group_write(GroupWrite {
+            group_id: group.id,
+            name: Some(retired),
+            deactivated: Some(true),
+            ..GroupWrite::default()
+        });
         ChangeRecord::new(self.name(), Operation::Deactivate, "Group", group.id)
             .address(group.name.as_str())
             .log();

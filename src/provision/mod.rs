@@ -6,6 +6,7 @@ pub mod groups;
 pub mod health;
 pub mod live;
 pub mod mapping;
+pub mod ordering;
 mod profile_fields;
 pub mod progress;
 pub mod query;

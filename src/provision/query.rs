@@ -17,7 +17,7 @@ pub const DEFAULT_COUNT: usize = 50;
 pub const MAX_COUNT: usize = 500;
 
 /// The SCIM resource types with endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
     User,
     Group,

@@ -14,6 +14,7 @@ use crate::error::{upstream_cause, Error};
 use crate::provision::health::{Health, HealthReport};
 use crate::provision::live::LiveProgress;
 use crate::provision::mapping::UserMapping;
+use crate::provision::ordering::EntityLocks;
 use crate::provision::profile_fields::MappedFields;
 use crate::provision::query::Resource;
 use crate::provision::refusal;
@@ -61,6 +62,8 @@ pub struct Realm {
     pub(crate) mapped: MappedFields,
     /// The User resource type as this realm publishes it (with its mapped attributes).
     pub(crate) user_type: &'static ResourceTypeDef,
+    /// Per-entity write order ([`crate::provision::ordering`]).
+    pub(crate) order: EntityLocks,
 }
 
 /// The custom profile field that stores `externalId`: configured by label, resolved to an id
@@ -151,6 +154,7 @@ impl Realm {
             audit: Arc::new(AuditSink::LOG),
             mapped,
             user_type,
+            order: EntityLocks::default(),
         }
     }
 
@@ -346,6 +350,11 @@ impl Realm {
         self.live.borrow().last_event_id
     }
 
+    /// Fields written by the sidecar whose confirming event has not arrived yet.
+    pub fn pending_expectations(&self) -> usize {
+        self.dir.pending_expectations()
+    }
+
     /// The live task's progress, to wait on (e.g. until an event id has been applied).
     pub fn live_progress(&self) -> watch::Receiver<LiveProgress> {
         self.live.subscribe()
@@ -363,6 +372,9 @@ impl Realm {
             Some((id, last)) => (Some(id.to_string()), last),
             None => (None, -1),
         };
+        if queue_id.is_some() && queue_id != self.live.borrow().queue_id {
+            self.dir.new_event_queue();
+        }
         self.live.send_if_modified(|progress| {
             let next = LiveProgress { queue_id, last_event_id, live };
             let changed = *progress != next;

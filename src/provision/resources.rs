@@ -1,10 +1,12 @@
 //! The SCIM operations as the HTTP layer calls them: one call per request, whatever the
 //! resource type. Each parses the query first (a bad `attributes`, `filter` or `count` is a
 //! 400 before anything reaches Zulip), decides what the answer must carry (group members,
-//! a user's `groups`), runs the User or Group operation and renders the answer.
+//! a user's `groups`), runs the User or Group operation and renders the answer. Writes hold
+//! their entity's write order ([`super::ordering`]) for the whole operation.
 
 use serde_json::Value;
 
+use super::ordering::{EntityGuard, EntityKey};
 use super::query::{list_response, ListPage, Query, Rendered, Resource};
 use super::Realm;
 use crate::error::Error;
@@ -61,6 +63,10 @@ impl Realm {
     /// `POST /Users|/Groups`.
     pub async fn create(&self, resource: Resource, body: &Value, query: &Query) -> Result<Rendered, Error> {
         let projection = query.projection()?;
+        let _order = match EntityKey::for_create(resource, body) {
+            Some(key) => Some(self.order.lock(key).await),
+            None => None,
+        };
         let value = match resource {
             Resource::User => self.create_user(body).await?,
             Resource::Group => self.create_group(body).await?,
@@ -78,6 +84,7 @@ impl Realm {
         query: &Query,
     ) -> Result<Rendered, Error> {
         let projection = query.projection()?;
+        let _order = self.write_order(resource, id).await;
         let value = match resource {
             Resource::User => self.replace_user(id, body, if_match).await?,
             Resource::Group => self.replace_group(id, body, if_match).await?,
@@ -95,6 +102,7 @@ impl Realm {
         query: &Query,
     ) -> Result<Rendered, Error> {
         let projection = query.projection()?;
+        let _order = self.write_order(resource, id).await;
         let value = match resource {
             Resource::User => self.patch_user(id, body, if_match).await?,
             Resource::Group => self.patch_group(id, body, if_match).await?,
@@ -104,9 +112,16 @@ impl Realm {
 
     /// `DELETE /Users|/Groups/{id}`.
     pub async fn delete(&self, resource: Resource, id: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let _order = self.write_order(resource, id).await;
         match resource {
             Resource::User => self.delete_user(id, if_match).await,
             Resource::Group => self.delete_group(id, if_match).await,
         }
+    }
+
+    /// Waits for earlier writes to this user or group, then holds its write order for the
+    /// whole operation ([`super::ordering`]).
+    async fn write_order(&self, resource: Resource, id: &str) -> EntityGuard<'_> {
+        self.order.lock(EntityKey::Resource(resource, id.to_owned())).await
     }
 }

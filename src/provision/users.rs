@@ -539,6 +539,9 @@ impl Realm {
                 self.audit_user(Some(&before), &after, outcome);
                 return Err(self.activation_failed(e, applied).await);
             }
+            if active {
+                self.reactivated(user_id).await;
+            }
             user.is_active = active;
         }
         self.dir.upsert_user(user.clone()).await;

@@ -51,7 +51,15 @@ impl Logs {
             .with_max_level(tracing::Level::INFO)
             .with_writer(move || LogWriter(buffer.clone()))
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        // tracing-core asks only the registering thread's default subscriber about a new
+        // callsite while a single dispatcher is alive, so a callsite first reached by another
+        // test's thread during this capture would be cached as "not interested" for good. A
+        // second dispatcher that lives as long as the process (and wants nothing) makes it
+        // ask every live dispatcher instead.
+        static WITNESS: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        WITNESS.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
     }
 
     fn lines(&self) -> Vec<Value> {

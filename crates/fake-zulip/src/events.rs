@@ -22,8 +22,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::model::{gravatar_url, FakeGroup, FakeUser, Realm, GROUP_SETTINGS};
+use super::timing::{DeliveryClock, EventDelivery};
 use super::users::Data;
 use super::wire::{ApiError, ApiResult, Params};
 
@@ -66,6 +68,8 @@ struct Queue {
     owner: u64,
     event_types: Option<Vec<String>>,
     events: VecDeque<Value>,
+    /// When each event of `events` becomes visible to polls (non-decreasing).
+    visible: VecDeque<Instant>,
     next_id: i64,
     /// The id of the newest event dropped after an acknowledgement.
     newest_pruned: Option<i64>,
@@ -79,6 +83,8 @@ pub(crate) struct EventQueues {
     pub heartbeat: Duration,
     /// Bumped whenever an event is queued or queues disappear; long-polls wait on it.
     wake: watch::Sender<u64>,
+    /// When queued events become visible ([`EventDelivery`]; default: at once).
+    pub delivery: DeliveryClock,
 }
 
 /// The parts of the state a change may touch, taken before it (see [`EventQueues::capture`]).
@@ -113,6 +119,7 @@ impl EventQueues {
             created: 0,
             heartbeat: DEFAULT_HEARTBEAT,
             wake: watch::channel(0).0,
+            delivery: DeliveryClock::new(EventDelivery::default()),
         }
     }
 
@@ -141,7 +148,14 @@ impl EventQueues {
     pub fn register(&mut self, owner: u64, event_types: Option<Vec<String>>) -> String {
         self.created += 1;
         let queue_id = format!("{:08x}-fake-{:04x}", rand::random::<u32>(), self.created);
-        let queue = Queue { owner, event_types, events: VecDeque::new(), next_id: 0, newest_pruned: None };
+        let queue = Queue {
+            owner,
+            event_types,
+            events: VecDeque::new(),
+            visible: VecDeque::new(),
+            next_id: 0,
+            newest_pruned: None,
+        };
         self.queues.insert(queue_id.clone(), queue);
         queue_id
     }
@@ -188,6 +202,7 @@ impl EventQueues {
                 return Err(ApiError::bad(format!("An event newer than {last} has already been pruned!")));
             }
             while queue.events.front().and_then(|e| e["id"].as_i64()).is_some_and(|id| id <= last) {
+                queue.visible.pop_front();
                 if let Some(pruned) = queue.events.pop_front() {
                     queue.newest_pruned = pruned["id"].as_i64();
                 }
@@ -195,7 +210,7 @@ impl EventQueues {
         }
         if dont_block {
             let mut d = Data::new();
-            d.insert("events".into(), Value::Array(queue.events.iter().cloned().collect()));
+            d.insert("events".into(), Value::Array(queue.visible_events(Instant::now())));
             return Ok(PollStart::Ready(d));
         }
         match self.pending(owner, &queue_id)? {
@@ -208,10 +223,19 @@ impl EventQueues {
     pub fn pending(&self, owner: u64, queue_id: &str) -> ApiResult<Option<Data>> {
         let queue =
             self.queues.get(queue_id).filter(|q| q.owner == owner).ok_or_else(|| bad_queue(queue_id))?;
-        if queue.events.is_empty() {
+        let events = queue.visible_events(Instant::now());
+        if events.is_empty() {
             return Ok(None);
         }
-        Ok(Some(blocking_answer(queue.events.iter().cloned().collect(), queue_id)))
+        Ok(Some(blocking_answer(events, queue_id)))
+    }
+
+    /// When the next queued event that is not visible yet becomes visible (a long-poll
+    /// wakes then).
+    pub fn next_visible(&self, owner: u64, queue_id: &str) -> Option<Instant> {
+        let queue = self.queues.get(queue_id).filter(|q| q.owner == owner)?;
+        let now = Instant::now();
+        queue.visible.iter().copied().find(|at| *at > now)
     }
 
     /// Nothing happened for a heartbeat interval: queue a `heartbeat` event and answer it.
@@ -220,8 +244,12 @@ impl EventQueues {
             self.queues.get_mut(queue_id).filter(|q| q.owner == owner).ok_or_else(|| bad_queue(queue_id))?;
         let event = json!({"type": "heartbeat", "id": queue.next_id});
         queue.next_id += 1;
+        let now = Instant::now();
+        // After every event queued before it (which may not be visible yet).
+        let at = queue.visible.back().map_or(now, |last| (*last).max(now));
         queue.events.push_back(event);
-        Ok(blocking_answer(queue.events.iter().cloned().collect(), queue_id))
+        queue.visible.push_back(at);
+        Ok(blocking_answer(queue.visible_events(Instant::now().max(at)), queue_id))
     }
 
     /// What a change may touch, when anyone listens: the given users (and bots they own, which
@@ -271,13 +299,27 @@ impl EventQueues {
                     map.insert("id".into(), json!(queue.next_id));
                 }
                 queue.next_id += 1;
+                let at = self.delivery.visible_at(Instant::now(), queue.visible.back().copied());
                 queue.events.push_back(event);
+                queue.visible.push_back(at);
                 any = true;
             }
         }
         if any {
             self.wake_pollers();
         }
+    }
+}
+
+impl Queue {
+    /// The events visible at `now`: a prefix of the queue (visibility never reorders).
+    fn visible_events(&self, now: Instant) -> Vec<Value> {
+        self.events
+            .iter()
+            .zip(&self.visible)
+            .take_while(|(_, at)| **at <= now)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 }
 

@@ -14,8 +14,12 @@
 //! - [`events`]: `POST /register`, `GET /events` (long-poll), `DELETE /events`, and the events
 //!   that every change generates (REST writes and the out-of-band helpers alike).
 //!
-//! A request is recorded first, then a queued delay or failure applies, then the route is
-//! matched (HTML 404 / 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
+//! - [`timing`]: a seeded [`LatencyProfile`] for REST answers (`.latency(LatencyProfile::realistic())`)
+//!   and [`EventDelivery`] for events (late, batched, a queue's order kept).
+//!
+//! A request is recorded first, then a queued delay or failure applies, then the profile's
+//! latency (outside the lock: concurrent calls overlap), then the route is matched (HTML 404 /
+//! 405 before auth), then Basic auth, Host, rate limit, and the endpoint.
 
 mod channels;
 mod events;
@@ -24,6 +28,7 @@ mod model;
 mod profile_fields;
 mod ratelimit;
 mod routes;
+mod timing;
 mod users;
 mod wire;
 
@@ -45,6 +50,7 @@ use tokio::task::JoinSet;
 pub use events::EventQueueInfo;
 pub use model::{FakeChannel, FakeGroup, FakeProfileField, FakeUser};
 pub use ratelimit::RateLimitRules;
+pub use timing::{EventDelivery, LatencyProfile, LatencyRule};
 
 use events::{EventQueues, PollStart};
 use model::{Realm, ADMIN, GUEST, MEMBER, MODERATOR, OWNER, VIS_NOBODY};
@@ -113,6 +119,22 @@ struct Shared {
     failures: HashMap<(String, String), VecDeque<Failure>>,
     delays: HashMap<(String, String), VecDeque<Duration>>,
     events: EventQueues,
+    /// How long REST calls take ([`LatencyProfile`]; default: no added latency).
+    latency: LatencyProfile,
+    latency_rng: timing::Rng,
+}
+
+impl Shared {
+    /// The latency the profile gives this request (zero without a matching rule).
+    fn latency_for(&mut self, method: &str, path: &str) -> Duration {
+        match self.latency.rule_for(method, path) {
+            Some(rule) => {
+                let (min, max) = (rule.min, rule.max);
+                self.latency_rng.between(min, max)
+            }
+            None => Duration::ZERO,
+        }
+    }
 }
 
 // === impl Shared ===
@@ -158,13 +180,21 @@ pub struct FakeZulipBuilder {
     realm: Realm,
     rules: Option<RateLimitRules>,
     heartbeat: Duration,
+    latency: LatencyProfile,
+    delivery: EventDelivery,
 }
 
 // === impl FakeZulip ===
 
 impl FakeZulip {
     pub fn builder() -> FakeZulipBuilder {
-        FakeZulipBuilder { realm: Realm::new(), rules: None, heartbeat: events::DEFAULT_HEARTBEAT }
+        FakeZulipBuilder {
+            realm: Realm::new(),
+            rules: None,
+            heartbeat: events::DEFAULT_HEARTBEAT,
+            latency: LatencyProfile::default(),
+            delivery: EventDelivery::default(),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -362,6 +392,18 @@ impl FakeZulip {
         self.inner.lock().events.heartbeat = interval;
     }
 
+    /// See [`FakeZulipBuilder::latency`].
+    pub fn set_latency(&self, profile: LatencyProfile) {
+        let mut shared = self.inner.lock();
+        shared.latency_rng = timing::Rng::new(profile.seed);
+        shared.latency = profile;
+    }
+
+    /// See [`FakeZulipBuilder::event_delivery`]; applies to events queued from now on.
+    pub fn set_event_delivery(&self, delivery: EventDelivery) {
+        self.inner.lock().events.delivery.set(delivery);
+    }
+
     pub fn set_feature_level(&self, level: u32) {
         self.inner.lock().realm.feature_level = level;
     }
@@ -490,6 +532,19 @@ impl FakeZulipBuilder {
         self
     }
 
+    /// REST calls take the time `profile` gives them (e.g. [`LatencyProfile::realistic`]),
+    /// spent outside the fake's lock, so concurrent calls overlap as on a real server.
+    pub fn latency(mut self, profile: LatencyProfile) -> Self {
+        self.latency = profile;
+        self
+    }
+
+    /// Events become visible to `GET /events` as `delivery` says (late, batched).
+    pub fn event_delivery(mut self, delivery: EventDelivery) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start(self) -> std::io::Result<FakeZulip> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -507,6 +562,8 @@ impl FakeZulipBuilder {
         let (shutdown, _) = watch::channel(false);
         let mut events = EventQueues::new();
         events.heartbeat = self.heartbeat;
+        events.delivery.set(self.delivery);
+        let latency_rng = timing::Rng::new(self.latency.seed);
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
                 realm,
@@ -515,6 +572,8 @@ impl FakeZulipBuilder {
                 failures: HashMap::new(),
                 delays: HashMap::new(),
                 events,
+                latency: self.latency,
+                latency_rng,
             }),
             shutdown,
         });
@@ -595,15 +654,21 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::
     };
 
     let key = (method.clone(), path.clone());
-    let (delay, failure) = {
+    let delay = {
         let mut shared = inner.lock();
         shared.log.push(recorded);
         let delay = shared.delays.get_mut(&key).and_then(VecDeque::pop_front);
         let failure = shared.failures.get_mut(&key).and_then(VecDeque::pop_front);
-        (delay, failure)
+        let latency = shared.latency_for(&method, &path);
+        (delay, failure, latency)
     };
+    let (delay, failure, latency) = (delay.0, delay.1, delay.2);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
+    }
+    // The server's own processing time, before the change is committed.
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let after_apply = match failure {
         Some(Failure::AfterApply(f)) => Some(*f),
@@ -703,22 +768,24 @@ async fn long_poll(inner: &Inner, wait: Wait) -> Result<Resp, std::io::Error> {
         r
     };
     loop {
-        let mut wake = {
+        let wake = {
             let mut shared = inner.lock();
             match shared.events.pending(wait.owner, &wait.queue_id) {
                 Ok(Some(data)) => return Ok(answer(Ok(data))),
                 Err(e) => return Ok(answer(Err(e))),
                 Ok(None) => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            let next = shared.events.next_visible(wait.owner, &wait.queue_id);
+            if next.is_none() && tokio::time::Instant::now() >= deadline {
                 return Ok(answer(shared.events.heartbeat(wait.owner, &wait.queue_id)));
             }
             // Subscribed under the lock: an event queued after the check above wakes us.
-            shared.events.subscribe()
+            (shared.events.subscribe(), next.unwrap_or(deadline))
         };
+        let (mut wake, until) = (wake.0, wake.1);
         tokio::select! {
             _ = wake.changed() => {}
-            () = tokio::time::sleep_until(deadline) => {}
+            () = tokio::time::sleep_until(until) => {}
             _ = stop.changed() => return Err(std::io::Error::other("shut down during a long-poll")),
         }
     }

@@ -17,10 +17,12 @@
 //!
 //! # Respecting the upstream ([`UpstreamPolicy`], [`super::pacing`])
 //! Every call but the long poll runs within one deadline (`policy.deadline`, 25 s):
-//! 1. **Queue.** At most `max_in_flight` calls per realm; writes also take the realm's
-//!    write lock, so they reach Zulip one at a time, in arrival order (see
-//!    [`ZulipClient`]'s `writes`).
-//! 2. **Pace.** The last `X-RateLimit-*` report may ask for a wait ([`super::pacing`]).
+//! 1. **Queue.** At most `max_in_flight` calls per realm, reads and writes alike, admitted in
+//!    arrival order (tokio's semaphore is fair). Writes to *different* users and groups run
+//!    concurrently; the order of writes to one entity is the caller's to keep (the sidecar
+//!    holds a per-entity lock for a whole SCIM operation, `provision::ordering`).
+//! 2. **Pace.** The last `X-RateLimit-*` report, less the calls still in flight, may ask for
+//!    a wait ([`super::pacing`]).
 //! 3. **Send**, with a timeout of `min(timeout, time left)`.
 //! 4. **Retry** what is safe ([`Idempotency`], [`super::pacing::retry_for`]), at most
 //!    `max_retries` times: a 429 after its `Retry-After`, faults after a full-jitter
@@ -59,13 +61,13 @@ use reqwest::{Method, StatusCode};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use url::Url;
 
 use super::error::ZulipError;
 pub use super::pacing::UpstreamPolicy;
-use super::pacing::{backoff, retry_for, Idempotency, Pacer, Retry};
+use super::pacing::{backoff, retry_for, Idempotency, InFlight, Pacer, Retry};
 use super::stats::{ClientStats, Counters};
 use super::types::{
     Channel, Event, ProfileField, RateLimitState, RegisteredQueue, ServerSettings, Unsubscribed, User,
@@ -172,15 +174,10 @@ pub struct ZulipClient {
     policy: UpstreamPolicy,
     /// The last `X-RateLimit-*` report and the send slots derived from it.
     pacer: Arc<Pacer>,
-    /// `max_in_flight` permits: bounds the realm's open upstream requests (and sockets).
+    /// `max_in_flight` permits: bounds the realm's open upstream requests (and sockets),
+    /// writes included, so an import's burst reaches Zulip at most `max_in_flight` at a
+    /// time, each paced against the budget left after the others in flight.
     in_flight: Arc<Semaphore>,
-    /// Taken by every write for its whole call, retries included. tokio's `Mutex` is fair
-    /// (FIFO), so writes reach Zulip one at a time in the order they arrived: an IdP's
-    /// changes to one user or group are applied in the order it sent them (a PATCH racing
-    /// its own DELETE, a member added then removed), and a burst of an import's writes
-    /// spends Zulip's per-account budget one by one, paced, instead of piling into 429s.
-    /// Reads only take a permit. Always locked before `in_flight`, so no cycle.
-    writes: Arc<AsyncMutex<()>>,
     /// Told about every attempt (metrics); the zulip module knows nothing of telemetry.
     observer: Option<CallObserver>,
     /// Writes queued and done, 429s: sampled by [`ZulipClient::stats`].
@@ -268,7 +265,6 @@ impl ZulipClient {
             policy,
             pacer: Arc::new(Pacer::default()),
             in_flight: Arc::new(Semaphore::new(policy.max_in_flight.min(Semaphore::MAX_PERMITS))),
-            writes: Arc::new(AsyncMutex::new(())),
             observer: None,
             counters: Arc::new(Counters::default()),
         })
@@ -680,8 +676,8 @@ impl ZulipClient {
     }
 
     /// One call under the realm's [`UpstreamPolicy`]: queue, pace, send, retry what is
-    /// safe, all within the deadline (module doc). The write lock is the first `.await`,
-    /// so writes queue in the order their calls were made.
+    /// safe, all within the deadline (module doc). The permit is the first `.await`, so
+    /// calls queue in the order they were made.
     #[tracing::instrument(level = "debug", skip_all, fields(method = %method, endpoint = path))]
     async fn call<T: DeserializeOwned>(
         &self,
@@ -693,12 +689,6 @@ impl ZulipClient {
     ) -> Result<T, ZulipError> {
         let deadline = Instant::now() + self.policy.deadline;
         let counted = (method != Method::GET).then(|| self.counters.write());
-        let _write = if method == Method::GET {
-            None
-        } else {
-            let lock = tokio::time::timeout_at(deadline, self.writes.lock()).await;
-            Some(lock.map_err(|_| queue_full(path))?)
-        };
         let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => return Err(queue_full(path)),
@@ -706,9 +696,11 @@ impl ZulipClient {
         let reserve = self.policy.answer_reserve();
         let mut attempt: u32 = 0;
         loop {
-            self.pace(path, attempt, deadline, reserve).await?;
+            let in_flight = self.pace(path, attempt, deadline, reserve).await?;
             let left = deadline.saturating_duration_since(Instant::now());
-            let error = match self.send_once(&method, path, &params, auth, self.timeout.min(left)).await {
+            let sent = self.send_once(&method, path, &params, auth, self.timeout.min(left)).await;
+            drop(in_flight);
+            let error = match sent {
                 Ok(value) => {
                     if let Some(write) = counted {
                         write.done();
@@ -764,15 +756,16 @@ impl ZulipClient {
         }
     }
 
-    /// Waits for this call's send slot ([`Pacer::reserve`]), or refuses the call (nothing
-    /// sent) when the slot would leave no time to be answered before the deadline.
+    /// Waits for this call's send slot ([`Pacer::reserve_in_flight`]; the guard counts the
+    /// call in flight until it is dropped), or refuses the call (nothing sent) when the slot
+    /// would leave no time to be answered before the deadline.
     async fn pace(
         &self,
         path: &str,
         attempt: u32,
         deadline: Instant,
         reserve: Duration,
-    ) -> Result<(), ZulipError> {
+    ) -> Result<InFlight<'_>, ZulipError> {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         if left < reserve {
@@ -781,9 +774,9 @@ impl ZulipClient {
             return Err(queue_full(path));
         }
         let max_wait = left.saturating_sub(reserve);
-        match self.pacer.reserve(now, max_wait) {
-            Ok(wait) if wait.is_zero() => Ok(()),
-            Ok(wait) => {
+        match self.pacer.reserve_in_flight(now, max_wait) {
+            Ok((wait, in_flight)) if wait.is_zero() => Ok(in_flight),
+            Ok((wait, mut in_flight)) => {
                 tracing::debug!(
                     endpoint = path,
                     attempt,
@@ -792,7 +785,8 @@ impl ZulipClient {
                     "pacing zulip call"
                 );
                 tokio::time::sleep(wait).await;
-                Ok(())
+                in_flight.sending();
+                Ok(in_flight)
             }
             Err(wait) => {
                 tracing::debug!(

@@ -13,6 +13,11 @@
 //!   all leave at once);
 //! - nothing left: wait until the reset.
 //!
+//! Calls in flight count against the budget: a report says what was left when Zulip answered
+//! one call, and every call sent but not yet answered will spend one more, so the pacer
+//! decides from `remaining - in flight`. Concurrent writes therefore slow down as the budget
+//! runs low instead of all leaving on the same stale report (a 429 storm).
+//!
 //! `Reset` is read against Zulip's own clock (its `Date` header) and turned into a local
 //! monotonic instant on receipt, so a skewed clock on either side does not stall or
 //! flood the realm; a reset more than [`MAX_RESET_IN`] away is treated as that far.
@@ -204,6 +209,36 @@ struct PacerState {
     next_slot: Option<Instant>,
     /// After a 429: nobody sends before this.
     hold_until: Option<Instant>,
+    /// Calls that reserved a send time and have not been answered yet.
+    in_flight: u32,
+}
+
+/// One call counted in flight from the moment it is sent ([`InFlight::sending`]) until it is
+/// answered (or dropped). A call still waiting for its slot is not counted: the slot chain
+/// already spaces it.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    pacer: &'a Pacer,
+    counted: bool,
+}
+
+impl InFlight<'_> {
+    /// The call leaves now: count it (once).
+    pub fn sending(&mut self) {
+        if !self.counted {
+            self.pacer.lock().in_flight += 1;
+            self.counted = true;
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            let mut s = self.pacer.lock();
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 // === impl Pacer ===
@@ -227,8 +262,31 @@ impl Pacer {
         self.lock().report
     }
 
+    /// Reserves the caller's send time: `Ok((wait, guard))`, or `Err(wait)` (nothing
+    /// reserved) when the wait would be longer than `max_wait`. Without a wait the call is
+    /// counted in flight at once; otherwise [`InFlight::sending`] counts it once its wait is
+    /// over. The guard uncounts it when dropped (after its answer).
+    pub fn reserve_in_flight(
+        &self,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<(Duration, InFlight<'_>), Duration> {
+        let wait = self.reserve(now, max_wait)?;
+        let mut guard = InFlight { pacer: self, counted: false };
+        if wait.is_zero() {
+            guard.sending();
+        }
+        Ok((wait, guard))
+    }
+
+    /// Calls counted in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
     /// Reserves the caller's send time: `Ok(wait)` before sending, or `Err(wait)` (nothing
-    /// reserved) when the wait would be longer than `max_wait`.
+    /// reserved) when the wait would be longer than `max_wait`. The calls in flight
+    /// ([`Pacer::reserve_in_flight`]) count as spent.
     pub fn reserve(&self, now: Instant, max_wait: Duration) -> Result<Duration, Duration> {
         let mut s = self.lock();
         let mut not_before = now;
@@ -238,8 +296,12 @@ impl Pacer {
             }
             not_before = not_before.max(hold);
         }
+        let in_flight = s.in_flight;
         let (gap, exhausted) = match &s.budget {
-            Some(budget) => (delay(budget, now), budget.remaining == 0),
+            Some(budget) => {
+                let left = Budget { remaining: budget.remaining.saturating_sub(in_flight), ..*budget };
+                (delay(&left, now), left.remaining == 0 && !delay(&left, now).is_zero())
+            }
             None => (Duration::ZERO, false),
         };
         if exhausted {
@@ -396,6 +458,46 @@ mod tests {
         // Beyond the deadline: refused, with the wait to report as Retry-After.
         assert_eq!(pacer.reserve(t0, S(10)), Err(S(20)));
         assert_eq!(pacer.reserve(t0 + S(20), S(0)), Ok(S(0)));
+    }
+
+    #[test]
+    fn calls_in_flight_count_as_spent() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        // 24 of 200 left: plenty (>= 10 %) for one caller...
+        pacer.observe(RateLimitState { limit: 200, remaining: 24, reset: 1040 }, 1000, t0);
+        let mut guards = Vec::new();
+        for _ in 0..4 {
+            let (wait, guard) = pacer.reserve_in_flight(t0, S(60)).unwrap();
+            assert_eq!(wait, S(0));
+            guards.push(guard);
+        }
+        assert_eq!(pacer.in_flight(), 4);
+        // ...and with 4 unanswered calls, 20 are really left: still plenty.
+        let (wait, fifth) = pacer.reserve_in_flight(t0, S(60)).unwrap();
+        assert_eq!(wait, S(0));
+        // With 5, 19 are left (< 10 %): calls are spread, one every 40 s / 19.
+        let (wait, _sixth) = pacer.reserve_in_flight(t0, S(60)).unwrap();
+        assert_eq!(wait, S(0));
+        let (wait, _seventh) = pacer.reserve_in_flight(t0, S(60)).unwrap();
+        assert!(wait > S(2) && wait < S(3), "spread once in-flight calls eat the margin: {wait:?}");
+        drop(fifth);
+        drop(guards);
+        // The seventh still waits for its slot: not on the wire, not counted.
+        assert_eq!(pacer.in_flight(), 1);
+        // As many in flight as left: wait for the reset rather than provoke 429s.
+        let p = Pacer::default();
+        p.observe(RateLimitState { limit: 200, remaining: 2, reset: 1030 }, 1000, t0);
+        let (_, _a) = p.reserve_in_flight(t0, S(60)).unwrap();
+        let (wait, mut b) = p.reserve_in_flight(t0, S(60)).unwrap();
+        assert_eq!(wait, S(15), "2 left over 30 s: one every 15 s");
+        b.sending();
+        b.sending(); // counted once
+        assert_eq!(p.in_flight(), 2);
+        let p2 = Pacer::default();
+        p2.observe(RateLimitState { limit: 200, remaining: 2, reset: 1030 }, 1000, t0);
+        p2.lock().in_flight = 2;
+        assert_eq!(p2.reserve(t0, S(60)), Ok(S(30)));
     }
 
     #[test]

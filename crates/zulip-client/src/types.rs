@@ -109,6 +109,11 @@ impl ProfileData {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The ids of the fields that have a value.
+    pub fn field_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|(id, _)| *id)
+    }
 }
 
 impl<'de> Deserialize<'de> for ProfileData {

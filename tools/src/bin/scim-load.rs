@@ -8,6 +8,8 @@
 //! scim-load bench --users 10000                     # read scenarios vs /livez, RSS, lookups
 //! scim-load import --users 1000                     # Okta-shaped import: upstream calls per user
 //! scim-load import --users 2000 --rate-limit-scaled # Zulip's limits ×10 faster: wall vs floor
+//! scim-load import --users 1000 --latency realistic --concurrency 1,4 --max-in-flight 1,8
+//!                                                   # serial vs concurrent writes, one summary
 //! scim-load event-latency --users 1000              # Zulip change → visible over SCIM
 //! scim-load abuse --half-open 2000 --duration 5s    # IdP latency under connection/401 floods
 //! ```
@@ -26,7 +28,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use fake_zulip::{FakeUser, FakeZulip, FakeZulipBuilder, RateLimitRules, RecordedRequest};
+use fake_zulip::{FakeUser, FakeZulip, FakeZulipBuilder, LatencyProfile, RateLimitRules, RecordedRequest};
 use scim_sidecar::app::{ReadyCheck, Running, Sidecar, StartOptions};
 use scim_sidecar::config::Config;
 use scim_sidecar::demo::{demo_config, DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
@@ -152,9 +154,18 @@ struct ImportArgs {
     /// Users already in Zulip (the IdP's import pages through them first).
     #[arg(long, default_value_t = 100)]
     existing: u64,
-    /// Users provisioned in parallel (each: filter, then POST).
-    #[arg(long, default_value_t = 4)]
-    concurrency: usize,
+    /// Users provisioned in parallel (each: filter, then POST); a list runs each in turn
+    /// (`1,4,5`: Okta's 1–5; Entra sends its batches about this wide).
+    #[arg(long, default_value = "4", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// The sidecar's `upstream.max_in_flight`; a list runs each in turn (`1,8`: the serial
+    /// path and the concurrent one, compared in the summary).
+    #[arg(long, default_value = "8", value_delimiter = ',')]
+    max_in_flight: Vec<usize>,
+    /// FakeZulip's answer times: `none`, or `realistic` (POST /users 200–300 ms, other writes
+    /// 50–100 ms, reads 5–40 ms; seeded, so runs are comparable).
+    #[arg(long, default_value = "none")]
+    latency: String,
     /// Enforce Zulip's per-account limits time-scaled ×10: 200 per 6 s and 2,000 per 360 s.
     #[arg(long)]
     rate_limit_scaled: bool,
@@ -864,11 +875,74 @@ fn rate_limit_floor(calls: u64, rules: &[(Duration, u32)]) -> Duration {
     at.last().copied().unwrap_or(Duration::ZERO)
 }
 
+/// One import run's headline figures, for the summary table.
+#[derive(Debug, Clone)]
+struct ImportRun {
+    concurrency: usize,
+    max_in_flight: usize,
+    created: u64,
+    creation: Duration,
+    wall: Duration,
+    idp_429: u64,
+    failures: u64,
+    floor_ratio: Option<f64>,
+}
+
 async fn import(args: ImportArgs) -> Result<()> {
+    let latency = match args.latency.as_str() {
+        "none" => None,
+        "realistic" => Some(LatencyProfile::realistic()),
+        other => return Err(format!("--latency {other}: expected none or realistic").into()),
+    };
+    let mut runs = Vec::new();
+    for &concurrency in &args.concurrency {
+        for &max_in_flight in &args.max_in_flight {
+            runs.push(import_once(&args, concurrency, max_in_flight, latency.clone()).await?);
+        }
+    }
+    println!(
+        "## summary: --users {}{}{}{}\n",
+        args.users,
+        if args.external_id_field.is_some() { " --external-id-field" } else { "" },
+        if args.rate_limit_scaled { " --rate-limit-scaled" } else { "" },
+        if latency.is_some() { " --latency realistic" } else { "" },
+    );
+    println!("| IdP concurrency | max_in_flight | creation phase s | creations/s | × max_in_flight 1 | wall s | IdP 429s | other failures | wall ÷ floor |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for run in &runs {
+        let rate = run.created as f64 / run.creation.as_secs_f64().max(1e-9);
+        let serial = runs
+            .iter()
+            .find(|r| r.concurrency == run.concurrency && r.max_in_flight == 1)
+            .map(|r| r.created as f64 / r.creation.as_secs_f64().max(1e-9));
+        let speedup = serial.map_or("–".to_owned(), |s| format!("{:.2}", rate / s.max(1e-9)));
+        let floor = run.floor_ratio.map_or("–".to_owned(), |f| format!("{f:.3}"));
+        println!(
+            "| {} | {} | {:.2} | {rate:.1} | {speedup} | {:.2} | {} | {} | {floor} |",
+            run.concurrency,
+            run.max_in_flight,
+            run.creation.as_secs_f64(),
+            run.wall.as_secs_f64(),
+            run.idp_429,
+            run.failures
+        );
+    }
+    Ok(())
+}
+
+async fn import_once(
+    args: &ImportArgs,
+    concurrency: usize,
+    max_in_flight: usize,
+    latency: Option<LatencyProfile>,
+) -> Result<ImportRun> {
     let rules = vec![(Duration::from_secs(6), 200), (Duration::from_secs(360), 2000)];
     let mut builder = seeded_fake(args.existing);
     if args.rate_limit_scaled {
         builder = builder.rate_limit(RateLimitRules { rules: rules.clone() });
+    }
+    if let Some(latency) = latency.clone() {
+        builder = builder.latency(latency);
     }
     let ttl = args.snapshot_ttl;
     let field = args.external_id_field.clone();
@@ -876,6 +950,7 @@ async fn import(args: ImportArgs) -> Result<()> {
         c.snapshot_ttl = ttl;
         for realm in &mut c.realms {
             realm.external_id_field = field.clone();
+            realm.upstream.max_in_flight = max_in_flight;
         }
     })
     .await?;
@@ -907,7 +982,7 @@ async fn import(args: ImportArgs) -> Result<()> {
     // Creation: each user is looked up by userName, then posted.
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for _ in 0..concurrency.max(1) {
         let (client, base, next, n) = (client.clone(), base.clone(), next.clone(), args.users);
         workers.push(tokio::spawn(async move {
             let mut tally = IdpTally::default();
@@ -956,14 +1031,16 @@ async fn import(args: ImportArgs) -> Result<()> {
     let in_fake = stack.fake.users().iter().filter(|u| u.delivery_email.starts_with("new")).count();
 
     println!(
-        "## scim-load import --users {} --existing {}{}\n",
+        "## scim-load import --users {} --existing {}{} --concurrency {concurrency} --max-in-flight {max_in_flight}{}\n",
         args.users,
         args.existing,
-        if args.rate_limit_scaled { " --rate-limit-scaled" } else { "" }
+        if args.rate_limit_scaled { " --rate-limit-scaled" } else { "" },
+        if latency.is_some() { " --latency realistic" } else { "" },
     );
     println!("| measure | value |\n|---|---|");
     println!("| machine load (1/5/15 min) | {} |", loadavg());
-    println!("| IdP concurrency | {} |", args.concurrency);
+    println!("| IdP concurrency / upstream max_in_flight | {concurrency} / {max_in_flight} |");
+    println!("| creation phase | {:.2} s |", (wall - import_time).as_secs_f64());
     println!("| import: users paged through | {imported} in {:.2} s |", import_time.as_secs_f64());
     println!("| users created (201) | {created} (fake now holds {in_fake}) |");
     println!("| wall time (import + creation) | {:.2} s |", wall.as_secs_f64());
@@ -972,7 +1049,7 @@ async fn import(args: ImportArgs) -> Result<()> {
     let per_user = if created > 0 { calls as f64 / created as f64 } else { f64::NAN };
     // Storing externalId costs one `PATCH /users/{id}` per creation (POST /users cannot carry
     // profile data) and one `GET /realm/profile_fields` per snapshot load.
-    let (budget, rule) = match args.external_id_field {
+    let (budget, rule) = match &args.external_id_field {
         None => (created + 2, "creations + 2"),
         Some(_) => (2 * created + 3, "2 × creations + 3, externalId stored"),
     };
@@ -982,10 +1059,12 @@ async fn import(args: ImportArgs) -> Result<()> {
         "| IdP-visible: 2xx / 429 with Retry-After (retried) / 429 without / other failures | {} / {} / {} / {:?} |",
         tally.ok, tally.retried_429, tally.bare_429, tally.failures
     );
+    let mut floor_ratio = None;
     if args.rate_limit_scaled {
         // Every authenticated call counts against the account's limits, events included.
         let calls = all_calls;
         let floor = rate_limit_floor(calls + readiness_calls, &rules);
+        floor_ratio = Some(wall.as_secs_f64() / floor.as_secs_f64().max(1e-9));
         println!(
             "| time waited on Retry-After (summed over workers) | {:.1} s |",
             tally.retry_wait.as_secs_f64()
@@ -1001,7 +1080,17 @@ async fn import(args: ImportArgs) -> Result<()> {
         );
     }
     stack.stop().await;
-    Ok(())
+    println!();
+    Ok(ImportRun {
+        concurrency,
+        max_in_flight,
+        created,
+        creation: wall - import_time,
+        wall,
+        idp_429: tally.retried_429 + tally.bare_429,
+        failures: tally.failures.values().sum(),
+        floor_ratio,
+    })
 }
 
 // === event latency ===

@@ -1351,9 +1351,9 @@ async fn no_call_outlives_its_deadline() {
 }
 
 #[tokio::test]
-async fn writes_reach_zulip_one_at_a_time_in_call_order() {
+async fn with_one_in_flight_writes_reach_zulip_one_at_a_time_in_call_order() {
     let upstream = Upstream::start().await;
-    let client = upstream.client();
+    let client = upstream.client_with(UpstreamPolicy { max_in_flight: 1, ..UpstreamPolicy::default() });
     for _ in 0..6 {
         upstream.reply(Reply::Delayed(MS(30), Box::new(success())));
     }
@@ -1388,6 +1388,22 @@ async fn writes_reach_zulip_one_at_a_time_in_call_order() {
 }
 
 #[tokio::test]
+async fn writes_to_different_entities_run_side_by_side_up_to_max_in_flight() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client_with(UpstreamPolicy { max_in_flight: 3, ..UpstreamPolicy::default() });
+    for _ in 0..6 {
+        upstream.reply(Reply::Delayed(MS(200), Box::new(success())));
+    }
+    let rename = UserUpdate { full_name: Some("Alice".into()), ..UserUpdate::default() };
+    let writes = (0..6).map(|id| client.update_user(id + 1, &rename));
+    for result in futures_util::future::join_all(writes).await {
+        result.expect("write");
+    }
+    assert_eq!(upstream.requests().len(), 6);
+    assert_eq!(upstream.max_concurrent(), 3);
+}
+
+#[tokio::test]
 async fn reads_run_side_by_side_up_to_max_in_flight() {
     let upstream = Upstream::start().await;
     let client = upstream.client_with(UpstreamPolicy { max_in_flight: 2, ..UpstreamPolicy::default() });
@@ -1406,7 +1422,7 @@ async fn reads_run_side_by_side_up_to_max_in_flight() {
 async fn the_long_poll_bypasses_a_full_queue() {
     let upstream = Upstream::start().await;
     let client = upstream.client_with(UpstreamPolicy { max_in_flight: 1, ..UpstreamPolicy::default() });
-    // A write that never returns holds the write lock and the only permit.
+    // A write that never returns holds the only permit.
     upstream.reply(Reply::Hang);
     let stuck = tokio::spawn({
         let client = client.clone();
@@ -1476,8 +1492,12 @@ async fn a_low_budget_spaces_calls_out() {
 #[tokio::test]
 async fn a_write_that_cannot_be_sent_in_time_is_not_sent() {
     let upstream = Upstream::start().await;
-    let client = upstream.client_with(UpstreamPolicy { deadline: MS(600), ..UpstreamPolicy::default() });
-    // The first write hangs until its own deadline, holding the write lock...
+    let client = upstream.client_with(UpstreamPolicy {
+        deadline: MS(600),
+        max_in_flight: 1,
+        ..UpstreamPolicy::default()
+    });
+    // The first write hangs until its own deadline, holding the only permit...
     upstream.reply(Reply::Hang);
     let first = tokio::spawn({
         let client = client.clone();
@@ -1485,7 +1505,7 @@ async fn a_write_that_cannot_be_sent_in_time_is_not_sent() {
     });
     upstream.arrived(1).await;
     upstream.reply(success());
-    // ...so the second gets the lock too late to be answered: refused, never sent (rather
+    // ...so the second gets it too late to be answered: refused, never sent (rather
     // than sent with a few milliseconds left and its outcome made unknown).
     let err = client.deactivate_user(2).await.expect_err("not sent");
     assert!(matches!(err, ZulipError::Throttled { .. }) && err.outcome_known(), "{err:?}");
