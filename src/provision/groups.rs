@@ -415,11 +415,27 @@ impl Realm {
         if !add.is_empty() || !delete.is_empty() {
             if let Err(e) = self.client.update_user_group_members(group_id, &add, &delete).await {
                 self.dir.invalidate_groups().await;
-                let e = refusal(e);
-                return Err(match applied {
-                    Some(a) => with_applied(e, a),
-                    None => e,
-                });
+                // A diff is not idempotent: when its outcome is unknown (a timeout, a reset
+                // or a 5xx after sending), look before answering — never "nothing was
+                // changed" for a change Zulip made, never an error for one it completed.
+                let outcome =
+                    if e.outcome_known() { Some(false) } else { self.members_are(group_id, &wanted).await };
+                if outcome != Some(true) {
+                    let mut applied = applied;
+                    if outcome.is_none() {
+                        let unknown = format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying");
+                        applied = Some(match applied {
+                            Some(a) => format!("{a}; {unknown}"),
+                            None => unknown,
+                        });
+                    }
+                    let e = refusal(e);
+                    return Err(match applied {
+                        Some(a) => with_applied(e, a),
+                        None => e,
+                    });
+                }
+                tracing::info!(realm = %self.name(), group_id, "member change outcome resolved: zulip applied it");
             }
         }
         // Record what Zulip now holds.
@@ -443,6 +459,22 @@ impl Realm {
         let users = self.user_index().await?;
         let rendered = self.render_group(&group, &users.read(), true);
         Ok(rendered)
+    }
+
+    /// Whether Zulip's group `group_id` now has exactly `wanted` as its active human members
+    /// (re-read; `None`: it could not be read).
+    async fn members_are(&self, group_id: u64, wanted: &BTreeSet<u64>) -> Option<bool> {
+        let groups = self.group_index().await.ok()?;
+        let users = self.user_index().await.ok()?;
+        let members: Option<BTreeSet<u64>> = groups.read().groups.get(&group_id).map(|g| {
+            let users = users.read();
+            g.members
+                .iter()
+                .copied()
+                .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
+                .collect()
+        });
+        members.map(|m| &m == wanted)
     }
 
     /// `DELETE /Groups/{id}`: deactivates the Zulip group and renames it so that its name is

@@ -185,6 +185,15 @@ impl Realm {
         if let Some(existing) = existing {
             return self.create_over_existing(existing, new).await;
         }
+        // Every call the create will make must fit the rate-limit budget within the deadline:
+        // started and then cut by it, an account would be left without its role.
+        let role = new.role.unwrap_or(Role::Member);
+        let follow_ups = u32::from(role != Role::Member || external_id_field.is_some())
+            + 2 * u32::from(role == Role::Guest && self.config.create_guests_without_streams)
+            + u32::from(!new.active);
+        if follow_ups > 0 {
+            self.client.ensure_budget_for(1 + follow_ups).map_err(refusal)?;
+        }
         let password = throwaway_password();
         let user_id = match self.client.create_user(&new.email, &password, &new.full_name).await {
             Ok(user_id) => user_id,
@@ -242,7 +251,6 @@ impl Realm {
 
         // What `POST /users` cannot set — a role other than member, the externalId — in one
         // `PATCH /users/{id}`.
-        let role = new.role.unwrap_or(Role::Member);
         let mut update = UserUpdate { role: (role != Role::Member).then_some(role), ..UserUpdate::default() };
         if let (Some(external_id), Some(field)) = (&new.external_id, external_id_field) {
             update.profile_data.push((field, Some(external_id.clone())));
@@ -435,10 +443,11 @@ impl Realm {
         }
         if !update.is_empty() {
             if let Err(e) = self.send_user_update(user_id, &mut update).await {
-                if !e.outcome_known() {
-                    self.dir.invalidate_users().await;
+                let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, &update)).await;
+                if looked != Some(true) {
+                    return Err(unresolved(e, None, looked, user_id));
                 }
-                return Err(refusal(e));
+                tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
             }
             if let Some(name) = update.full_name {
                 user.full_name = name;
@@ -457,20 +466,19 @@ impl Realm {
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or externalId"));
-        match changes.active {
-            Some(false) => {
-                if let Err(e) = self.client.deactivate_user(user_id).await {
-                    return Err(self.activation_failed(e, applied).await);
+        if let Some(active) = changes.active {
+            let sent = match active {
+                false => self.client.deactivate_user(user_id).await,
+                true => self.client.reactivate_user(user_id).await,
+            };
+            if let Err(e) = sent {
+                let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
+                if looked != Some(true) {
+                    return Err(unresolved(e, applied, looked, user_id));
                 }
-                user.is_active = false;
+                tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
             }
-            Some(true) => {
-                if let Err(e) = self.client.reactivate_user(user_id).await {
-                    return Err(self.activation_failed(e, applied).await);
-                }
-                user.is_active = true;
-            }
-            None => {}
+            user.is_active = active;
         }
         self.dir.upsert_user(user.clone()).await;
         tracing::info!(realm = %self.name(), user_id, ?changes, "updated user");
@@ -507,15 +515,51 @@ impl Realm {
         self.client.update_user(user_id, update).await
     }
 
-    async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
-        if !e.outcome_known() {
-            self.dir.invalidate_users().await;
+    /// After a failed write whose outcome is unknown (a timeout, a reset or a 5xx after
+    /// sending), reads the account again: `Some(true)` when Zulip holds the change (the write
+    /// happened), `Some(false)` when it does not, `None` when it could not be read (or the
+    /// outcome was known: nothing to look at).
+    async fn look_if_unknown(
+        &self,
+        e: &ZulipError,
+        user_id: u64,
+        held: impl Fn(&User) -> bool,
+    ) -> Option<bool> {
+        if e.outcome_known() {
+            return Some(false);
         }
-        match applied {
-            Some(applied) => with_applied(refusal(e), applied),
-            None => refusal(e),
-        }
+        self.dir.invalidate_users().await;
+        let index = self.user_index().await.ok()?;
+        let found = index.read().get(user_id).map(held);
+        found
     }
+}
+
+/// The error for a write that failed: what was applied before it, and — when its own
+/// outcome stayed unknown (`looked` is `None`) — that it may have reached Zulip.
+fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user_id: u64) -> Error {
+    let unknown = (!e.outcome_known() && looked.is_none()).then(|| {
+        format!("the change of Zulip user {user_id} may have reached Zulip (its answer was lost and the user could not be read again): read the user before retrying")
+    });
+    let applied = match (applied, unknown) {
+        (Some(a), Some(u)) => Some(format!("{a}; {u}")),
+        (a, u) => a.or(u),
+    };
+    match applied {
+        Some(applied) => with_applied(refusal(e), applied),
+        None => refusal(e),
+    }
+}
+
+/// Whether `user` holds everything `update` sets.
+fn update_held(user: &User, update: &UserUpdate) -> bool {
+    update.full_name.as_ref().is_none_or(|n| *n == user.full_name)
+        && update.role.is_none_or(|r| r == user.role)
+        && update
+            .new_email
+            .as_ref()
+            .is_none_or(|e| user.delivery_email.as_deref().unwrap_or(&user.email).eq_ignore_ascii_case(e))
+        && update.profile_data.iter().all(|(field, value)| user.profile_data.get(*field) == value.as_deref())
 }
 
 fn update_was_empty(changes: &UserChanges) -> bool {

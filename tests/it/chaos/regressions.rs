@@ -1,0 +1,193 @@
+//! One test per divergence the chaos search found, each the smallest sequence that shows it
+//! (the fixes are in `src/provision`), plus the one recorded but left to issue 15.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use fake_zulip::{Failure, FakeGroup, RateLimitRules};
+
+use super::model::{Case, Dialect, Op, Step};
+use super::run_case;
+use crate::support::{fake, Harness};
+use scim_sidecar::demo::{DEMO_SERVICE_API_KEY, DEMO_SERVICE_EMAIL};
+
+fn html_500() -> Failure {
+    Failure::NonJson { status: 500, body: "<html><h1>500</h1></html>".into() }
+}
+
+fn patch(ops: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops})
+}
+
+/// Found by the search (seed 2): Zulip applied the member diff, then answered an HTML 500;
+/// the sidecar answered 502 "nothing was changed". Now it reads the group before answering.
+#[tokio::test]
+async fn a_member_change_whose_answer_is_lost_after_zulip_applied_it_is_a_success() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let gid = h.fake.insert_group(FakeGroup::new("Sales", &[]));
+    h.get(&format!("/Groups/{gid}")).await.assert_status(200);
+    h.fake.fail_next(
+        "POST",
+        &format!("/api/v1/user_groups/{gid}/members"),
+        Failure::AfterApply(Box::new(html_500())),
+    );
+    let reply = h
+        .patch(
+            &format!("/Groups/{gid}"),
+            &patch(json!([{"op": "Add", "path": "members", "value": [{"value": hamlet.to_string()}]}])),
+        )
+        .await;
+    let body = reply.assert_status(200);
+    assert_eq!(body["members"][0]["value"], hamlet.to_string());
+    assert_eq!(h.fake.group(gid).unwrap().members, vec![hamlet]);
+    let posts =
+        h.upstream().iter().filter(|r| r.is("POST", &format!("/api/v1/user_groups/{gid}/members"))).count();
+    assert_eq!(posts, 1, "a diff is never sent twice");
+    h.stop().await;
+}
+
+/// The same failure before Zulip applied it: the error's "nothing was changed" is true.
+#[tokio::test]
+async fn a_member_change_lost_before_zulip_applied_it_says_nothing_was_changed() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let gid = h.fake.insert_group(FakeGroup::new("Sales", &[]));
+    h.get(&format!("/Groups/{gid}")).await.assert_status(200);
+    h.fake.fail_next("POST", &format!("/api/v1/user_groups/{gid}/members"), html_500());
+    let reply = h
+        .patch(
+            &format!("/Groups/{gid}"),
+            &patch(json!([{"op": "Add", "path": "members", "value": [{"value": hamlet.to_string()}]}])),
+        )
+        .await;
+    reply.assert_error(502, None);
+    assert!(reply.body["detail"].as_str().unwrap().contains("nothing was changed"), "{}", reply.raw);
+    assert!(h.fake.group(gid).unwrap().members.is_empty());
+    h.stop().await;
+}
+
+/// The same for a deactivation (`DELETE /users/{id}` is not idempotent, so not retried):
+/// Zulip deactivated the account and the connection dropped before the answer.
+#[tokio::test]
+async fn a_deactivation_whose_answer_is_lost_after_zulip_applied_it_is_a_success() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    h.get(&format!("/Users/{hamlet}")).await.assert_status(200);
+    h.fake.fail_next(
+        "DELETE",
+        &format!("/api/v1/users/{hamlet}"),
+        Failure::AfterApply(Box::new(Failure::Reset)),
+    );
+    let reply = h
+        .patch(
+            &format!("/Users/{hamlet}"),
+            &patch(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!(reply.assert_status(200)["active"], false);
+    assert!(!h.fake.user(hamlet).unwrap().is_active);
+    h.stop().await;
+}
+
+/// A name change whose every attempt is answered with a lost answer after Zulip applied it
+/// (retries exhausted): the sidecar looks, finds the change, and answers 200.
+#[tokio::test]
+async fn an_update_whose_answers_are_all_lost_after_zulip_applied_it_is_a_success() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    h.get(&format!("/Users/{hamlet}")).await.assert_status(200);
+    for _ in 0..8 {
+        h.fake.fail_next(
+            "PATCH",
+            &format!("/api/v1/users/{hamlet}"),
+            Failure::AfterApply(Box::new(html_500())),
+        );
+    }
+    let reply = h
+        .patch(
+            &format!("/Users/{hamlet}"),
+            &patch(json!([{"op": "replace", "path": "displayName", "value": "Prince Hamlet"}])),
+        )
+        .await;
+    assert_eq!(reply.assert_status(200)["displayName"], "Prince Hamlet");
+    assert_eq!(h.fake.user(hamlet).unwrap().full_name, "Prince Hamlet");
+    h.stop().await;
+}
+
+/// The known one: a create whose follow-up `PATCH` (the role) would have to wait past
+/// `request_deadline_ms` for the rate limit. The follow-up was never sent, the undo neither,
+/// and an active member was left where the IdP asked for a moderator (the IdP's retry of the
+/// POST then got 409). Now a create is not started unless the budget the sidecar knows of
+/// lets all its calls through within the deadline: a clean 429, nothing created.
+///
+/// Left (reported): when the sidecar has not yet seen the budget spent (another replica, or
+/// a client outside the sidecar, spent it), its POST can still take the last call.
+#[tokio::test]
+async fn a_create_whose_follow_up_would_wait_past_the_deadline_is_not_started() {
+    let h = Harness::start_with(fake(), |c| c.request_deadline = Duration::from_millis(1500)).await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    h.get("/Users").await.assert_status(200);
+    // 50 calls per 10 s; spend the budget down to two calls left.
+    h.fake.set_rate_limit(Some(RateLimitRules { rules: vec![(Duration::from_secs(10), 50)] }));
+    let direct = || {
+        h.http
+            .get(format!("{}api/v1/users/me", h.fake.base_url()))
+            .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_SERVICE_API_KEY))
+            .send()
+    };
+    let remaining = |r: &reqwest::Response| -> u32 {
+        r.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap()
+    };
+    let mut left = remaining(&direct().await.unwrap());
+    while left > 2 {
+        left = remaining(&direct().await.unwrap());
+    }
+    // One SCIM write: the sidecar learns that one call is left.
+    let rename = patch(json!([{"op": "replace", "path": "displayName", "value": "Prince Hamlet"}]));
+    h.patch(&format!("/Users/{hamlet}"), &rename).await.assert_status(200);
+    h.fake.take_requests();
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "late@zulip.example.com",
+        "name": {"givenName": "Late", "familyName": "Mod"}, "role": "moderator", "active": true});
+    let reply = h.post("/Users", &user).await;
+    reply.assert_error(429, None);
+    assert!(reply.header("retry-after").is_some());
+    assert!(h.fake.user_by_email("late@zulip.example.com").is_none(), "no member left behind");
+    assert!(h.upstream_writes().is_empty(), "nothing sent");
+    // A member (one call) still fits.
+    let member = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "plain@zulip.example.com",
+        "name": {"givenName": "Plain", "familyName": "Member"}, "active": true});
+    h.post("/Users", &member).await.assert_status(201);
+    h.stop().await;
+}
+
+fn steps(ops: Vec<Op>) -> Vec<Step> {
+    ops.into_iter().map(|op| Step { op, replica: 0, fault: None }).collect()
+}
+
+/// RECORDED, NOT FIXED HERE (snapshot read-your-writes, issue 15's area: `directory` /
+/// `provision::live`): right after a create that stores `externalId` (`POST /users` then
+/// `PATCH /users/{id}` with the profile field), about one run in five the realm's snapshot
+/// loses the `externalId` — `GET /Users/{id}` and the next PATCH's 200 show none while
+/// Zulip holds it — and no later event restores it. Found by the search (seed 3) with
+/// `CHAOS_EXTERNAL_ID=1`; the CI search runs without `external_id_field` until it is fixed.
+/// Run: `cargo test -p scim-sidecar --test it external_id_survives -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "recorded divergence for issue 15: the snapshot loses externalId after a create"]
+async fn external_id_survives_the_create_event_race() {
+    let ops = vec![
+        Op::Rename { p: 0, given: 4, family: 3 },
+        Op::Reactivate { p: 3 },
+        Op::SilenceEvents,
+        Op::ExpireQueues,
+        Op::ChangeRole { p: 1, role: 2 },
+        Op::Rename { p: 0, given: 3, family: 1 },
+    ];
+    for _ in 0..16 {
+        let case = Case { dialect: Dialect::Entra, steps: steps(ops.clone()) };
+        if let Err(divergence) = run_case(&case, 1, true).await {
+            panic!("{divergence}");
+        }
+    }
+}
