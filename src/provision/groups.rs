@@ -479,7 +479,22 @@ impl Realm {
 
     /// `DELETE /Groups/{id}`: deactivates the Zulip group and renames it so that its name is
     /// free again (Zulip reserves deactivated groups' names); afterwards 404 (RFC 7644 §3.6).
+    /// If the rename fails the DELETE fails (saying the group is deactivated), and its retry
+    /// finishes the rename: a 204 never leaves the name reserved, which would turn the IdP's
+    /// re-create of the group into a 409 for good.
     pub async fn delete_group(&self, id: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let group_id = parse_group_id(id)?;
+        let unfinished = self
+            .group_index()
+            .await?
+            .read()
+            .groups
+            .get(&group_id)
+            .filter(|g| g.deactivated && !g.name.ends_with(&retired_suffix(group_id)))
+            .cloned();
+        if let Some(group) = unfinished {
+            return self.free_group_name(&group).await;
+        }
         let group = self.find_group(id).await?;
         Self::check_writable(&group)?;
         if self.config.group_delete == GroupDelete::Reject {
@@ -496,30 +511,54 @@ impl Realm {
         check_if_match(if_match, &self.get_group(id, true).await?)?;
         if let Err(e) = self.client.deactivate_user_group(group.id).await {
             self.dir.invalidate_groups().await;
-            return Err(match &e {
-                ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
-                    detail: format!("Zulip refused to delete group {}: {msg} (it is used by a permission setting or as a subgroup; change that in Zulip first)", group.name),
-                },
-                _ => refusal(e),
-            });
+            // Not idempotent: when the outcome is unknown, look before answering.
+            let deactivated = !e.outcome_known()
+                && self
+                    .group_index()
+                    .await
+                    .ok()
+                    .and_then(|g| g.read().groups.get(&group.id).map(|g| g.deactivated))
+                    == Some(true);
+            if !deactivated {
+                return Err(match &e {
+                    ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
+                        detail: format!("Zulip refused to delete group {}: {msg} (it is used by a permission setting or as a subgroup; change that in Zulip first)", group.name),
+                    },
+                    _ => refusal(e),
+                });
+            }
         }
-        let suffix = format!(" (deleted {})", group.id);
+        if let Some(g) = self.group_index().await?.write().groups.get_mut(&group.id) {
+            g.deactivated = true;
+        }
+        self.free_group_name(&group).await
+    }
+
+    /// Renames a deactivated group to `<name> (deleted <id>)`, freeing its name.
+    async fn free_group_name(&self, group: &UserGroup) -> Result<(), Error> {
+        let suffix = retired_suffix(group.id);
         let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
         let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
         if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
+            self.dir.invalidate_groups().await;
             tracing::warn!(realm = %self.name(), group_id = group.id, error = %e, "group deactivated but its name could not be freed");
+            return Err(with_applied(
+                refusal(e),
+                format!("deactivated group {}, but its name {} is still reserved in Zulip: retrying the DELETE frees it", group.id, group.name),
+            ));
         }
-        {
-            let groups = self.group_index().await?;
-            let mut groups = groups.write();
-            if let Some(g) = groups.groups.get_mut(&group.id) {
-                g.deactivated = true;
-                g.name = retired;
-            }
+        if let Some(g) = self.group_index().await?.write().groups.get_mut(&group.id) {
+            g.deactivated = true;
+            g.name = retired;
         }
         tracing::info!(realm = %self.name(), group_id = group.id, "deleted (deactivated) group");
         Ok(())
     }
+}
+
+/// The suffix a deleted group's name gets.
+fn retired_suffix(group_id: u64) -> String {
+    format!(" (deleted {group_id})")
 }
 
 /// UNIX seconds as RFC 3339 (`2026-11-24T01:27:00Z`).

@@ -6,6 +6,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::config::UserDelete;
+use crate::directory::UserEdit;
 use crate::error::Error;
 use crate::provision::mapping::{str_at, NewUser, UserChanges};
 use crate::provision::realm::{check_if_match, Realm, FL_CHANGE_EMAIL};
@@ -149,10 +150,8 @@ impl Realm {
             Some(user) => user,
             None => match self.client.get_user_with_profile_field(user_id, self.external_id_field_id()).await
             {
-                Ok(user) => {
-                    self.dir.upsert_user(user.clone()).await;
-                    user
-                }
+                // Events that arrived during the fetch are newer than it: the snapshot's copy wins.
+                Ok(user) => self.dir.insert_user_if_absent(user).await,
                 Err(e) if e.is_bad_request() => return Err(not_found()),
                 Err(e) => return Err(refusal(e)),
             },
@@ -364,9 +363,56 @@ impl Realm {
         let before = self.render_user(&user);
         check_if_match(if_match, &before)?;
         let after = self.users.put_target(&before, body)?;
+        let mentioned: Vec<&'static str> =
+            body.as_object().map(|o| o.keys().map(|k| canonical_attr(k)).collect()).unwrap_or_default();
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+            Some(fresh) => {
+                let before = self.render_user(&fresh);
+                let after = self.users.put_target(&before, body)?;
+                (fresh, before, after)
+            }
+            None => (user, before, after),
+        };
         let changes = self.users.changes(&before, &after)?;
         let user = self.apply_user_changes(user, changes).await?;
         Ok(self.render_user(&user))
+    }
+
+    /// A write is diffed against the snapshot, which trails Zulip by the events latency: an
+    /// attribute the request sets to the value the snapshot shows (an admin may just have
+    /// changed it in Zulip) would be skipped, and the 2xx would claim what Zulip does not
+    /// hold. In that case only, the account is read from Zulip first (one `GET`), and the
+    /// fresh copy returned to diff against. `None`: nothing asserted unchanged, or the read
+    /// failed (the snapshot is used, as before).
+    async fn refresh_if_asserted(
+        &self,
+        user: &User,
+        before: &Value,
+        after: &Value,
+        mentioned: &[&'static str],
+    ) -> Option<User> {
+        let unchanged = |pointer: &str| before.pointer(pointer) == after.pointer(pointer);
+        let asserted_unchanged = mentioned.iter().any(|attr| match *attr {
+            "userName" => unchanged("/userName"),
+            "name" => unchanged("/displayName") && unchanged("/name"),
+            "role" => unchanged("/role"),
+            "active" => unchanged("/active"),
+            "externalId" => unchanged("/externalId"),
+            _ => false,
+        });
+        if !asserted_unchanged {
+            return None;
+        }
+        match self.client.get_user_with_profile_field(user.user_id, self.external_id_field_id()).await {
+            Ok(fresh) => {
+                self.dir.upsert_user(fresh.clone()).await;
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::debug!(realm = %self.name(), user_id = user.user_id, error = %e, "could not re-read the user before a write; diffing against the snapshot");
+                None
+            }
+        }
     }
 
     /// `PATCH /Users/{id}`: applied to the resource in memory, validated as a whole, then
@@ -379,6 +425,16 @@ impl Realm {
         check_if_match(if_match, &before)?;
         let mut after = before.clone();
         patch.apply(&mut after, &USER)?;
+        let mentioned = patched_attrs(&patch);
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+            Some(fresh) => {
+                let before = self.render_user(&fresh);
+                let mut after = before.clone();
+                patch.apply(&mut after, &USER)?;
+                (fresh, before, after)
+            }
+            None => (user, before, after),
+        };
         let changes = self.users.changes(&before, &after)?;
         let user = self.apply_user_changes(user, changes).await?;
         Ok(self.render_user(&user))
@@ -449,20 +505,18 @@ impl Realm {
                 }
                 tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
             }
-            if let Some(name) = update.full_name {
-                user.full_name = name;
+            if let Some(email) = &update.new_email {
+                self.dir.learn_email(user_id, email);
             }
-            if let Some(role) = update.role {
-                user.role = role;
-            }
-            for (field, value) in update.profile_data {
-                user.profile_data.set(field, value);
-            }
-            if let Some(email) = update.new_email {
-                self.dir.learn_email(user_id, &email);
-                user.delivery_email = Some(email);
-            }
-            self.dir.upsert_user(user.clone()).await;
+            let edit = UserEdit {
+                user_id,
+                full_name: update.full_name.clone(),
+                role: update.role,
+                delivery_email: update.new_email.clone(),
+                is_active: None,
+                profile_data: update.profile_data.clone(),
+            };
+            user = self.record_edit(user, edit).await;
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or externalId"));
@@ -478,11 +532,24 @@ impl Realm {
                 }
                 tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
             }
-            user.is_active = active;
+            user = self
+                .record_edit(user, UserEdit { user_id, is_active: Some(active), ..UserEdit::default() })
+                .await;
         }
-        self.dir.upsert_user(user.clone()).await;
         tracing::info!(realm = %self.name(), user_id, ?changes, "updated user");
         Ok(user)
+    }
+
+    /// Records a write's changes in the snapshot field by field (never over a change an event
+    /// brought meanwhile) and returns the account as the snapshot now holds it; without a
+    /// snapshot entry, `user` with the changes, inserted.
+    async fn record_edit(&self, mut user: User, edit: UserEdit) -> User {
+        if let Some(current) = self.dir.edit_user(edit.clone()).await {
+            return current;
+        }
+        edit.apply_to(&mut user);
+        self.dir.upsert_user(user.clone()).await;
+        user
     }
 
     /// `PATCH /users/{id}`. When Zulip answers `Field id N not found.` for the externalId
@@ -579,6 +646,38 @@ fn update_summary(update: &UserUpdate) -> String {
         parts.push("externalId".to_owned());
     }
     parts.join(" and ")
+}
+
+/// The attribute a body key or PATCH path names, in the groups a write maps to Zulip
+/// (`name.givenName`, `displayName` → `name`); `""` for the others.
+fn canonical_attr(key: &str) -> &'static str {
+    let key = key.rsplit_once(':').map_or(key, |(_, k)| k);
+    let head = key.split(['.', '[']).next().unwrap_or("");
+    for (names, attr) in [
+        (&["userName"][..], "userName"),
+        (&["name", "displayName"][..], "name"),
+        (&["role"][..], "role"),
+        (&["active"][..], "active"),
+        (&["externalId"][..], "externalId"),
+    ] {
+        if names.iter().any(|n| n.eq_ignore_ascii_case(head)) {
+            return attr;
+        }
+    }
+    ""
+}
+
+/// The attributes a PATCH's operations set (paths, and the keys of path-less values).
+fn patched_attrs(patch: &PatchRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for op in &patch.operations {
+        match (&op.path, &op.value) {
+            (Some(path), _) => out.push(canonical_attr(&path.attr.attr)),
+            (None, Some(Value::Object(map))) => out.extend(map.keys().map(|k| canonical_attr(k))),
+            (None, _) => {}
+        }
+    }
+    out
 }
 
 /// `emails` is read-only: it is the account's one address, derived from `userName`. Entra

@@ -39,9 +39,8 @@ pub struct Cluster {
     pub dialect: Dialect,
     replicas: Vec<Option<Running>>,
     addrs: Vec<SocketAddr>,
-    /// The id of the `externalId` profile field, when the realm stores `externalId`
-    /// (`CHAOS_EXTERNAL_ID=1` for the search; off by default until the snapshot race recorded in
-    /// `regressions::external_id_survives_the_create_event_race` is fixed).
+    /// The id of the `externalId` profile field, when the realm stores `externalId` (the
+    /// search's default; `CHAOS_EXTERNAL_ID=0` runs without).
     pub field_id: Option<u64>,
 }
 

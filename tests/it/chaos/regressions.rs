@@ -116,6 +116,31 @@ async fn an_update_whose_answers_are_all_lost_after_zulip_applied_it_is_a_succes
     h.stop().await;
 }
 
+/// Found by the search (two replicas): a group DELETE whose rename (which frees the name of
+/// the deactivated group) failed answered 204 anyway; the name stayed reserved, and the
+/// IdP's re-create of the group got 409 for good. Now the DELETE fails saying so, and its
+/// retry finishes the rename.
+#[tokio::test]
+async fn a_group_delete_whose_rename_fails_is_finished_by_its_retry() {
+    let h = Harness::start().await;
+    let gid = h.fake.insert_group(FakeGroup::new("Engineering", &[]));
+    h.get(&format!("/Groups/{gid}")).await.assert_status(200);
+    for _ in 0..8 {
+        h.fake.fail_next("PATCH", &format!("/api/v1/user_groups/{gid}"), html_500());
+    }
+    let reply = h.delete(&format!("/Groups/{gid}")).await;
+    reply.assert_error(502, None);
+    assert!(reply.body["detail"].as_str().unwrap().contains("still reserved"), "{}", reply.raw);
+    assert!(h.fake.group(gid).unwrap().deactivated);
+    h.fake.clear_failures("PATCH", &format!("/api/v1/user_groups/{gid}"));
+    h.delete(&format!("/Groups/{gid}")).await.assert_status(204);
+    assert_eq!(h.fake.group(gid).unwrap().name, format!("Engineering (deleted {gid})"));
+    h.get(&format!("/Groups/{gid}")).await.assert_error(404, None);
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering", "members": []});
+    h.post("/Groups", &body).await.assert_status(201);
+    h.stop().await;
+}
+
 /// The known one: a create whose follow-up `PATCH` (the role) would have to wait past
 /// `request_deadline_ms` for the rate limit. The follow-up was never sent, the undo neither,
 /// and an active member was left where the IdP asked for a moderator (the IdP's retry of the
@@ -166,28 +191,47 @@ fn steps(ops: Vec<Op>) -> Vec<Step> {
     ops.into_iter().map(|op| Step { op, replica: 0, fault: None }).collect()
 }
 
-/// RECORDED, NOT FIXED HERE (snapshot read-your-writes, issue 15's area: `directory` /
-/// `provision::live`): right after a create that stores `externalId` (`POST /users` then
-/// `PATCH /users/{id}` with the profile field), about one run in five the realm's snapshot
-/// loses the `externalId` — `GET /Users/{id}` and the next PATCH's 200 show none while
-/// Zulip holds it — and no later event restores it. Found by the search (seed 3) with
-/// `CHAOS_EXTERNAL_ID=1`; the CI search runs without `external_id_field` until it is fixed.
-/// Run: `cargo test -p scim-sidecar --test it external_id_survives -- --ignored`.
+/// Found by the search (seed 3, `externalId` stored): right after a create that stores
+/// `externalId` (`POST /users`, then `PATCH /users/{id}` with the profile field), about one
+/// run in five the snapshot lost the `externalId`: the create's `realm_user`/`add` event,
+/// applied after the create had recorded the account, replaced it with the account as it
+/// was before the follow-up; a PATCH read in that window then wrote its (stale) copy back
+/// over the follow-up's event, for good. Now an `add` for a known account is ignored, and a
+/// write records its changes field by field instead of replacing the entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "recorded divergence for issue 15: the snapshot loses externalId after a create"]
 async fn external_id_survives_the_create_event_race() {
-    let ops = vec![
-        Op::Rename { p: 0, given: 4, family: 3 },
-        Op::Reactivate { p: 3 },
-        Op::SilenceEvents,
-        Op::ExpireQueues,
-        Op::ChangeRole { p: 1, role: 2 },
-        Op::Rename { p: 0, given: 3, family: 1 },
-    ];
-    for _ in 0..16 {
+    let ops = vec![Op::Rename { p: 0, given: 4, family: 3 }, Op::Rename { p: 0, given: 3, family: 1 }];
+    for _ in 0..12 {
         let case = Case { dialect: Dialect::Entra, steps: steps(ops.clone()) };
         if let Err(divergence) = run_case(&case, 1, true).await {
             panic!("{divergence}");
         }
     }
+}
+
+/// RECORDED, NOT FIXED HERE (issue 15, read-your-writes after reactivation): with two or
+/// three replicas, after one replica reactivates an account (a create retried over the
+/// account an earlier attempt on another replica had deactivated again, or an Okta
+/// re-assign), another replica can keep serving the account's old role / `externalId` /
+/// name — not for the events latency, for good (the CI search records these as
+/// `stale_reads` instead of failing). Run:
+/// `cargo test -p scim-sidecar --test it a_replica_sees -- --ignored --nocapture`.
+#[test]
+#[ignore = "recorded divergence for issue 15: cross-replica stale reads after reactivation"]
+fn a_replica_sees_another_replicas_write_to_a_reactivated_account() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&super::DEFAULT_SEED.to_le_bytes());
+    bytes[8..16].copy_from_slice(&2u64.to_le_bytes());
+    let mut runner =
+        TestRunner::new_with_rng(Default::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut stale = 0;
+    for _ in 0..16 {
+        let case = super::model::case(2, 32).new_tree(&mut runner).unwrap().current();
+        let stats = rt.block_on(run_case(&case, 2, true)).unwrap();
+        stale += stats.stale_reads;
+    }
+    assert_eq!(stale, 0, "cross-replica stale reads (printed above)");
 }
