@@ -1,8 +1,8 @@
 //! Per-realm directory: a snapshot of the realm's accounts (one `GET /users`) and groups (one
 //! `GET /user_groups`), indexed by id and by lower-cased address. Concurrent misses share one
-//! upstream call. Writes made by the sidecar update the snapshot in place (the entry is
-//! replaced by what Zulip now holds), so an IdP import costs one snapshot, not one lookup per
-//! user; changes made in Zulip arrive as real-time events ([`Directory::apply_event`], fed by
+//! upstream call. Writes made by the sidecar update the snapshot in place (field by field,
+//! [`UserEdit`], so a newer change an event brought meanwhile is kept), so an IdP import costs
+//! one snapshot, not one lookup per user; changes made in Zulip arrive as real-time events ([`Directory::apply_event`], fed by
 //! `provision::live`). The directory is an optimisation, never the source of truth: it may be
 //! dropped at any moment.
 //!

@@ -22,6 +22,12 @@ use zulip_client::{ProfileData, Role, User, UserUpdate, ZulipError};
 pub const USER_DELETE_REJECTED: &str =
     "DELETE operation not supported. Use PUT or PATCH to modify the \"active\" attribute instead.";
 
+/// The longest a create's follow-up `PATCH` waits for the rate limit past the request
+/// deadline (Zulip's default budget returns within a minute).
+const MAX_FOLLOW_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(65);
+/// Time left for the follow-up itself once the budget is back.
+const FOLLOW_UP_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Parses a SCIM User id: Zulip user ids are positive integers; anything else names no user.
 fn parse_user_id(id: &str) -> Result<u64, Error> {
     match id.parse::<u64>() {
@@ -255,7 +261,17 @@ impl Realm {
             update.profile_data.push((field, Some(external_id.clone())));
         }
         if !update.is_empty() {
-            if let Err(e) = self.send_user_update(user_id, &mut update).await {
+            let mut sent = self.send_user_update(user_id, &mut update).await;
+            if let Some(wait) = sent.as_ref().err().and_then(ZulipError::rate_limited) {
+                // The account exists: the follow-up is part of a write already begun, held
+                // back (nothing sent) only because the budget returns after the deadline. It
+                // runs to its end — a bounded wait — rather than leave a member behind.
+                if wait <= MAX_FOLLOW_UP_WAIT {
+                    tracing::info!(realm = %self.name(), user_id, wait_ms = wait.as_millis() as u64, "create follow-up waits for the rate limit");
+                    sent = self.client.continuing(wait + FOLLOW_UP_SLACK).update_user(user_id, &update).await;
+                }
+            }
+            if let Err(e) = sent {
                 // Do not leave a member behind where the IdP asked for another role (or an
                 // account its next lookup by externalId cannot find): take the account out
                 // again; the IdP's retry reactivates it with everything.

@@ -755,6 +755,15 @@ impl ZulipClient {
         }
     }
 
+    /// A clone (same pool, rate-limit record and write queue) whose calls may take up to
+    /// `deadline` — for the remaining calls of a write Zulip has already begun to apply (a
+    /// create's follow-up), which must run to their end rather than stop half-way.
+    pub fn continuing(&self, deadline: Duration) -> ZulipClient {
+        let mut client = self.clone();
+        client.policy.deadline = client.policy.deadline.max(deadline);
+        client
+    }
+
     /// Refuses (nothing sent) an operation of `calls` consecutive calls that the rate-limit
     /// budget would not let through within one deadline: `Throttled`, whose `Retry-After`
     /// is the wait. A create whose follow-up `PATCH` could only be sent after the deadline

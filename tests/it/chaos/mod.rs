@@ -18,6 +18,7 @@ mod cluster;
 mod idp;
 mod model;
 mod regressions;
+mod soak;
 
 use std::time::{Duration, Instant};
 

@@ -187,6 +187,36 @@ async fn a_create_whose_follow_up_would_wait_past_the_deadline_is_not_started() 
     h.stop().await;
 }
 
+/// The same when the sidecar has not seen the budget spent (another replica, or a client
+/// outside the sidecar spent it): its POST takes the last call, and the follow-up waits for
+/// the budget past the deadline (bounded) instead of leaving a member behind.
+#[tokio::test]
+async fn a_create_whose_budget_runs_out_after_the_post_finishes_with_its_role() {
+    let h = Harness::start_with(fake(), |c| c.request_deadline = Duration::from_millis(1500)).await;
+    h.get("/Users").await.assert_status(200);
+    h.fake.set_rate_limit(Some(RateLimitRules { rules: vec![(Duration::from_secs(3), 40)] }));
+    let direct = || {
+        h.http
+            .get(format!("{}api/v1/users/me", h.fake.base_url()))
+            .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_SERVICE_API_KEY))
+            .send()
+    };
+    let remaining = |r: &reqwest::Response| -> u32 {
+        r.headers()["x-ratelimit-remaining"].to_str().unwrap().parse().unwrap()
+    };
+    let mut left = remaining(&direct().await.unwrap());
+    while left > 1 {
+        left = remaining(&direct().await.unwrap());
+    }
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "late@zulip.example.com",
+        "name": {"givenName": "Late", "familyName": "Mod"}, "role": "moderator", "active": true});
+    let reply = h.post("/Users", &user).await;
+    assert_eq!(reply.assert_status(201)["role"], "moderator");
+    let created = h.fake.user_by_email("late@zulip.example.com").unwrap();
+    assert_eq!((created.role, created.is_active), (300, true));
+    h.stop().await;
+}
+
 fn steps(ops: Vec<Op>) -> Vec<Step> {
     ops.into_iter().map(|op| Step { op, replica: 0, fault: None }).collect()
 }
