@@ -34,6 +34,8 @@ pub struct Stats {
     pub stale_reads: u64,
     /// Longest time a replica took to show another replica's write (multi-replica runs).
     pub max_cross_replica: Duration,
+    /// Every such time (per write: until all other replicas showed it).
+    pub cross_replica: Vec<Duration>,
     /// Longest time the sidecar's reads took to agree with Zulip after the run settled.
     pub max_settle: Duration,
 }
@@ -48,6 +50,8 @@ pub struct Idp<'c> {
     /// `regressions::a_replica_sees_another_replicas_write_to_a_reactivated_account`).
     pub stale_reads: Vec<String>,
     pub stats: Stats,
+    /// Zulip's rate limit is tightened (a storm is on).
+    rate_limited: bool,
     /// The replica the current step starts on.
     replica: usize,
     /// Index of the step being run (for messages).
@@ -97,6 +101,7 @@ impl<'c> Idp<'c> {
             stale_reads: Vec::new(),
             stats: Stats::default(),
             replica: 0,
+            rate_limited: false,
             step_no: 0,
             measure_replicas: false,
         }
@@ -183,8 +188,9 @@ impl<'c> Idp<'c> {
                     break;
                 }
                 if started.elapsed() > Duration::from_secs(3) {
+                    let limited = if self.rate_limited { " (rate limit on)" } else { "" };
                     self.stale_reads.push(format!(
-                        "step {}: replica {other} still serves {} 3 s after replica {replica}'s write {}",
+                        "step {}{limited}: replica {other} still serves {} 3 s after replica {replica}'s write {}",
                         self.step_no, read.raw, reply.raw
                     ));
                     break;
@@ -193,6 +199,7 @@ impl<'c> Idp<'c> {
             }
         }
         self.stats.max_cross_replica = self.stats.max_cross_replica.max(started.elapsed());
+        self.stats.cross_replica.push(started.elapsed());
     }
 
     // === faults ===
@@ -356,10 +363,11 @@ impl<'c> Idp<'c> {
             }
             Op::ExpireQueues => self.cluster.fake.expire_event_queues(),
             Op::SilenceEvents => self.cluster.fake.fail_next("GET", "/api/v1/events", Failure::Hang),
-            Op::RateLimit { on } => self
-                .cluster
-                .fake
-                .set_rate_limit(on.then(|| RateLimitRules { rules: vec![(Duration::from_secs(1), 8)] })),
+            Op::RateLimit { on } => {
+                self.rate_limited = on;
+                let rules = on.then(|| RateLimitRules { rules: vec![(Duration::from_secs(1), 8)] });
+                self.cluster.fake.set_rate_limit(rules);
+            }
             Op::Restart { replica } => self.cluster.restart(replica).await,
         }
     }

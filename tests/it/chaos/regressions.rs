@@ -239,13 +239,16 @@ async fn external_id_survives_the_create_event_race() {
     }
 }
 
-/// RECORDED, NOT FIXED HERE (issue 15, read-your-writes after reactivation): with two or
-/// three replicas, after one replica reactivates an account (a create retried over the
-/// account an earlier attempt on another replica had deactivated again, or an Okta
-/// re-assign), another replica can keep serving the account's old role / `externalId` /
-/// name — not for the events latency, for good (the CI search records these as
-/// `stale_reads` instead of failing). Run:
-/// `cargo test -p scim-sidecar --test it a_replica_sees -- --ignored --nocapture`.
+/// RECORDED, NOT FIXED HERE: sixteen two-replica cases from the CI seed, strictly (no
+/// cross-replica stale read recorded, no divergence). What it finds today:
+/// - case 10: `POST /Groups` answers 409 for a name no `displayName eq` lookup on that replica
+///   finds (after a group create whose answer was lost after Zulip applied it, then a DELETE
+///   and a re-create of the name through the other replica) — the IdP cannot link or create;
+/// - during runs with several replicas, a replica occasionally serves another replica's
+///   write to a reactivated account more than 3 s late (read-your-writes after reactivation,
+///   issue 15); the CI search records these as `stale_reads` instead of failing.
+///
+/// Run: `cargo test -p scim-sidecar --test it a_replica_sees -- --ignored --nocapture`.
 #[test]
 #[ignore = "recorded divergence for issue 15: cross-replica stale reads after reactivation"]
 fn a_replica_sees_another_replicas_write_to_a_reactivated_account() {
@@ -260,8 +263,10 @@ fn a_replica_sees_another_replicas_write_to_a_reactivated_account() {
     let mut stale = 0;
     for _ in 0..16 {
         let case = super::model::case(2, 32).new_tree(&mut runner).unwrap().current();
-        let stats = rt.block_on(run_case(&case, 2, true)).unwrap();
-        stale += stats.stale_reads;
+        match rt.block_on(run_case(&case, 2, true)) {
+            Ok(stats) => stale += stats.stale_reads,
+            Err(e) => panic!("{e}\n{case:#?}"),
+        }
     }
     assert_eq!(stale, 0, "cross-replica stale reads (printed above)");
 }

@@ -81,3 +81,39 @@ fn soak() {
     );
     assert_eq!(divergences, 0, "divergences (printed above)");
 }
+
+/// The read-your-writes window across replicas: after a write's 2xx from one replica, how
+/// long until every other replica serves it (polled every 5 ms), over random cases with the
+/// fault mix. `cargo test -p scim-sidecar --test it read_your_writes -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement for RELIABILITY.md"]
+fn read_your_writes_window_across_replicas() {
+    let cases = env_usize("CHAOS_CASES", 12);
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    for replicas in [2usize, 3] {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&super::DEFAULT_SEED.to_le_bytes());
+        bytes[8] = replicas as u8;
+        let mut runner =
+            TestRunner::new_with_rng(Default::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+        let mut all: Vec<Duration> = Vec::new();
+        for _ in 0..cases {
+            let case = model::case(replicas, 32).new_tree(&mut runner).expect("case").current();
+            if let Ok(stats) = rt.block_on(run_case(&case, replicas, true)) {
+                all.extend(stats.cross_replica);
+            }
+        }
+        all.sort();
+        let at =
+            |q: f64| all.get(((all.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+        println!(
+            "read-your-writes across {replicas} replicas: {} writes, p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+            all.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            all.last().copied().unwrap_or_default()
+        );
+    }
+}
