@@ -116,7 +116,7 @@ async fn an_update_whose_answers_are_all_lost_after_zulip_applied_it_is_a_succes
     h.stop().await;
 }
 
-/// Found by the search (two replicas): a group DELETE whose rename (which frees the name of
+/// Found while analysing a two-replica search failure: a group DELETE whose rename (which frees the name of
 /// the deactivated group) failed answered 204 anyway; the name stayed reserved, and the
 /// IdP's re-create of the group got 409 for good. Now the DELETE fails saying so, and its
 /// retry finishes the rename.
