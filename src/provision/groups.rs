@@ -299,8 +299,14 @@ impl Realm {
                 groups.by_name("role:nobody").map(|g| g.id),
             )
         };
-        if let Some((id, deactivated)) = taken {
-            return Err(group_name_taken(&name, id, deactivated));
+        if taken.is_some() {
+            // The snapshot trails Zulip by the events latency (another replica may just have
+            // deleted that group and freed its name): a 409 is only answered after a fresh
+            // read agrees.
+            self.dir.invalidate_groups().await;
+            if let Some(g) = self.group_index().await?.read().by_name(&name) {
+                return Err(group_name_taken(&name, g.id, g.deactivated));
+            }
         }
         let new = NewUserGroup {
             name: name.clone(),

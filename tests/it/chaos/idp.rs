@@ -766,7 +766,11 @@ impl<'c> Idp<'c> {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            self.diverged(format!("POST /Groups {name} was 409 but no lookup finds it"));
+            let raw = match &answer {
+                Answer::Reply(r) => r.raw.clone(),
+                Answer::GaveUp => String::new(),
+            };
+            self.diverged(format!("POST /Groups {name} was 409 but no lookup finds it: {raw}"));
             return;
         }
         self.settle_group(g, &answer);
