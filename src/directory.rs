@@ -1,8 +1,8 @@
 //! Per-realm directory: a snapshot of the realm's accounts (one `GET /users`) and groups (one
 //! `GET /user_groups`), indexed by id and by lower-cased address. Concurrent misses share one
-//! upstream call. Writes made by the sidecar update the snapshot in place (the entry is
-//! replaced by what Zulip now holds), so an IdP import costs one snapshot, not one lookup per
-//! user; changes made in Zulip arrive as real-time events ([`Directory::apply_event`], fed by
+//! upstream call. Writes made by the sidecar update the snapshot in place (field by field,
+//! [`UserEdit`], so a newer change an event brought meanwhile is kept), so an IdP import costs
+//! one snapshot, not one lookup per user; changes made in Zulip arrive as real-time events ([`Directory::apply_event`], fed by
 //! `provision::live`). The directory is an optimisation, never the source of truth: it may be
 //! dropped at any moment.
 //!
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use zulip_client::types::{Event, PersonUpdate, UserGroupChange};
-use zulip_client::{User, UserGroup, ZulipError};
+use zulip_client::{Role, User, UserGroup, ZulipError};
 
 pub mod pending;
 
@@ -148,6 +148,13 @@ impl UserIndex {
     /// Applies a `realm_user` event; other events are [`Applied::Ignored`].
     pub fn apply_event(&mut self, event: &Event, learned: &LearnedEmails) -> Applied {
         match event {
+            // An account already in the snapshot was recorded by the sidecar's own create (or
+            // by a load that answered after it): the event describes the account as it was
+            // at creation, so it must not undo what came after (the create's follow-up set
+            // role and externalId; their own update events follow).
+            Event::RealmUserAdd { person, .. } if self.by_id.contains_key(&person.user_id) => {
+                Applied::Ignored
+            }
             Event::RealmUserAdd { person, .. } => {
                 self.upsert(person.clone(), learned);
                 Applied::Changed
@@ -410,6 +417,45 @@ impl<T> Shared<T> {
 enum UserChange {
     Event(Event),
     Upsert(User),
+    Edit(UserEdit),
+    /// A copy fetched on a miss: kept only if the snapshot still has no entry for it (an
+    /// event that arrived during the fetch is newer than the copy).
+    InsertIfAbsent(User),
+}
+
+/// What one of the sidecar's own writes changed on an account. Applied to the snapshot's
+/// current copy, field by field: a change the snapshot learned meanwhile from an event (the
+/// `externalId` a create's follow-up set, an admin's edit) is kept, where replacing the entry
+/// with the writer's copy — read before the write — would silently undo it.
+#[derive(Debug, Clone, Default)]
+pub struct UserEdit {
+    pub user_id: u64,
+    pub full_name: Option<String>,
+    pub role: Option<Role>,
+    pub delivery_email: Option<String>,
+    pub is_active: Option<bool>,
+    /// Custom profile field values set (`Some`) or cleared (`None`).
+    pub profile_data: Vec<(u64, Option<String>)>,
+}
+
+impl UserEdit {
+    pub fn apply_to(&self, user: &mut User) {
+        if let Some(name) = &self.full_name {
+            user.full_name = name.clone();
+        }
+        if let Some(role) = self.role {
+            user.role = role;
+        }
+        if let Some(email) = &self.delivery_email {
+            user.delivery_email = Some(email.clone());
+        }
+        if let Some(active) = self.is_active {
+            user.is_active = active;
+        }
+        for (field, value) in &self.profile_data {
+            user.profile_data.set(*field, value.clone());
+        }
+    }
 }
 
 /// A change to a groups snapshot.
@@ -474,6 +520,19 @@ impl Indexed for UserIndex {
                 self.upsert(user.clone(), learned);
                 Applied::Changed
             }
+            UserChange::InsertIfAbsent(user) if self.by_id.contains_key(&user.user_id) => Applied::Ignored,
+            UserChange::InsertIfAbsent(user) => {
+                self.upsert(user.clone(), learned);
+                Applied::Changed
+            }
+            UserChange::Edit(edit) => match self.by_id.get(&edit.user_id).cloned() {
+                Some(mut user) => {
+                    edit.apply_to(&mut user);
+                    self.upsert(user, learned);
+                    Applied::Changed
+                }
+                None => Applied::Ignored,
+            },
         }
     }
 }
@@ -804,6 +863,22 @@ impl Directory {
     /// [`GroupIndex`]); `true` when no snapshot is loaded (the next load is complete).
     pub fn memberships_known(&self, user_id: u64) -> bool {
         self.groups.current(|_| true).is_none_or(|index| index.read().memberships_known(user_id))
+    }
+
+    /// Records an account fetched on a snapshot miss unless an event brought it meanwhile;
+    /// returns the account as the snapshot now holds it (`user` when there is no snapshot).
+    pub async fn insert_user_if_absent(&self, user: User) -> User {
+        let user_id = user.user_id;
+        self.users.apply(UserChange::InsertIfAbsent(user.clone()), &self.learned);
+        self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned()).unwrap_or(user)
+    }
+
+    /// Records what one of the sidecar's writes changed (see [`UserEdit`]) and returns the
+    /// account as the snapshot now holds it (`None`: no snapshot, or the account is not in it).
+    pub async fn edit_user(&self, edit: UserEdit) -> Option<User> {
+        let user_id = edit.user_id;
+        self.users.apply(UserChange::Edit(edit), &self.learned);
+        self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned())
     }
 
     /// Drops the users snapshot (the outcome of a write is unknown).

@@ -336,8 +336,14 @@ impl Realm {
                 groups.by_name("role:nobody").map(|g| g.id),
             )
         };
-        if let Some((id, deactivated)) = taken {
-            return Err(group_name_taken(&name, id, deactivated));
+        if taken.is_some() {
+            // The snapshot trails Zulip by the events latency (another replica may just have
+            // deleted that group and freed its name): a 409 is only answered after a fresh
+            // read agrees.
+            self.dir.invalidate_groups().await;
+            if let Some(g) = self.group_index().await?.read().by_name(&name) {
+                return Err(group_name_taken(&name, g.id, g.deactivated));
+            }
         }
         let new = NewUserGroup {
             name: name.clone(),
@@ -489,11 +495,27 @@ impl Realm {
                     None => {}
                 }
                 self.dir.invalidate_groups().await;
-                let e = refusal(e);
-                return Err(match applied {
-                    Some(a) => with_applied(e, a),
-                    None => e,
-                });
+                // A diff is not idempotent: when its outcome is unknown (a timeout, a reset
+                // or a 5xx after sending), look before answering — never "nothing was
+                // changed" for a change Zulip made, never an error for one it completed.
+                let outcome =
+                    if e.outcome_known() { Some(false) } else { self.members_are(group_id, &wanted).await };
+                if outcome != Some(true) {
+                    let mut applied = applied;
+                    if outcome.is_none() {
+                        let unknown = format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying");
+                        applied = Some(match applied {
+                            Some(a) => format!("{a}; {unknown}"),
+                            None => unknown,
+                        });
+                    }
+                    let e = refusal(e);
+                    return Err(match applied {
+                        Some(a) => with_applied(e, a),
+                        None => e,
+                    });
+                }
+                tracing::info!(realm = %self.name(), group_id, "member change outcome resolved: zulip applied it");
             }
         }
         if !add.is_empty() || !delete.is_empty() {
@@ -522,9 +544,40 @@ impl Realm {
         Ok(rendered)
     }
 
+    /// Whether Zulip's group `group_id` now has exactly `wanted` as its active human members
+    /// (re-read; `None`: it could not be read).
+    async fn members_are(&self, group_id: u64, wanted: &BTreeSet<u64>) -> Option<bool> {
+        let groups = self.group_index().await.ok()?;
+        let users = self.user_index().await.ok()?;
+        let members: Option<BTreeSet<u64>> = groups.read().groups.get(&group_id).map(|g| {
+            let users = users.read();
+            g.members
+                .iter()
+                .copied()
+                .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
+                .collect()
+        });
+        members.map(|m| &m == wanted)
+    }
+
     /// `DELETE /Groups/{id}`: deactivates the Zulip group and renames it so that its name is
     /// free again (Zulip reserves deactivated groups' names); afterwards 404 (RFC 7644 §3.6).
+    /// If the rename fails the DELETE fails (saying the group is deactivated), and its retry
+    /// finishes the rename: a 204 never leaves the name reserved, which would turn the IdP's
+    /// re-create of the group into a 409 for good.
     pub async fn delete_group(&self, id: &str, if_match: Option<&str>) -> Result<(), Error> {
+        let group_id = parse_id("Group", id)?;
+        let unfinished = self
+            .group_index()
+            .await?
+            .read()
+            .groups
+            .get(&group_id)
+            .filter(|g| g.deactivated && !g.name.ends_with(&retired_suffix(group_id)))
+            .cloned();
+        if let Some(group) = unfinished {
+            return self.free_group_name(&group, Vec::new()).await;
+        }
         let group = self.find_group(id).await?;
         Self::check_writable(&group)?;
         if self.config.group_delete == GroupDelete::Reject {
@@ -546,28 +599,57 @@ impl Realm {
                 self.audit(target.clone(), vec![deactivated.clone()], Outcome::unknown(&e));
             }
             self.dir.invalidate_groups().await;
-            return Err(match &e {
-                ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
-                    detail: format!("Zulip refused to delete group {}: {msg} (it is used by a permission setting or as a subgroup; change that in Zulip first)", group.name),
-                },
-                _ => refusal(e),
-            });
-        }
-        let suffix = format!(" (deleted {})", group.id);
-        let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
-        let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
-        let mut changes = vec![deactivated];
-        match self.client.update_user_group(group.id, Some(&retired), None).await {
-            Ok(()) => changes.push(AttributeChange::scalar(
-                "displayName",
-                Value::from(group.name.as_str()),
-                Value::from(retired.as_str()),
-            )),
-            Err(e) => {
-                tracing::warn!(realm = %self.name(), group_id = group.id, error = %ErrorChain(&e), "group deactivated but its name could not be freed")
+            // Not idempotent: when the outcome is unknown, look before answering.
+            let deactivated = !e.outcome_known()
+                && self
+                    .group_index()
+                    .await
+                    .ok()
+                    .and_then(|g| g.read().groups.get(&group.id).map(|g| g.deactivated))
+                    == Some(true);
+            if !deactivated {
+                return Err(match &e {
+                    ZulipError::Api { status: 400, code, msg, .. } if code == "CANNOT_DEACTIVATE_GROUP_IN_USE" => Error::BadRequest {
+                        detail: format!("Zulip refused to delete group {}: {msg} (it is used by a permission setting or as a subgroup; change that in Zulip first)", group.name),
+                    },
+                    _ => refusal(e),
+                });
             }
         }
-        self.audit(target, changes, Outcome::applied());
+        self.dir.record_group_write(GroupWrite {
+            group_id: group.id,
+            deactivated: Some(true),
+            ..GroupWrite::default()
+        });
+        self.free_group_name(&group, vec![deactivated]).await
+    }
+
+    /// Renames a deactivated group to `<name> (deleted <id>)`, freeing its name; one audit
+    /// record holds `applied` (the deactivation, when this DELETE made it) and the rename.
+    async fn free_group_name(
+        &self,
+        group: &UserGroup,
+        mut applied: Vec<AttributeChange>,
+    ) -> Result<(), Error> {
+        let target = group_target(group.id, &group.name);
+        let suffix = retired_suffix(group.id);
+        let keep = MAX_GROUP_NAME_CHARS.saturating_sub(suffix.chars().count());
+        let retired: String = group.name.chars().take(keep).collect::<String>() + &suffix;
+        if let Err(e) = self.client.update_user_group(group.id, Some(&retired), None).await {
+            self.dir.invalidate_groups().await;
+            tracing::warn!(realm = %self.name(), group_id = group.id, error = %ErrorChain(&e), "group deactivated but its name could not be freed");
+            let done = format!("deactivated group {}, but its name {} is still reserved in Zulip: retrying the DELETE frees it", group.id, group.name);
+            if !applied.is_empty() {
+                self.audit(target, applied, Outcome::partial(&e, done.clone()));
+            }
+            return Err(with_applied(refusal(e), done));
+        }
+        applied.push(AttributeChange::scalar(
+            "displayName",
+            Value::from(group.name.as_str()),
+            Value::from(retired.as_str()),
+        ));
+        self.audit(target, applied, Outcome::applied());
         self.dir.record_group_write(GroupWrite {
             group_id: group.id,
             name: Some(retired),
@@ -579,6 +661,11 @@ impl Realm {
             .log();
         Ok(())
     }
+}
+
+/// The suffix a deleted group's name gets.
+fn retired_suffix(group_id: u64) -> String {
+    format!(" (deleted {group_id})")
 }
 
 /// UNIX seconds as RFC 3339 (`2026-11-24T01:27:00Z`).

@@ -24,6 +24,12 @@ use zulip_client::{ProfileData, Role, User, UserUpdate, ZulipError};
 pub const USER_DELETE_REJECTED: &str =
     "DELETE operation not supported. Use PUT or PATCH to modify the \"active\" attribute instead.";
 
+/// The longest a create's follow-up `PATCH` waits for the rate limit past the request
+/// deadline (Zulip's default budget returns within a minute).
+const MAX_FOLLOW_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(65);
+/// Time left for the follow-up itself once the budget is back.
+const FOLLOW_UP_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Parses a SCIM User id: Zulip user ids are positive integers; anything else names no user.
 /// A long random password for `POST /users`: Zulip requires one, SCIM users never use it
 /// (they log in through SSO or a password reset); it is never stored or logged.
@@ -183,10 +189,8 @@ impl Realm {
             Some(user) => user,
             None => {
                 match self.client.get_user_with_profile_fields(user_id, &self.profile_field_ids()).await {
-                    Ok(user) => {
-                        self.dir.upsert_user(user.clone()).await;
-                        user
-                    }
+                    // Events that arrived during the fetch are newer than it: the snapshot's copy wins.
+                    Ok(user) => self.dir.insert_user_if_absent(user).await,
                     Err(e) if e.is_bad_request() => return Err(not_found()),
                     Err(e) => return Err(refusal(e)),
                 }
@@ -223,6 +227,15 @@ impl Realm {
         let existing = self.user_index().await?.read().by_email(&new.email).cloned();
         if let Some(existing) = existing {
             return self.create_over_existing(existing, new).await;
+        }
+        // Every call the create will make must fit the rate-limit budget within the deadline:
+        // started and then cut by it, an account would be left without its role.
+        let role = new.role.unwrap_or(Role::Member);
+        let follow_ups = u32::from(role != Role::Member || external_id_field.is_some())
+            + 2 * u32::from(role == Role::Guest && self.config.create_guests_without_streams)
+            + u32::from(!new.active);
+        if follow_ups > 0 {
+            self.client.ensure_budget_for(1 + follow_ups).map_err(refusal)?;
         }
         let password = throwaway_password();
         let user_id = match self.client.create_user(&new.email, &password, &new.full_name).await {
@@ -287,7 +300,17 @@ impl Realm {
             update.profile_data.push((field, Some(external_id.clone())));
         }
         if !update.is_empty() {
-            if let Err(e) = self.send_user_update(user_id, &mut update).await {
+            let mut sent = self.send_user_update(user_id, &mut update).await;
+            if let Some(wait) = sent.as_ref().err().and_then(ZulipError::rate_limited) {
+                // The account exists: the follow-up is part of a write already begun, held
+                // back (nothing sent) only because the budget returns after the deadline. It
+                // runs to its end — a bounded wait — rather than leave a member behind.
+                if wait <= MAX_FOLLOW_UP_WAIT {
+                    tracing::info!(realm = %self.name(), user_id, wait_ms = wait.as_millis() as u64, "create follow-up waits for the rate limit");
+                    sent = self.client.continuing(wait + FOLLOW_UP_SLACK).update_user(user_id, &update).await;
+                }
+            }
+            if let Err(e) = sent {
                 // Do not leave a member behind where the IdP asked for another role (or an
                 // account its next lookup by externalId cannot find): take the account out
                 // again; the IdP's retry reactivates it with everything.
@@ -409,9 +432,56 @@ impl Realm {
         let before = self.render_user(&user);
         check_if_match(if_match, &before)?;
         let after = self.users.put_target(&before, body)?;
+        let mentioned: Vec<&'static str> =
+            body.as_object().map(|o| o.keys().map(|k| canonical_attr(k)).collect()).unwrap_or_default();
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+            Some(fresh) => {
+                let before = self.render_user(&fresh);
+                let after = self.users.put_target(&before, body)?;
+                (fresh, before, after)
+            }
+            None => (user, before, after),
+        };
         let changes = self.users.changes(&before, &after)?;
         let user = self.apply_user_changes(user, changes).await?;
         Ok(self.render_user(&user))
+    }
+
+    /// A write is diffed against the snapshot, which trails Zulip by the events latency: an
+    /// attribute the request sets to the value the snapshot shows (an admin may just have
+    /// changed it in Zulip) would be skipped, and the 2xx would claim what Zulip does not
+    /// hold. In that case only, the account is read from Zulip first (one `GET`), and the
+    /// fresh copy returned to diff against. `None`: nothing asserted unchanged, or the read
+    /// failed (the snapshot is used, as before).
+    async fn refresh_if_asserted(
+        &self,
+        user: &User,
+        before: &Value,
+        after: &Value,
+        mentioned: &[&'static str],
+    ) -> Option<User> {
+        let unchanged = |pointer: &str| before.pointer(pointer) == after.pointer(pointer);
+        let asserted_unchanged = mentioned.iter().any(|attr| match *attr {
+            "userName" => unchanged("/userName"),
+            "name" => unchanged("/displayName") && unchanged("/name"),
+            "role" => unchanged("/role"),
+            "active" => unchanged("/active"),
+            "externalId" => unchanged("/externalId"),
+            _ => false,
+        });
+        if !asserted_unchanged {
+            return None;
+        }
+        match self.client.get_user_with_profile_fields(user.user_id, &self.profile_field_ids()).await {
+            Ok(fresh) => {
+                self.dir.upsert_user(fresh.clone()).await;
+                Some(fresh)
+            }
+            Err(e) => {
+                tracing::debug!(realm = %self.name(), user_id = user.user_id, error = %e, "could not re-read the user before a write; diffing against the snapshot");
+                None
+            }
+        }
     }
 
     /// `PATCH /Users/{id}`: applied to the resource in memory, validated as a whole, then
@@ -429,6 +499,16 @@ impl Realm {
         }
         let mut after = before.clone();
         patch.apply(&mut after, self.user_type)?;
+        let mentioned = patched_attrs(&patch);
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+            Some(fresh) => {
+                let before = self.render_user(&fresh);
+                let mut after = before.clone();
+                patch.apply(&mut after, self.user_type)?;
+                (fresh, before, after)
+            }
+            None => (user, before, after),
+        };
         let changes = self.users.changes(&before, &after)?;
         let user = self.apply_user_changes(user, changes).await?;
         Ok(self.render_user(&user))
@@ -496,15 +576,19 @@ impl Realm {
         self.mapped_update(&changes.profile, &mut update).await?;
         if !update.is_empty() {
             if let Err(e) = self.send_user_update(user_id, &mut update).await {
-                if !e.outcome_known() {
-                    self.dir.invalidate_users().await;
-                    self.audit_user(
-                        Some(&before),
-                        &intended(&user, &update, changes.active),
-                        Outcome::unknown(&e),
-                    );
+                // A lost answer is resolved by looking: applied, or not (nothing to report).
+                let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, &update)).await;
+                if looked != Some(true) {
+                    if looked.is_none() && !e.outcome_known() {
+                        self.audit_user(
+                            Some(&before),
+                            &intended(&user, &update, changes.active),
+                            Outcome::unknown(&e),
+                        );
+                    }
+                    return Err(unresolved(e, None, looked, user_id));
                 }
-                return Err(refusal(e));
+                tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
             }
             record_profile_update(&mut user, &update);
             if let Some(name) = update.full_name {
@@ -522,22 +606,26 @@ impl Realm {
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or profile fields"));
         if let Some(active) = changes.active {
-            let outcome = match active {
+            let sent = match active {
                 false => self.client.deactivate_user(user_id).await,
                 true => self.client.reactivate_user(user_id).await,
             };
-            if let Err(e) = outcome {
-                let (after, outcome) = match &applied {
-                    _ if !e.outcome_known() => {
-                        (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
-                    }
-                    Some(applied) => {
-                        (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
-                    }
-                    None => (user.clone(), Outcome::applied()),
-                };
-                self.audit_user(Some(&before), &after, outcome);
-                return Err(self.activation_failed(e, applied).await);
+            if let Err(e) = sent {
+                let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
+                if looked != Some(true) {
+                    let (after, outcome) = match &applied {
+                        _ if looked.is_none() && !e.outcome_known() => {
+                            (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
+                        }
+                        Some(applied) => {
+                            (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
+                        }
+                        None => (user.clone(), Outcome::applied()),
+                    };
+                    self.audit_user(Some(&before), &after, outcome);
+                    return Err(unresolved(e, applied, looked, user_id));
+                }
+                tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
             }
             if active {
                 self.reactivated(user_id).await;
@@ -590,14 +678,23 @@ impl Realm {
         self.client.update_user(user_id, update).await
     }
 
-    async fn activation_failed(&self, e: ZulipError, applied: Option<String>) -> Error {
-        if !e.outcome_known() {
-            self.dir.invalidate_users().await;
+    /// After a failed write whose outcome is unknown (a timeout, a reset or a 5xx after
+    /// sending), reads the account again: `Some(true)` when Zulip holds the change (the write
+    /// happened), `Some(false)` when it does not, `None` when it could not be read (or the
+    /// outcome was known: nothing to look at).
+    async fn look_if_unknown(
+        &self,
+        e: &ZulipError,
+        user_id: u64,
+        held: impl Fn(&User) -> bool,
+    ) -> Option<bool> {
+        if e.outcome_known() {
+            return Some(false);
         }
-        match applied {
-            Some(applied) => with_applied(refusal(e), applied),
-            None => refusal(e),
-        }
+        self.dir.invalidate_users().await;
+        let index = self.user_index().await.ok()?;
+        let found = index.read().get(user_id).map(held);
+        found
     }
 }
 
@@ -623,6 +720,33 @@ fn intended(user: &User, update: &UserUpdate, active: Option<bool>) -> User {
     user
 }
 
+/// The error for a write that failed: what was applied before it, and — when its own
+/// outcome stayed unknown (`looked` is `None`) — that it may have reached Zulip.
+fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user_id: u64) -> Error {
+    let unknown = (!e.outcome_known() && looked.is_none()).then(|| {
+        format!("the change of Zulip user {user_id} may have reached Zulip (its answer was lost and the user could not be read again): read the user before retrying")
+    });
+    let applied = match (applied, unknown) {
+        (Some(a), Some(u)) => Some(format!("{a}; {u}")),
+        (a, u) => a.or(u),
+    };
+    match applied {
+        Some(applied) => with_applied(refusal(e), applied),
+        None => refusal(e),
+    }
+}
+
+/// Whether `user` holds everything `update` sets.
+fn update_held(user: &User, update: &UserUpdate) -> bool {
+    update.full_name.as_ref().is_none_or(|n| *n == user.full_name)
+        && update.role.is_none_or(|r| r == user.role)
+        && update
+            .new_email
+            .as_ref()
+            .is_none_or(|e| user.delivery_email.as_deref().unwrap_or(&user.email).eq_ignore_ascii_case(e))
+        && update.profile_data.iter().all(|(field, value)| user.profile_data.get(*field) == value.as_deref())
+}
+
 fn update_was_empty(changes: &UserChanges) -> bool {
     changes.full_name.is_none()
         && changes.role.is_none()
@@ -641,6 +765,38 @@ fn update_summary(update: &UserUpdate) -> String {
         parts.push("profile fields (externalId, mapped attributes)".to_owned());
     }
     parts.join(" and ")
+}
+
+/// The attribute a body key or PATCH path names, in the groups a write maps to Zulip
+/// (`name.givenName`, `displayName` → `name`); `""` for the others.
+fn canonical_attr(key: &str) -> &'static str {
+    let key = key.rsplit_once(':').map_or(key, |(_, k)| k);
+    let head = key.split(['.', '[']).next().unwrap_or("");
+    for (names, attr) in [
+        (&["userName"][..], "userName"),
+        (&["name", "displayName"][..], "name"),
+        (&["role"][..], "role"),
+        (&["active"][..], "active"),
+        (&["externalId"][..], "externalId"),
+    ] {
+        if names.iter().any(|n| n.eq_ignore_ascii_case(head)) {
+            return attr;
+        }
+    }
+    ""
+}
+
+/// The attributes a PATCH's operations set (paths, and the keys of path-less values).
+fn patched_attrs(patch: &PatchRequest) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for op in &patch.operations {
+        match (&op.path, &op.value) {
+            (Some(path), _) => out.push(canonical_attr(&path.attr.attr)),
+            (None, Some(Value::Object(map))) => out.extend(map.keys().map(|k| canonical_attr(k))),
+            (None, _) => {}
+        }
+    }
+    out
 }
 
 /// Adds "what was already applied upstream" to an error's detail.

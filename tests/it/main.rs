@@ -5,6 +5,7 @@
 mod abuse;
 mod audit;
 mod auth;
+mod chaos;
 mod cli;
 mod concurrent_writes;
 mod external_id;

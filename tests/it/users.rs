@@ -722,15 +722,18 @@ async fn upstream_failures_become_scim_errors() {
         .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await;
     reply.assert_error(502, None);
+    // The sidecar looked before answering: the account is still active.
+    assert!(reply.body["detail"].as_str().unwrap().contains("nothing was changed"), "{}", reply.raw);
     let deletes = h.upstream().into_iter().filter(|r| r.method == "DELETE").count();
     assert_eq!(deletes, 1, "sent once, never repeated blindly");
-    // Zulip's 429 becomes a SCIM 429 with Retry-After, and the sidecar holds back until then.
-    h.fake.fail_next("GET", "/api/v1/users", Failure::RateLimited { retry_after_secs: 28.7068 });
-    let reply = h.get("/Users").await;
+    // Zulip's 429 becomes a SCIM 429 with Retry-After, and the sidecar holds back until then
+    // (an unknown id is looked up in Zulip).
+    h.fake.fail_next("GET", "/api/v1/users/99999", Failure::RateLimited { retry_after_secs: 28.7068 });
+    let reply = h.get("/Users/99999").await;
     reply.assert_error(429, None);
     assert_eq!(reply.header("retry-after"), Some("29"));
     h.upstream();
-    let again = h.get("/Users").await;
+    let again = h.get("/Users/99998").await;
     again.assert_error(429, None);
     assert!(again.header("retry-after").is_some());
     assert!(h.upstream().is_empty(), "nothing is sent while Zulip asked to wait");

@@ -241,6 +241,15 @@ impl FakeZulip {
             .push_back(delay);
     }
 
+    /// Drops the failures and delays still queued for `method` `path` (a test that injected
+    /// one on a call its operation did not reach takes it back).
+    pub fn clear_failures(&self, method: &str, path: &str) {
+        let key = (method.to_ascii_uppercase(), path.to_string());
+        let mut shared = self.inner.lock();
+        shared.failures.remove(&key);
+        shared.delays.remove(&key);
+    }
+
     pub fn user(&self, user_id: u64) -> Option<FakeUser> {
         self.inner.lock().realm.users.get(&user_id).cloned()
     }

@@ -756,6 +756,35 @@ impl ZulipClient {
         }
     }
 
+    /// A clone (same pool, rate-limit record and write queue) whose calls may take up to
+    /// `deadline` — for the remaining calls of a write Zulip has already begun to apply (a
+    /// create's follow-up), which must run to their end rather than stop half-way.
+    pub fn continuing(&self, deadline: Duration) -> ZulipClient {
+        let mut client = self.clone();
+        client.policy.deadline = client.policy.deadline.max(deadline);
+        client
+    }
+
+    /// Refuses (nothing sent) an operation of `calls` consecutive calls that the rate-limit
+    /// budget would not let through within one deadline: `Throttled`, whose `Retry-After`
+    /// is the wait. A create whose follow-up `PATCH` could only be sent after the deadline
+    /// would otherwise leave half an account behind.
+    pub fn ensure_budget_for(&self, calls: u32) -> Result<(), ZulipError> {
+        let wait = self.pacer.wait_for_calls(Instant::now(), calls);
+        if wait + self.policy.answer_reserve() > self.policy.deadline {
+            tracing::debug!(
+                calls,
+                wait_ms = wait.as_millis() as u64,
+                "operation not started: its calls would not fit the deadline"
+            );
+            return Err(ZulipError::Throttled {
+                reason: "the service account's rate-limit budget would not let all of the operation's calls through before the deadline",
+                retry_after: wait,
+            });
+        }
+        Ok(())
+    }
+
     /// Waits for this call's send slot ([`Pacer::reserve_in_flight`]; the guard counts the
     /// call in flight until it is dropped), or refuses the call (nothing sent) when the slot
     /// would leave no time to be answered before the deadline.

@@ -340,6 +340,27 @@ impl Pacer {
         not_before.saturating_duration_since(now)
     }
 
+    /// How long until `calls` calls in a row could all have left, from the last report:
+    /// an operation that must not stop half-way (a create and its follow-up) asks before its
+    /// first call. Calls beyond the remaining budget wait for the reset; a low budget spreads
+    /// them one `delay` apart.
+    pub fn wait_for_calls(&self, now: Instant, calls: u32) -> Duration {
+        let s = self.lock();
+        let held = s.hold_until.map_or(Duration::ZERO, |h| h.saturating_duration_since(now));
+        let Some(budget) = &s.budget else {
+            return held;
+        };
+        let to_reset = budget.reset_at.saturating_duration_since(now);
+        if to_reset.is_zero() {
+            return held;
+        }
+        if budget.remaining < calls {
+            return held.max(to_reset);
+        }
+        let spread = delay(budget, now).saturating_mul(calls.saturating_sub(1));
+        held + spread
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
