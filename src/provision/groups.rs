@@ -407,7 +407,26 @@ impl Realm {
         }
         let mut applied = None;
         if let Some(new_name) = &rename {
-            if let Err(e) = self.client.update_user_group(group_id, Some(new_name), None).await {
+            let renamed = match self.client.update_user_group(group_id, Some(new_name), None).await {
+                Ok(()) => Ok(()),
+                // A lost answer (a 5xx after sending): look before answering.
+                Err(e) if !e.outcome_known() => {
+                    self.dir.invalidate_groups().await;
+                    let now = self
+                        .group_index()
+                        .await
+                        .ok()
+                        .and_then(|g| g.read().groups.get(&group_id).map(|g| g.name.clone()));
+                    if now.as_deref() == Some(new_name.as_str()) {
+                        tracing::info!(realm = %self.name(), group_id, "rename outcome resolved: zulip applied it");
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = renamed {
                 self.dir.invalidate_groups().await;
                 if e.is_bad_request() {
                     if let Some(other) = self.group_index().await?.read().by_name(new_name) {
