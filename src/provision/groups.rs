@@ -447,8 +447,13 @@ impl Realm {
                     if e.outcome_known() { Some(false) } else { self.members_are(group_id, &wanted).await };
                 if outcome != Some(true) {
                     let mut applied = applied;
-                    if outcome.is_none() {
-                        let unknown = format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying");
+                    let unknown = match outcome {
+                        None => Some(format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying")),
+                        // Not there when looked at; a request Zulip did not answer may still be applied.
+                        Some(false) if !e.outcome_known() => Some(format!("no member change when the sidecar read group {group_id} again, but Zulip did not answer and may still apply it: read the group before retrying")),
+                        Some(_) => None,
+                    };
+                    if let Some(unknown) = unknown {
                         applied = Some(match applied {
                             Some(a) => format!("{a}; {unknown}"),
                             None => unknown,
