@@ -466,7 +466,26 @@ impl Realm {
         }
         let target = group_target(group_id, rename.as_deref().unwrap_or(&group.name));
         if let Some(new_name) = &rename {
-            if let Err(e) = self.client.update_user_group(group_id, Some(new_name), None).await {
+            let renamed = match self.client.update_user_group(group_id, Some(new_name), None).await {
+                Ok(()) => Ok(()),
+                // A lost answer (a 5xx after sending): look before answering.
+                Err(e) if !e.outcome_known() => {
+                    self.dir.invalidate_groups().await;
+                    let now = self
+                        .group_index()
+                        .await
+                        .ok()
+                        .and_then(|g| g.read().groups.get(&group_id).map(|g| g.name.clone()));
+                    if now.as_deref() == Some(new_name.as_str()) {
+                        tracing::info!(realm = %self.name(), group_id, "rename outcome resolved: zulip applied it");
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = renamed {
                 if !e.outcome_known() {
                     self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
                 }
@@ -502,8 +521,13 @@ impl Realm {
                     if e.outcome_known() { Some(false) } else { self.members_are(group_id, &wanted).await };
                 if outcome != Some(true) {
                     let mut applied = applied;
-                    if outcome.is_none() {
-                        let unknown = format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying");
+                    let unknown = match outcome {
+                        None => Some(format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying")),
+                        // Not there when looked at; a request Zulip did not answer may still be applied.
+                        Some(false) if !e.outcome_known() => Some(format!("no member change when the sidecar read group {group_id} again, but Zulip did not answer and may still apply it: read the group before retrying")),
+                        Some(_) => None,
+                    };
+                    if let Some(unknown) = unknown {
                         applied = Some(match applied {
                             Some(a) => format!("{a}; {unknown}"),
                             None => unknown,

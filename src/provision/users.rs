@@ -723,9 +723,12 @@ fn intended(user: &User, update: &UserUpdate, active: Option<bool>) -> User {
 /// The error for a write that failed: what was applied before it, and — when its own
 /// outcome stayed unknown (`looked` is `None`) — that it may have reached Zulip.
 fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user_id: u64) -> Error {
-    let unknown = (!e.outcome_known() && looked.is_none()).then(|| {
-        format!("the change of Zulip user {user_id} may have reached Zulip (its answer was lost and the user could not be read again): read the user before retrying")
-    });
+    let unknown = match (e.outcome_known(), looked) {
+        (true, _) | (false, Some(true)) => None,
+        (false, None) => Some(format!("the change of Zulip user {user_id} may have reached Zulip (its answer was lost and the user could not be read again): read the user before retrying")),
+        // Not there when looked at; but a request Zulip did not answer may still be applied.
+        (false, Some(false)) => Some(format!("none when the sidecar read Zulip user {user_id} again, but Zulip did not answer and may still apply the change: read the user before retrying")),
+    };
     let applied = match (applied, unknown) {
         (Some(a), Some(u)) => Some(format!("{a}; {u}")),
         (a, u) => a.or(u),

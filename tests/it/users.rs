@@ -722,8 +722,13 @@ async fn upstream_failures_become_scim_errors() {
         .patch(&format!("/Users/{hamlet}"), &patch_op(json!([{"op":"replace","value":{"active":false}}])))
         .await;
     reply.assert_error(502, None);
-    // The sidecar looked before answering: the account is still active.
-    assert!(reply.body["detail"].as_str().unwrap().contains("nothing was changed"), "{}", reply.raw);
+    // The sidecar looked before answering: the account is still active, and it says so
+    // without claiming a request Zulip never answered cannot still land.
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("none when the sidecar read Zulip user") && detail.contains("may still apply"),
+        "{detail}"
+    );
     let deletes = h.upstream().into_iter().filter(|r| r.method == "DELETE").count();
     assert_eq!(deletes, 1, "sent once, never repeated blindly");
     // Zulip's 429 becomes a SCIM 429 with Retry-After, and the sidecar holds back until then
