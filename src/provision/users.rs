@@ -31,6 +31,12 @@ const MAX_FOLLOW_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(6
 const FOLLOW_UP_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Parses a SCIM User id: Zulip user ids are positive integers; anything else names no user.
+/// What `POST /users` came to: a new account, or one that already had the address.
+enum Posted {
+    Created(u64),
+    Exists(User),
+}
+
 /// A long random password for `POST /users`: Zulip requires one, SCIM users never use it
 /// (they log in through SSO or a password reset); it is never stored or logged.
 fn throwaway_password() -> Secret<String> {
@@ -237,46 +243,9 @@ impl Realm {
         if follow_ups > 0 {
             self.client.ensure_budget_for(1 + follow_ups).map_err(refusal)?;
         }
-        let password = throwaway_password();
-        let user_id = match self.client.create_user(&new.email, &password, &new.full_name).await {
-            Ok(user_id) => user_id,
-            Err(e) => {
-                // Either the outcome is unknown (timeout, reset) or Zulip refused — possibly
-                // because the address belongs to an account the snapshot did not show (new
-                // since the snapshot, or hidden). Look before answering: never a duplicate,
-                // never a false error.
-                let unknown_outcome = !e.outcome_known();
-                if !unknown_outcome && !e.is_bad_request() {
-                    return Err(refusal(e));
-                }
-                self.dir.invalidate_users().await;
-                let found = match self.user_index().await {
-                    Ok(index) => index.read().by_email(&new.email).cloned(),
-                    Err(_) => return Err(refusal(e)),
-                };
-                match found {
-                    Some(user) if unknown_outcome && user.is_active && user.full_name == new.full_name => {
-                        tracing::info!(realm = %self.name(), user_id = user.user_id, "create outcome resolved: zulip created the user");
-                        user.user_id
-                    }
-                    Some(user) => return self.create_over_existing(user, new).await,
-                    None if e.is_bad_request() => {
-                        let hidden = self.user_index().await?.read().hidden_count();
-                        let hint = if hidden > 0 {
-                            format!(
-                                " ({hidden} account(s) of this organization hide their address from the sidecar's service account; if this address is one of them, ask that user to change their e-mail visibility)"
-                            )
-                        } else {
-                            String::new()
-                        };
-                        return Err(Error::invalid(
-                            ScimType::InvalidValue,
-                            format!("Zulip refused to create the user: {}{hint}", e.message().unwrap_or("")),
-                        ));
-                    }
-                    None => return Err(refusal(e)),
-                }
-            }
+        let user_id = match self.post_user(&new).await? {
+            Posted::Created(user_id) => user_id,
+            Posted::Exists(user) => return self.create_over_existing(user, new).await,
         };
         self.dir.learn_email(user_id, &new.email);
         let mut user = User {
@@ -300,41 +269,7 @@ impl Realm {
             update.profile_data.push((field, Some(external_id.clone())));
         }
         if !update.is_empty() {
-            let mut sent = self.send_user_update(user_id, &mut update).await;
-            if let Some(wait) = sent.as_ref().err().and_then(ZulipError::rate_limited) {
-                // The account exists: the follow-up is part of a write already begun, held
-                // back (nothing sent) only because the budget returns after the deadline. It
-                // runs to its end — a bounded wait — rather than leave a member behind.
-                if wait <= MAX_FOLLOW_UP_WAIT {
-                    tracing::info!(realm = %self.name(), user_id, wait_ms = wait.as_millis() as u64, "create follow-up waits for the rate limit");
-                    sent = self.client.continuing(wait + FOLLOW_UP_SLACK).update_user(user_id, &update).await;
-                }
-            }
-            if let Err(e) = sent {
-                // Do not leave a member behind where the IdP asked for another role (or an
-                // account its next lookup by externalId cannot find): take the account out
-                // again; the IdP's retry reactivates it with everything.
-                let undone = self.client.deactivate_user(user_id).await.is_ok();
-                if undone {
-                    user.is_active = false;
-                } else {
-                    self.dir.invalidate_users().await;
-                }
-                let what = update_summary(&update);
-                let applied = if undone {
-                    format!("created Zulip user {user_id} and deactivated it again because setting {what} failed; retrying reactivates it with them")
-                } else {
-                    format!("created Zulip user {user_id} as a member; setting {what} failed")
-                };
-                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-                if undone {
-                    self.dir.upsert_user(user).await;
-                }
-                return Err(with_applied(refusal(e), applied));
-            }
-            user.role = role;
-            record_profile_update(&mut user, &update);
-            self.dir.upsert_user(user.clone()).await;
+            user = self.create_follow_up(user, role, update).await?;
         }
         if role == Role::Guest && self.config.create_guests_without_streams {
             if let Err(e) = self.unsubscribe_new_guest(user_id).await {
@@ -366,6 +301,100 @@ impl Realm {
             .log();
         self.audit_user(None, &user, Outcome::applied());
         Ok(self.render_user(&user))
+    }
+
+    /// `POST /users` for a new account. A refusal or a lost answer is resolved by looking
+    /// before answering: never a duplicate account, never a false error.
+    async fn post_user(&self, new: &NewUser) -> Result<Posted, Error> {
+        let password = throwaway_password();
+        match self.client.create_user(&new.email, &password, &new.full_name).await {
+            Ok(user_id) => Ok(Posted::Created(user_id)),
+            Err(e) => {
+                // Either the outcome is unknown (timeout, reset) or Zulip refused — possibly
+                // because the address belongs to an account the snapshot did not show (new
+                // since the snapshot, or hidden). Look before answering: never a duplicate,
+                // never a false error.
+                let unknown_outcome = !e.outcome_known();
+                if !unknown_outcome && !e.is_bad_request() {
+                    return Err(refusal(e));
+                }
+                self.dir.invalidate_users().await;
+                let found = match self.user_index().await {
+                    Ok(index) => index.read().by_email(&new.email).cloned(),
+                    Err(_) => return Err(refusal(e)),
+                };
+                match found {
+                    Some(user) if unknown_outcome && user.is_active && user.full_name == new.full_name => {
+                        tracing::info!(realm = %self.name(), user_id = user.user_id, "create outcome resolved: zulip created the user");
+                        Ok(Posted::Created(user.user_id))
+                    }
+                    Some(user) => Ok(Posted::Exists(user)),
+                    None if e.is_bad_request() => {
+                        let hidden = self.user_index().await?.read().hidden_count();
+                        let hint = if hidden > 0 {
+                            format!(
+                                " ({hidden} account(s) of this organization hide their address from the sidecar's service account; if this address is one of them, ask that user to change their e-mail visibility)"
+                            )
+                        } else {
+                            String::new()
+                        };
+                        Err(Error::invalid(
+                            ScimType::InvalidValue,
+                            format!("Zulip refused to create the user: {}{hint}", e.message().unwrap_or("")),
+                        ))
+                    }
+                    None => Err(refusal(e)),
+                }
+            }
+        }
+    }
+
+    /// What `POST /users` cannot set — a role other than member, the externalId, mapped
+    /// attributes — in one `PATCH /users/{id}`. If it fails, the account is taken out again
+    /// (the IdP's retry reactivates it with everything) and the error says what was applied.
+    async fn create_follow_up(
+        &self,
+        mut user: User,
+        role: Role,
+        mut update: UserUpdate,
+    ) -> Result<User, Error> {
+        let user_id = user.user_id;
+        let mut sent = self.send_user_update(user_id, &mut update).await;
+        if let Some(wait) = sent.as_ref().err().and_then(ZulipError::rate_limited) {
+            // The account exists: the follow-up is part of a write already begun, held
+            // back (nothing sent) only because the budget returns after the deadline. It
+            // runs to its end — a bounded wait — rather than leave a member behind.
+            if wait <= MAX_FOLLOW_UP_WAIT {
+                tracing::info!(realm = %self.name(), user_id, wait_ms = wait.as_millis() as u64, "create follow-up waits for the rate limit");
+                sent = self.client.continuing(wait + FOLLOW_UP_SLACK).update_user(user_id, &update).await;
+            }
+        }
+        if let Err(e) = sent {
+            // Do not leave a member behind where the IdP asked for another role (or an
+            // account its next lookup by externalId cannot find): take the account out
+            // again; the IdP's retry reactivates it with everything.
+            let undone = self.client.deactivate_user(user_id).await.is_ok();
+            if undone {
+                user.is_active = false;
+            } else {
+                self.dir.invalidate_users().await;
+            }
+            let what = update_summary(&update);
+            let applied = if undone {
+                format!("created Zulip user {user_id} and deactivated it again because setting {what} failed; retrying reactivates it with them")
+            } else {
+                format!("created Zulip user {user_id} as a member; setting {what} failed")
+            };
+            self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+            if undone {
+                self.dir.upsert_user(user).await;
+            }
+            return Err(with_applied(refusal(e), applied));
+        }
+        user.role = role;
+        record_profile_update(&mut user, &update);
+        self.dir.upsert_user(user.clone()).await;
+        Ok(user)
     }
 
     /// `create_guests_without_streams`: Zulip's built-in SCIM creates such a guest without
