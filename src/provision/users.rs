@@ -568,41 +568,8 @@ impl Realm {
         let user_id = user.user_id;
         let was_active = user.is_active;
         let before = user.clone();
-        if Some(user_id) == self.service_account_id()
-            && (changes.active == Some(false) || changes.role.is_some_and(|r| r != Role::Owner))
-        {
-            return Err(Error::invalid(
-                ScimType::Mutability,
-                "this account is the sidecar's own Zulip service account: deactivating or demoting it would stop provisioning",
-            ));
-        }
-        if let Some(new_email) = &changes.new_email {
-            let level = self.feature_level();
-            if level != 0 && level < FL_CHANGE_EMAIL {
-                return Err(Error::invalid(
-                    ScimType::Mutability,
-                    format!("this Zulip server (feature level {level}) cannot change e-mail addresses over its API; Zulip 10.0 (feature level {FL_CHANGE_EMAIL}) or newer is needed"),
-                ));
-            }
-            let taken = self.user_index().await?.read().by_email(new_email).map(|u| u.user_id);
-            if let Some(other) = taken.filter(|other| *other != user_id) {
-                return Err(Error::Conflict {
-                    detail: format!("userName {new_email} is already used by user {other}"),
-                });
-            }
-        }
-        let mut update = UserUpdate {
-            full_name: changes.full_name.clone(),
-            role: changes.role,
-            new_email: changes.new_email.clone(),
-            ..UserUpdate::default()
-        };
-        if let Some(external_id) = &changes.external_id {
-            if let Some(field) = self.resolve_external_id_field(false).await? {
-                update.profile_data.push((field, external_id.clone()));
-            }
-        }
-        self.mapped_update(&changes.profile, &mut update).await?;
+        self.check_user_changes(user_id, &changes).await?;
+        let mut update = self.user_update(&changes).await?;
         if !update.is_empty() {
             if let Err(e) = self.send_user_update(user_id, &mut update).await {
                 // A lost answer is resolved by looking: applied, or not (nothing to report).
@@ -673,6 +640,54 @@ impl Realm {
             .log();
         self.audit_user(Some(&before), &user, Outcome::applied());
         Ok(user)
+    }
+
+    /// What a change may not do, refused before any call: demote or deactivate the
+    /// sidecar's own account, change an address on a Zulip that cannot, or take an address
+    /// another account has.
+    async fn check_user_changes(&self, user_id: u64, changes: &UserChanges) -> Result<(), Error> {
+        if Some(user_id) == self.service_account_id()
+            && (changes.active == Some(false) || changes.role.is_some_and(|r| r != Role::Owner))
+        {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                "this account is the sidecar's own Zulip service account: deactivating or demoting it would stop provisioning",
+            ));
+        }
+        if let Some(new_email) = &changes.new_email {
+            let level = self.feature_level();
+            if level != 0 && level < FL_CHANGE_EMAIL {
+                return Err(Error::invalid(
+                    ScimType::Mutability,
+                    format!("this Zulip server (feature level {level}) cannot change e-mail addresses over its API; Zulip 10.0 (feature level {FL_CHANGE_EMAIL}) or newer is needed"),
+                ));
+            }
+            let taken = self.user_index().await?.read().by_email(new_email).map(|u| u.user_id);
+            if let Some(other) = taken.filter(|other| *other != user_id) {
+                return Err(Error::Conflict {
+                    detail: format!("userName {new_email} is already used by user {other}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The one `PATCH /users/{id}` a change needs: name, role, address, externalId and the
+    /// mapped attributes (their fields resolved, their values checked).
+    async fn user_update(&self, changes: &UserChanges) -> Result<UserUpdate, Error> {
+        let mut update = UserUpdate {
+            full_name: changes.full_name.clone(),
+            role: changes.role,
+            new_email: changes.new_email.clone(),
+            ..UserUpdate::default()
+        };
+        if let Some(external_id) = &changes.external_id {
+            if let Some(field) = self.resolve_external_id_field(false).await? {
+                update.profile_data.push((field, external_id.clone()));
+            }
+        }
+        self.mapped_update(&changes.profile, &mut update).await?;
+        Ok(update)
     }
 
     /// `PATCH /users/{id}`. The externalId field may have been deleted in Zulip since it was
