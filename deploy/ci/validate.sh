@@ -231,6 +231,8 @@ sroot=$work/sroot
 mkdir -p "$sroot/usr/lib/systemd" "$sroot/etc/systemd/system"
 cp -a /lib/systemd/system "$sroot/usr/lib/systemd/"
 install -D -m 0755 "$bin" "$sroot/usr/local/bin/scim-sidecar"
+# ExecReload sends SIGHUP with kill(1), which a Debian host has at /bin/kill.
+install -D -m 0755 "$( [ -x /bin/kill ] && echo /bin/kill || echo /usr/bin/kill)" "$sroot/bin/kill"
 install -m 0644 deploy/systemd/scim-sidecar.service "$sroot/etc/systemd/system/"
 # It prints problems (unknown keys, bad values) as warnings and may still exit 0: any
 # output is a failure.
