@@ -337,33 +337,7 @@ fn changes(realm: &Realm, viewer: &FakeUser, before: &Before) -> Vec<Value> {
     if before.profile_fields_version != realm.profile_fields_version {
         out.push(json!({"type": "custom_profile_fields", "fields": realm.render_profile_fields()}));
     }
-    let mut reactivated = Vec::new();
-    for (id, old) in &before.users {
-        match (old, realm.users.get(id)) {
-            (None, Some(new)) => out.push(json!({
-                "type": "realm_user", "op": "add",
-                "person": realm.render_user(viewer, new, false, true),
-            })),
-            (Some(old), None) => out.push(json!({
-                "type": "realm_user", "op": "remove",
-                "person": {"user_id": id, "full_name": old.full_name},
-            })),
-            (Some(old), Some(new)) => {
-                user_updates(realm, viewer, old, new, &mut out);
-                if !old.is_active && new.is_active {
-                    reactivated.push(*id);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-    let update = |group_id: u64, key: &str, value: Value| {
-        let mut data = Map::new();
-        data.insert(key.to_string(), value);
-        json!({"type": "user_group", "op": "update", "group_id": group_id, "data": data})
-    };
-    let members_event = |op: &str, group_id: u64, ids: Vec<u64>| json!({"type": "user_group", "op": op, "group_id": group_id, "user_ids": ids});
-    let subgroups_event = |op: &str, group_id: u64, ids: Vec<u64>| json!({"type": "user_group", "op": op, "group_id": group_id, "direct_subgroup_ids": ids});
+    let reactivated = user_changes(realm, viewer, before, &mut out);
     // Reactivation re-announces every group the user is directly in (memberships were kept).
     for user_id in reactivated {
         for g in realm.groups.values().filter(|g| !g.deactivated && g.members.contains(&user_id)) {
@@ -377,44 +351,91 @@ fn changes(realm: &Realm, viewer: &FakeUser, before: &Before) -> Vec<Value> {
                 "type": "user_group", "op": "add", "group": realm.render_group(new),
             })),
             (Some(_), None) => out.push(json!({"type": "user_group", "op": "remove", "group_id": id})),
+            (Some(old), Some(new)) => group_updates(id, old, new, &mut out),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// The `realm_user` events of the users in `before` (added, removed, updated); returns the
+/// ones reactivated.
+fn user_changes(realm: &Realm, viewer: &FakeUser, before: &Before, out: &mut Vec<Value>) -> Vec<u64> {
+    let mut reactivated = Vec::new();
+    for (id, old) in &before.users {
+        match (old, realm.users.get(id)) {
+            (None, Some(new)) => out.push(json!({
+                "type": "realm_user", "op": "add",
+                "person": realm.render_user(viewer, new, false, true),
+            })),
+            (Some(old), None) => out.push(json!({
+                "type": "realm_user", "op": "remove",
+                "person": {"user_id": id, "full_name": old.full_name},
+            })),
             (Some(old), Some(new)) => {
-                if old.name != new.name {
-                    out.push(update(id, "name", json!(new.name)));
-                }
-                if old.description != new.description {
-                    out.push(update(id, "description", json!(new.description)));
-                }
-                for s in GROUP_SETTINGS {
-                    if old.settings.get(s) != new.settings.get(s) {
-                        out.push(update(id, s, new.settings.get(s).cloned().unwrap_or(Value::Null)));
-                    }
-                }
-                let added = only_in(&new.members, &old.members);
-                let removed = only_in(&old.members, &new.members);
-                if !added.is_empty() {
-                    out.push(members_event("add_members", id, added));
-                }
-                if !removed.is_empty() {
-                    out.push(members_event("remove_members", id, removed));
-                }
-                let added = only_in(&new.direct_subgroup_ids, &old.direct_subgroup_ids);
-                let removed = only_in(&old.direct_subgroup_ids, &new.direct_subgroup_ids);
-                if !added.is_empty() {
-                    out.push(subgroups_event("add_subgroups", id, added));
-                }
-                if !removed.is_empty() {
-                    out.push(subgroups_event("remove_subgroups", id, removed));
-                }
-                match (old.deactivated, new.deactivated) {
-                    (false, true) => out.push(json!({"type": "user_group", "op": "remove", "group_id": id})),
-                    (true, false) => out.push(update(id, "deactivated", json!(false))),
-                    _ => {}
+                user_updates(realm, viewer, old, new, out);
+                if !old.is_active && new.is_active {
+                    reactivated.push(*id);
                 }
             }
             (None, None) => {}
         }
     }
-    out
+    reactivated
+}
+
+/// The `user_group` events of group `id`, which still exists, in Zulip's order: name,
+/// description, settings, members, subgroups, then (de)activation.
+fn group_updates(id: u64, old: &FakeGroup, new: &FakeGroup, out: &mut Vec<Value>) {
+    if old.name != new.name {
+        out.push(group_update_event(id, "name", json!(new.name)));
+    }
+    if old.description != new.description {
+        out.push(group_update_event(id, "description", json!(new.description)));
+    }
+    for s in GROUP_SETTINGS {
+        if old.settings.get(s) != new.settings.get(s) {
+            out.push(group_update_event(id, s, new.settings.get(s).cloned().unwrap_or(Value::Null)));
+        }
+    }
+    let added = only_in(&new.members, &old.members);
+    let removed = only_in(&old.members, &new.members);
+    if !added.is_empty() {
+        out.push(members_event("add_members", id, added));
+    }
+    if !removed.is_empty() {
+        out.push(members_event("remove_members", id, removed));
+    }
+    let added = only_in(&new.direct_subgroup_ids, &old.direct_subgroup_ids);
+    let removed = only_in(&old.direct_subgroup_ids, &new.direct_subgroup_ids);
+    if !added.is_empty() {
+        out.push(subgroups_event("add_subgroups", id, added));
+    }
+    if !removed.is_empty() {
+        out.push(subgroups_event("remove_subgroups", id, removed));
+    }
+    match (old.deactivated, new.deactivated) {
+        (false, true) => out.push(json!({"type": "user_group", "op": "remove", "group_id": id})),
+        (true, false) => out.push(group_update_event(id, "deactivated", json!(false))),
+        _ => {}
+    }
+}
+
+/// A `user_group`/`update` event setting one property.
+fn group_update_event(group_id: u64, key: &str, value: Value) -> Value {
+    let mut data = Map::new();
+    data.insert(key.to_string(), value);
+    json!({"type": "user_group", "op": "update", "group_id": group_id, "data": data})
+}
+
+/// A `user_group` `add_members`/`remove_members` event.
+fn members_event(op: &str, group_id: u64, ids: Vec<u64>) -> Value {
+    json!({"type": "user_group", "op": op, "group_id": group_id, "user_ids": ids})
+}
+
+/// A `user_group` `add_subgroups`/`remove_subgroups` event.
+fn subgroups_event(op: &str, group_id: u64, ids: Vec<u64>) -> Value {
+    json!({"type": "user_group", "op": op, "group_id": group_id, "direct_subgroup_ids": ids})
 }
 
 /// `realm_user`/`update` events, one per changed property, in Zulip's order.

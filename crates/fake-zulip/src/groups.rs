@@ -265,6 +265,14 @@ pub(crate) fn update(realm: &mut Realm, caller: &FakeUser, id: u64, params: &Par
     Ok(Data::new())
 }
 
+/// The users and subgroups one membership request adds and removes.
+struct MembershipChange {
+    add: Vec<u64>,
+    delete: Vec<u64>,
+    add_sub: Vec<u64>,
+    delete_sub: Vec<u64>,
+}
+
 /// `POST /user_groups/{id}/members` (and, with `subgroups_route`, `POST …/subgroups`).
 pub(crate) fn update_members(
     realm: &mut Realm,
@@ -274,38 +282,71 @@ pub(crate) fn update_members(
     subgroups_route: bool,
 ) -> ApiResult<Data> {
     let fl = realm.feature_level;
-    let (add, delete, add_sub, delete_sub) = if subgroups_route {
-        (
-            Vec::new(),
-            Vec::new(),
-            params.json_int_list("add")?.unwrap_or_default(),
-            params.json_int_list("delete")?.unwrap_or_default(),
-        )
-    } else {
-        let subs = |n: &str| -> ApiResult<Vec<u64>> {
-            if fl >= 311 {
-                Ok(params.json_int_list(n)?.unwrap_or_default())
-            } else {
-                Ok(Vec::new())
+    let change = MembershipChange::parse(params, fl, subgroups_route)?;
+    let mut g = access_for_update(realm, id, fl >= 391)?;
+    check_membership_permission(realm, caller, &g, &change)?;
+    check_membership_change(realm, id, &g, &change)?;
+    let MembershipChange { add, delete, add_sub, delete_sub } = change;
+    g.members.extend(dedup(add));
+    g.members.retain(|m| !delete.contains(m));
+    g.direct_subgroup_ids.extend(dedup(add_sub));
+    g.direct_subgroup_ids.retain(|s| !delete_sub.contains(s));
+    realm.groups.insert(id, g);
+    Ok(Data::new())
+}
+
+impl MembershipChange {
+    /// `add`/`delete` (users, or subgroups on the subgroups route) and, from FL 311,
+    /// `add_subgroups`/`delete_subgroups`; a request that changes nothing is refused.
+    fn parse(params: &Params, fl: u32, subgroups_route: bool) -> ApiResult<MembershipChange> {
+        let list = |n: &str| -> ApiResult<Vec<u64>> { Ok(params.json_int_list(n)?.unwrap_or_default()) };
+        let change = if subgroups_route {
+            MembershipChange {
+                add: Vec::new(),
+                delete: Vec::new(),
+                add_sub: list("add")?,
+                delete_sub: list("delete")?,
+            }
+        } else {
+            let subs = |n: &str| -> ApiResult<Vec<u64>> {
+                if fl >= 311 {
+                    list(n)
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            MembershipChange {
+                add: list("add")?,
+                delete: list("delete")?,
+                add_sub: subs("add_subgroups")?,
+                delete_sub: subs("delete_subgroups")?,
             }
         };
-        (
-            params.json_int_list("add")?.unwrap_or_default(),
-            params.json_int_list("delete")?.unwrap_or_default(),
-            subs("add_subgroups")?,
-            subs("delete_subgroups")?,
-        )
-    };
-    if add.is_empty() && delete.is_empty() && add_sub.is_empty() && delete_sub.is_empty() {
-        return Err(ApiError::bad(if subgroups_route {
-            "Nothing to do. Specify at least one of \"add\" or \"delete\"."
-        } else {
-            "Nothing to do. Specify at least one of \"add\", \"delete\", \"add_subgroups\" or \"delete_subgroups\"."
-        }));
+        let c = &change;
+        if c.add.is_empty() && c.delete.is_empty() && c.add_sub.is_empty() && c.delete_sub.is_empty() {
+            return Err(ApiError::bad(if subgroups_route {
+                "Nothing to do. Specify at least one of \"add\" or \"delete\"."
+            } else {
+                "Nothing to do. Specify at least one of \"add\", \"delete\", \"add_subgroups\" or \"delete_subgroups\"."
+            }));
+        }
+        Ok(change)
     }
-    let mut g = access_for_update(realm, id, fl >= 391)?;
+}
+
+/// Whether `caller` may make each part of `change`: managers may do anything; otherwise
+/// the group's `can_add_members_group`, `can_remove_members_group` (FL 324), and
+/// `can_join_group`/`can_leave_group` for a change of only themselves.
+fn check_membership_permission(
+    realm: &Realm,
+    caller: &FakeUser,
+    g: &FakeGroup,
+    change: &MembershipChange,
+) -> ApiResult<()> {
+    let fl = realm.feature_level;
+    let MembershipChange { add, delete, add_sub, delete_sub } = change;
     let me = caller.user_id;
-    let manage = realm.can_manage_group(caller, &g);
+    let manage = realm.can_manage_group(caller, g);
     let setting = |s: &str| realm.setting_contains(g.settings.get(s), me);
     let may_add = manage
         || setting("can_add_members_group")
@@ -320,17 +361,28 @@ pub(crate) fn update_members(
     {
         return Err(insufficient());
     }
+    Ok(())
+}
 
-    check_new_members(realm, &add)?;
+/// The users and subgroups named exist, additions are new, removals are present, and no
+/// added subgroup would make group `id` contain itself.
+fn check_membership_change(
+    realm: &Realm,
+    id: u64,
+    g: &FakeGroup,
+    change: &MembershipChange,
+) -> ApiResult<()> {
+    let MembershipChange { add, delete, add_sub, delete_sub } = change;
+    check_new_members(realm, add)?;
     if let Some(u) = add.iter().find(|u| g.members.contains(u)) {
         return Err(ApiError::bad(format!("User {u} is already a member of this group")));
     }
-    check_new_members(realm, &delete)?;
+    check_new_members(realm, delete)?;
     if let Some(u) = delete.iter().find(|u| !g.members.contains(u)) {
         return Err(ApiError::bad(format!("There is no member '{u}' in this user group")));
     }
-    check_subgroups_exist(realm, &add_sub)?;
-    for s in &add_sub {
+    check_subgroups_exist(realm, add_sub)?;
+    for s in add_sub {
         if g.direct_subgroup_ids.contains(s) {
             return Err(ApiError::bad(format!("User group {s} is already a subgroup of this group.")));
         }
@@ -340,17 +392,11 @@ pub(crate) fn update_members(
             )));
         }
     }
-    check_subgroups_exist(realm, &delete_sub)?;
+    check_subgroups_exist(realm, delete_sub)?;
     if let Some(s) = delete_sub.iter().find(|s| !g.direct_subgroup_ids.contains(s)) {
         return Err(ApiError::bad(format!("User group {s} is not a subgroup of this group.")));
     }
-
-    g.members.extend(dedup(add));
-    g.members.retain(|m| !delete.contains(m));
-    g.direct_subgroup_ids.extend(dedup(add_sub));
-    g.direct_subgroup_ids.retain(|s| !delete_sub.contains(s));
-    realm.groups.insert(id, g);
-    Ok(Data::new())
+    Ok(())
 }
 
 /// `GET /user_groups/{id}/members`: recursive unless `direct_member_only`.

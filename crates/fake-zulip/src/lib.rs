@@ -135,6 +135,17 @@ impl Shared {
             None => Duration::ZERO,
         }
     }
+
+    /// Logs `req` and takes what was injected for it ([`FakeZulip::delay_next`],
+    /// [`FakeZulip::fail_next`]) and the latency it gets.
+    fn record(&mut self, req: &Received) -> Injected {
+        self.log.push(req.recorded());
+        let key = (req.method.clone(), req.path.clone());
+        let delay = self.delays.get_mut(&key).and_then(VecDeque::pop_front);
+        let failure = self.failures.get_mut(&key).and_then(VecDeque::pop_front);
+        let latency = self.latency_for(&req.method, &req.path);
+        Injected { delay, failure, latency }
+    }
 }
 
 // === impl Shared ===
@@ -631,47 +642,8 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::
         Ok(b) => b.to_bytes(),
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
-    let header = |name: header::HeaderName| {
-        parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
-    let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
-    let form = if content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        wire::parse_form(&body)
-    } else {
-        Vec::new()
-    };
-    let query = parts.uri.query().map(|q| wire::parse_form(q.as_bytes())).unwrap_or_default();
-    let raw_path = parts.uri.path();
-    let segments: Vec<String> = raw_path
-        .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
-    let path = segments.join("/");
-    let auth = wire::decode_auth(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
-    let host = header(header::HOST).or_else(|| parts.uri.host().map(str::to_string));
-    let method = parts.method.as_str().to_ascii_uppercase();
-    let recorded = RecordedRequest {
-        method: method.clone(),
-        path: path.clone(),
-        query: query.clone(),
-        form: form.clone(),
-        auth_email: match &auth {
-            AuthHeader::Basic { email, .. } => Some(email.clone()),
-            _ => None,
-        },
-        host: host.clone(),
-    };
-
-    let key = (method.clone(), path.clone());
-    let delay = {
-        let mut shared = inner.lock();
-        shared.log.push(recorded);
-        let delay = shared.delays.get_mut(&key).and_then(VecDeque::pop_front);
-        let failure = shared.failures.get_mut(&key).and_then(VecDeque::pop_front);
-        let latency = shared.latency_for(&method, &path);
-        (delay, failure, latency)
-    };
-    let (delay, failure, latency) = (delay.0, delay.1, delay.2);
+    let received = Received::read(&parts, &body);
+    let Injected { delay, failure, latency } = inner.lock().record(&received);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
@@ -684,27 +656,102 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Resp, std::
         Some(f) => return failure_response(&inner, f).await,
         None => None,
     };
+    let response = respond(&inner, &received).await?;
+    match after_apply {
+        Some(f) => failure_response(&inner, f).await,
+        None => Ok(response),
+    }
+}
 
+/// A request as read off the wire, decoded for the log, routing and auth.
+struct Received {
+    /// Upper case.
+    method: String,
+    /// Percent-decoded, without the query string.
+    path: String,
+    /// The percent-decoded segments of the path (the first is the empty one before `/`).
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+    /// Form-encoded body fields (empty for any other content type).
+    form: Vec<(String, String)>,
+    auth: AuthHeader,
+    host: Option<String>,
+    accept: String,
+}
+
+// === impl Received ===
+
+impl Received {
+    fn read(parts: &hyper::http::request::Parts, body: &[u8]) -> Received {
+        let header = |name: header::HeaderName| {
+            parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
+        let form = if content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+            wire::parse_form(body)
+        } else {
+            Vec::new()
+        };
+        let query = parts.uri.query().map(|q| wire::parse_form(q.as_bytes())).unwrap_or_default();
+        let segments: Vec<String> = parts
+            .uri
+            .path()
+            .split('/')
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        Received {
+            method: parts.method.as_str().to_ascii_uppercase(),
+            path: segments.join("/"),
+            segments,
+            query,
+            form,
+            auth: wire::decode_auth(parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())),
+            host: header(header::HOST).or_else(|| parts.uri.host().map(str::to_string)),
+            accept: header(header::ACCEPT).unwrap_or_default(),
+        }
+    }
+
+    /// The entry of the request log ([`FakeZulip::requests`]).
+    fn recorded(&self) -> RecordedRequest {
+        RecordedRequest {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            form: self.form.clone(),
+            auth_email: match &self.auth {
+                AuthHeader::Basic { email, .. } => Some(email.clone()),
+                _ => None,
+            },
+            host: self.host.clone(),
+        }
+    }
+}
+
+/// What the test hooks and the latency profile hold for one request.
+struct Injected {
+    delay: Option<Duration>,
+    failure: Option<Failure>,
+    latency: Duration,
+}
+
+/// Processes the request under the lock, then finishes a long-poll outside it.
+async fn respond(inner: &Inner, received: &Received) -> Result<Resp, std::io::Error> {
     let request = Parsed {
-        method: &method,
-        path: &path,
-        segments: &segments,
-        params: Params::new(&query, &form),
-        auth,
-        host: host.as_deref(),
-        accept: header(header::ACCEPT).unwrap_or_default(),
+        method: &received.method,
+        path: &received.path,
+        segments: &received.segments,
+        params: Params::new(&received.query, &received.form),
+        auth: &received.auth,
+        host: received.host.as_deref(),
+        accept: &received.accept,
     };
     let processed = {
         let mut shared = inner.lock();
         process(&mut shared, &request)
     };
-    let response = match processed {
-        Processed::Done(response) => response,
-        Processed::Wait(wait) => long_poll(&inner, wait).await?,
-    };
-    match after_apply {
-        Some(f) => failure_response(&inner, f).await,
-        None => Ok(response),
+    match processed {
+        Processed::Done(response) => Ok(response),
+        Processed::Wait(wait) => long_poll(inner, wait).await,
     }
 }
 
@@ -714,9 +761,9 @@ struct Parsed<'a> {
     path: &'a str,
     segments: &'a [String],
     params: Params,
-    auth: AuthHeader,
+    auth: &'a AuthHeader,
     host: Option<&'a str>,
-    accept: String,
+    accept: &'a str,
 }
 
 async fn failure_response(inner: &Inner, failure: Failure) -> Result<Resp, std::io::Error> {
@@ -832,7 +879,7 @@ fn serve_events(
 /// Routing, auth, Host, rate limit and the endpoint, all under the lock (no `.await`).
 fn process(shared: &mut Shared, req: &Parsed<'_>) -> Processed {
     let mut wait = None;
-    let response = process_inner(shared, req, &mut wait);
+    let response = serve(shared, req, &mut wait);
     match wait {
         Some(mut w) => {
             let rate = |name: &str| {
@@ -849,31 +896,12 @@ fn process(shared: &mut Shared, req: &Parsed<'_>) -> Processed {
     }
 }
 
-fn process_inner(shared: &mut Shared, req: &Parsed<'_>, wait: &mut Option<Wait>) -> Resp {
+/// The response to `req`; a blocking `GET /events` with nothing to deliver yet leaves its
+/// long-poll in `wait` (and the response is then only a carrier of its rate-limit headers).
+fn serve(shared: &mut Shared, req: &Parsed<'_>, wait: &mut Option<Wait>) -> Resp {
     let fl = shared.realm.feature_level;
-    let Some(api_segments) = req.segments.get(..3).and_then(|head| {
-        (head.first().map(String::as_str) == Some("")
-            && head.get(1).map(String::as_str) == Some("api")
-            && head.get(2).map(String::as_str) == Some("v1"))
-        .then(|| req.segments.get(3..).unwrap_or_default())
-    }) else {
-        if req.path.starts_with("/json/") {
-            let mut r = wire::json_response(
-                401,
-                &ApiError::new(
-                    401,
-                    "UNAUTHORIZED",
-                    "Not logged in: API authentication or user session required",
-                )
-                .body(),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Session realm=\"zulip\""),
-            );
-            return r;
-        }
-        return wire::html_404(req.path);
+    let Some(api_segments) = api_segments(req.segments) else {
+        return outside_api(req.path);
     };
     let Some(route) = Route::parse(api_segments, fl) else {
         return wire::html_404(req.path);
@@ -902,36 +930,81 @@ fn process_inner(shared: &mut Shared, req: &Parsed<'_>, wait: &mut Option<Wait>)
             return r;
         }
     };
-    let mut response = if shared.realm.enforce_host && !host_matches(&shared.realm, req.host) {
-        wire::error_response(&ApiError::bad("Account is not associated with this subdomain"))
-    } else if matches!(route, Route::Register | Route::Events) {
-        match serve_events(shared, &route, req, &caller) {
-            Ok(Processed::Done(r)) => r,
-            Ok(Processed::Wait(w)) => {
-                *wait = Some(w);
-                wire::success(Map::new(), &[])
-            }
-            Err(e) => wire::error_response(&e),
-        }
-    } else {
-        let touched = if matches!(req.method, "GET" | "HEAD") {
-            None
-        } else {
-            Some(routes::touched_users(&shared.realm, &route, &caller))
-        };
-        let (result, known) = match touched {
-            Some(touched) => shared
-                .change(&touched, |realm| routes::dispatch(realm, &route, req.method, &caller, &req.params)),
-            None => routes::dispatch(&mut shared.realm, &route, req.method, &caller, &req.params),
-        };
-        match result {
-            Ok(data) => wire::success(data, &req.params.unknown(&known)),
-            Err(e) => wire::error_response(&e),
-        }
-    };
+    let mut response = serve_endpoint(shared, &route, req, &caller, wait);
     let reset = (now_unix_f64() + reset_in.as_secs_f64()).floor() as i64;
     add_rate_headers(&mut response, limit, remaining, reset);
     response
+}
+
+/// The segments after `/api/v1/`; `None` for a path outside the REST API.
+fn api_segments(segments: &[String]) -> Option<&[String]> {
+    segments.get(..3).and_then(|head| {
+        (head.first().map(String::as_str) == Some("")
+            && head.get(1).map(String::as_str) == Some("api")
+            && head.get(2).map(String::as_str) == Some("v1"))
+        .then(|| segments.get(3..).unwrap_or_default())
+    })
+}
+
+/// A path outside `/api/v1/`: the web app's `/json/…` wants a session (401), anything else
+/// is an HTML 404.
+fn outside_api(path: &str) -> Resp {
+    if path.starts_with("/json/") {
+        let mut r = wire::json_response(
+            401,
+            &ApiError::new(401, "UNAUTHORIZED", "Not logged in: API authentication or user session required")
+                .body(),
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Session realm=\"zulip\""));
+        return r;
+    }
+    wire::html_404(path)
+}
+
+/// The endpoint's answer to an authenticated caller within the rate limit: refused when the
+/// Host is not the realm's (if enforced), else the events API or a REST endpoint.
+fn serve_endpoint(
+    shared: &mut Shared,
+    route: &Route,
+    req: &Parsed<'_>,
+    caller: &FakeUser,
+    wait: &mut Option<Wait>,
+) -> Resp {
+    if shared.realm.enforce_host && !host_matches(&shared.realm, req.host) {
+        return wire::error_response(&ApiError::bad("Account is not associated with this subdomain"));
+    }
+    if !matches!(route, Route::Register | Route::Events) {
+        return serve_rest(shared, route, req, caller);
+    }
+    match serve_events(shared, route, req, caller) {
+        Ok(Processed::Done(r)) => r,
+        Ok(Processed::Wait(w)) => {
+            *wait = Some(w);
+            wire::success(Map::new(), &[])
+        }
+        Err(e) => wire::error_response(&e),
+    }
+}
+
+/// A REST endpoint through [`routes::dispatch`]; a write runs as a change of the realm, so
+/// the events it causes are queued.
+fn serve_rest(shared: &mut Shared, route: &Route, req: &Parsed<'_>, caller: &FakeUser) -> Resp {
+    let touched = if matches!(req.method, "GET" | "HEAD") {
+        None
+    } else {
+        Some(routes::touched_users(&shared.realm, route, caller))
+    };
+    let (result, known) = match touched {
+        Some(touched) => {
+            shared.change(&touched, |realm| routes::dispatch(realm, route, req.method, caller, &req.params))
+        }
+        None => routes::dispatch(&mut shared.realm, route, req.method, caller, &req.params),
+    };
+    match result {
+        Ok(data) => wire::success(data, &req.params.unknown(&known)),
+        Err(e) => wire::error_response(&e),
+    }
 }
 
 fn now_unix_f64() -> f64 {
@@ -975,7 +1048,7 @@ fn host_matches(realm: &Realm, host: Option<&str>) -> bool {
 /// Zulip's REST auth decorator: every failure row of the transcripts (`auth-and-errors.json`).
 fn authenticate(realm: &Realm, req: &Parsed<'_>) -> Result<FakeUser, Box<Resp>> {
     let unauthorized = |msg: &str| Box::new(wire::error_response(&ApiError::new(401, "UNAUTHORIZED", msg)));
-    match &req.auth {
+    match req.auth {
         AuthHeader::Missing => {
             if req.accept.contains("text/html") {
                 let next: String = form_urlencoded::byte_serialize(req.path.as_bytes()).collect();

@@ -139,6 +139,9 @@ pub(crate) fn touched_users(realm: &Realm, route: &Route, caller: &FakeUser) -> 
     }
 }
 
+/// A handler's result and the parameter names its endpoint understands.
+type Dispatched = (ApiResult<Data>, Vec<&'static str>);
+
 /// Runs an authenticated request; returns the handler's result and the parameter names the
 /// endpoint understands (for `ignored_parameters_unsupported`).
 pub(crate) fn dispatch(
@@ -147,14 +150,48 @@ pub(crate) fn dispatch(
     method: &str,
     caller: &FakeUser,
     params: &Params,
-) -> (ApiResult<Data>, Vec<&'static str>) {
-    let fl = realm.feature_level;
+) -> Dispatched {
     if route.needs_human_member() {
         if let Err(e) = groups::require_member(caller) {
             return (Err(e), Vec::new());
         }
     }
     let method = if method == "HEAD" { "GET" } else { method };
+    match route {
+        Route::Users | Route::UsersMe | Route::User(_) | Route::UserReactivate(_) => {
+            dispatch_users(realm, route, method, caller, params)
+        }
+        Route::UserChannels(_) | Route::UsersMeSubscriptions | Route::Streams | Route::StreamMembers(_) => {
+            dispatch_channels(realm, route, caller, params)
+        }
+        Route::UserGroups
+        | Route::UserGroupCreate
+        | Route::UserGroup(_)
+        | Route::GroupMembers(_)
+        | Route::GroupMember(..)
+        | Route::GroupSubgroups(_)
+        | Route::GroupDeactivate(_) => dispatch_groups(realm, route, method, caller, params),
+        Route::ProfileFields | Route::ProfileField(_) => {
+            dispatch_profile_fields(realm, route, method, caller, params)
+        }
+        Route::ServerSettings | Route::Register | Route::Events => not_dispatched(),
+    }
+}
+
+/// Unreachable after the method check; answer like an unknown user to stay total.
+fn not_dispatched() -> Dispatched {
+    (Err(super::wire::ApiError::bad("No such user")), Vec::new())
+}
+
+/// `/users`, `/users/me`, `/users/{id|email}` and `…/reactivate`.
+fn dispatch_users(
+    realm: &mut Realm,
+    route: &Route,
+    method: &str,
+    caller: &FakeUser,
+    params: &Params,
+) -> Dispatched {
+    let fl = realm.feature_level;
     match (route, method) {
         (Route::Users, "GET") => {
             let known = if fl >= 384 { users::LIST_PARAMS.to_vec() } else { users::GET_PARAMS.to_vec() };
@@ -181,14 +218,33 @@ pub(crate) fn dispatch(
             (users::deactivate(realm, caller, *id, params), known)
         }
         (Route::UserReactivate(id), _) => (users::reactivate(realm, caller, *id), Vec::new()),
-        (Route::UserChannels(id), _) => (channels::user_channels(realm, caller, *id), Vec::new()),
-        (Route::UsersMeSubscriptions, _) => {
+        _ => not_dispatched(),
+    }
+}
+
+/// `/users/{id}/channels`, `/users/me/subscriptions`, `/streams` and its members.
+fn dispatch_channels(realm: &mut Realm, route: &Route, caller: &FakeUser, params: &Params) -> Dispatched {
+    match route {
+        Route::UserChannels(id) => (channels::user_channels(realm, caller, *id), Vec::new()),
+        Route::UsersMeSubscriptions => {
             (channels::unsubscribe(realm, caller, params), channels::UNSUBSCRIBE_PARAMS.to_vec())
         }
-        (Route::Streams, _) => {
-            (channels::list(realm, caller, params), channels::GET_CHANNELS_PARAMS.to_vec())
-        }
-        (Route::StreamMembers(id), _) => (channels::members(realm, caller, *id), Vec::new()),
+        Route::Streams => (channels::list(realm, caller, params), channels::GET_CHANNELS_PARAMS.to_vec()),
+        Route::StreamMembers(id) => (channels::members(realm, caller, *id), Vec::new()),
+        _ => not_dispatched(),
+    }
+}
+
+/// `/user_groups` and everything under it.
+fn dispatch_groups(
+    realm: &mut Realm,
+    route: &Route,
+    method: &str,
+    caller: &FakeUser,
+    params: &Params,
+) -> Dispatched {
+    let fl = realm.feature_level;
+    match (route, method) {
         (Route::UserGroups, _) => (groups::list(realm, params), groups::list_params(fl)),
         (Route::UserGroupCreate, _) => (groups::create(realm, caller, params), groups::create_params(fl)),
         (Route::UserGroup(id), "PATCH") => {
@@ -209,6 +265,19 @@ pub(crate) fn dispatch(
             (groups::update_members(realm, caller, *id, params, true), vec!["add", "delete"])
         }
         (Route::GroupDeactivate(id), _) => (groups::deactivate(realm, caller, *id), Vec::new()),
+        _ => not_dispatched(),
+    }
+}
+
+/// `/realm/profile_fields` and `/realm/profile_fields/{id}`.
+fn dispatch_profile_fields(
+    realm: &mut Realm,
+    route: &Route,
+    method: &str,
+    caller: &FakeUser,
+    params: &Params,
+) -> Dispatched {
+    match (route, method) {
         (Route::ProfileFields, "GET") => (profile_fields::list(realm), Vec::new()),
         (Route::ProfileFields, "PATCH") => {
             (profile_fields::reorder(realm, caller, params), profile_fields::REORDER_PARAMS.to_vec())
@@ -220,11 +289,7 @@ pub(crate) fn dispatch(
             (profile_fields::update(realm, caller, *id, params), profile_fields::UPDATE_PARAMS.to_vec())
         }
         (Route::ProfileField(id), _) => (profile_fields::delete(realm, caller, *id), Vec::new()),
-        // Unreachable after the method check; answer like an unknown user to stay total.
-        (Route::ServerSettings, _)
-        | (Route::User(UserRef::Email(_)), _)
-        | (Route::Register, _)
-        | (Route::Events, _) => (Err(super::wire::ApiError::bad("No such user")), Vec::new()),
+        _ => not_dispatched(),
     }
 }
 

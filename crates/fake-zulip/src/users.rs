@@ -115,13 +115,7 @@ pub(crate) fn update(
     let fl = realm.feature_level;
     // Typed parameters are parsed before the view runs.
     let full_name = params.string("full_name");
-    let role = match params.json_int("role")? {
-        Some(r) if !ROLES.iter().any(|x| i64::from(*x) == r) => {
-            return Err(ApiError::bad("Invalid role: Value error, Not in the list of possible values"))
-        }
-        Some(r) => u16::try_from(r).ok(),
-        None => None,
-    };
+    let role = parse_role(params)?;
     let profile_data = params.json_value("profile_data")?.map(parse_profile_data).transpose()?;
     let new_email = if fl >= 313 { params.string("new_email") } else { None };
 
@@ -134,15 +128,7 @@ pub(crate) fn update(
     }
 
     if let Some(role) = role.filter(|r| *r != user.role) {
-        if (role == OWNER || user.role == OWNER) && caller.role != OWNER {
-            return Err(ApiError::principal("Must be an organization owner"));
-        }
-        if user.role == OWNER && is_last_owner(realm, user.user_id) {
-            return Err(ApiError::bad(
-                "The owner permission cannot be removed from the only organization owner.",
-            ));
-        }
-        user.role = role;
+        change_role(realm, caller, &mut user, role)?;
     }
     if let Some(name) = full_name {
         if name != user.full_name && !name.trim().is_empty() {
@@ -154,22 +140,53 @@ pub(crate) fn update(
     }
     if let Some(new_email) = new_email {
         if new_email != user.delivery_email {
-            if !valid_email(new_email.trim()) {
-                return Err(ApiError::bad("Invalid new email address."));
-            }
-            if let Some(other) = realm.user_by_email(&new_email) {
-                return Err(ApiError::bad(if other.is_active {
-                    "New email value error: Already has an account."
-                } else {
-                    "New email value error: Account has been deactivated."
-                }));
-            }
-            user.delivery_email = new_email.trim().to_string();
+            change_email(realm, &mut user, &new_email)?;
         }
     }
     realm.users.insert(user.user_id, user);
     realm.sync_system_groups();
     Ok(Data::new())
+}
+
+/// The `role` parameter: one of Zulip's role values.
+fn parse_role(params: &Params) -> ApiResult<Option<u16>> {
+    match params.json_int("role")? {
+        Some(r) if !ROLES.iter().any(|x| i64::from(*x) == r) => {
+            Err(ApiError::bad("Invalid role: Value error, Not in the list of possible values"))
+        }
+        Some(r) => Ok(u16::try_from(r).ok()),
+        None => Ok(None),
+    }
+}
+
+/// Only an owner grants or removes ownership, and never the last owner's.
+fn change_role(realm: &Realm, caller: &FakeUser, user: &mut FakeUser, role: u16) -> ApiResult<()> {
+    if (role == OWNER || user.role == OWNER) && caller.role != OWNER {
+        return Err(ApiError::principal("Must be an organization owner"));
+    }
+    if user.role == OWNER && is_last_owner(realm, user.user_id) {
+        return Err(ApiError::bad(
+            "The owner permission cannot be removed from the only organization owner.",
+        ));
+    }
+    user.role = role;
+    Ok(())
+}
+
+/// A new delivery email: well formed and nobody else's (active or deactivated).
+fn change_email(realm: &Realm, user: &mut FakeUser, new_email: &str) -> ApiResult<()> {
+    if !valid_email(new_email.trim()) {
+        return Err(ApiError::bad("Invalid new email address."));
+    }
+    if let Some(other) = realm.user_by_email(new_email) {
+        return Err(ApiError::bad(if other.is_active {
+            "New email value error: Already has an account."
+        } else {
+            "New email value error: Account has been deactivated."
+        }));
+    }
+    user.delivery_email = new_email.trim().to_string();
+    Ok(())
 }
 
 /// The only active human owner?

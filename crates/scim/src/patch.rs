@@ -413,87 +413,126 @@ fn set(work: &mut Value, t: &Target<'_>, value: &Value, is_add: bool) -> Result<
     };
     let def = t.def;
     match (def.multi_valued, t.sub) {
-        (true, Some(sub)) => {
-            // `emails.primary`: every element; a first element if there is none.
-            let new = coerce_single(sub, value, &t.name())?;
-            let mut items = take_list(container, def.name);
-            if items.is_empty() {
-                if let Some(new) = new {
-                    items.push(Value::Object(Map::from_iter([(sub.name.to_owned(), new)])));
-                }
-            } else {
-                for item in &mut items {
-                    set_sub(item, sub, new.clone(), def)?;
-                }
-            }
-            put_list(container, def.name, items);
+        (true, Some(sub)) => set_sub_of_every_element(container, t, sub, value)?,
+        (true, None) if is_add => add_elements(container, def, value)?,
+        (true, None) => put_list(container, def.name, coerce_multi(def, value)?),
+        (false, Some(sub)) => set_sub_of_complex(container, t, sub, value)?,
+        (false, None) if def.type_ == AttrType::Complex => set_complex(container, def, value)?,
+        (false, None) => set_single(container, def, value)?,
+    }
+    Ok(())
+}
+
+/// `emails.primary`: `sub` of every element; a first element if there is none.
+fn set_sub_of_every_element(
+    container: &mut Map<String, Value>,
+    t: &Target<'_>,
+    sub: &'static AttributeDef,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let def = t.def;
+    let new = coerce_single(sub, value, &t.name())?;
+    let mut items = take_list(container, def.name);
+    if items.is_empty() {
+        if let Some(new) = new {
+            items.push(Value::Object(Map::from_iter([(sub.name.to_owned(), new)])));
         }
-        (true, None) => {
-            let new = coerce_multi(def, value)?;
-            if is_add {
-                let mut items = take_list(container, def.name);
-                let mut added_primary = None;
-                for n in new {
-                    if !items.iter().any(|e| same_element(def, e, &n)) {
-                        if is_primary(&n) {
-                            added_primary = Some(items.len());
-                        }
-                        items.push(n);
-                    }
-                }
-                if let Some(keep) = added_primary {
-                    clear_other_primaries(&mut items, keep);
-                }
-                put_list(container, def.name, items);
-            } else {
-                put_list(container, def.name, new);
-            }
+    } else {
+        for item in &mut items {
+            set_sub(item, sub, new.clone(), def)?;
         }
-        (false, Some(sub)) => {
-            let new = coerce_single(sub, value, &t.name())?;
-            let mut obj = match remove_ci(container, def.name) {
-                Some(Value::Object(m)) => Value::Object(m),
-                _ => Value::Object(Map::new()),
-            };
-            set_sub(&mut obj, sub, new, def)?;
-            put_object(container, def.name, obj);
+    }
+    put_list(container, def.name, items);
+    Ok(())
+}
+
+/// `add` to a multi-valued attribute: the elements not already there are appended, and
+/// an added `primary` one clears the others' flag.
+fn add_elements(
+    container: &mut Map<String, Value>,
+    def: &'static AttributeDef,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let new = coerce_multi(def, value)?;
+    let mut items = take_list(container, def.name);
+    let mut added_primary = None;
+    for n in new {
+        if !items.iter().any(|e| same_element(def, e, &n)) {
+            if is_primary(&n) {
+                added_primary = Some(items.len());
+            }
+            items.push(n);
         }
-        (false, None) if def.type_ == AttrType::Complex => match value {
-            Value::Null => {
-                remove_ci(container, def.name);
-            }
-            // A bare value for an attribute with a `value` sub-attribute (Entra's flag-on
-            // `manager`): that sub-attribute, replacing the whole value.
-            Value::String(_) | Value::Number(_) | Value::Bool(_) if def.sub("value").is_some() => {
-                match coerce_single(def, value, def.name)? {
-                    Some(obj) => put_object(container, def.name, obj),
-                    None => {
-                        remove_ci(container, def.name);
-                    }
-                }
-            }
-            Value::Object(patch) => {
-                let mut obj = match remove_ci(container, def.name) {
-                    Some(Value::Object(m)) => Value::Object(m),
-                    _ => Value::Object(Map::new()),
-                };
-                merge_into(&mut obj, def, patch)?;
-                put_object(container, def.name, obj);
-            }
-            _ => return Err(invalid_value(def.name, "an object of sub-attributes", value)),
-        },
-        (false, None) => {
-            let new = coerce_single(def, value, def.name)?;
-            let old = get_ci(container, def.name).filter(|v| !v.is_null());
-            if def.mutability == Mutability::Immutable && old.is_some() && old != new.as_ref() {
-                return Err(immutable(def.name));
-            }
-            match new {
-                Some(new) => insert_ci(container, def.name, new),
+    }
+    if let Some(keep) = added_primary {
+        clear_other_primaries(&mut items, keep);
+    }
+    put_list(container, def.name, items);
+    Ok(())
+}
+
+/// `name.givenName`: one sub-attribute of a single-valued complex attribute.
+fn set_sub_of_complex(
+    container: &mut Map<String, Value>,
+    t: &Target<'_>,
+    sub: &'static AttributeDef,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let def = t.def;
+    let new = coerce_single(sub, value, &t.name())?;
+    let mut obj = take_object(container, def.name);
+    set_sub(&mut obj, sub, new, def)?;
+    put_object(container, def.name, obj);
+    Ok(())
+}
+
+/// A whole single-valued complex attribute: null removes it, a bare value sets its `value`
+/// sub-attribute, an object is merged into it.
+fn set_complex(
+    container: &mut Map<String, Value>,
+    def: &'static AttributeDef,
+    value: &Value,
+) -> Result<(), ScimError> {
+    match value {
+        Value::Null => {
+            remove_ci(container, def.name);
+        }
+        // A bare value for an attribute with a `value` sub-attribute (Entra's flag-on
+        // `manager`): that sub-attribute, replacing the whole value.
+        Value::String(_) | Value::Number(_) | Value::Bool(_) if def.sub("value").is_some() => {
+            match coerce_single(def, value, def.name)? {
+                Some(obj) => put_object(container, def.name, obj),
                 None => {
                     remove_ci(container, def.name);
                 }
             }
+        }
+        Value::Object(patch) => {
+            let mut obj = take_object(container, def.name);
+            merge_into(&mut obj, def, patch)?;
+            put_object(container, def.name, obj);
+        }
+        _ => return Err(invalid_value(def.name, "an object of sub-attributes", value)),
+    }
+    Ok(())
+}
+
+/// A single-valued simple attribute; an `immutable` one may only be set when unset or to
+/// its current value.
+fn set_single(
+    container: &mut Map<String, Value>,
+    def: &'static AttributeDef,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let new = coerce_single(def, value, def.name)?;
+    let old = get_ci(container, def.name).filter(|v| !v.is_null());
+    if def.mutability == Mutability::Immutable && old.is_some() && old != new.as_ref() {
+        return Err(immutable(def.name));
+    }
+    match new {
+        Some(new) => insert_ci(container, def.name, new),
+        None => {
+            remove_ci(container, def.name);
         }
     }
     Ok(())
@@ -516,7 +555,6 @@ fn set_filtered(
     };
     let mut items = take_list(container, def.name);
     let matching: Vec<usize> = (0..items.len()).filter(|&i| filter.matches_element(&items[i], def)).collect();
-    let mut new_primary = None;
     if matching.is_empty() {
         let template = filter.element_template().filter(|_| t.sub.is_some() || is_add);
         let Some(template) = template else {
@@ -530,57 +568,80 @@ fn set_filtered(
             put_list(container, def.name, items);
             return Ok(());
         }
-        let mut element = Value::Object(Map::new());
-        for (name, v) in template {
-            let Some(sub) = def.sub(name) else { continue };
-            let v = coerce_single(sub, &v, &format!("{}.{}", def.name, sub.name))?;
-            set_sub(&mut element, sub, v, def)?;
-        }
-        match (t.sub, value) {
-            (Some(sub), v) => {
-                let v = coerce_single(sub, v, &t.name())?;
-                set_sub(&mut element, sub, v, def)?;
-            }
-            (None, Value::Object(patch)) => merge_into(&mut element, def, patch)?,
-            (None, v) => return Err(invalid_value(def.name, "an object of sub-attributes", v)),
-        }
-        if is_primary(&element) {
-            new_primary = Some(items.len());
-        }
+        let element = element_from_template(t, template, value)?;
+        let new_primary = is_primary(&element).then_some(items.len());
         items.push(element);
-    } else {
-        let new_sub = match t.sub {
-            Some(sub) => Some((sub, coerce_single(sub, value, &t.name())?)),
-            None => None,
-        };
-        let mut removed = Vec::new();
-        for &i in &matching {
-            let item = &mut items[i];
-            match (&new_sub, value) {
-                (Some((sub, v)), _) => set_sub(item, sub, v.clone(), def)?,
-                (None, Value::Null) => removed.push(i),
-                (None, Value::Object(patch)) => merge_into(item, def, patch)?,
-                (None, v) => return Err(invalid_value(def.name, "an object of sub-attributes", v)),
-            }
-            if is_primary(item) {
-                new_primary = Some(i);
-            }
-        }
         if let Some(keep) = new_primary {
             clear_other_primaries(&mut items, keep);
-            new_primary = None;
         }
-        let mut i = 0;
-        items.retain(|_| {
-            i += 1;
-            !removed.contains(&(i - 1))
-        });
-    }
-    if let Some(keep) = new_primary {
-        clear_other_primaries(&mut items, keep);
+    } else {
+        update_matching(&mut items, &matching, t, value)?;
     }
     items.retain(|e| !is_empty(e));
     put_list(container, def.name, items);
+    Ok(())
+}
+
+/// The element a filtered `add`/`replace` that matched nothing adds: the filter's `eq`
+/// pairs, with `value` set at the target's sub-attribute or merged in as an object.
+fn element_from_template(
+    t: &Target<'_>,
+    template: Vec<(&str, Value)>,
+    value: &Value,
+) -> Result<Value, ScimError> {
+    let def = t.def;
+    let mut element = Value::Object(Map::new());
+    for (name, v) in template {
+        let Some(sub) = def.sub(name) else { continue };
+        let v = coerce_single(sub, &v, &format!("{}.{}", def.name, sub.name))?;
+        set_sub(&mut element, sub, v, def)?;
+    }
+    match (t.sub, value) {
+        (Some(sub), v) => {
+            let v = coerce_single(sub, v, &t.name())?;
+            set_sub(&mut element, sub, v, def)?;
+        }
+        (None, Value::Object(patch)) => merge_into(&mut element, def, patch)?,
+        (None, v) => return Err(invalid_value(def.name, "an object of sub-attributes", v)),
+    }
+    Ok(element)
+}
+
+/// A filtered `add`/`replace` on the `matching` elements: set the target's sub-attribute,
+/// merge an object in, or (a null value) remove the element.
+fn update_matching(
+    items: &mut Vec<Value>,
+    matching: &[usize],
+    t: &Target<'_>,
+    value: &Value,
+) -> Result<(), ScimError> {
+    let def = t.def;
+    let new_sub = match t.sub {
+        Some(sub) => Some((sub, coerce_single(sub, value, &t.name())?)),
+        None => None,
+    };
+    let mut new_primary = None;
+    let mut removed = Vec::new();
+    for &i in matching {
+        let item = &mut items[i];
+        match (&new_sub, value) {
+            (Some((sub, v)), _) => set_sub(item, sub, v.clone(), def)?,
+            (None, Value::Null) => removed.push(i),
+            (None, Value::Object(patch)) => merge_into(item, def, patch)?,
+            (None, v) => return Err(invalid_value(def.name, "an object of sub-attributes", v)),
+        }
+        if is_primary(item) {
+            new_primary = Some(i);
+        }
+    }
+    if let Some(keep) = new_primary {
+        clear_other_primaries(items, keep);
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        !removed.contains(&(i - 1))
+    });
     Ok(())
 }
 
@@ -855,6 +916,14 @@ fn take_list(map: &mut Map<String, Value>, name: &str) -> Vec<Value> {
         Some(Value::Array(items)) => items,
         Some(Value::Object(obj)) => vec![Value::Object(obj)],
         _ => Vec::new(),
+    }
+}
+
+/// Removes `name` from `container` as an object (an empty one if it was absent or not one).
+fn take_object(container: &mut Map<String, Value>, name: &str) -> Value {
+    match remove_ci(container, name) {
+        Some(Value::Object(m)) => Value::Object(m),
+        _ => Value::Object(Map::new()),
     }
 }
 

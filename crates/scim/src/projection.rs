@@ -408,60 +408,13 @@ impl SortSpec {
         sort_order: Option<&str>,
         rt: &ResourceTypeDef,
     ) -> Result<Option<SortSpec>, ScimError> {
-        let descending = match sort_order.map(str::trim).filter(|o| !o.is_empty()) {
-            None => false,
-            Some(o) if o.eq_ignore_ascii_case("ascending") => false,
-            Some(o) if o.eq_ignore_ascii_case("descending") => true,
-            Some(o) => {
-                return Err(ScimError::new(
-                    ScimType::InvalidValue,
-                    format!("sortOrder: {o:?} is neither \"ascending\" nor \"descending\""),
-                ))
-            }
-        };
+        let descending = parse_sort_order(sort_order)?;
         let Some(sort_by) = sort_by.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
         let path = AttrPath::parse(sort_by, "sortBy")?;
-        let unknown = || {
-            ScimError::new(
-                ScimType::InvalidValue,
-                format!("sortBy: {sort_by:?} is not an attribute of {} resources", rt.name),
-            )
-        };
-        let (extension, top) = match path.urn.as_deref() {
-            Some(urn) if urn.eq_ignore_ascii_case(rt.schema.id) => (None, rt.find(None, &path.attr, None)),
-            Some(urn) => {
-                let ext = extension(rt, urn).ok_or_else(unknown)?;
-                (Some(ext.id), ext.attribute(&path.attr))
-            }
-            None => match rt.find(None, &path.attr, None) {
-                Some(def) => (None, Some(def)),
-                None => rt
-                    .extensions
-                    .iter()
-                    .find_map(|(ext, _)| ext.attribute(&path.attr).map(|def| (Some(ext.id), Some(def))))
-                    .unwrap_or((None, None)),
-            },
-        };
-        let top = top.ok_or_else(unknown)?;
-        let sub = match path.sub.as_deref() {
-            Some(sub) => Some(top.sub(sub).ok_or_else(unknown)?),
-            None if top.type_ == AttrType::Complex => {
-                let value = top.sub("value").filter(|_| top.multi_valued);
-                Some(value.ok_or_else(|| {
-                    ScimError::new(
-                        ScimType::InvalidValue,
-                        format!(
-                            "sortBy: {sort_by:?} is complex: name one of its sub-attributes, e.g. {}.{}",
-                            top.name,
-                            top.sub_attributes.first().map_or("value", |s| s.name)
-                        ),
-                    )
-                })?)
-            }
-            None => None,
-        };
+        let (extension, top) = sort_attribute(&path, sort_by, rt)?;
+        let sub = sort_sub_attribute(&path, sort_by, top, rt)?;
         Ok(Some(SortSpec {
             extension,
             attr: top.name,
@@ -523,6 +476,79 @@ impl SortSpec {
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             _ => type_rank(x).cmp(&type_rank(y)),
         }
+    }
+}
+
+/// Whether `sortOrder` is `descending` (absent or blank is `ascending`).
+fn parse_sort_order(sort_order: Option<&str>) -> Result<bool, ScimError> {
+    match sort_order.map(str::trim).filter(|o| !o.is_empty()) {
+        None => Ok(false),
+        Some(o) if o.eq_ignore_ascii_case("ascending") => Ok(false),
+        Some(o) if o.eq_ignore_ascii_case("descending") => Ok(true),
+        Some(o) => Err(ScimError::new(
+            ScimType::InvalidValue,
+            format!("sortOrder: {o:?} is neither \"ascending\" nor \"descending\""),
+        )),
+    }
+}
+
+fn unknown_sort_attribute(sort_by: &str, rt: &ResourceTypeDef) -> ScimError {
+    ScimError::new(
+        ScimType::InvalidValue,
+        format!("sortBy: {sort_by:?} is not an attribute of {} resources", rt.name),
+    )
+}
+
+/// The top-level attribute `sortBy` names, and the extension URN it lives under: a core
+/// attribute, else the first extension that has one of that name when no URN is given.
+fn sort_attribute(
+    path: &AttrPath,
+    sort_by: &str,
+    rt: &ResourceTypeDef,
+) -> Result<(Option<&'static str>, &'static AttributeDef), ScimError> {
+    let (extension, top) = match path.urn.as_deref() {
+        Some(urn) if urn.eq_ignore_ascii_case(rt.schema.id) => (None, rt.find(None, &path.attr, None)),
+        Some(urn) => {
+            let ext = extension(rt, urn).ok_or_else(|| unknown_sort_attribute(sort_by, rt))?;
+            (Some(ext.id), ext.attribute(&path.attr))
+        }
+        None => match rt.find(None, &path.attr, None) {
+            Some(def) => (None, Some(def)),
+            None => rt
+                .extensions
+                .iter()
+                .find_map(|(ext, _)| ext.attribute(&path.attr).map(|def| (Some(ext.id), Some(def))))
+                .unwrap_or((None, None)),
+        },
+    };
+    let top = top.ok_or_else(|| unknown_sort_attribute(sort_by, rt))?;
+    Ok((extension, top))
+}
+
+/// The sub-attribute `sortBy` sorts by: the one it names, `value` for a multi-valued complex
+/// attribute, none for a simple one; a single-valued complex one without is `invalidValue`.
+fn sort_sub_attribute(
+    path: &AttrPath,
+    sort_by: &str,
+    top: &'static AttributeDef,
+    rt: &ResourceTypeDef,
+) -> Result<Option<&'static AttributeDef>, ScimError> {
+    match path.sub.as_deref() {
+        Some(sub) => Ok(Some(top.sub(sub).ok_or_else(|| unknown_sort_attribute(sort_by, rt))?)),
+        None if top.type_ == AttrType::Complex => {
+            let value = top.sub("value").filter(|_| top.multi_valued);
+            Ok(Some(value.ok_or_else(|| {
+                ScimError::new(
+                    ScimType::InvalidValue,
+                    format!(
+                        "sortBy: {sort_by:?} is complex: name one of its sub-attributes, e.g. {}.{}",
+                        top.name,
+                        top.sub_attributes.first().map_or("value", |s| s.name)
+                    ),
+                )
+            })?))
+        }
+        None => Ok(None),
     }
 }
 
