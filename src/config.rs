@@ -1001,26 +1001,10 @@ fn validate_realm(
     problems: &mut Problems,
     tokens: &mut TokenRegistry,
 ) -> Option<RealmConfig> {
-    let url = match raw.url.as_deref() {
-        None => {
-            problems.push(&format!("{key}.url"), "required");
-            None
-        }
-        Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
-    };
+    let url = realm_url(key, &raw, problems);
     let hosts = realm_hosts(key, &raw.hosts.0, problems);
     let bearer_token_sha256 = realm_tokens(key, &raw, problems, tokens);
-    let allow_ips = raw
-        .allow_ips
-        .0
-        .iter()
-        .enumerate()
-        .filter_map(|(i, text)| {
-            IpNet::parse(text)
-                .map_err(|why| problems.push(&indexed(key, "allow_ips", i, raw.allow_ips.0.len()), &why))
-                .ok()
-        })
-        .collect();
+    let allow_ips = realm_allow_ips(key, &raw.allow_ips.0, problems);
     let jwt = raw.jwt.as_ref().and_then(|jwt| jwt_config(key, jwt, problems, tokens));
     let scim_client_name = raw.scim_client_name.as_deref().map_or(name, str::trim).to_owned();
     if scim_client_name.is_empty() {
@@ -1033,10 +1017,7 @@ fn validate_realm(
         }
         Some(upstream_raw) => upstream(key, upstream_raw, url.as_ref(), problems),
     };
-    let external_id_field = raw.external_id_field.as_deref().map(str::trim).map(str::to_owned);
-    if let Some(problem) = external_id_field.as_deref().and_then(profile_field_label_problem) {
-        problems.push(&format!("{key}.external_id_field"), &problem);
-    }
+    let external_id_field = realm_external_id_field(key, &raw, problems);
     let custom_profile_field_map =
         field_map(key, &raw.custom_profile_field_map, external_id_field.as_deref(), problems);
     Some(RealmConfig {
@@ -1059,6 +1040,39 @@ fn validate_realm(
         create_missing_fields: raw.create_missing_fields,
         upstream: upstream?,
     })
+}
+
+/// The realm's `url`: required.
+fn realm_url(key: &str, raw: &RawRealm, problems: &mut Problems) -> Option<Url> {
+    match raw.url.as_deref() {
+        None => {
+            problems.push(&format!("{key}.url"), "required");
+            None
+        }
+        Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
+    }
+}
+
+/// `allow_ips`: every entry an address or a network.
+fn realm_allow_ips(key: &str, allow_ips: &[String], problems: &mut Problems) -> Vec<IpNet> {
+    allow_ips
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            IpNet::parse(text)
+                .map_err(|why| problems.push(&indexed(key, "allow_ips", i, allow_ips.len()), &why))
+                .ok()
+        })
+        .collect()
+}
+
+/// `external_id_field`, trimmed: a possible profile field label.
+fn realm_external_id_field(key: &str, raw: &RawRealm, problems: &mut Problems) -> Option<String> {
+    let external_id_field = raw.external_id_field.as_deref().map(str::trim).map(str::to_owned);
+    if let Some(problem) = external_id_field.as_deref().and_then(profile_field_label_problem) {
+        problems.push(&format!("{key}.external_id_field"), &problem);
+    }
+    external_id_field
 }
 
 /// `hosts`, lowercased; entries that are not host names are problems.
@@ -1087,44 +1101,88 @@ fn jwt_config(
 ) -> Option<JwtConfig> {
     let key = format!("{realm_key}.jwt");
     let before = problems.list.len();
-    let issuer = match raw.issuer.as_deref().map(str::trim) {
+    let issuer = jwt_issuer(&key, raw, problems);
+    let audiences = jwt_audiences(&key, raw, problems);
+    let algorithms = jwt_algorithms(&key, raw, problems);
+    let jwks = jwt_keys(&key, raw, problems);
+    if raw.jwks_refresh_s == 0 {
+        problems.push(&format!("{key}.jwks_refresh_s"), "must be greater than 0");
+    }
+    if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
+        claim_issuer_audiences(&key, issuer, &audiences, problems, tokens);
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(JwtConfig {
+        issuer: issuer?,
+        audiences,
+        jwks_source: jwks.clone()?.0,
+        jwks: jwks?.1,
+        jwks_refresh: Duration::from_secs(raw.jwks_refresh_s),
+        algorithms,
+        client_ids: raw.client_ids.0.iter().map(|c| c.trim().to_owned()).collect(),
+        leeway: Duration::from_secs(raw.leeway_s),
+    })
+}
+
+/// `jwt.issuer`: required.
+fn jwt_issuer(key: &str, raw: &RawJwt, problems: &mut Problems) -> Option<String> {
+    match raw.issuer.as_deref().map(str::trim) {
         None | Some("") => {
             problems.push(&format!("{key}.issuer"), "required");
             None
         }
         Some(issuer) => Some(issuer.to_owned()),
-    };
+    }
+}
+
+/// `jwt.audience`, trimmed, blanks left out: at least one.
+fn jwt_audiences(key: &str, raw: &RawJwt, problems: &mut Problems) -> Vec<String> {
     let audiences: Vec<String> =
         raw.audience.0.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
     if audiences.is_empty() {
         problems.push(&format!("{key}.audience"), "required (one value or a list)");
     }
-    let algorithms = if raw.algorithms.0.is_empty() {
-        vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256]
-    } else {
-        raw.algorithms
-            .0
-            .iter()
-            .filter_map(|name| match name.trim() {
-                "RS256" => Some(jsonwebtoken::Algorithm::RS256),
-                "ES256" => Some(jsonwebtoken::Algorithm::ES256),
-                other => {
-                    problems.push(
-                        &format!("{key}.algorithms"),
-                        &format!("unsupported algorithm `{other}` (expected RS256 or ES256)"),
-                    );
-                    None
-                }
-            })
-            .collect()
-    };
-    let jwks = match (&raw.jwks_file, &raw.jwks_url) {
+    audiences
+}
+
+/// `jwt.algorithms`: RS256 and ES256 when not set; any other is a problem.
+fn jwt_algorithms(key: &str, raw: &RawJwt, problems: &mut Problems) -> Vec<jsonwebtoken::Algorithm> {
+    if raw.algorithms.0.is_empty() {
+        return vec![jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256];
+    }
+    raw.algorithms
+        .0
+        .iter()
+        .filter_map(|name| match name.trim() {
+            "RS256" => Some(jsonwebtoken::Algorithm::RS256),
+            "ES256" => Some(jsonwebtoken::Algorithm::ES256),
+            other => {
+                problems.push(
+                    &format!("{key}.algorithms"),
+                    &format!("unsupported algorithm `{other}` (expected RS256 or ES256)"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Where the signing keys come from (exactly one of `jwks_file` and `jwks_url`) and the keys
+/// read from the file; a URL's keys are left empty here.
+fn jwt_keys(
+    key: &str,
+    raw: &RawJwt,
+    problems: &mut Problems,
+) -> Option<(JwksSource, jsonwebtoken::jwk::JwkSet)> {
+    match (&raw.jwks_file, &raw.jwks_url) {
         (Some(_), Some(_)) => {
-            problems.push(&key, "set only one of jwks_file and jwks_url");
+            problems.push(key, "set only one of jwks_file and jwks_url");
             None
         }
         (None, None) => {
-            problems.push(&key, "set jwks_file or jwks_url");
+            problems.push(key, "set jwks_file or jwks_url");
             None
         }
         (Some(path), None) => {
@@ -1145,36 +1203,27 @@ fn jwt_config(
                 None
             }
         },
-    };
-    if raw.jwks_refresh_s == 0 {
-        problems.push(&format!("{key}.jwks_refresh_s"), "must be greater than 0");
     }
-    if let (Some(issuer), false) = (&issuer, audiences.is_empty()) {
-        for audience in &audiences {
-            // Two realms accepting one issuer's tokens for one audience could not tell whose
-            // a token is.
-            let digest = token_digest(&format!("jwt\u{0}{issuer}\u{0}{audience}"));
-            if let Some(first) = tokens.first_use(digest, &key) {
-                problems.push(
-                    &format!("{key}.audience"),
-                    &format!("issuer {issuer} with audience {audience} is already accepted at {first}"),
-                );
-            }
+}
+
+/// Claims each (issuer, audience) pair for this realm: two realms accepting one issuer's
+/// tokens for one audience could not tell whose a token is.
+fn claim_issuer_audiences(
+    key: &str,
+    issuer: &str,
+    audiences: &[String],
+    problems: &mut Problems,
+    tokens: &mut TokenRegistry,
+) {
+    for audience in audiences {
+        let digest = token_digest(&format!("jwt\u{0}{issuer}\u{0}{audience}"));
+        if let Some(first) = tokens.first_use(digest, key) {
+            problems.push(
+                &format!("{key}.audience"),
+                &format!("issuer {issuer} with audience {audience} is already accepted at {first}"),
+            );
         }
     }
-    if problems.list.len() > before {
-        return None;
-    }
-    Some(JwtConfig {
-        issuer: issuer?,
-        audiences,
-        jwks_source: jwks.clone()?.0,
-        jwks: jwks?.1,
-        jwks_refresh: Duration::from_secs(raw.jwks_refresh_s),
-        algorithms,
-        client_ids: raw.client_ids.0.iter().map(|c| c.trim().to_owned()).collect(),
-        leeway: Duration::from_secs(raw.leeway_s),
-    })
 }
 
 /// Reads a JWKS file: at least one RSA or P-256 EC signing key it must hold.
@@ -1326,6 +1375,7 @@ fn realm_tokens(
     digests
 }
 
+/// Validates `realms.<name>.upstream`, reading its API key file.
 fn upstream(
     realm_key: &str,
     raw: &RawUpstream,
@@ -1334,7 +1384,38 @@ fn upstream(
 ) -> Option<UpstreamConfig> {
     let key = format!("{realm_key}.upstream");
     let before = problems.list.len();
+    let url = upstream_url(realm_key, raw, realm_url, problems);
+    let email = upstream_email(&key, raw, problems);
+    let api_key = upstream_api_key(&key, raw, problems);
+    if raw.timeout_ms == 0 {
+        problems.push(&format!("{key}.timeout_ms"), "must be greater than 0");
+    }
+    if raw.max_in_flight == 0 || raw.max_in_flight > MAX_IN_FLIGHT_LIMIT {
+        problems
+            .push(&format!("{key}.max_in_flight"), &format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"));
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    Some(UpstreamConfig {
+        url: url?,
+        email: email?,
+        api_key: api_key?,
+        timeout: Duration::from_millis(raw.timeout_ms),
+        allow_insecure_upstream: raw.allow_insecure_upstream,
+        max_in_flight: raw.max_in_flight,
+    })
+}
 
+/// `upstream.url`, defaulted from the realm's `url`; plain http only to loopback unless
+/// `allow_insecure_upstream` (the API key would travel in clear).
+fn upstream_url(
+    realm_key: &str,
+    raw: &RawUpstream,
+    realm_url: Option<&Url>,
+    problems: &mut Problems,
+) -> Option<Url> {
+    let key = format!("{realm_key}.upstream");
     let url = match raw.url.as_deref() {
         Some(url) => http_url(url).map_err(|why| problems.push(&format!("{key}.url"), &why)).ok(),
         None => realm_url.cloned(),
@@ -1352,8 +1433,12 @@ fn upstream(
             );
         }
     }
+    url
+}
 
-    let email = match raw.email.as_deref().map(str::trim) {
+/// `upstream.email`: required, an e-mail address.
+fn upstream_email(key: &str, raw: &RawUpstream, problems: &mut Problems) -> Option<String> {
+    match raw.email.as_deref().map(str::trim) {
         None | Some("") => {
             problems.push(&format!("{key}.email"), "required");
             None
@@ -1363,18 +1448,21 @@ fn upstream(
             None
         }
         Some(email) => Some(email.to_owned()),
-    };
+    }
+}
 
-    let api_key = match (&raw.api_key, &raw.api_key_file) {
+/// The service account's API key: exactly one of `api_key` and `api_key_file`.
+fn upstream_api_key(key: &str, raw: &RawUpstream, problems: &mut Problems) -> Option<Secret<String>> {
+    match (&raw.api_key, &raw.api_key_file) {
         (Some(_), Some(_)) => {
-            problems.push(&key, "set only one of api_key and api_key_file");
+            problems.push(key, "set only one of api_key and api_key_file");
             None
         }
         (None, None) => {
             let mistyped =
                 ["api_key", "api_key_file"].iter().any(|f| problems.mistyped.contains(&format!("{key}.{f}")));
             if !mistyped {
-                problems.push(&key, "set api_key or api_key_file");
+                problems.push(key, "set api_key or api_key_file");
             }
             None
         }
@@ -1385,45 +1473,29 @@ fn upstream(
             }
             None => Some(key_value.0.clone()),
         },
-        (None, Some(path)) => match read_secret_file(path) {
-            Err(why) => {
-                problems.files.push(path.clone());
-                problems.push(&format!("{key}.api_key_file"), &why);
-                None
-            }
-            Ok(contents) => {
-                problems.files.push(path.clone());
-                let api_key = trim_secret(contents.expose());
-                match api_key_problem(api_key) {
-                    Some(why) => {
-                        problems.push(&format!("{key}.api_key_file"), &format!("{}: {why}", path.display()));
-                        None
-                    }
-                    None => Some(Secret::new(api_key.to_owned())),
+        (None, Some(path)) => api_key_file(key, path, problems),
+    }
+}
+
+/// The API key in `upstream.api_key_file` (trimmed); the file is watched for reloads.
+fn api_key_file(key: &str, path: &Path, problems: &mut Problems) -> Option<Secret<String>> {
+    problems.files.push(path.to_owned());
+    match read_secret_file(path) {
+        Err(why) => {
+            problems.push(&format!("{key}.api_key_file"), &why);
+            None
+        }
+        Ok(contents) => {
+            let api_key = trim_secret(contents.expose());
+            match api_key_problem(api_key) {
+                Some(why) => {
+                    problems.push(&format!("{key}.api_key_file"), &format!("{}: {why}", path.display()));
+                    None
                 }
+                None => Some(Secret::new(api_key.to_owned())),
             }
-        },
-    };
-
-    if raw.timeout_ms == 0 {
-        problems.push(&format!("{key}.timeout_ms"), "must be greater than 0");
+        }
     }
-    if raw.max_in_flight == 0 || raw.max_in_flight > MAX_IN_FLIGHT_LIMIT {
-        problems
-            .push(&format!("{key}.max_in_flight"), &format!("must be between 1 and {MAX_IN_FLIGHT_LIMIT}"));
-    }
-
-    if problems.list.len() > before {
-        return None;
-    }
-    Some(UpstreamConfig {
-        url: url?,
-        email: email?,
-        api_key: api_key?,
-        timeout: Duration::from_millis(raw.timeout_ms),
-        allow_insecure_upstream: raw.allow_insecure_upstream,
-        max_in_flight: raw.max_in_flight,
-    })
 }
 
 /// Zulip API keys are 32 ASCII letters and digits.

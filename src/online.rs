@@ -4,6 +4,8 @@
 //! every problem with its fix. Nothing is written to Zulip (the externalId field is created
 //! only when the sidecar starts).
 
+use std::ops::ControlFlow;
+
 use zulip_client::{ProfileField, Role, ZulipClient};
 
 use crate::app::zulip_client_for;
@@ -32,6 +34,33 @@ pub async fn check(config: &Config) -> Vec<RealmReport> {
 
 async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
     let mut report = RealmReport { realm: realm.name.clone(), ..RealmReport::default() };
+    let realm = &with_fetched_jwks(realm, &mut report).await;
+    access_facts(config, realm, &mut report);
+    let key = format!("realms.{}.upstream", realm.name);
+    let client = match zulip_client_for(config, realm) {
+        Ok(client) => client,
+        Err(e) => {
+            report.problems.push(format!("{}: fix {key}", ErrorChain(&e)));
+            return report;
+        }
+    };
+    // Past an unreachable server or a refused account, every other call would fail alike.
+    if server_version(&client, realm, &key, &mut report).await.is_break()
+        || service_account(&client, realm, &key, &mut report).await.is_break()
+    {
+        return report;
+    }
+    permissions_fact(realm, &mut report);
+    if let Some(label) = &realm.external_id_field {
+        external_id_field(&client, label, &realm.name, &mut report).await;
+    }
+    rate_limit_headroom(&client, realm, &mut report);
+    report
+}
+
+/// The realm with the JWT signing keys fetched from `jwks_url`, when it has one (a failed
+/// fetch is a problem; the realm keeps no keys then).
+async fn with_fetched_jwks(realm: &RealmConfig, report: &mut RealmReport) -> RealmConfig {
     let mut realm = realm.clone();
     if let Some(jwt) = realm.jwt.as_mut() {
         if let crate::config::JwksSource::Url(url) = &jwt.jwks_source {
@@ -44,16 +73,17 @@ async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
             }
         }
     }
-    let realm = &realm;
-    access_facts(config, realm, &mut report);
-    let key = format!("realms.{}.upstream", realm.name);
-    let client = match zulip_client_for(config, realm) {
-        Ok(client) => client,
-        Err(e) => {
-            report.problems.push(format!("{}: fix {key}", ErrorChain(&e)));
-            return report;
-        }
-    };
+    realm
+}
+
+/// The server's version and feature level, and the SCIM operations it is too old for.
+/// `Break`: Zulip could not be reached.
+async fn server_version(
+    client: &ZulipClient,
+    realm: &RealmConfig,
+    key: &str,
+    report: &mut RealmReport,
+) -> ControlFlow<()> {
     let upstream = realm.upstream.url.as_str();
     match client.server_settings().await {
         Ok(settings) => {
@@ -70,15 +100,26 @@ async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
                     "group deletes need feature level {FL_DEACTIVATE_GROUP}; this server refuses them"
                 ));
             }
+            ControlFlow::Continue(())
         }
         Err(e) => {
             report.problems.push(format!(
                 "cannot reach Zulip at {upstream}: {}: fix {key}.url (and the network path to it)",
                 ErrorChain(&e)
             ));
-            return report;
+            ControlFlow::Break(())
         }
     }
+}
+
+/// Whether the service account authenticates, is an owner and is not a bot. `Break`: Zulip
+/// refused its API key, or `/users/me` failed.
+async fn service_account(
+    client: &ZulipClient,
+    realm: &RealmConfig,
+    key: &str,
+    report: &mut RealmReport,
+) -> ControlFlow<()> {
     let email = realm.upstream.email.as_str();
     match client.get_own_user().await {
         Ok(me) => {
@@ -98,24 +139,33 @@ async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
                     "service account {email} is a bot: Zulip's group endpoints refuse bots; use a human owner account's API key in {key}"
                 ));
             }
+            ControlFlow::Continue(())
         }
         Err(e) if e.is_unauthorized() => {
             report.problems.push(format!(
                 "Zulip refuses the API key of {email}: set the account's current API key in {key}.api_key(_file) and check {key}.email"
             ));
-            return report;
+            ControlFlow::Break(())
         }
         Err(e) => {
             report.problems.push(format!("GET /users/me failed: {}: check {key}", ErrorChain(&e)));
-            return report;
+            ControlFlow::Break(())
         }
     }
+}
+
+/// The permissions Zulip's API does not show, and how to grant them.
+fn permissions_fact(realm: &RealmConfig, report: &mut RealmReport) {
+    let email = realm.upstream.email.as_str();
     report.facts.push(format!(
         "can_create_users and can_change_user_emails: not visible through Zulip's API; make sure {email} has them (self-hosted: `manage.py change_user_role {email} can_create_users` and `… can_change_user_emails`; Zulip Cloud: ask support)"
     ));
-    if let Some(label) = &realm.external_id_field {
-        external_id_field(&client, label, &realm.name, &mut report).await;
-    }
+}
+
+/// The rate-limit headroom Zulip reported on the calls above (an exhausted limit is a
+/// problem).
+fn rate_limit_headroom(client: &ZulipClient, realm: &RealmConfig, report: &mut RealmReport) {
+    let email = realm.upstream.email.as_str();
     match client.rate_limit() {
         Some(rate) => {
             report.facts.push(format!(
@@ -132,7 +182,6 @@ async fn check_realm(config: &Config, realm: &RealmConfig) -> RealmReport {
             .facts
             .push("rate limit: Zulip sent no X-RateLimit-* headers (limits not reported)".to_owned()),
     }
-    report
 }
 
 async fn external_id_field(client: &ZulipClient, label: &str, realm: &str, report: &mut RealmReport) {

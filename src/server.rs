@@ -27,7 +27,7 @@ use crate::app::App;
 use crate::config::{ServerConfig, MIN_HEADER_BYTES};
 use crate::error::ErrorChain;
 
-use self::limits::{Next, Slot, Slots};
+use self::limits::{ConnInfo, Next, Slot, Slots};
 use self::tls::Tls;
 
 /// Limits of the accept loop and its connections.
@@ -91,6 +91,18 @@ pub async fn run(
         tasks: watch::channel(0).0,
         refusing: AtomicUsize::new(0),
     });
+    accept_until(shutdown, &listener, &slots, &shared).await;
+    drain(&apps.load_full(), &shared, &stop, limits.shutdown_grace).await;
+}
+
+/// Accepts connections until `shutdown` resolves: each gets a slot and a task of its own, or
+/// is turned away when every slot is taken.
+async fn accept_until(
+    shutdown: impl Future<Output = ()>,
+    listener: &TcpListener,
+    slots: &Arc<Slots>,
+    shared: &Arc<Shared>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -110,39 +122,44 @@ pub async fn run(
                 shared.tasks.send_modify(|n| *n += 1);
                 tokio::spawn(connection(stream, slot, Task(shared.clone())).with_current_subscriber());
             }
-            Err(limits::Full) => {
-                tracing::debug!(%peer, "every connection slot is authenticated or busy: 503");
-                // Each refusal holds its socket for at most a second; past the cap, close at once.
-                let refusing = shared.refusing.fetch_add(1, Ordering::AcqRel);
-                if shared.tls.is_none() && refusing < MAX_REFUSING {
-                    let shared = shared.clone();
-                    tokio::spawn(
-                        async move {
-                            refuse(stream).await;
-                            shared.refusing.fetch_sub(1, Ordering::AcqRel);
-                        }
-                        .with_current_subscriber(),
-                    );
-                } else {
-                    shared.refusing.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
+            Err(limits::Full) => turn_away(stream, peer, shared),
         }
     }
-    let app = apps.load_full();
+}
+
+/// A newcomer that found every slot taken: answered 503 by a task of its own (see
+/// [`refuse`]), or closed at once over TLS or when [`MAX_REFUSING`] answers are being written.
+fn turn_away(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shared>) {
+    tracing::debug!(%peer, "every connection slot is authenticated or busy: 503");
+    // Each refusal holds its socket for at most a second; past the cap, close at once.
+    let refusing = shared.refusing.fetch_add(1, Ordering::AcqRel);
+    if shared.tls.is_none() && refusing < MAX_REFUSING {
+        let shared = shared.clone();
+        tokio::spawn(
+            async move {
+                refuse(stream).await;
+                shared.refusing.fetch_sub(1, Ordering::AcqRel);
+            }
+            .with_current_subscriber(),
+        );
+    } else {
+        shared.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Shuts down: flips `/readyz` to 503, tells every connection to stop, and waits up to
+/// `grace` for the connection tasks and for writes whose client hung up.
+async fn drain(app: &App, shared: &Shared, stop: &watch::Sender<bool>, grace: Duration) {
     app.set_draining();
     let _ = stop.send(true);
-    tracing::info!(
-        grace_ms = limits.shutdown_grace.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     let drained = async {
         let mut tasks = shared.tasks.subscribe();
         let _ = tasks.wait_for(|n| *n == 0).await;
         // Writes whose IdP hung up run on without a connection: let them finish too.
         app.writes_finished().await;
     };
-    match tokio::time::timeout(limits.shutdown_grace, drained).await {
+    match tokio::time::timeout(grace, drained).await {
         Ok(()) => tracing::info!("all connections and writes drained"),
         Err(_) => tracing::warn!("shutdown grace period ran out; closing remaining connections"),
     }
@@ -202,18 +219,9 @@ where
 {
     let info = slot.info();
     let apps = shared.apps.clone();
-    let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        // The configuration generation in force when the request arrived serves it to its
-        // end, whatever a reload swaps in meanwhile.
-        let app = apps.load_full();
-        let info = info.clone();
-        async move {
-            let _busy = info.state().begin();
-            request.extensions_mut().insert(crate::http::auth::PeerAddr(info.peer()));
-            request.extensions_mut().insert(info);
-            Ok::<_, Infallible>(app.handle(request).await)
-        }
-    });
+    // The configuration generation in force when the request arrived serves it to its end,
+    // whatever a reload swaps in meanwhile.
+    let service = service_fn(move |request| serve_request(apps.load_full(), info.clone(), request));
     let conn = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let (header_timeout, idle_timeout) =
@@ -243,14 +251,7 @@ where
             }
             () = slot.state().changed() => {}
             () = sleep_until(deadline) => {
-                let now = tokio::time::Instant::now();
-                let expired = match (shut_down_at, slot.state().next(header_timeout, idle_timeout)) {
-                    (Some(_), _) => true,
-                    (None, Next::CloseAt(at)) => at <= now,
-                    _ => false,
-                };
-                if expired {
-                    let reason = if slot.state().is_authenticated() { "idle_timeout" } else { "header_timeout" };
+                if let Some(reason) = expired(&slot, shut_down_at, (header_timeout, idle_timeout)) {
                     shared.apps.load().metrics.connection_closed(reason);
                     return;
                 }
@@ -261,6 +262,37 @@ where
             }
         }
     }
+}
+
+/// One request on a connection, marked in flight while it runs (no deadline or eviction
+/// closes a connection with a request in flight), with the connection's peer and state as
+/// request extensions.
+async fn serve_request(
+    app: Arc<App>,
+    info: ConnInfo,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<crate::http::Body>, Infallible> {
+    let _busy = info.state().begin();
+    request.extensions_mut().insert(crate::http::auth::PeerAddr(info.peer()));
+    request.extensions_mut().insert(info);
+    Ok(app.handle(request).await)
+}
+
+/// Why a connection whose deadline came closes (`header_timeout` or `idle_timeout`), if its
+/// deadline has indeed passed (its state may have moved it since): once shut down, the
+/// deadline is final.
+fn expired(
+    slot: &Slot,
+    shut_down_at: Option<tokio::time::Instant>,
+    (header_timeout, idle_timeout): (Duration, Duration),
+) -> Option<&'static str> {
+    let now = tokio::time::Instant::now();
+    let expired = match (shut_down_at, slot.state().next(header_timeout, idle_timeout)) {
+        (Some(_), _) => true,
+        (None, Next::CloseAt(at)) => at <= now,
+        _ => false,
+    };
+    expired.then(|| if slot.state().is_authenticated() { "idle_timeout" } else { "header_timeout" })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

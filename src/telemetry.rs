@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -109,23 +109,54 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    scim_requests: Family<ScimRequestLabels, Counter>,
-    scim_request_duration: HistogramFamily<RouteLabels>,
-    zulip_requests: Family<ZulipRequestLabels, Counter>,
-    zulip_request_duration: HistogramFamily<EndpointLabels>,
-    zulip_rate_limited: Family<RealmLabels, Counter>,
-    realm_ready: Family<RealmLabels, Gauge>,
-    realm_live: Family<RealmLabels, Gauge>,
-    realm_users: Family<RealmLabels, Gauge>,
-    connections: Family<StateLabels, Gauge>,
-    connections_closed: Family<ReasonLabels, Counter>,
-    unauthenticated: Family<OutcomeLabels, Counter>,
+    scim: ScimMetrics,
+    zulip: ZulipMetrics,
+    realms: RealmGauges,
+    connections: ConnectionMetrics,
+    reloads: ReloadMetrics,
+    audit_write_failures: Counter,
+}
+
+/// The SCIM requests answered: how many, and how long they took.
+#[derive(Debug)]
+struct ScimMetrics {
+    requests: Family<ScimRequestLabels, Counter>,
+    request_duration: HistogramFamily<RouteLabels>,
+}
+
+/// The calls made to Zulip: how many, how long they took, how many were rate limited.
+#[derive(Debug)]
+struct ZulipMetrics {
+    requests: Family<ZulipRequestLabels, Counter>,
+    request_duration: HistogramFamily<EndpointLabels>,
+    rate_limited: Family<RealmLabels, Counter>,
+}
+
+/// The per-realm gauges of [`RealmState`] (set on every scrape, dropped with the realm).
+#[derive(Debug)]
+struct RealmGauges {
+    ready: Family<RealmLabels, Gauge>,
+    live: Family<RealmLabels, Gauge>,
+    users: Family<RealmLabels, Gauge>,
     writes_queued: Family<RealmLabels, Gauge>,
     rate_limit_wait: Family<RealmLabels, Gauge<f64, AtomicU64>>,
-    config_reloads: Counter,
-    config_reload_failures: Counter,
-    config_last_reload_success: Gauge,
-    audit_write_failures: Counter,
+}
+
+/// The server's limits at work: connection slots, closed connections, requests without a
+/// valid token.
+#[derive(Debug)]
+struct ConnectionMetrics {
+    open: Family<StateLabels, Gauge>,
+    closed: Family<ReasonLabels, Counter>,
+    unauthenticated: Family<OutcomeLabels, Counter>,
+}
+
+/// Configuration reloads applied and refused, and whether the last attempt succeeded.
+#[derive(Debug)]
+struct ReloadMetrics {
+    applied: Counter,
+    refused: Counter,
+    last_succeeded: Gauge,
 }
 
 /// A realm's state, sampled when `/metrics` is scraped.
@@ -150,157 +181,39 @@ pub struct RealmState {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let scim_requests = Family::<ScimRequestLabels, Counter>::default();
-        let scim_request_duration: HistogramFamily<RouteLabels> =
-            Family::new_with_constructor(latency_histogram);
-        let zulip_requests = Family::<ZulipRequestLabels, Counter>::default();
-        let zulip_request_duration: HistogramFamily<EndpointLabels> =
-            Family::new_with_constructor(latency_histogram);
-        let zulip_rate_limited = Family::<RealmLabels, Counter>::default();
-        let realm_ready = Family::<RealmLabels, Gauge>::default();
-        let realm_live = Family::<RealmLabels, Gauge>::default();
-        let realm_users = Family::<RealmLabels, Gauge>::default();
-        let connections = Family::<StateLabels, Gauge>::default();
-        let connections_closed = Family::<ReasonLabels, Counter>::default();
-        let unauthenticated = Family::<OutcomeLabels, Counter>::default();
-        let writes_queued = Family::<RealmLabels, Gauge>::default();
-        let rate_limit_wait = Family::<RealmLabels, Gauge<f64, AtomicU64>>::default();
-
-        // Counters get `_total` and units their suffix from prometheus-client itself.
-        registry.register(
-            "scim_requests",
-            "SCIM requests answered, by realm, SCIM client (scim_client_name), method, route and status",
-            scim_requests.clone(),
-        );
-        registry.register_with_unit(
-            "scim_request_duration",
-            "Time to answer a SCIM request, by route",
-            Unit::Seconds,
-            scim_request_duration.clone(),
-        );
-        registry.register(
-            "zulip_requests",
-            "Requests made to Zulip's REST API, by realm, endpoint and status (0: no response)",
-            zulip_requests.clone(),
-        );
-        registry.register_with_unit(
-            "zulip_request_duration",
-            "Time of one request to Zulip's REST API, by endpoint",
-            Unit::Seconds,
-            zulip_request_duration.clone(),
-        );
-        registry.register(
-            "zulip_rate_limited",
-            "Zulip answers 429 (rate limited), by realm",
-            zulip_rate_limited.clone(),
-        );
-        registry.register(
-            "scim_realm_ready",
-            "1 when the realm answered its readiness check and, when followed live, its snapshots are loaded",
-            realm_ready.clone(),
-        );
-        registry.register(
-            "scim_realm_live",
-            "1 while Zulip's events keep the realm's snapshots current; 0: snapshots refresh by TTL",
-            realm_live.clone(),
-        );
-        registry.register(
-            "scim_realm_snapshot_users",
-            "SCIM Users (human accounts, deactivated ones included) in the realm's last loaded snapshot",
-            realm_users.clone(),
-        );
-        registry.register(
-            "scim_writes_queued",
-            "Writes to Zulip waiting for their turn in the realm's write queue (the one being sent included)",
-            writes_queued.clone(),
-        );
-        registry.register_with_unit(
-            "zulip_rate_limit_wait",
-            "How long a call to Zulip sent now would wait for the service account's rate limit",
-            Unit::Seconds,
-            rate_limit_wait.clone(),
-        );
-
-        registry.register(
-            "scim_connections",
-            "Open connections holding a slot: anonymous (no authenticated request yet) or authenticated",
-            connections.clone(),
-        );
-        registry.register(
-            "scim_connections_closed",
-            "Connections closed by the server's limits: header_timeout, idle_timeout, evicted (for a newcomer), refused_full (503)",
-            connections_closed.clone(),
-        );
-        registry.register(
-            "scim_unauthenticated_requests",
-            "SCIM requests without a valid bearer token: refused (401) or rate_limited (429, per client IP)",
-            unauthenticated.clone(),
-        );
-
-        let config_reloads = Counter::default();
-        let config_reload_failures = Counter::default();
-        let config_last_reload_success = Gauge::default();
-        config_last_reload_success.set(1);
-        registry.register(
-            "scim_config_reloads",
-            "Configuration reloads applied (SIGHUP or a changed file)",
-            config_reloads.clone(),
-        );
-        registry.register(
-            "scim_config_reload_failures",
-            "Configuration reloads refused (invalid configuration: the previous one stays in force)",
-            config_reload_failures.clone(),
-        );
-        registry.register(
-            "scim_config_last_reload_success",
-            "1 when the last reload attempt (or the start) succeeded, 0 after a refused reload",
-            config_last_reload_success.clone(),
-        );
-
-        let audit_write_failures = Counter::default();
-        registry.register(
+        // Registered in this order, which is the order of the encoded text.
+        let scim = ScimMetrics::register(&mut registry);
+        let zulip = ZulipMetrics::register(&mut registry);
+        let realms = RealmGauges::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
+        let reloads = ReloadMetrics::register(&mut registry);
+        let audit_write_failures = register(
+            &mut registry,
             "scim_audit_write_failures",
             "Audit records that could not be written (the changes themselves were applied)",
-            audit_write_failures.clone(),
+            Counter::default(),
         );
-
-        Metrics {
-            registry,
-            connections,
-            connections_closed,
-            unauthenticated,
-            audit_write_failures,
-            config_reloads,
-            config_reload_failures,
-            config_last_reload_success,
-            scim_requests,
-            scim_request_duration,
-            zulip_requests,
-            zulip_request_duration,
-            zulip_rate_limited,
-            realm_ready,
-            realm_live,
-            realm_users,
-            writes_queued,
-            rate_limit_wait,
-        }
+        Metrics { registry, scim, zulip, realms, connections, reloads, audit_write_failures }
     }
 
     /// Records a realm's state (called for every realm just before encoding).
     pub fn set_realm_state(&self, realm: &str, state: RealmState) {
         let labels = RealmLabels { realm: realm.to_owned() };
-        self.realm_ready.get_or_create(&labels).set(i64::from(state.ready));
-        self.realm_live.get_or_create(&labels).set(i64::from(state.live));
+        self.realms.ready.get_or_create(&labels).set(i64::from(state.ready));
+        self.realms.live.get_or_create(&labels).set(i64::from(state.live));
         match state.users {
             Some(users) => {
-                self.realm_users.get_or_create(&labels).set(i64::try_from(users).unwrap_or(i64::MAX));
+                self.realms.users.get_or_create(&labels).set(i64::try_from(users).unwrap_or(i64::MAX));
             }
             None => {
-                self.realm_users.remove(&labels);
+                self.realms.users.remove(&labels);
             }
         }
-        self.writes_queued.get_or_create(&labels).set(i64::try_from(state.writes_queued).unwrap_or(i64::MAX));
-        self.rate_limit_wait.get_or_create(&labels).set(state.rate_limit_wait.as_secs_f64());
+        self.realms
+            .writes_queued
+            .get_or_create(&labels)
+            .set(i64::try_from(state.writes_queued).unwrap_or(i64::MAX));
+        self.realms.rate_limit_wait.get_or_create(&labels).set(state.rate_limit_wait.as_secs_f64());
     }
 
     /// The counter of audit records that could not be written (shared with the audit sink).
@@ -311,11 +224,11 @@ impl Metrics {
     /// Drops the per-realm series of a realm a reload removed.
     pub fn forget_realm(&self, realm: &str) {
         let labels = RealmLabels { realm: realm.to_owned() };
-        self.realm_ready.remove(&labels);
-        self.realm_live.remove(&labels);
-        self.realm_users.remove(&labels);
-        self.writes_queued.remove(&labels);
-        self.rate_limit_wait.remove(&labels);
+        self.realms.ready.remove(&labels);
+        self.realms.live.remove(&labels);
+        self.realms.users.remove(&labels);
+        self.realms.writes_queued.remove(&labels);
+        self.realms.rate_limit_wait.remove(&labels);
     }
 
     /// Records one answered SCIM request. `route` is the route template, e.g. `/Users/{id}`.
@@ -327,7 +240,8 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        self.scim_requests
+        self.scim
+            .requests
             .get_or_create(&ScimRequestLabels {
                 realm: realm.to_owned(),
                 client: client.to_owned(),
@@ -336,7 +250,8 @@ impl Metrics {
                 status,
             })
             .inc();
-        self.scim_request_duration
+        self.scim
+            .request_duration
             .get_or_create(&RouteLabels { route: route.to_owned() })
             .observe(elapsed.as_secs_f64());
     }
@@ -344,14 +259,16 @@ impl Metrics {
     /// Records one request to Zulip. `endpoint` names the API call (e.g. `get_users`), not the
     /// path with ids; `status` is 0 when no response arrived (transport error, timeout).
     pub fn observe_zulip(&self, realm: &str, endpoint: &str, status: u16, elapsed: Duration) {
-        self.zulip_requests
+        self.zulip
+            .requests
             .get_or_create(&ZulipRequestLabels {
                 realm: realm.to_owned(),
                 endpoint: endpoint.to_owned(),
                 status,
             })
             .inc();
-        self.zulip_request_duration
+        self.zulip
+            .request_duration
             .get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() })
             .observe(elapsed.as_secs_f64());
     }
@@ -359,33 +276,36 @@ impl Metrics {
     /// The connections holding a slot.
     pub fn set_connections(&self, anonymous: usize, authenticated: usize) {
         for (state, n) in [("anonymous", anonymous), ("authenticated", authenticated)] {
-            self.connections.get_or_create(&StateLabels { state }).set(i64::try_from(n).unwrap_or(i64::MAX));
+            self.connections
+                .open
+                .get_or_create(&StateLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
     /// One connection closed (or refused) by a limit; `reason` is a fixed word.
     pub fn connection_closed(&self, reason: &'static str) {
-        self.connections_closed.get_or_create(&ReasonLabels { reason }).inc();
+        self.connections.closed.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// One request without a valid token: `refused` (401) or `rate_limited` (429).
     pub fn unauthenticated(&self, outcome: &'static str) {
-        self.unauthenticated.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.connections.unauthenticated.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Records a reload attempt's outcome.
     pub fn config_reloaded(&self, ok: bool) {
         if ok {
-            self.config_reloads.inc();
+            self.reloads.applied.inc();
         } else {
-            self.config_reload_failures.inc();
+            self.reloads.refused.inc();
         }
-        self.config_last_reload_success.set(i64::from(ok));
+        self.reloads.last_succeeded.set(i64::from(ok));
     }
 
     /// Records one 429 from Zulip.
     pub fn rate_limited(&self, realm: &str) {
-        self.zulip_rate_limited.get_or_create(&RealmLabels { realm: realm.to_owned() }).inc();
+        self.zulip.rate_limited.get_or_create(&RealmLabels { realm: realm.to_owned() }).inc();
     }
 
     /// Every series in the OpenMetrics text format (content type
@@ -397,6 +317,153 @@ impl Metrics {
             tracing::error!(error = %err, "cannot encode metrics");
         }
         text
+    }
+}
+
+/// Registers `metric` under `name` and hands it back: metrics are shared handles, so the
+/// value kept and the one in the registry count the same. Counters get `_total` from
+/// prometheus-client itself.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// [`register`] for a metric in seconds (prometheus-client adds the `_seconds` suffix).
+fn register_seconds<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
+}
+
+impl ScimMetrics {
+    fn register(registry: &mut Registry) -> ScimMetrics {
+        ScimMetrics {
+            requests: register(
+                registry,
+                "scim_requests",
+                "SCIM requests answered, by realm, SCIM client (scim_client_name), method, route and status",
+                Family::default(),
+            ),
+            request_duration: register_seconds(
+                registry,
+                "scim_request_duration",
+                "Time to answer a SCIM request, by route",
+                Family::new_with_constructor(latency_histogram),
+            ),
+        }
+    }
+}
+
+impl ZulipMetrics {
+    fn register(registry: &mut Registry) -> ZulipMetrics {
+        ZulipMetrics {
+            requests: register(
+                registry,
+                "zulip_requests",
+                "Requests made to Zulip's REST API, by realm, endpoint and status (0: no response)",
+                Family::default(),
+            ),
+            request_duration: register_seconds(
+                registry,
+                "zulip_request_duration",
+                "Time of one request to Zulip's REST API, by endpoint",
+                Family::new_with_constructor(latency_histogram),
+            ),
+            rate_limited: register(
+                registry,
+                "zulip_rate_limited",
+                "Zulip answers 429 (rate limited), by realm",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+impl RealmGauges {
+    fn register(registry: &mut Registry) -> RealmGauges {
+        RealmGauges {
+            ready: register(
+                registry,
+                "scim_realm_ready",
+                "1 when the realm answered its readiness check and, when followed live, its snapshots are loaded",
+                Family::default(),
+            ),
+            live: register(
+                registry,
+                "scim_realm_live",
+                "1 while Zulip's events keep the realm's snapshots current; 0: snapshots refresh by TTL",
+                Family::default(),
+            ),
+            users: register(
+                registry,
+                "scim_realm_snapshot_users",
+                "SCIM Users (human accounts, deactivated ones included) in the realm's last loaded snapshot",
+                Family::default(),
+            ),
+            writes_queued: register(
+                registry,
+                "scim_writes_queued",
+                "Writes to Zulip waiting for their turn in the realm's write queue (the one being sent included)",
+                Family::default(),
+            ),
+            rate_limit_wait: register_seconds(
+                registry,
+                "zulip_rate_limit_wait",
+                "How long a call to Zulip sent now would wait for the service account's rate limit",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: register(
+                registry,
+                "scim_connections",
+                "Open connections holding a slot: anonymous (no authenticated request yet) or authenticated",
+                Family::default(),
+            ),
+            closed: register(
+                registry,
+                "scim_connections_closed",
+                "Connections closed by the server's limits: header_timeout, idle_timeout, evicted (for a newcomer), refused_full (503)",
+                Family::default(),
+            ),
+            unauthenticated: register(
+                registry,
+                "scim_unauthenticated_requests",
+                "SCIM requests without a valid bearer token: refused (401) or rate_limited (429, per client IP)",
+                Family::default(),
+            ),
+        }
+    }
+}
+
+impl ReloadMetrics {
+    fn register(registry: &mut Registry) -> ReloadMetrics {
+        let last_succeeded = Gauge::default();
+        last_succeeded.set(1);
+        ReloadMetrics {
+            applied: register(
+                registry,
+                "scim_config_reloads",
+                "Configuration reloads applied (SIGHUP or a changed file)",
+                Counter::default(),
+            ),
+            refused: register(
+                registry,
+                "scim_config_reload_failures",
+                "Configuration reloads refused (invalid configuration: the previous one stays in force)",
+                Counter::default(),
+            ),
+            last_succeeded: register(
+                registry,
+                "scim_config_last_reload_success",
+                "1 when the last reload attempt (or the start) succeeded, 0 after a refused reload",
+                last_succeeded,
+            ),
+        }
     }
 }
 

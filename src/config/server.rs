@@ -206,33 +206,8 @@ pub(super) fn extract(root: &Dict, problems: &mut Problems) -> Option<ServerConf
     let idle_timeout = positive("idle_timeout_ms", raw.idle_timeout_ms);
     let body_read_timeout = positive("body_read_timeout_ms", raw.body_read_timeout_ms);
     let http2_keep_alive_timeout = positive("http2_keep_alive_timeout_ms", raw.http2_keep_alive_timeout_ms);
-    if raw.max_header_bytes < MIN_HEADER_BYTES {
-        problems.push("server.max_header_bytes", &format!("must be at least {MIN_HEADER_BYTES}"));
-    }
-    for (key, value) in [
-        ("http2_max_concurrent_streams", raw.http2_max_concurrent_streams),
-        ("unauthenticated_requests_per_second", raw.unauthenticated_requests_per_second),
-        ("unauthenticated_burst", raw.unauthenticated_burst),
-        ("realm_burst", raw.realm_burst),
-    ] {
-        if value == 0 {
-            problems.push(&format!("server.{key}"), "must be greater than 0");
-        }
-    }
-    let tls = raw.tls.and_then(|tls| {
-        let (Some(cert_file), Some(key_file)) = (tls.cert_file, tls.key_file) else {
-            problems.push("server.tls", "set both cert_file and key_file");
-            return None;
-        };
-        if tls.reload_interval_ms == 0 {
-            problems.push("server.tls.reload_interval_ms", "must be greater than 0");
-        }
-        Some(TlsConfig {
-            cert_file,
-            key_file,
-            reload_interval: Duration::from_millis(tls.reload_interval_ms),
-        })
-    });
+    check_limits(&raw, problems);
+    let tls = raw.tls.and_then(|tls| tls_config(tls, problems));
     if problems.list.len() > before {
         return None;
     }
@@ -253,6 +228,35 @@ pub(super) fn extract(root: &Dict, problems: &mut Problems) -> Option<ServerConf
             .then_some(RateLimit { per_second: raw.realm_requests_per_second, burst: raw.realm_burst }),
         tls,
     })
+}
+
+/// The size and rate limits: headers big enough for real requests, no limit of 0.
+fn check_limits(raw: &RawServer, problems: &mut Problems) {
+    if raw.max_header_bytes < MIN_HEADER_BYTES {
+        problems.push("server.max_header_bytes", &format!("must be at least {MIN_HEADER_BYTES}"));
+    }
+    for (key, value) in [
+        ("http2_max_concurrent_streams", raw.http2_max_concurrent_streams),
+        ("unauthenticated_requests_per_second", raw.unauthenticated_requests_per_second),
+        ("unauthenticated_burst", raw.unauthenticated_burst),
+        ("realm_burst", raw.realm_burst),
+    ] {
+        if value == 0 {
+            problems.push(&format!("server.{key}"), "must be greater than 0");
+        }
+    }
+}
+
+/// `server.tls`: both files, a reload interval over 0.
+fn tls_config(tls: RawTls, problems: &mut Problems) -> Option<TlsConfig> {
+    let (Some(cert_file), Some(key_file)) = (tls.cert_file, tls.key_file) else {
+        problems.push("server.tls", "set both cert_file and key_file");
+        return None;
+    };
+    if tls.reload_interval_ms == 0 {
+        problems.push("server.tls.reload_interval_ms", "must be greater than 0");
+    }
+    Some(TlsConfig { cert_file, key_file, reload_interval: Duration::from_millis(tls.reload_interval_ms) })
 }
 
 #[cfg(test)]
