@@ -352,35 +352,53 @@ impl Realm {
             can_manage_group: nobody.map(Value::from),
             can_add_members_group: nobody.map(Value::from),
         };
-        let created = self.client.create_user_group(&new).await;
-        let group_id = match created {
-            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => Some(id),
-            Ok(_) => None,
+        let group_id = self.post_group(&new, &members).await?;
+        self.record_created_group(group_id, &name, &members).await
+    }
+
+    /// The one create call. `Ok` holds the new group's id when Zulip's answer gives it; a 400
+    /// is a 409 when the name is taken meanwhile, and an unknown outcome is looked at before
+    /// answering (the group found under its name with exactly `members` was created).
+    async fn post_group(&self, new: &NewUserGroup, members: &BTreeSet<u64>) -> Result<Option<u64>, Error> {
+        let name = &new.name;
+        match self.client.create_user_group(new).await {
+            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => Ok(Some(id)),
+            Ok(_) => Ok(None),
             Err(e) => {
                 self.dir.invalidate_groups().await;
                 if let ZulipError::Api { status: 400, .. } = e {
-                    if let Some(g) = self.group_index().await?.read().by_name(&name) {
-                        return Err(group_name_taken(&name, g.id, g.deactivated));
+                    if let Some(g) = self.group_index().await?.read().by_name(name) {
+                        return Err(group_name_taken(name, g.id, g.deactivated));
                     }
                     return Err(refusal(e));
                 }
                 // Unknown outcome: look before answering.
-                let found = self.group_index().await?.read().by_name(&name).cloned();
+                let found = self.group_index().await?.read().by_name(name).cloned();
                 match found {
                     Some(g)
                         if !g.deactivated
-                            && g.members.iter().copied().collect::<BTreeSet<_>>() == members =>
+                            && g.members.iter().copied().collect::<BTreeSet<_>>() == *members =>
                     {
-                        Some(g.id)
+                        Ok(Some(g.id))
                     }
-                    _ => return Err(refusal(e)),
+                    _ => Err(refusal(e)),
                 }
             }
-        };
+        }
+    }
+
+    /// After a create: reads the new group (by `group_id`, else by `name`) from a fresh
+    /// snapshot, logs and audits its creation with `members`, and renders it.
+    async fn record_created_group(
+        &self,
+        group_id: Option<u64>,
+        name: &str,
+        members: &BTreeSet<u64>,
+    ) -> Result<Value, Error> {
         self.dir.invalidate_groups().await;
         let group = match group_id {
             Some(id) => self.group_index().await?.read().groups.get(&id).cloned(),
-            None => self.group_index().await?.read().by_name(&name).cloned(),
+            None => self.group_index().await?.read().by_name(name).cloned(),
         };
         let group = group.ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
         ChangeRecord::new(self.name(), Operation::Create, "Group", group.id)
