@@ -260,6 +260,25 @@ impl Stats {
     fn percentile_ms(&self, p: f64) -> f64 {
         percentile_ms(&self.latencies_us, p)
     }
+    /// Counts one request that took `us` microseconds and answered `status` (0: transport error).
+    fn record(&mut self, status: u16, us: u32) {
+        self.latencies_us.push(us);
+        if (200..300).contains(&status) {
+            self.ok += 1;
+        } else {
+            self.errors += 1;
+            *self.statuses.entry(status).or_default() += 1;
+        }
+    }
+    /// Adds one worker's counts and samples (unsorted) to these.
+    fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
 }
 
 /// `p`-th percentile of sorted microsecond samples, in ms.
@@ -288,50 +307,56 @@ async fn load(
         let (client, base, token, path, counter) =
             (client.clone(), base.to_string(), token.map(str::to_string), path.clone(), counter.clone());
         workers.push(tokio::spawn(async move {
-            let mut stats = Stats::default();
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let mut req = client.get(format!("{base}{}", path(n)));
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t);
-                }
-                let t0 = Instant::now();
-                let status = match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        match resp.bytes().await {
-                            Ok(_) => status,
-                            Err(_) => 0,
-                        }
-                    }
-                    Err(_) => 0,
-                };
-                let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
-                stats.latencies_us.push(us);
-                if (200..300).contains(&status) {
-                    stats.ok += 1;
-                } else {
-                    stats.errors += 1;
-                    *stats.statuses.entry(status).or_default() += 1;
-                }
-            }
-            stats
+            load_worker(&client, &base, token.as_deref(), &path, &counter, deadline).await
         }));
     }
     let mut total = Stats::default();
     for w in workers {
         if let Ok(s) = w.await {
-            total.ok += s.ok;
-            total.errors += s.errors;
-            for (k, v) in s.statuses {
-                *total.statuses.entry(k).or_default() += v;
-            }
-            total.latencies_us.extend(s.latencies_us);
+            total.merge(s);
         }
     }
     total.elapsed = start.elapsed();
     total.latencies_us.sort_unstable();
     total
+}
+
+/// One worker of [`load`]: GETs the next path until `deadline`, one request at a time.
+async fn load_worker(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    path: &PathFn,
+    counter: &AtomicU64,
+    deadline: Instant,
+) -> Stats {
+    let mut stats = Stats::default();
+    while Instant::now() < deadline {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let mut req = client.get(format!("{base}{}", path(n)));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let t0 = Instant::now();
+        let status = response_status(req).await;
+        let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+        stats.record(status, us);
+    }
+    stats
+}
+
+/// Sends `req` and reads its whole body: the status, or 0 for a transport error.
+async fn response_status(req: reqwest::RequestBuilder) -> u16 {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match resp.bytes().await {
+                Ok(_) => status,
+                Err(_) => 0,
+            }
+        }
+        Err(_) => 0,
+    }
 }
 
 fn http_client() -> Result<reqwest::Client> {
