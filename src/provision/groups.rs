@@ -352,35 +352,53 @@ impl Realm {
             can_manage_group: nobody.map(Value::from),
             can_add_members_group: nobody.map(Value::from),
         };
-        let created = self.client.create_user_group(&new).await;
-        let group_id = match created {
-            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => Some(id),
-            Ok(_) => None,
+        let group_id = self.post_group(&new, &members).await?;
+        self.record_created_group(group_id, &name, &members).await
+    }
+
+    /// The one create call. `Ok` holds the new group's id when Zulip's answer gives it; a 400
+    /// is a 409 when the name is taken meanwhile, and an unknown outcome is looked at before
+    /// answering (the group found under its name with exactly `members` was created).
+    async fn post_group(&self, new: &NewUserGroup, members: &BTreeSet<u64>) -> Result<Option<u64>, Error> {
+        let name = &new.name;
+        match self.client.create_user_group(new).await {
+            Ok(Some(id)) if self.feature_level() >= FL_CREATE_GROUP_RETURNS_ID || id > 0 => Ok(Some(id)),
+            Ok(_) => Ok(None),
             Err(e) => {
                 self.dir.invalidate_groups().await;
                 if let ZulipError::Api { status: 400, .. } = e {
-                    if let Some(g) = self.group_index().await?.read().by_name(&name) {
-                        return Err(group_name_taken(&name, g.id, g.deactivated));
+                    if let Some(g) = self.group_index().await?.read().by_name(name) {
+                        return Err(group_name_taken(name, g.id, g.deactivated));
                     }
                     return Err(refusal(e));
                 }
                 // Unknown outcome: look before answering.
-                let found = self.group_index().await?.read().by_name(&name).cloned();
+                let found = self.group_index().await?.read().by_name(name).cloned();
                 match found {
                     Some(g)
                         if !g.deactivated
-                            && g.members.iter().copied().collect::<BTreeSet<_>>() == members =>
+                            && g.members.iter().copied().collect::<BTreeSet<_>>() == *members =>
                     {
-                        Some(g.id)
+                        Ok(Some(g.id))
                     }
-                    _ => return Err(refusal(e)),
+                    _ => Err(refusal(e)),
                 }
             }
-        };
+        }
+    }
+
+    /// After a create: reads the new group (by `group_id`, else by `name`) from a fresh
+    /// snapshot, logs and audits its creation with `members`, and renders it.
+    async fn record_created_group(
+        &self,
+        group_id: Option<u64>,
+        name: &str,
+        members: &BTreeSet<u64>,
+    ) -> Result<Value, Error> {
         self.dir.invalidate_groups().await;
         let group = match group_id {
             Some(id) => self.group_index().await?.read().groups.get(&id).cloned(),
-            None => self.group_index().await?.read().by_name(&name).cloned(),
+            None => self.group_index().await?.read().by_name(name).cloned(),
         };
         let group = group.ok_or_else(|| Error::Internal(format!("group {name} not found after creation")))?;
         ChangeRecord::new(self.name(), Operation::Create, "Group", group.id)
@@ -433,123 +451,136 @@ impl Realm {
         self.apply_group(group, name, ids).await
     }
 
+    /// Applies a PUT or PATCH to `group` (the caller holds the group's write order): plans
+    /// the change against the snapshot, checks it against Zulip's rules, then sends at most
+    /// one rename and one members call, in that order; a failure after the rename says so.
     async fn apply_group(&self, group: UserGroup, name: String, ids: Vec<String>) -> Result<Value, Error> {
-        let group_id = group.id;
         let wanted = self.resolve_members(&ids).await?;
-        let current: BTreeSet<u64> = {
-            let users = self.user_index().await?;
-            let users = users.read();
-            group
-                .members
-                .iter()
-                .copied()
-                .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
-                .collect()
-        };
-        let add: Vec<u64> = wanted.difference(&current).copied().collect();
-        let delete: Vec<u64> = current.difference(&wanted).copied().collect();
-        let rename = (name != group.name).then_some(name);
-        if let Some(new_name) = &rename {
-            check_group_name(new_name)?;
-            if let Some(other) = self.group_index().await?.read().by_name(new_name) {
-                return Err(group_name_taken(new_name, other.id, other.deactivated));
-            }
-        }
-        let mut applied = None;
-        let mut changes = Vec::new();
-        if let Some(new_name) = &rename {
-            changes.push(AttributeChange::scalar(
-                "displayName",
-                Value::from(group.name.as_str()),
-                Value::from(new_name.as_str()),
-            ));
-        }
-        let target = group_target(group_id, rename.as_deref().unwrap_or(&group.name));
-        if let Some(new_name) = &rename {
-            let renamed = match self.client.update_user_group(group_id, Some(new_name), None).await {
-                Ok(()) => Ok(()),
-                // A lost answer (a 5xx after sending): look before answering.
-                Err(e) if !e.outcome_known() => {
-                    self.dir.invalidate_groups().await;
-                    let now = self
-                        .group_index()
-                        .await
-                        .ok()
-                        .and_then(|g| g.read().groups.get(&group_id).map(|g| g.name.clone()));
-                    if now.as_deref() == Some(new_name.as_str()) {
-                        tracing::info!(realm = %self.name(), group_id, "rename outcome resolved: zulip applied it");
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = renamed {
-                if !e.outcome_known() {
-                    self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
-                }
-                self.dir.invalidate_groups().await;
-                if e.is_bad_request() {
-                    if let Some(other) = self.group_index().await?.read().by_name(new_name) {
-                        return Err(group_name_taken(new_name, other.id, other.deactivated));
-                    }
-                }
-                return Err(refusal(e));
-            }
-            applied = Some(format!("renamed group {group_id} to {new_name}"));
-        }
-        if !add.is_empty() || !delete.is_empty() {
-            if let Err(e) = self.client.update_user_group_members(group_id, &add, &delete).await {
-                match &applied {
-                    _ if !e.outcome_known() => {
-                        changes.push(AttributeChange::members(&add, &delete));
-                        self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
-                    }
-                    Some(a) => self.audit(
-                        target.clone(),
-                        changes.clone(),
-                        Outcome::partial(&e, format!("{a}; changing its members failed")),
-                    ),
-                    None => {}
-                }
-                self.dir.invalidate_groups().await;
-                // A diff is not idempotent: when its outcome is unknown (a timeout, a reset
-                // or a 5xx after sending), look before answering — never "nothing was
-                // changed" for a change Zulip made, never an error for one it completed.
-                let outcome =
-                    if e.outcome_known() { Some(false) } else { self.members_are(group_id, &wanted).await };
-                if outcome != Some(true) {
-                    let mut applied = applied;
-                    let unknown = match outcome {
-                        None => Some(format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying")),
-                        // Not there when looked at; a request Zulip did not answer may still be applied.
-                        Some(false) if !e.outcome_known() => Some(format!("no member change when the sidecar read group {group_id} again, but Zulip did not answer and may still apply it: read the group before retrying")),
-                        Some(_) => None,
-                    };
-                    if let Some(unknown) = unknown {
-                        applied = Some(match applied {
-                            Some(a) => format!("{a}; {unknown}"),
-                            None => unknown,
-                        });
-                    }
-                    let e = refusal(e);
-                    return Err(match applied {
-                        Some(a) => with_applied(e, a),
-                        None => e,
-                    });
-                }
-                tracing::info!(realm = %self.name(), group_id, "member change outcome resolved: zulip applied it");
-            }
-        }
-        if !add.is_empty() || !delete.is_empty() {
-            changes.push(AttributeChange::members(&add, &delete));
+        let current = active_members(&group, &self.user_index().await?.read());
+        let change = GroupChange::plan(&group, name, &current, wanted);
+        self.check_group_rename(&change).await?;
+        let target = change.target();
+        let mut changes: Vec<AttributeChange> = change.rename_change().into_iter().collect();
+        let applied = self.apply_rename(&change, &target, &changes).await?;
+        if change.changes_members() {
+            self.apply_members(&change, applied, &target, &mut changes).await?;
+            changes.push(change.members_change());
         }
         self.audit(target, changes, Outcome::applied());
-        // Record what Zulip now holds.
+        self.record_group_change(change).await
+    }
+
+    /// Checks a planned rename against Zulip's rules: a valid name that no other group
+    /// (active or deactivated) holds in the snapshot.
+    async fn check_group_rename(&self, change: &GroupChange) -> Result<(), Error> {
+        let Some(new_name) = &change.rename else {
+            return Ok(());
+        };
+        check_group_name(new_name)?;
+        if let Some(other) = self.group_index().await?.read().by_name(new_name) {
+            return Err(group_name_taken(new_name, other.id, other.deactivated));
+        }
+        Ok(())
+    }
+
+    /// Sends the planned rename, if any. `Ok` holds what was applied (for a later failure
+    /// to report); a refusal is a 409 when Zulip's 400 was the name being taken meanwhile.
+    async fn apply_rename(
+        &self,
+        change: &GroupChange,
+        target: &AuditTarget,
+        changes: &[AttributeChange],
+    ) -> Result<Option<String>, Error> {
+        let Some(new_name) = &change.rename else {
+            return Ok(None);
+        };
+        let group_id = change.group_id;
+        if let Err(e) = self.rename_group(group_id, new_name).await {
+            if !e.outcome_known() {
+                self.audit(target.clone(), changes.to_vec(), Outcome::unknown(&e));
+            }
+            self.dir.invalidate_groups().await;
+            if e.is_bad_request() {
+                if let Some(other) = self.group_index().await?.read().by_name(new_name) {
+                    return Err(group_name_taken(new_name, other.id, other.deactivated));
+                }
+            }
+            return Err(refusal(e));
+        }
+        Ok(Some(format!("renamed group {group_id} to {new_name}")))
+    }
+
+    /// One rename call; a lost answer (a 5xx after sending) is looked at before answering:
+    /// the group read again under the new name means Zulip applied it.
+    async fn rename_group(&self, group_id: u64, new_name: &str) -> Result<(), ZulipError> {
+        match self.client.update_user_group(group_id, Some(new_name), None).await {
+            Ok(()) => Ok(()),
+            Err(e) if !e.outcome_known() => {
+                self.dir.invalidate_groups().await;
+                let now = self
+                    .group_index()
+                    .await
+                    .ok()
+                    .and_then(|g| g.read().groups.get(&group_id).map(|g| g.name.clone()));
+                if now.as_deref() == Some(new_name) {
+                    tracing::info!(realm = %self.name(), group_id, "rename outcome resolved: zulip applied it");
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the planned member diff (after the rename, whose result is `applied`). A failure
+    /// is audited (an unknown outcome, or a partial apply after a rename) and answered with
+    /// [`members_failure`], unless a re-read shows Zulip holds the wanted members.
+    async fn apply_members(
+        &self,
+        change: &GroupChange,
+        applied: Option<String>,
+        target: &AuditTarget,
+        changes: &mut Vec<AttributeChange>,
+    ) -> Result<(), Error> {
+        let group_id = change.group_id;
+        let Err(e) = self.client.update_user_group_members(group_id, &change.add, &change.delete).await
+        else {
+            return Ok(());
+        };
+        match &applied {
+            _ if !e.outcome_known() => {
+                changes.push(change.members_change());
+                self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
+            }
+            Some(a) => self.audit(
+                target.clone(),
+                changes.clone(),
+                Outcome::partial(&e, format!("{a}; changing its members failed")),
+            ),
+            None => {}
+        }
+        self.dir.invalidate_groups().await;
+        // A diff is not idempotent: when its outcome is unknown (a timeout, a reset or a 5xx
+        // after sending), look before answering — never "nothing was changed" for a change
+        // Zulip made, never an error for one it completed.
+        let outcome =
+            if e.outcome_known() { Some(false) } else { self.members_are(group_id, &change.wanted).await };
+        if outcome != Some(true) {
+            return Err(members_failure(e, applied, outcome, group_id));
+        }
+        tracing::info!(realm = %self.name(), group_id, "member change outcome resolved: zulip applied it");
+        Ok(())
+    }
+
+    /// Records what Zulip now holds after `change` in the snapshot, logs the change and
+    /// renders the group.
+    async fn record_group_change(&self, change: GroupChange) -> Result<Value, Error> {
+        let GroupChange { group_id, rename, add, delete, .. } = change;
+        let renamed = rename.is_some();
         let write = GroupWrite {
             group_id,
-            name: rename.clone(),
+            name: rename,
             add: add.clone(),
             delete: delete.clone(),
             deactivated: None,
@@ -560,7 +591,7 @@ impl Realm {
             updated.ok_or_else(|| Error::Internal(format!("group {group_id} vanished from the snapshot")))?;
         ChangeRecord::new(self.name(), Operation::Update, "Group", group_id)
             .address(group.name.as_str())
-            .attributes(rename.is_some().then_some("displayName"))
+            .attributes(renamed.then_some("displayName"))
             .members(&add, &delete)
             .log();
         let users = self.user_index().await?;
@@ -573,14 +604,8 @@ impl Realm {
     async fn members_are(&self, group_id: u64, wanted: &BTreeSet<u64>) -> Option<bool> {
         let groups = self.group_index().await.ok()?;
         let users = self.user_index().await.ok()?;
-        let members: Option<BTreeSet<u64>> = groups.read().groups.get(&group_id).map(|g| {
-            let users = users.read();
-            g.members
-                .iter()
-                .copied()
-                .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
-                .collect()
-        });
+        let members: Option<BTreeSet<u64>> =
+            groups.read().groups.get(&group_id).map(|g| active_members(g, &users.read()));
         members.map(|m| &m == wanted)
     }
 
@@ -685,6 +710,84 @@ impl Realm {
             .log();
         Ok(())
     }
+}
+
+/// One PUT or PATCH of a group, planned by diffing the target state against the snapshot:
+/// at most one rename and one diff of its active human members.
+struct GroupChange {
+    group_id: u64,
+    /// The group's name before the change.
+    name: String,
+    rename: Option<String>,
+    wanted: BTreeSet<u64>,
+    add: Vec<u64>,
+    delete: Vec<u64>,
+}
+
+impl GroupChange {
+    /// The change that takes `group` (whose active human members are `current`) to `name`
+    /// and `wanted`. Zulip never sees an add of a member or a remove of a non-member.
+    fn plan(group: &UserGroup, name: String, current: &BTreeSet<u64>, wanted: BTreeSet<u64>) -> Self {
+        let add = wanted.difference(current).copied().collect();
+        let delete = current.difference(&wanted).copied().collect();
+        let rename = (name != group.name).then_some(name);
+        GroupChange { group_id: group.id, name: group.name.clone(), rename, wanted, add, delete }
+    }
+
+    fn changes_members(&self) -> bool {
+        !self.add.is_empty() || !self.delete.is_empty()
+    }
+
+    /// The audit target: the group under the name the change gives it.
+    fn target(&self) -> AuditTarget {
+        group_target(self.group_id, self.rename.as_deref().unwrap_or(&self.name))
+    }
+
+    fn rename_change(&self) -> Option<AttributeChange> {
+        self.rename.as_ref().map(|new_name| {
+            AttributeChange::scalar(
+                "displayName",
+                Value::from(self.name.as_str()),
+                Value::from(new_name.as_str()),
+            )
+        })
+    }
+
+    fn members_change(&self) -> AttributeChange {
+        AttributeChange::members(&self.add, &self.delete)
+    }
+}
+
+/// The error for a failed members call: Zulip's refusal, saying what was `applied` before it
+/// (the rename) and, when Zulip's answer was lost, that the member change may still be there
+/// (`outcome`: what reading the group again showed; `None`: it could not be read).
+fn members_failure(e: ZulipError, applied: Option<String>, outcome: Option<bool>, group_id: u64) -> Error {
+    let unknown = match outcome {
+        None => Some(format!("the member change of group {group_id} may have reached Zulip (its answer was lost and the group could not be read again): read the group before retrying")),
+        // Not there when looked at; a request Zulip did not answer may still be applied.
+        Some(false) if !e.outcome_known() => Some(format!("no member change when the sidecar read group {group_id} again, but Zulip did not answer and may still apply it: read the group before retrying")),
+        Some(_) => None,
+    };
+    let applied = match (applied, unknown) {
+        (Some(a), Some(unknown)) => Some(format!("{a}; {unknown}")),
+        (applied, None) => applied,
+        (None, unknown) => unknown,
+    };
+    let e = refusal(e);
+    match applied {
+        Some(a) => with_applied(e, a),
+        None => e,
+    }
+}
+
+/// The active human members of `group` (the ones SCIM shows).
+fn active_members(group: &UserGroup, users: &UserIndex) -> BTreeSet<u64> {
+    group
+        .members
+        .iter()
+        .copied()
+        .filter(|id| users.get(*id).is_some_and(|u| u.is_active && !u.is_bot))
+        .collect()
 }
 
 /// The suffix a deleted group's name gets.

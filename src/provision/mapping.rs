@@ -281,12 +281,67 @@ impl UserChanges {
     }
 }
 
+/// Every Zulip account has a role and is active or deactivated: neither can be removed.
+fn check_kept(before: &Value, after: &Value) -> Result<(), Error> {
+    for (attr, how) in [("role", "set role to member"), ("active", "set active to false to deactivate")] {
+        let present = |v: &Value| value_at(v, &[attr]).is_some_and(|x| !x.is_null());
+        if present(before) && !present(after) {
+            return Err(Error::invalid(
+                ScimType::Mutability,
+                format!("{attr} cannot be removed from a Zulip account: {how}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The new role, when `role` is given and differs (absent, `null` or blank: no change).
+fn role_change(before: &Value, after: &Value) -> Result<Option<Role>, Error> {
+    match value_at(after, &["role"]) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(v) => {
+            let role = parse_role(v)?;
+            Ok((Some(role.scim_name()) != str_at(before, &["role"])).then_some(role))
+        }
+    }
+}
+
+/// The new `active`, when given and different.
+fn active_change(before: &Value, after: &Value) -> Result<Option<bool>, Error> {
+    match value_at(after, &["active"]) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let active = lenient_bool(v).ok_or_else(|| {
+                Error::invalid(ScimType::InvalidValue, format!("active must be a boolean, got {v}"))
+            })?;
+            Ok((Some(active) != value_at(before, &["active"]).and_then(Value::as_bool)).then_some(active))
+        }
+    }
+}
+
+/// The stored `externalId`'s change, when it differs (`Some(None)`: clear it).
+fn external_id_change(before: &Value, after: &Value) -> Result<Option<Option<String>>, Error> {
+    let external_id = parse_external_id(value_at(after, &["externalId"]))?;
+    Ok((external_id.as_deref() != str_at(before, &["externalId"])).then_some(external_id))
+}
+
 impl UserMapping {
     /// Compares the resource before and after a PUT/PATCH and lists the Zulip changes.
     /// `before` must be this mapping's rendering of the current user.
     pub fn changes(&self, before: &Value, after: &Value) -> Result<UserChanges, Error> {
-        let mut changes = UserChanges::default();
+        let new_email = self.address_change(before, after)?;
+        let full_name = self.full_name_change(before, after)?;
+        check_kept(before, after)?;
+        let role = role_change(before, after)?;
+        let active = active_change(before, after)?;
+        let external_id = if self.stores_external_id { external_id_change(before, after)? } else { None };
+        let profile = self.profile_changes(before, after)?;
+        Ok(UserChanges { full_name, role, new_email, active, external_id, profile })
+    }
 
+    /// The new address, when `userName` or `emails` changes it; `emails` cannot be removed.
+    fn address_change(&self, before: &Value, after: &Value) -> Result<Option<String>, Error> {
         let old_user_name = str_at(before, &["userName"]).unwrap_or("");
         let new_user_name = match value_at(after, &["userName"]) {
             Some(Value::String(s)) => s.trim(),
@@ -309,65 +364,38 @@ impl UserMapping {
             ));
         }
         let given_emails = emails_after.filter(|_| emails_after != emails_before);
-        if let Some(address) = self.requested_address(Some(old_user_name), given_user_name, given_emails)? {
-            if !address.eq_ignore_ascii_case(old_user_name) {
-                changes.new_email = Some(address);
-            }
-        }
-        if let Some(full_name) = self.full_name_of(Some(before), after) {
-            if Some(full_name.as_str()) != str_at(before, &["displayName"]) {
+        let address = self.requested_address(Some(old_user_name), given_user_name, given_emails)?;
+        Ok(address.filter(|address| !address.eq_ignore_ascii_case(old_user_name)))
+    }
+
+    /// The new full name, when the names give one that differs from `displayName` (checked
+    /// the way Zulip will).
+    fn full_name_change(&self, before: &Value, after: &Value) -> Result<Option<String>, Error> {
+        match self.full_name_of(Some(before), after) {
+            Some(full_name) if Some(full_name.as_str()) != str_at(before, &["displayName"]) => {
                 check_full_name(&full_name)?;
-                changes.full_name = Some(full_name);
+                Ok(Some(full_name))
             }
+            _ => Ok(None),
         }
+    }
 
-        // Every Zulip account has a role and is active or deactivated: neither can be removed.
-        for (attr, how) in [("role", "set role to member"), ("active", "set active to false to deactivate")] {
-            let present = |v: &Value| value_at(v, &[attr]).is_some_and(|x| !x.is_null());
-            if present(before) && !present(after) {
-                return Err(Error::invalid(
-                    ScimType::Mutability,
-                    format!("{attr} cannot be removed from a Zulip account: {how}"),
-                ));
-            }
-        }
-        match value_at(after, &["role"]) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s.trim().is_empty() => {}
-            Some(v) => {
-                let role = parse_role(v)?;
-                if Some(role.scim_name()) != str_at(before, &["role"]) {
-                    changes.role = Some(role);
-                }
-            }
-        }
-
-        match value_at(after, &["active"]) {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                let active = lenient_bool(v).ok_or_else(|| {
-                    Error::invalid(ScimType::InvalidValue, format!("active must be a boolean, got {v}"))
-                })?;
-                if Some(active) != value_at(before, &["active"]).and_then(Value::as_bool) {
-                    changes.active = Some(active);
-                }
-            }
-        }
-
-        if self.stores_external_id {
-            let external_id = parse_external_id(value_at(after, &["externalId"]))?;
-            if external_id.as_deref() != str_at(before, &["externalId"]) {
-                changes.external_id = Some(external_id);
-            }
-        }
+    /// The mapped attributes whose value changes (after checking that every typed value
+    /// given has a field to store it).
+    fn profile_changes(
+        &self,
+        before: &Value,
+        after: &Value,
+    ) -> Result<Vec<(OptionalAttr, Option<String>)>, Error> {
         self.check_stored(after)?;
+        let mut profile = Vec::new();
         for attr in &self.mapped {
             let new = mapped_value(attr, after)?;
             if new.as_deref() != attr.read(before).and_then(Value::as_str) {
-                changes.profile.push((attr.clone(), new));
+                profile.push((attr.clone(), new));
             }
         }
-        Ok(changes)
+        Ok(profile)
     }
 
     /// Values of the typed attributes (`phoneNumbers[type eq "fax"]`) that no mapped field

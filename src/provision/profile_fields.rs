@@ -138,53 +138,12 @@ impl MappedFields {
         let mut fields = realm.client.get_custom_profile_fields().await?;
         let mut problems = Vec::new();
         for entry in &self.entries {
-            let types = compatible_types(&entry.attr);
-            let found = fields.iter().find(|f| f.name == entry.label);
-            let (id, field_type) = match found {
-                Some(f) if types.contains(&f.field_type) => (f.id, f.field_type),
-                Some(f) => {
-                    problems.push(format!(
-                        "{}: Zulip's custom profile field {:?} (id {}) is a {} field; {} needs a {} field",
-                        entry.attr,
-                        entry.label,
-                        f.id,
-                        ProfileField::type_name(f.field_type),
-                        entry.attr,
-                        type_names(types)
-                    ));
+            let (id, field_type) = match entry.locate(&fields, self.create_missing) {
+                Ok(Some(found)) => found,
+                Ok(None) => entry.create(realm, &mut fields).await?,
+                Err(problem) => {
+                    problems.push(problem);
                     continue;
-                }
-                None if !self.create_missing => {
-                    problems.push(format!(
-                        "{}: Zulip has no custom profile field labelled {:?}: create it (a {} field) or set create_missing_fields: true",
-                        entry.attr,
-                        entry.label,
-                        type_names(types)
-                    ));
-                    continue;
-                }
-                None => {
-                    let field_type = types[0];
-                    let id = match realm
-                        .client
-                        .create_custom_profile_field(&entry.label, CREATED_FIELD_HINT, field_type)
-                        .await
-                    {
-                        Ok(id) => id,
-                        // Created meanwhile (another replica, or this call before its answer
-                        // was lost): look again.
-                        Err(e) if e.is_bad_request() || !e.outcome_known() => {
-                            fields = realm.client.get_custom_profile_fields().await?;
-                            match fields.iter().find(|f| f.name == entry.label && f.field_type == field_type)
-                            {
-                                Some(f) => f.id,
-                                None => return Err(e.into()),
-                            }
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    tracing::info!(realm = %realm.name(), field_id = id, label = %entry.label, attribute = %entry.attr, "created a custom profile field for a mapped attribute");
-                    (id, field_type)
                 }
             };
             entry.field_type.store(field_type, Ordering::Release);
@@ -195,6 +154,59 @@ impl MappedFields {
         } else {
             Err(NotReady::Config(format!("custom_profile_field_map: {}", problems.join("; "))))
         }
+    }
+}
+
+// === impl MappedField ===
+
+impl MappedField {
+    /// Finds this entry's field in Zulip's list `fields`: `Ok(Some((id, type)))`, `Ok(None)`
+    /// when it is missing and may be created, `Err` the problem (a field of a type that cannot
+    /// hold the attribute, or a missing one that may not be created).
+    fn locate(&self, fields: &[ProfileField], create_missing: bool) -> Result<Option<(u64, u8)>, String> {
+        let types = compatible_types(&self.attr);
+        match fields.iter().find(|f| f.name == self.label) {
+            Some(f) if types.contains(&f.field_type) => Ok(Some((f.id, f.field_type))),
+            Some(f) => Err(format!(
+                "{}: Zulip's custom profile field {:?} (id {}) is a {} field; {} needs a {} field",
+                self.attr,
+                self.label,
+                f.id,
+                ProfileField::type_name(f.field_type),
+                self.attr,
+                type_names(types)
+            )),
+            None if !create_missing => Err(format!(
+                "{}: Zulip has no custom profile field labelled {:?}: create it (a {} field) or set create_missing_fields: true",
+                self.attr,
+                self.label,
+                type_names(types)
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates this entry's field (of the first compatible type); when Zulip refuses or its
+    /// answer is lost, `fields` is read again and a field created meanwhile is taken.
+    async fn create(&self, realm: &Realm, fields: &mut Vec<ProfileField>) -> Result<(u64, u8), NotReady> {
+        let field_type = compatible_types(&self.attr)[0];
+        let id =
+            match realm.client.create_custom_profile_field(&self.label, CREATED_FIELD_HINT, field_type).await
+            {
+                Ok(id) => id,
+                // Created meanwhile (another replica, or this call before its answer was lost):
+                // look again.
+                Err(e) if e.is_bad_request() || !e.outcome_known() => {
+                    *fields = realm.client.get_custom_profile_fields().await?;
+                    match fields.iter().find(|f| f.name == self.label && f.field_type == field_type) {
+                        Some(f) => f.id,
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+        tracing::info!(realm = %realm.name(), field_id = id, label = %self.label, attribute = %self.attr, "created a custom profile field for a mapped attribute");
+        Ok((id, field_type))
     }
 }
 

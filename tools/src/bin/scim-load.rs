@@ -260,6 +260,25 @@ impl Stats {
     fn percentile_ms(&self, p: f64) -> f64 {
         percentile_ms(&self.latencies_us, p)
     }
+    /// Counts one request that took `us` microseconds and answered `status` (0: transport error).
+    fn record(&mut self, status: u16, us: u32) {
+        self.latencies_us.push(us);
+        if (200..300).contains(&status) {
+            self.ok += 1;
+        } else {
+            self.errors += 1;
+            *self.statuses.entry(status).or_default() += 1;
+        }
+    }
+    /// Adds one worker's counts and samples (unsorted) to these.
+    fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
 }
 
 /// `p`-th percentile of sorted microsecond samples, in ms.
@@ -288,50 +307,56 @@ async fn load(
         let (client, base, token, path, counter) =
             (client.clone(), base.to_string(), token.map(str::to_string), path.clone(), counter.clone());
         workers.push(tokio::spawn(async move {
-            let mut stats = Stats::default();
-            while Instant::now() < deadline {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let mut req = client.get(format!("{base}{}", path(n)));
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t);
-                }
-                let t0 = Instant::now();
-                let status = match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        match resp.bytes().await {
-                            Ok(_) => status,
-                            Err(_) => 0,
-                        }
-                    }
-                    Err(_) => 0,
-                };
-                let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
-                stats.latencies_us.push(us);
-                if (200..300).contains(&status) {
-                    stats.ok += 1;
-                } else {
-                    stats.errors += 1;
-                    *stats.statuses.entry(status).or_default() += 1;
-                }
-            }
-            stats
+            load_worker(&client, &base, token.as_deref(), &path, &counter, deadline).await
         }));
     }
     let mut total = Stats::default();
     for w in workers {
         if let Ok(s) = w.await {
-            total.ok += s.ok;
-            total.errors += s.errors;
-            for (k, v) in s.statuses {
-                *total.statuses.entry(k).or_default() += v;
-            }
-            total.latencies_us.extend(s.latencies_us);
+            total.merge(s);
         }
     }
     total.elapsed = start.elapsed();
     total.latencies_us.sort_unstable();
     total
+}
+
+/// One worker of [`load`]: GETs the next path until `deadline`, one request at a time.
+async fn load_worker(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    path: &PathFn,
+    counter: &AtomicU64,
+    deadline: Instant,
+) -> Stats {
+    let mut stats = Stats::default();
+    while Instant::now() < deadline {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let mut req = client.get(format!("{base}{}", path(n)));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let t0 = Instant::now();
+        let status = response_status(req).await;
+        let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+        stats.record(status, us);
+    }
+    stats
+}
+
+/// Sends `req` and reads its whole body: the status, or 0 for a transport error.
+async fn response_status(req: reqwest::RequestBuilder) -> u16 {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match resp.bytes().await {
+                Ok(_) => status,
+                Err(_) => 0,
+            }
+        }
+        Err(_) => 0,
+    }
 }
 
 fn http_client() -> Result<reqwest::Client> {
@@ -574,7 +599,62 @@ async fn sequential(
 
 // === bench ===
 
+/// `scim-load bench`: the cold start (seeding, snapshot load, memory), lookup latencies,
+/// throughput under load, and the upstream calls all of it made.
 async fn bench(args: BenchArgs) -> Result<()> {
+    let n = args.users;
+    let (stack, client, cold) = start_cold(&args).await?;
+    if args.exit_after_snapshot {
+        println!(
+            "rss after fake {:.1} MiB, after snapshot {:.1} MiB; exiting",
+            cold.rss_fake, cold.rss_sidecar
+        );
+        std::process::exit(0);
+    }
+    let base = stack.base();
+    let ids = Arc::new(seeded_ids(&stack.fake));
+    print_cold(n, &cold);
+
+    // Lookup latency, sequential (concurrency 1).
+    println!("\n### lookup latency at {n} users (sequential, {} requests per row)\n", args.samples);
+    println!("| request | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    page_latency(&client, &base, args.samples, cold.total).await?;
+    if !ids.is_empty() {
+        lookup_latency(&client, &base, &args, &ids).await?;
+    }
+
+    if !args.no_load && !ids.is_empty() {
+        throughput(&client, &base, &args, &ids).await;
+    }
+    let warm_calls = stack.fake.take_requests();
+    println!(
+        "\nupstream calls after the first read (all lookups and load above; events long-polls included): {} {}",
+        warm_calls.len(),
+        summarize(&warm_calls)
+    );
+    fake_users_cost(&client, &stack.fake).await?;
+    stack.stop().await;
+    Ok(())
+}
+
+/// What the cold start of a bench measured.
+struct Cold {
+    seed_time: Duration,
+    snapshot_load: Duration,
+    /// `totalResults` of the first read: the human users in the snapshot.
+    total: u64,
+    /// RSS at start, after the fake is built and after the snapshot load, and peak RSS (MiB).
+    rss0: f64,
+    rss_fake: f64,
+    rss_sidecar: f64,
+    hwm: f64,
+    /// The upstream calls up to the first read.
+    cold_calls: Vec<RecordedRequest>,
+}
+
+/// Seeds the fake with `args.users` people, starts the sidecar on it and makes the first
+/// read, measuring each step; the client that made it is warm for the rest of the bench.
+async fn start_cold(args: &BenchArgs) -> Result<(Stack, reqwest::Client, Cold)> {
     let n = args.users;
     let (rss0, _) = rss_mib();
     let t = Instant::now();
@@ -600,20 +680,21 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let total = body["totalResults"].as_u64().unwrap_or(0);
     let (rss_sidecar, hwm) = rss_mib();
     let cold_calls = stack.fake.take_requests();
-    if args.exit_after_snapshot {
-        println!("rss after fake {rss_fake:.1} MiB, after snapshot {rss_sidecar:.1} MiB; exiting");
-        std::process::exit(0);
-    }
+    let cold = Cold { seed_time, snapshot_load, total, rss0, rss_fake, rss_sidecar, hwm, cold_calls };
+    Ok((stack, client, cold))
+}
 
-    // The ids of the seeded people (the fake assigns them in insertion order).
-    let ids: Vec<u64> = {
-        let mut users: Vec<FakeUser> =
-            stack.fake.users().into_iter().filter(|u| u.delivery_email.starts_with("person")).collect();
-        users.sort_by_key(|u| u.user_id);
-        users.iter().map(|u| u.user_id).collect()
-    };
-    let ids = Arc::new(ids);
+/// The ids of the seeded people (the fake assigns them in insertion order).
+fn seeded_ids(fake: &FakeZulip) -> Vec<u64> {
+    let mut users: Vec<FakeUser> =
+        fake.users().into_iter().filter(|u| u.delivery_email.starts_with("person")).collect();
+    users.sort_by_key(|u| u.user_id);
+    users.iter().map(|u| u.user_id).collect()
+}
 
+/// The report's heading and its cold-start table.
+fn print_cold(n: u64, cold: &Cold) {
+    let Cold { seed_time, snapshot_load, total, rss0, rss_fake, rss_sidecar, hwm, cold_calls } = cold;
     println!("## scim-load bench --users {n}\n");
     println!("| measure | value |\n|---|---|");
     println!("| machine load (1/5/15 min) | {} |", loadavg());
@@ -623,7 +704,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
         "| snapshot load (live task start → /readyz 200: register + GET /users + decode + index) | {:.0} ms |",
         snapshot_load.as_secs_f64() * 1000.0
     );
-    println!("| upstream calls up to the first read | {} ({}) |", cold_calls.len(), summarize(&cold_calls));
+    println!("| upstream calls up to the first read | {} ({}) |", cold_calls.len(), summarize(cold_calls));
     println!("| RSS at start | {rss0:.1} MiB |");
     println!("| RSS after the fake is built (fake's share) | {rss_fake:.1} MiB (+{:.1}) |", rss_fake - rss0);
     println!(
@@ -631,105 +712,110 @@ async fn bench(args: BenchArgs) -> Result<()> {
         rss_sidecar - rss_fake
     );
     println!("| peak RSS (VmHWM) | {hwm:.1} MiB |");
+}
 
-    // Lookup latency, sequential (concurrency 1).
-    println!("\n### lookup latency at {n} users (sequential, {} requests per row)\n", args.samples);
-    println!("| request | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+/// Latency rows of the first, middle and last page of 100 of `total` users.
+async fn page_latency(client: &reqwest::Client, base: &str, samples: usize, total: u64) -> Result<()> {
     let human_total = usize::try_from(total).unwrap_or(usize::MAX).max(1);
     let pages: [(&str, usize); 3] =
         [("first", 1), ("middle", (human_total / 2).max(1)), ("last", human_total.saturating_sub(99).max(1))];
     for (label, start) in pages {
-        let (lat, body) = sequential(&client, &base, args.samples, |_| {
-            format!("/scim/v2/Users?startIndex={start}&count=100")
-        })
-        .await?;
+        let (lat, body) =
+            sequential(client, base, samples, |_| format!("/scim/v2/Users?startIndex={start}&count=100"))
+                .await?;
         let items = body["itemsPerPage"].as_u64().unwrap_or(0);
         print_latency(
             &format!("GET /Users?startIndex={start}&count=100 ({label} page, {items} items)"),
             &lat,
         );
     }
-    if !ids.is_empty() {
-        let m = ids.len();
-        let (lat, body) =
-            sequential(&client, &base, args.samples, |k| filter_path(&person_email(((k * 7919) % m) as u64)))
-                .await?;
-        if body["totalResults"].as_u64() != Some(1) {
-            return Err(format!("userName eq filter did not find one user: {body}").into());
-        }
-        print_latency("GET /Users?filter=userName eq \"…\" (varying users)", &lat);
-        let (lat, _) =
-            sequential(&client, &base, args.samples, |k| format!("/scim/v2/Users/{}", ids[(k * 7919) % m]))
-                .await?;
-        print_latency("GET /Users/{id} (varying users)", &lat);
-        let scan_samples = if n >= 50_000 { 10 } else { args.samples.min(50) };
-        let (lat, body) = sequential(&client, &base, scan_samples, |k| {
-            let i = (k * 7919) % m;
-            let filter = format!("displayName eq \"Person{i} Surname{i}\"");
-            let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
-            format!("/scim/v2/Users?filter={encoded}")
-        })
-        .await?;
-        if body["totalResults"].as_u64() != Some(1) {
-            return Err(format!("displayName eq filter did not find one user: {body}").into());
-        }
-        print_latency(
-            &format!("GET /Users?filter=displayName eq \"…\" (not indexed; {scan_samples} requests)"),
-            &lat,
-        );
-        if args.mapped {
-            mapped_filters(&client, &base, scan_samples, m).await?;
-        }
-    }
+    Ok(())
+}
 
-    if !args.no_load && !ids.is_empty() {
-        println!(
-            "\n### throughput at {n} users ({} s per row; ratio = req/s ÷ /livez req/s at the same concurrency)\n",
-            args.duration.as_secs_f64()
-        );
-        println!("| scenario | concurrency | req/s | p50 ms | p99 ms | errors | ratio |");
-        println!("|---|---|---|---|---|---|---|");
-        let m = ids.len();
-        for &c in &args.concurrency {
-            let livez =
-                load(&client, &base, None, Arc::new(|_| "/livez".to_string()), c, args.duration).await;
-            let baseline = livez.rps();
-            print_row("GET /livez", c, &livez, Some(baseline));
-            let ids_a = ids.clone();
-            let scenarios: Vec<(&str, PathFn)> = vec![
-                (
-                    "GET /Users/{id} (cached)",
-                    Arc::new(move |k| format!("/scim/v2/Users/{}", ids_a[(k as usize * 7919) % m])),
-                ),
-                (
-                    "GET /Users?filter=userName eq (varying)",
-                    Arc::new(move |k| filter_path(&person_email((k * 7919) % m as u64))),
-                ),
-                (
-                    "GET /Users?startIndex=K&count=100",
-                    Arc::new(move |k| {
-                        let start = 1 + (k * 7919) % (m as u64);
-                        format!("/scim/v2/Users?startIndex={start}&count=100")
-                    }),
-                ),
-            ];
-            for (name, path) in scenarios {
-                let stats = load(&client, &base, Some(TOKEN), path, c, args.duration).await;
-                print_row(name, c, &stats, Some(baseline));
-            }
-        }
+/// Latency rows of single-user lookups over the seeded people `ids`: by userName (indexed),
+/// by id, by displayName (a scan), and with `--mapped` by mapped profile fields.
+async fn lookup_latency(client: &reqwest::Client, base: &str, args: &BenchArgs, ids: &[u64]) -> Result<()> {
+    let m = ids.len();
+    let (lat, body) =
+        sequential(client, base, args.samples, |k| filter_path(&person_email(((k * 7919) % m) as u64)))
+            .await?;
+    if body["totalResults"].as_u64() != Some(1) {
+        return Err(format!("userName eq filter did not find one user: {body}").into());
     }
-    let warm_calls = stack.fake.take_requests();
-    println!(
-        "\nupstream calls after the first read (all lookups and load above; events long-polls included): {} {}",
-        warm_calls.len(),
-        summarize(&warm_calls)
+    print_latency("GET /Users?filter=userName eq \"…\" (varying users)", &lat);
+    let (lat, _) =
+        sequential(client, base, args.samples, |k| format!("/scim/v2/Users/{}", ids[(k * 7919) % m])).await?;
+    print_latency("GET /Users/{id} (varying users)", &lat);
+    let scan_samples = if args.users >= 50_000 { 10 } else { args.samples.min(50) };
+    let (lat, body) = sequential(client, base, scan_samples, |k| {
+        let i = (k * 7919) % m;
+        let filter = format!("displayName eq \"Person{i} Surname{i}\"");
+        let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+        format!("/scim/v2/Users?filter={encoded}")
+    })
+    .await?;
+    if body["totalResults"].as_u64() != Some(1) {
+        return Err(format!("displayName eq filter did not find one user: {body}").into());
+    }
+    print_latency(
+        &format!("GET /Users?filter=displayName eq \"…\" (not indexed; {scan_samples} requests)"),
+        &lat,
     );
+    if args.mapped {
+        mapped_filters(client, base, scan_samples, m).await?;
+    }
+    Ok(())
+}
 
-    // The upstream's own cost of GET /users, to split the cold load into fake vs sidecar.
+/// The throughput table: at each concurrency, `/livez` as the baseline, then the
+/// [`throughput_scenarios`] over the seeded people `ids`.
+async fn throughput(client: &reqwest::Client, base: &str, args: &BenchArgs, ids: &Arc<Vec<u64>>) {
+    println!(
+        "\n### throughput at {} users ({} s per row; ratio = req/s ÷ /livez req/s at the same concurrency)\n",
+        args.users,
+        args.duration.as_secs_f64()
+    );
+    println!("| scenario | concurrency | req/s | p50 ms | p99 ms | errors | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for &c in &args.concurrency {
+        let livez = load(client, base, None, Arc::new(|_| "/livez".to_string()), c, args.duration).await;
+        let baseline = livez.rps();
+        print_row("GET /livez", c, &livez, Some(baseline));
+        for (name, path) in throughput_scenarios(ids) {
+            let stats = load(client, base, Some(TOKEN), path, c, args.duration).await;
+            print_row(name, c, &stats, Some(baseline));
+        }
+    }
+}
+
+/// The authenticated load scenarios, each spreading its requests over the seeded people `ids`.
+fn throughput_scenarios(ids: &Arc<Vec<u64>>) -> Vec<(&'static str, PathFn)> {
+    let m = ids.len();
+    let ids = ids.clone();
+    vec![
+        (
+            "GET /Users/{id} (cached)",
+            Arc::new(move |k| format!("/scim/v2/Users/{}", ids[(k as usize * 7919) % m])),
+        ),
+        (
+            "GET /Users?filter=userName eq (varying)",
+            Arc::new(move |k| filter_path(&person_email((k * 7919) % m as u64))),
+        ),
+        (
+            "GET /Users?startIndex=K&count=100",
+            Arc::new(move |k| {
+                let start = 1 + (k * 7919) % (m as u64);
+                format!("/scim/v2/Users?startIndex={start}&count=100")
+            }),
+        ),
+    ]
+}
+
+/// The upstream's own cost of GET /users, to split the cold load into fake vs sidecar.
+async fn fake_users_cost(client: &reqwest::Client, fake: &FakeZulip) -> Result<()> {
     let t = Instant::now();
     let resp = client
-        .get(format!("{}api/v1/users", stack.fake.base_url()))
+        .get(format!("{}api/v1/users", fake.base_url()))
         .basic_auth(DEMO_SERVICE_EMAIL, Some(DEMO_SERVICE_API_KEY))
         .send()
         .await?;
@@ -739,7 +825,6 @@ async fn bench(args: BenchArgs) -> Result<()> {
         t.elapsed().as_secs_f64() * 1000.0,
         bytes.len() as f64 / 1_048_576.0
     );
-    stack.stop().await;
     Ok(())
 }
 

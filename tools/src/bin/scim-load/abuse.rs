@@ -70,37 +70,9 @@ pub async fn abuse(args: AbuseArgs) -> Result<()> {
     }
 
     let opened = Instant::now();
-    let mut held = Vec::with_capacity(args.half_open);
-    for _ in 0..args.half_open {
-        let mut stream = TcpStream::connect(stack.addr).await?;
-        stream.write_all(b"GET /scim/v2/Users HTTP/1.1\r\nHost: sidecar\r\nAccept: */*\r\n").await?;
-        held.push(stream);
-    }
+    let held = hold_half_open(&stack, args.half_open).await?;
     let open_ms = opened.elapsed().as_secs_f64() * 1000.0;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let statuses: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
-    let flood: Vec<_> = (0..args.flood_workers)
-        .map(|_| {
-            let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                // Bounded: stops at the end of the duration, or after this many requests.
-                for _ in 0..10_000_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let status = client.get(&url).bearer_auth("guessed-token-0123456789").send().await;
-                    let slot = match status.map(|r| r.status().as_u16()) {
-                        Ok(401) => 0,
-                        Ok(429) => 1,
-                        _ => 2,
-                    };
-                    statuses[slot].fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let flood = Flood::start(args.flood_workers, &url);
 
     let mut under_abuse = Idp::default();
     let deadline = Instant::now() + args.duration;
@@ -108,23 +80,88 @@ pub async fn abuse(args: AbuseArgs) -> Result<()> {
         idp_request(&idp, &url, &mut under_abuse).await;
     }
     let metrics = reqwest::get(format!("{}/metrics", stack.base())).await?.text().await?;
-    stop.store(true, Ordering::Relaxed);
-    for task in flood {
-        let _ = task.await;
-    }
+    let flooded = flood.stop().await;
     drop(held);
     stack.stop().await;
 
+    print_abuse(&args, open_ms, &metrics, flooded);
+    println!();
+    println!("| IdP GET /scim/v2/Users?count=1, new connection each | requests | failed | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    baseline.print_row("baseline (no abuse)");
+    under_abuse.print_row("under abuse");
+    Ok(())
+}
+
+/// Opens `count` connections to the sidecar that send the start of a request line and
+/// headers, then nothing; they are held until dropped.
+async fn hold_half_open(stack: &Stack, count: usize) -> Result<Vec<TcpStream>> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(stack.addr).await?;
+        stream.write_all(b"GET /scim/v2/Users HTTP/1.1\r\nHost: sidecar\r\nAccept: */*\r\n").await?;
+        held.push(stream);
+    }
+    Ok(held)
+}
+
+/// Clients sending requests with guessed tokens to one URL, back to back, counting the
+/// answers: 401, 429, and anything else (or a failure).
+struct Flood {
+    stop: Arc<AtomicBool>,
+    statuses: Arc<[AtomicU64; 3]>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(workers: usize, url: &str) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let statuses: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, statuses, url) = (stop.clone(), statuses.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    // Bounded: stops at the end of the duration, or after this many requests.
+                    for _ in 0..10_000_000u64 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let status = client.get(&url).bearer_auth("guessed-token-0123456789").send().await;
+                        let slot = match status.map(|r| r.status().as_u16()) {
+                            Ok(401) => 0,
+                            Ok(429) => 1,
+                            _ => 2,
+                        };
+                        statuses[slot].fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Flood { stop, statuses, workers }
+    }
+
+    /// Stops the clients and waits for them: the counts of 401s, 429s and others.
+    async fn stop(self) -> [u64; 3] {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.workers {
+            let _ = task.await;
+        }
+        [0, 1, 2].map(|i| self.statuses[i].load(Ordering::Relaxed))
+    }
+}
+
+/// What the abuse was and what the sidecar held at the end (from its `/metrics` text).
+fn print_abuse(args: &AbuseArgs, open_ms: f64, metrics: &str, [refused, limited, failed]: [u64; 3]) {
     let series = |name: &str| {
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
             .unwrap_or(0.0)
     };
-    let [refused, limited, failed] = [0, 1, 2].map(|i| statuses[i].load(Ordering::Relaxed));
     println!(
-        "half-open connections opened: {} in {open_ms:.0} ms; max_connections {max_connections}",
-        args.half_open
+        "half-open connections opened: {} in {open_ms:.0} ms; max_connections {}",
+        args.half_open, args.max_connections
     );
     println!(
         "held by the sidecar at the end: {} anonymous, {} authenticated; evicted for newcomers: {}",
@@ -138,21 +175,21 @@ pub async fn abuse(args: AbuseArgs) -> Result<()> {
         args.duration,
         (refused + limited + failed) as f64 / args.duration.as_secs_f64()
     );
-    println!();
-    println!("| IdP GET /scim/v2/Users?count=1, new connection each | requests | failed | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|---|");
-    for (name, idp) in [("baseline (no abuse)", &mut baseline), ("under abuse", &mut under_abuse)] {
-        idp.latencies_us.sort_unstable();
+}
+
+impl Idp {
+    /// One row of the IdP table (sorts the samples).
+    fn print_row(&mut self, name: &str) {
+        self.latencies_us.sort_unstable();
         println!(
             "| {name} | {} | {} | {:.2} | {:.2} | {:.2} |",
-            idp.latencies_us.len(),
-            idp.failures,
-            percentile_ms(&idp.latencies_us, 50.0),
-            percentile_ms(&idp.latencies_us, 99.0),
-            idp.latencies_us.last().map_or(f64::NAN, |us| f64::from(*us) / 1000.0),
+            self.latencies_us.len(),
+            self.failures,
+            percentile_ms(&self.latencies_us, 50.0),
+            percentile_ms(&self.latencies_us, 99.0),
+            self.latencies_us.last().map_or(f64::NAN, |us| f64::from(*us) / 1000.0),
         );
     }
-    Ok(())
 }
 
 /// One IdP request on a new connection; a failure or a non-200 counts as failed.
