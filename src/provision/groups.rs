@@ -463,7 +463,7 @@ impl Realm {
         let mut changes: Vec<AttributeChange> = change.rename_change().into_iter().collect();
         let applied = self.apply_rename(&change, &target, &changes).await?;
         if change.changes_members() {
-            self.apply_members(&change, applied, &target, &mut changes).await?;
+            self.apply_members(&change, applied, &target, &changes).await?;
             changes.push(change.members_change());
         }
         self.audit(target, changes, Outcome::applied());
@@ -541,7 +541,7 @@ impl Realm {
         change: &GroupChange,
         applied: Option<String>,
         target: &AuditTarget,
-        changes: &mut Vec<AttributeChange>,
+        changes: &[AttributeChange],
     ) -> Result<(), Error> {
         let group_id = change.group_id;
         let Err(e) = self.client.update_user_group_members(group_id, &change.add, &change.delete).await
@@ -550,12 +550,12 @@ impl Realm {
         };
         match &applied {
             _ if !e.outcome_known() => {
-                changes.push(change.members_change());
-                self.audit(target.clone(), changes.clone(), Outcome::unknown(&e));
+                let tried = changes.iter().cloned().chain([change.members_change()]).collect();
+                self.audit(target.clone(), tried, Outcome::unknown(&e));
             }
             Some(a) => self.audit(
                 target.clone(),
-                changes.clone(),
+                changes.to_vec(),
                 Outcome::partial(&e, format!("{a}; changing its members failed")),
             ),
             None => {}

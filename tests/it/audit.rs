@@ -295,3 +295,52 @@ async fn entra_lifecycle_is_audited_and_partial_failures_say_what_was_applied() 
     h.stop().await;
     let _ = std::fs::remove_file(path);
 }
+
+/// A member change whose answer is lost after Zulip applied it is audited twice: once as
+/// unknown when the answer is lost, then as applied once a re-read shows it. Each record
+/// names the member change exactly once.
+#[tokio::test]
+async fn a_member_change_resolved_after_a_lost_answer_is_audited_once_as_applied() {
+    let path = audit_path();
+    let h = start(&path, "okta", false).await;
+    let group = send(
+        &h,
+        Method::POST,
+        "/Groups",
+        Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Auditors"})),
+        "okta-g1",
+    )
+    .await;
+    let gid = group.assert_status(201)["id"].as_str().unwrap().to_string();
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    h.fake.fail_next(
+        "POST",
+        &format!("/api/v1/user_groups/{gid}/members"),
+        Failure::AfterApply(Box::new(Failure::Reset)),
+    );
+    send(
+        &h,
+        Method::PATCH,
+        &format!("/Groups/{gid}"),
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": hamlet.to_string()}]}]
+        })),
+        "okta-g2",
+    )
+    .await
+    .assert_status(200);
+    assert!(h.fake.group(gid.parse().unwrap()).unwrap().members.contains(&hamlet));
+
+    let patch: Vec<Value> = records(&path).into_iter().filter(|r| r["request_id"] == "okta-g2").collect();
+    let results: Vec<&Value> = patch.iter().map(|r| &r["result"]).collect();
+    assert_eq!(results, [&json!("unknown"), &json!("applied")], "{patch:#?}");
+    for record in &patch {
+        let members: Vec<&Value> =
+            record["changes"].as_array().unwrap().iter().filter(|c| c["attribute"] == "members").collect();
+        assert_eq!(members.len(), 1, "{record}");
+        assert_eq!(members[0]["added"], json!([hamlet.to_string()]), "{record}");
+    }
+    let _ = std::fs::remove_file(&path);
+    h.stop().await;
+}
