@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::{self, AuditTarget, Outcome};
 use crate::config::UserDelete;
+use crate::directory::UserEdit;
 use crate::error::Error;
 use crate::provision::changes::{user_attributes, ChangeRecord, Operation};
 use crate::provision::mapping::{user_name_of, NewUser, UserChanges};
@@ -287,8 +288,9 @@ impl Realm {
                 self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
                 return Err(with_applied(refusal(e), applied));
             }
-            user.is_active = false;
-            self.dir.upsert_user(user.clone()).await;
+            user = self
+                .record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() })
+                .await;
         }
         let mut written = vec!["userName", "name"];
         written.extend(new.role.filter(|r| *r != Role::Member).map(|_| "role"));
@@ -375,7 +377,9 @@ impl Realm {
             // again; the IdP's retry reactivates it with everything.
             let undone = self.client.deactivate_user(user_id).await.is_ok();
             if undone {
-                user.is_active = false;
+                user = self
+                    .record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() })
+                    .await;
             } else {
                 self.dir.invalidate_users().await;
             }
@@ -386,15 +390,10 @@ impl Realm {
                 format!("created Zulip user {user_id} as a member; setting {what} failed")
             };
             self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-            if undone {
-                self.dir.upsert_user(user).await;
-            }
             return Err(with_applied(refusal(e), applied));
         }
-        user.role = role;
-        record_profile_update(&mut user, &update);
-        self.dir.upsert_user(user.clone()).await;
-        Ok(user)
+        let edit = UserEdit { role: Some(role), ..user_edit(&user, &update) };
+        Ok(self.record_edit(user, edit).await)
     }
 
     /// `create_guests_without_streams`: Zulip's built-in SCIM creates such a guest without
@@ -586,18 +585,11 @@ impl Realm {
                 }
                 tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
             }
-            record_profile_update(&mut user, &update);
-            if let Some(name) = update.full_name {
-                user.full_name = name;
+            if let Some(email) = &update.new_email {
+                self.dir.learn_email(user_id, email);
             }
-            if let Some(role) = update.role {
-                user.role = role;
-            }
-            if let Some(email) = update.new_email {
-                self.dir.learn_email(user_id, &email);
-                user.delivery_email = Some(email);
-            }
-            self.dir.upsert_user(user.clone()).await;
+            let edit = user_edit(&user, &update);
+            user = self.record_edit(user, edit).await;
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or profile fields"));
@@ -626,9 +618,10 @@ impl Realm {
             if active {
                 self.reactivated(user_id).await;
             }
-            user.is_active = active;
+            user = self
+                .record_edit(user, UserEdit { user_id, is_active: Some(active), ..UserEdit::default() })
+                .await;
         }
-        self.dir.upsert_user(user.clone()).await;
         let operation = match changes.active {
             Some(false) => Operation::Deactivate,
             Some(true) if !was_active => Operation::Reactivate,
@@ -722,6 +715,18 @@ impl Realm {
         self.client.update_user(user_id, update).await
     }
 
+    /// Records a write's changes in the snapshot field by field (never over a change an event
+    /// brought meanwhile) and returns the account as the snapshot now holds it; without a
+    /// snapshot entry, `user` with the changes, inserted.
+    async fn record_edit(&self, mut user: User, edit: UserEdit) -> User {
+        if let Some(current) = self.dir.edit_user(edit.clone()).await {
+            return current;
+        }
+        edit.apply_to(&mut user);
+        self.dir.upsert_user(user.clone()).await;
+        user
+    }
+
     /// After a failed write whose outcome is unknown (a timeout, a reset or a 5xx after
     /// sending), reads the account again: `Some(true)` when Zulip holds the change (the write
     /// happened), `Some(false)` when it does not, `None` when it could not be read (or the
@@ -780,6 +785,22 @@ fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user
     match applied {
         Some(applied) => with_applied(refusal(e), applied),
         None => refusal(e),
+    }
+}
+
+/// What a `PATCH /users/{id}` of `user` changed, field by field, for the snapshot.
+fn user_edit(user: &User, update: &UserUpdate) -> UserEdit {
+    let mut written = user.clone();
+    record_profile_update(&mut written, update);
+    let fields =
+        update.profile_data.iter().map(|(f, _)| *f).chain(update.profile_users.iter().map(|(f, _)| *f));
+    UserEdit {
+        user_id: user.user_id,
+        full_name: update.full_name.clone(),
+        role: update.role,
+        delivery_email: update.new_email.clone(),
+        is_active: None,
+        profile_data: fields.map(|f| (f, written.profile_data.get(f).map(str::to_owned))).collect(),
     }
 }
 
