@@ -449,6 +449,20 @@ impl Realm {
         let add: Vec<u64> = wanted.difference(&current).copied().collect();
         let delete: Vec<u64> = current.difference(&wanted).copied().collect();
         let rename = (name != group.name).then_some(name);
+        if rename.is_none() && add.is_empty() && delete.is_empty() {
+            // Nothing to send: confirm against Zulip before a 2xx claims the group as it is.
+            match self.reread_group(group_id).await? {
+                Some(fresh) if fresh.deactivated => {
+                    return Err(Error::NotFound { resource: "Group", id: group_id.to_string() })
+                }
+                Some(fresh) if fresh != group => {
+                    let name = group.name.clone();
+                    return Box::pin(self.apply_group(fresh, name, ids)).await;
+                }
+                Some(_) => {}
+                None => return Err(Error::NotFound { resource: "Group", id: group_id.to_string() }),
+            }
+        }
         if let Some(new_name) = &rename {
             check_group_name(new_name)?;
             if let Some(other) = self.group_index().await?.read().by_name(new_name) {
