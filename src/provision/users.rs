@@ -345,6 +345,12 @@ impl Realm {
                             format!("Zulip refused to create the user: {}{hint}", e.message().unwrap_or("")),
                         ))
                     }
+                    // Not there when looked at; but a request Zulip did not answer may still
+                    // create it, so not "nothing was changed".
+                    None if unknown_outcome => Err(with_applied(
+                        refusal(e),
+                        format!("none when the sidecar read Zulip's users again (no account with address {}), but Zulip did not answer and may still create it: read the user by userName before retrying (a retried POST answers 409 naming the account if Zulip created it)", new.email),
+                    )),
                     None => Err(refusal(e)),
                 }
             }
