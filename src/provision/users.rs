@@ -323,6 +323,12 @@ impl Realm {
                 self.dir.invalidate_users().await;
                 let found = match self.user_index().await {
                     Ok(index) => index.read().by_email(&new.email).cloned(),
+                    Err(_) if unknown_outcome => {
+                        return Err(with_applied(
+                            refusal(e),
+                            format!("the creation of {} may have reached Zulip (its answer was lost and the users could not be read again): read the user by userName before retrying", new.email),
+                        ))
+                    }
                     Err(_) => return Err(refusal(e)),
                 };
                 match found {

@@ -461,5 +461,21 @@ async fn a_create_lost_before_zulip_applied_it_says_what_the_sidecar_saw() {
     let retry = h.post("/Users", &body).await;
     retry.assert_error(409, Some("uniqueness"));
     assert!(retry.body["detail"].as_str().unwrap().contains(&id.to_string()), "{}", retry.raw);
+    // The soak's sequence 99 (seed 1796230067510640313): the look itself failed (here every
+    // `GET /users`; there the request deadline) and the answer said "nothing was changed".
+    h.fake.fail_next("POST", "/api/v1/users", html_500());
+    for _ in 0..12 {
+        h.fake.fail_next("GET", "/api/v1/users", html_500());
+    }
+    let other = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "other.person@zulip.example.com",
+        "name": {"givenName": "Other", "familyName": "Person"},
+    });
+    let reply = h.post("/Users", &other).await;
+    h.fake.clear_failures("GET", "/api/v1/users");
+    assert!(reply.status.is_server_error(), "{}", reply.raw);
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.contains("may have reached Zulip") && !detail.contains("nothing was changed"), "{detail}");
     h.stop().await;
 }
