@@ -687,8 +687,17 @@ impl<T: Indexed> Slot<T> {
         let _recording = RecordingGuard(self);
         let result = load().await;
         // Built outside the lock (a large realm takes a while); changes that arrive meanwhile
-        // are still recorded and replayed below.
-        let built = result.map(build);
+        // are still recorded and replayed by `publish`.
+        self.publish(result.map(build), learned)
+    }
+
+    /// Ends a load: the built index, with the changes recorded meanwhile replayed onto it,
+    /// becomes the current snapshot; a failure is kept for the callers that waited for it.
+    fn publish(
+        &self,
+        built: Result<T, ZulipError>,
+        learned: &LearnedEmails,
+    ) -> Result<Arc<Shared<T>>, Arc<ZulipError>> {
         let mut state = self.lock();
         state.attempts += 1;
         let recorded = state.recording.replace(Vec::new()).unwrap_or_default();
