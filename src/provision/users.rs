@@ -249,17 +249,7 @@ impl Realm {
             Posted::Exists(user) => return self.create_over_existing(user, new).await,
         };
         self.dir.learn_email(user_id, &new.email);
-        let mut user = User {
-            user_id,
-            email: new.email.clone(),
-            delivery_email: Some(new.email.clone()),
-            full_name: new.full_name.clone(),
-            date_joined: now_date_joined(),
-            is_active: true,
-            role: Role::Member,
-            is_bot: false,
-            profile_data: ProfileData::default(),
-        };
+        let mut user = new_account(user_id, &new);
         self.dir.upsert_user(user.clone()).await;
 
         // What `POST /users` cannot set — a role other than member, the externalId — in one
@@ -273,36 +263,51 @@ impl Realm {
             user = self.create_follow_up(user, role, update).await?;
         }
         if role == Role::Guest && self.config.create_guests_without_streams {
-            if let Err(e) = self.unsubscribe_new_guest(user_id).await {
-                // The account exists, as a guest; only its channels are left. A retry of
-                // this POST answers 409 (the address is taken): the IdP's next GET finds
-                // the user, and an admin removes the channels in Zulip.
-                let applied = format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip");
-                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-                return Err(with_applied(refusal(e), applied));
-            }
+            self.new_guest_without_channels(&user).await?;
         }
         if !new.active {
-            if let Err(e) = self.client.deactivate_user(user_id).await {
-                let applied = format!("created Zulip user {user_id}; deactivating it failed");
-                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-                return Err(with_applied(refusal(e), applied));
-            }
-            user = self
-                .record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() })
-                .await;
+            user = self.deactivate_new_user(user).await?;
         }
+        self.log_create(&new, user_id, external_id_field.is_some());
+        self.audit_user(None, &user, Outcome::applied());
+        Ok(self.render_user(&user))
+    }
+
+    /// A created guest taken out of the default channels (`create_guests_without_streams`).
+    async fn new_guest_without_channels(&self, user: &User) -> Result<(), Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.unsubscribe_new_guest(user_id).await {
+            // The account exists, as a guest; only its channels are left. A retry of
+            // this POST answers 409 (the address is taken): the IdP's next GET finds
+            // the user, and an admin removes the channels in Zulip.
+            let applied = format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip");
+            self.audit_user(None, user, Outcome::partial(&e, applied.clone()));
+            return Err(with_applied(refusal(e), applied));
+        }
+        Ok(())
+    }
+
+    /// A created account deactivated (`POST /Users` with `active: false`).
+    async fn deactivate_new_user(&self, user: User) -> Result<User, Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.client.deactivate_user(user_id).await {
+            let applied = format!("created Zulip user {user_id}; deactivating it failed");
+            self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+            return Err(with_applied(refusal(e), applied));
+        }
+        Ok(self.record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() }).await)
+    }
+
+    /// The change log line of a create.
+    fn log_create(&self, new: &NewUser, user_id: u64, external_id_stored: bool) {
         let mut written = vec!["userName", "name"];
         written.extend(new.role.filter(|r| *r != Role::Member).map(|_| "role"));
-        written
-            .extend(new.external_id.as_ref().filter(|_| external_id_field.is_some()).map(|_| "externalId"));
+        written.extend(new.external_id.as_ref().filter(|_| external_id_stored).map(|_| "externalId"));
         written.extend((!new.active).then_some("active"));
         ChangeRecord::new(self.name(), Operation::Create, "User", user_id)
             .address(new.email.as_str())
             .attributes(written)
             .log();
-        self.audit_user(None, &user, Outcome::applied());
-        Ok(self.render_user(&user))
     }
 
     /// `POST /users` for a new account. A refusal or a lost answer is resolved by looking
@@ -582,57 +587,12 @@ impl Realm {
         self.check_user_changes(user_id, &changes).await?;
         let mut update = self.user_update(&changes).await?;
         if !update.is_empty() {
-            if let Err(e) = self.send_user_update(user_id, &mut update).await {
-                // A lost answer is resolved by looking: applied, or not (nothing to report).
-                let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, &update)).await;
-                if looked != Some(true) {
-                    if looked.is_none() && !e.outcome_known() {
-                        self.audit_user(
-                            Some(&before),
-                            &intended(&user, &update, changes.active),
-                            Outcome::unknown(&e),
-                        );
-                    }
-                    return Err(unresolved(e, None, looked, user_id));
-                }
-                tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
-            }
-            if let Some(email) = &update.new_email {
-                self.dir.learn_email(user_id, email);
-            }
-            let edit = user_edit(&user, &update);
-            user = self.record_edit(user, edit).await;
+            user = self.patch_changes(user, &before, &mut update, changes.active).await?;
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or profile fields"));
         if let Some(active) = changes.active {
-            let sent = match active {
-                false => self.client.deactivate_user(user_id).await,
-                true => self.client.reactivate_user(user_id).await,
-            };
-            if let Err(e) = sent {
-                let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
-                if looked != Some(true) {
-                    let (after, outcome) = match &applied {
-                        _ if looked.is_none() && !e.outcome_known() => {
-                            (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
-                        }
-                        Some(applied) => {
-                            (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
-                        }
-                        None => (user.clone(), Outcome::applied()),
-                    };
-                    self.audit_user(Some(&before), &after, outcome);
-                    return Err(unresolved(e, applied, looked, user_id));
-                }
-                tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
-            }
-            if active {
-                self.reactivated(user_id).await;
-            }
-            user = self
-                .record_edit(user, UserEdit { user_id, is_active: Some(active), ..UserEdit::default() })
-                .await;
+            user = self.change_active(user, &before, active, applied).await?;
         }
         let operation = match changes.active {
             Some(false) => Operation::Deactivate,
@@ -645,6 +605,71 @@ impl Realm {
             .log();
         self.audit_user(Some(&before), &user, Outcome::applied());
         Ok(user)
+    }
+
+    /// The one `PATCH /users/{id}` of a change, sent and recorded; a lost answer is resolved
+    /// by looking (applied, or an error saying what the sidecar saw).
+    async fn patch_changes(
+        &self,
+        user: User,
+        before: &User,
+        update: &mut UserUpdate,
+        active: Option<bool>,
+    ) -> Result<User, Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.send_user_update(user_id, update).await {
+            let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, update)).await;
+            if looked != Some(true) {
+                if looked.is_none() && !e.outcome_known() {
+                    self.audit_user(Some(before), &intended(&user, update, active), Outcome::unknown(&e));
+                }
+                return Err(unresolved(e, None, looked, user_id));
+            }
+            tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
+        }
+        if let Some(email) = &update.new_email {
+            self.dir.learn_email(user_id, email);
+        }
+        let edit = user_edit(&user, update);
+        Ok(self.record_edit(user, edit).await)
+    }
+
+    /// Deactivates or reactivates the account (after the change's PATCH, whose summary is
+    /// `applied`), resolving a lost answer by looking; a reactivated user's memberships are
+    /// brought back into the snapshot.
+    async fn change_active(
+        &self,
+        user: User,
+        before: &User,
+        active: bool,
+        applied: Option<String>,
+    ) -> Result<User, Error> {
+        let user_id = user.user_id;
+        let sent = match active {
+            false => self.client.deactivate_user(user_id).await,
+            true => self.client.reactivate_user(user_id).await,
+        };
+        if let Err(e) = sent {
+            let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
+            if looked != Some(true) {
+                let (after, outcome) = match &applied {
+                    _ if looked.is_none() && !e.outcome_known() => {
+                        (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
+                    }
+                    Some(applied) => {
+                        (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
+                    }
+                    None => (user.clone(), Outcome::applied()),
+                };
+                self.audit_user(Some(before), &after, outcome);
+                return Err(unresolved(e, applied, looked, user_id));
+            }
+            tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
+        }
+        if active {
+            self.reactivated(user_id).await;
+        }
+        Ok(self.record_edit(user, UserEdit { user_id, is_active: Some(active), ..UserEdit::default() }).await)
     }
 
     /// What a change may not do, refused before any call: demote or deactivate the
@@ -797,6 +822,21 @@ fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user
     match applied {
         Some(applied) => with_applied(refusal(e), applied),
         None => refusal(e),
+    }
+}
+
+/// The account `POST /users` just created, as the snapshot records it (a member, active).
+fn new_account(user_id: u64, new: &NewUser) -> User {
+    User {
+        user_id,
+        email: new.email.clone(),
+        delivery_email: Some(new.email.clone()),
+        full_name: new.full_name.clone(),
+        date_joined: now_date_joined(),
+        is_active: true,
+        role: Role::Member,
+        is_bot: false,
+        profile_data: ProfileData::default(),
     }
 }
 
