@@ -479,7 +479,8 @@ impl Realm {
         let after = self.users.put_target(&before, body)?;
         let mentioned: Vec<&'static str> =
             body.as_object().map(|o| o.keys().map(|k| canonical_attr(k)).collect()).unwrap_or_default();
-        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await?
+        {
             Some(fresh) => {
                 let before = self.render_user(&fresh);
                 let after = self.users.put_target(&before, body)?;
@@ -496,15 +497,17 @@ impl Realm {
     /// attribute the request sets to the value the snapshot shows (an admin may just have
     /// changed it in Zulip) would be skipped, and the 2xx would claim what Zulip does not
     /// hold. In that case only, the account is read from Zulip first (one `GET`), and the
-    /// fresh copy returned to diff against. `None`: nothing asserted unchanged, or the read
-    /// failed (the snapshot is used, as before).
+    /// fresh copy returned to diff against. `None`: nothing asserted unchanged. When that read
+    /// fails the write is refused (nothing was sent): diffed against the snapshot, it could
+    /// skip the asserted attribute and answer 2xx for a value Zulip does not hold (the soak,
+    /// seed 1796230706301358577, sequence 69).
     async fn refresh_if_asserted(
         &self,
         user: &User,
         before: &Value,
         after: &Value,
         mentioned: &[&'static str],
-    ) -> Option<User> {
+    ) -> Result<Option<User>, Error> {
         let unchanged = |pointer: &str| before.pointer(pointer) == after.pointer(pointer);
         let asserted_unchanged = mentioned.iter().any(|attr| match *attr {
             "userName" => unchanged("/userName"),
@@ -515,17 +518,14 @@ impl Realm {
             _ => false,
         });
         if !asserted_unchanged {
-            return None;
+            return Ok(None);
         }
         match self.client.get_user_with_profile_fields(user.user_id, &self.profile_field_ids()).await {
             Ok(fresh) => {
                 self.dir.upsert_user(fresh.clone()).await;
-                Some(fresh)
+                Ok(Some(fresh))
             }
-            Err(e) => {
-                tracing::debug!(realm = %self.name(), user_id = user.user_id, error = %e, "could not re-read the user before a write; diffing against the snapshot");
-                None
-            }
+            Err(e) => Err(refusal(e)),
         }
     }
 
@@ -545,7 +545,8 @@ impl Realm {
         let mut after = before.clone();
         patch.apply(&mut after, self.user_type)?;
         let mentioned = patched_attrs(&patch);
-        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await?
+        {
             Some(fresh) => {
                 let before = self.render_user(&fresh);
                 let mut after = before.clone();

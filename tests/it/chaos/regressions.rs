@@ -479,3 +479,26 @@ async fn a_create_lost_before_zulip_applied_it_says_what_the_sidecar_saw() {
     assert!(detail.contains("may have reached Zulip") && !detail.contains("nothing was changed"), "{detail}");
     h.stop().await;
 }
+
+/// Found by the strict soak (seed 1796230706301358577, sequence 69): a PUT asserting the name
+/// the snapshot showed, right after an admin changed it in Zulip, needs the re-read of
+/// divergence 4; when that read failed, the write was diffed against the snapshot, skipped
+/// the name and answered 200 for a name Zulip did not hold. It is refused now (nothing sent).
+#[tokio::test]
+async fn a_write_whose_re_read_fails_is_refused_not_diffed_against_the_snapshot() {
+    let h = Harness::start().await;
+    let hamlet = h.user_id("hamlet@zulip.example.com");
+    let path = format!("/Users/{hamlet}");
+    let mut current = h.get(&path).await.assert_status(200).clone();
+    h.fake.modify_user(hamlet, |u| u.full_name = "Edited In Zulip".into());
+    for _ in 0..8 {
+        h.fake.fail_next("GET", &format!("/api/v1/users/{hamlet}"), html_500());
+    }
+    current.as_object_mut().unwrap().remove("meta");
+    let reply = h.put(&path, &current).await;
+    h.fake.clear_failures("GET", &format!("/api/v1/users/{hamlet}"));
+    assert!(reply.status.is_server_error(), "{}", reply.raw);
+    assert_eq!(h.fake.user(hamlet).unwrap().full_name, "Edited In Zulip");
+    assert!(h.upstream_writes().is_empty(), "nothing is sent");
+    h.stop().await;
+}
