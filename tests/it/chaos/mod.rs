@@ -91,6 +91,7 @@ pub async fn run_case(case: &Case, replicas: usize, external_id: bool) -> Result
         idp.step_no = case.steps.len();
         settle(&mut idp).await;
         idp.stats.stale_reads = idp.stale_reads.len() as u64;
+        idp.stats.stale_read_texts = idp.stale_reads.clone();
         (idp.divergences.clone(), idp.stats.clone())
     };
     cluster.stop().await;
