@@ -687,8 +687,17 @@ impl<T: Indexed> Slot<T> {
         let _recording = RecordingGuard(self);
         let result = load().await;
         // Built outside the lock (a large realm takes a while); changes that arrive meanwhile
-        // are still recorded and replayed below.
-        let built = result.map(build);
+        // are still recorded and replayed by `publish`.
+        self.publish(result.map(build), learned)
+    }
+
+    /// Ends a load: the built index, with the changes recorded meanwhile replayed onto it,
+    /// becomes the current snapshot; a failure is kept for the callers that waited for it.
+    fn publish(
+        &self,
+        built: Result<T, ZulipError>,
+        learned: &LearnedEmails,
+    ) -> Result<Arc<Shared<T>>, Arc<ZulipError>> {
         let mut state = self.lock();
         state.attempts += 1;
         let recorded = state.recording.replace(Vec::new()).unwrap_or_default();
@@ -875,8 +884,22 @@ impl Directory {
 
     /// Records what one of the sidecar's writes changed (see [`UserEdit`]) and returns the
     /// account as the snapshot now holds it (`None`: no snapshot, or the account is not in it).
+    /// Only the fields the write set wait for their event ([`pending`]), and only where they
+    /// differ from the snapshot's copy: the other fields keep what events brought meanwhile
+    /// (an admin's edit during the write), where replacing the entry with the writer's copy —
+    /// read before the write — would roll them back and leave expectations for values Zulip
+    /// does not hold, hiding their events for [`pending::EXPECTATION_TTL`].
     pub async fn edit_user(&self, edit: UserEdit) -> Option<User> {
         let user_id = edit.user_id;
+        let old = self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned());
+        if let Some(old) = &old {
+            let mut new = old.clone();
+            edit.apply_to(&mut new);
+            pending::expect_user_change(&self.pending, old, &new, Instant::now());
+            if old.is_active && !new.is_active {
+                self.groups.apply(GroupChange::Deactivated(user_id), &self.learned);
+            }
+        }
         self.users.apply(UserChange::Edit(edit), &self.learned);
         self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned())
     }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use zulip_client::types::Event;
-use zulip_client::{Role, User};
+use zulip_client::types::{Event, PersonUpdate, UserGroupChange};
+use zulip_client::{Role, User, UserGroup};
 
 /// How long an expectation waits for its event.
 pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
@@ -179,92 +179,15 @@ pub fn admit_event(pending: &Pending, event: &Event, now: Instant) -> Event {
     if pending.is_empty() {
         return event.clone();
     }
-    let admit = |key: Key, value: Val| pending.admit(key, &value, now);
     match event {
         Event::RealmUserUpdate { id, person } => {
-            let u = person.user_id;
-            let mut person = person.clone();
-            if let Some(name) = &person.full_name {
-                if let Admit::Keep(_) = admit(Key::FullName(u), Val::Text(Some(name.clone()))) {
-                    person.full_name = None;
-                }
-            }
-            if let Some(role) = person.role {
-                if let Admit::Keep(_) = admit(Key::Role(u), Val::Int(u64::from(role.api_value()))) {
-                    person.role = None;
-                }
-            }
-            if let Some(active) = person.is_active {
-                if let Admit::Keep(_) = admit(Key::Active(u), Val::Bool(active)) {
-                    person.is_active = None;
-                }
-            }
-            if let Some(address) = &person.delivery_email {
-                if let Admit::Keep(_) = admit(Key::Address(u), Val::Text(address.clone())) {
-                    person.delivery_email = None;
-                }
-            }
-            if let Some(email) = &person.email {
-                if let Admit::Keep(_) = admit(Key::ApiEmail(u), Val::Text(Some(email.clone()))) {
-                    person.email = None;
-                }
-            }
-            if let Some(email) = person.other.get("new_email").and_then(Value::as_str) {
-                if let Admit::Keep(_) = admit(Key::ApiEmail(u), Val::Text(Some(email.to_owned()))) {
-                    person.other.remove("new_email");
-                }
-            }
-            if let Some(change) = &person.custom_profile_field {
-                let value = profile_val(change.value.clone());
-                if let Admit::Keep(_) = admit(Key::Profile(u, change.id), value) {
-                    person.custom_profile_field = None;
-                }
-            }
-            Event::RealmUserUpdate { id: *id, person }
+            Event::RealmUserUpdate { id: *id, person: admit_person_update(pending, person, now) }
         }
         Event::RealmUserAdd { id, person } => {
-            let mut person = person.clone();
-            for key in pending.user_keys(person.user_id) {
-                let value = match key {
-                    Key::FullName(_) => Val::Text(Some(person.full_name.clone())),
-                    Key::Role(_) => Val::Int(u64::from(person.role.api_value())),
-                    Key::Active(_) => Val::Bool(person.is_active),
-                    Key::Address(_) => Val::Text(person.delivery_email.clone()),
-                    Key::ApiEmail(_) => Val::Text(Some(person.email.clone())),
-                    Key::Profile(_, field) => profile_val(person.profile_data.get(field).map(str::to_owned)),
-                    _ => continue,
-                };
-                let Admit::Keep(kept) = admit(key, value) else {
-                    continue;
-                };
-                match (key, kept) {
-                    (Key::FullName(_), Val::Text(Some(v))) => person.full_name = v,
-                    (Key::Role(_), Val::Int(v)) => {
-                        if let Some(role) = u16::try_from(v).ok().and_then(Role::from_api) {
-                            person.role = role;
-                        }
-                    }
-                    (Key::Active(_), Val::Bool(v)) => person.is_active = v,
-                    (Key::Address(_), Val::Text(v)) => person.delivery_email = v,
-                    (Key::ApiEmail(_), Val::Text(Some(v))) => person.email = v,
-                    (Key::Profile(_, field), Val::Text(v)) => person.profile_data.set(field, v),
-                    _ => {}
-                }
-            }
-            Event::RealmUserAdd { id: *id, person }
+            Event::RealmUserAdd { id: *id, person: admit_person(pending, person, now) }
         }
         Event::UserGroupUpdate { id, group_id, data } => {
-            let mut data = data.clone();
-            if let Some(name) = &data.name {
-                if let Admit::Keep(_) = admit(Key::GroupName(*group_id), Val::Text(Some(name.clone()))) {
-                    data.name = None;
-                }
-            }
-            if let Some(deactivated) = data.deactivated {
-                if let Admit::Keep(_) = admit(Key::GroupDeactivated(*group_id), Val::Bool(deactivated)) {
-                    data.deactivated = None;
-                }
-            }
+            let data = admit_group_update(pending, *group_id, data, now);
             Event::UserGroupUpdate { id: *id, group_id: *group_id, data }
         }
         Event::UserGroupAddMembers { id, group_id, user_ids } => {
@@ -276,39 +199,129 @@ pub fn admit_event(pending: &Pending, event: &Event, now: Instant) -> Event {
             Event::UserGroupRemoveMembers { id: *id, group_id: *group_id, user_ids }
         }
         Event::UserGroupRemove { id, group_id } => {
-            match admit(Key::GroupDeactivated(*group_id), Val::Bool(true)) {
+            match pending.admit(Key::GroupDeactivated(*group_id), &Val::Bool(true), now) {
                 Admit::Apply | Admit::Keep(Val::Bool(true)) => event.clone(),
                 // Reactivated by the sidecar since: nothing to apply (a heartbeat is ignored).
                 Admit::Keep(_) => Event::Heartbeat { id: *id },
             }
         }
         Event::UserGroupAdd { id, group } => {
-            let mut group = group.clone();
-            for key in pending.group_keys(group.id) {
-                let value = match key {
-                    Key::GroupName(_) => Val::Text(Some(group.name.clone())),
-                    Key::GroupDeactivated(_) => Val::Bool(group.deactivated),
-                    Key::Member(_, user) => Val::Bool(group.members.contains(&user)),
-                    _ => continue,
-                };
-                let Admit::Keep(kept) = admit(key, value) else {
-                    continue;
-                };
-                match (key, kept) {
-                    (Key::GroupName(_), Val::Text(Some(v))) => group.name = v,
-                    (Key::GroupDeactivated(_), Val::Bool(v)) => group.deactivated = v,
-                    (Key::Member(_, user), Val::Bool(true)) if !group.members.contains(&user) => {
-                        group.members.push(user);
-                        group.members.sort_unstable();
-                    }
-                    (Key::Member(_, user), Val::Bool(false)) => group.members.retain(|m| *m != user),
-                    _ => {}
-                }
-            }
-            Event::UserGroupAdd { id: *id, group }
+            Event::UserGroupAdd { id: *id, group: admit_group(pending, group, now) }
         }
         _ => event.clone(),
     }
+}
+
+/// A `realm_user`/`update` without the fields a newer write supersedes.
+fn admit_person_update(pending: &Pending, person: &PersonUpdate, now: Instant) -> PersonUpdate {
+    let u = person.user_id;
+    let kept = |key: Key, value: Val| matches!(pending.admit(key, &value, now), Admit::Keep(_));
+    let mut person = person.clone();
+    if person.full_name.as_ref().is_some_and(|name| kept(Key::FullName(u), Val::Text(Some(name.clone())))) {
+        person.full_name = None;
+    }
+    if person.role.is_some_and(|role| kept(Key::Role(u), Val::Int(u64::from(role.api_value())))) {
+        person.role = None;
+    }
+    if person.is_active.is_some_and(|active| kept(Key::Active(u), Val::Bool(active))) {
+        person.is_active = None;
+    }
+    if person.delivery_email.as_ref().is_some_and(|address| kept(Key::Address(u), Val::Text(address.clone())))
+    {
+        person.delivery_email = None;
+    }
+    if person.email.as_ref().is_some_and(|email| kept(Key::ApiEmail(u), Val::Text(Some(email.clone())))) {
+        person.email = None;
+    }
+    let new_email = person.other.get("new_email").and_then(Value::as_str).map(str::to_owned);
+    if new_email.is_some_and(|email| kept(Key::ApiEmail(u), Val::Text(Some(email)))) {
+        person.other.remove("new_email");
+    }
+    let profile = person.custom_profile_field.as_ref().map(|c| (c.id, profile_val(c.value.clone())));
+    if profile.is_some_and(|(field, value)| kept(Key::Profile(u, field), value)) {
+        person.custom_profile_field = None;
+    }
+    person
+}
+
+/// A full `realm_user`/`add` object with the written value of every field a newer write
+/// supersedes.
+fn admit_person(pending: &Pending, person: &User, now: Instant) -> User {
+    let mut person = person.clone();
+    for key in pending.user_keys(person.user_id) {
+        let value = match key {
+            Key::FullName(_) => Val::Text(Some(person.full_name.clone())),
+            Key::Role(_) => Val::Int(u64::from(person.role.api_value())),
+            Key::Active(_) => Val::Bool(person.is_active),
+            Key::Address(_) => Val::Text(person.delivery_email.clone()),
+            Key::ApiEmail(_) => Val::Text(Some(person.email.clone())),
+            Key::Profile(_, field) => profile_val(person.profile_data.get(field).map(str::to_owned)),
+            _ => continue,
+        };
+        let Admit::Keep(kept) = pending.admit(key, &value, now) else {
+            continue;
+        };
+        match (key, kept) {
+            (Key::FullName(_), Val::Text(Some(v))) => person.full_name = v,
+            (Key::Role(_), Val::Int(v)) => {
+                if let Some(role) = u16::try_from(v).ok().and_then(Role::from_api) {
+                    person.role = role;
+                }
+            }
+            (Key::Active(_), Val::Bool(v)) => person.is_active = v,
+            (Key::Address(_), Val::Text(v)) => person.delivery_email = v,
+            (Key::ApiEmail(_), Val::Text(Some(v))) => person.email = v,
+            (Key::Profile(_, field), Val::Text(v)) => person.profile_data.set(field, v),
+            _ => {}
+        }
+    }
+    person
+}
+
+/// A `user_group`/`update` without the fields a newer write supersedes.
+fn admit_group_update(
+    pending: &Pending,
+    group_id: u64,
+    data: &UserGroupChange,
+    now: Instant,
+) -> UserGroupChange {
+    let kept = |key: Key, value: Val| matches!(pending.admit(key, &value, now), Admit::Keep(_));
+    let mut data = data.clone();
+    if data.name.as_ref().is_some_and(|name| kept(Key::GroupName(group_id), Val::Text(Some(name.clone())))) {
+        data.name = None;
+    }
+    if data.deactivated.is_some_and(|d| kept(Key::GroupDeactivated(group_id), Val::Bool(d))) {
+        data.deactivated = None;
+    }
+    data
+}
+
+/// A full `user_group`/`add` object with the written value of every field a newer write
+/// supersedes.
+fn admit_group(pending: &Pending, group: &UserGroup, now: Instant) -> UserGroup {
+    let mut group = group.clone();
+    for key in pending.group_keys(group.id) {
+        let value = match key {
+            Key::GroupName(_) => Val::Text(Some(group.name.clone())),
+            Key::GroupDeactivated(_) => Val::Bool(group.deactivated),
+            Key::Member(_, user) => Val::Bool(group.members.contains(&user)),
+            _ => continue,
+        };
+        let Admit::Keep(kept) = pending.admit(key, &value, now) else {
+            continue;
+        };
+        match (key, kept) {
+            (Key::GroupName(_), Val::Text(Some(v))) => group.name = v,
+            (Key::GroupDeactivated(_), Val::Bool(v)) => group.deactivated = v,
+            (Key::Member(_, user), Val::Bool(true)) if !group.members.contains(&user) => {
+                group.members.push(user);
+                group.members.sort_unstable();
+            }
+            (Key::Member(_, user), Val::Bool(false)) => group.members.retain(|m| *m != user),
+            _ => {}
+        }
+    }
+    group
 }
 
 /// The members of an `add_members` (`added`) or `remove_members` event that no newer write

@@ -458,6 +458,12 @@ impl Realm {
         let wanted = self.resolve_members(&ids).await?;
         let current = active_members(&group, &self.user_index().await?.read());
         let change = GroupChange::plan(&group, name, &current, wanted);
+        if change.is_empty() {
+            if let Some(fresh) = self.confirm_unchanged(&group).await? {
+                let name = group.name.clone();
+                return Box::pin(self.apply_group(fresh, name, ids)).await;
+            }
+        }
         self.check_group_rename(&change).await?;
         let target = change.target();
         let mut changes: Vec<AttributeChange> = change.rename_change().into_iter().collect();
@@ -468,6 +474,19 @@ impl Realm {
         }
         self.audit(target, changes, Outcome::applied());
         self.record_group_change(change).await
+    }
+
+    /// A change with nothing to send is confirmed against Zulip before a 2xx claims the group
+    /// as the snapshot shows it: a group that another replica (or an admin) deactivated is a
+    /// 404; one that changed meanwhile comes back (`Some`) to be diffed again.
+    async fn confirm_unchanged(&self, group: &UserGroup) -> Result<Option<UserGroup>, Error> {
+        let not_found = || Error::NotFound { resource: "Group", id: group.id.to_string() };
+        match self.reread_group(group.id).await? {
+            Some(fresh) if fresh.deactivated => Err(not_found()),
+            Some(fresh) if fresh != *group => Ok(Some(fresh)),
+            Some(_) => Ok(None),
+            None => Err(not_found()),
+        }
     }
 
     /// Checks a planned rename against Zulip's rules: a valid name that no other group
@@ -725,6 +744,11 @@ struct GroupChange {
 }
 
 impl GroupChange {
+    /// Nothing to send: no rename and no member to add or remove.
+    fn is_empty(&self) -> bool {
+        self.rename.is_none() && !self.changes_members()
+    }
+
     /// The change that takes `group` (whose active human members are `current`) to `name`
     /// and `wanted`. Zulip never sees an add of a member or a remove of a non-member.
     fn plan(group: &UserGroup, name: String, current: &BTreeSet<u64>, wanted: BTreeSet<u64>) -> Self {

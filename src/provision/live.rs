@@ -249,31 +249,8 @@ impl Task {
                     continue;
                 }
             };
-            for event in &events {
-                let Some(id) = event.id() else {
-                    return SessionEnd::Resync { reason: "an event without id".into(), progressed };
-                };
-                if id <= last {
-                    continue;
-                }
-                if id > last + 1 {
-                    return SessionEnd::Resync {
-                        reason: format!("event ids jumped from {last} to {id}"),
-                        progressed,
-                    };
-                }
-                if let Event::CustomProfileFields { fields, .. } = event {
-                    if let Some(reason) = self.realm.profile_fields_changed(fields) {
-                        return SessionEnd::Resync { reason, progressed };
-                    }
-                }
-                if let Applied::Inconsistent(reason) = self.realm.dir.apply_event(event) {
-                    return SessionEnd::Resync { reason, progressed };
-                }
-                if !matches!(event, Event::Heartbeat { .. }) {
-                    tracing::debug!(realm = %self.realm.name(), event_id = id, "applied event");
-                }
-                last = id;
+            if let Err(reason) = self.apply_events(&events, &mut last) {
+                return SessionEnd::Resync { reason, progressed };
             }
             progressed = true;
             self.backoff = self.options.min_backoff;
@@ -287,6 +264,36 @@ impl Task {
                 return SessionEnd::Shutdown;
             }
         }
+    }
+
+    /// Applies one poll's events in order, advancing `last`; `Err` with the reason when the
+    /// queue must be replaced (an event without id, a gap in ids, a changed profile field,
+    /// or an event the snapshot cannot place).
+    fn apply_events(&self, events: &[Event], last: &mut i64) -> Result<(), String> {
+        for event in events {
+            let Some(id) = event.id() else {
+                return Err("an event without id".into());
+            };
+            if id <= *last {
+                continue;
+            }
+            if id > *last + 1 {
+                return Err(format!("event ids jumped from {last} to {id}"));
+            }
+            if let Event::CustomProfileFields { fields, .. } = event {
+                if let Some(reason) = self.realm.profile_fields_changed(fields) {
+                    return Err(reason);
+                }
+            }
+            if let Applied::Inconsistent(reason) = self.realm.dir.apply_event(event) {
+                return Err(reason);
+            }
+            if !matches!(event, Event::Heartbeat { .. }) {
+                tracing::debug!(realm = %self.realm.name(), event_id = id, "applied event");
+            }
+            *last = id;
+        }
+        Ok(())
     }
 
     /// Runs `fut` unless shutdown comes first (`None`).

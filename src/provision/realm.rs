@@ -20,7 +20,7 @@ use crate::provision::query::Resource;
 use crate::provision::refusal;
 use scim;
 use scim::schema::{ResourceTypeDef, GROUP};
-use zulip_client::{ProfileField, ZulipClient, ZulipError};
+use zulip_client::{ProfileField, UserGroup, ZulipClient, ZulipError};
 
 /// Zulip feature level that added `new_email` to `PATCH /users/{id}` (Zulip 10.0).
 pub const FL_CHANGE_EMAIL: u32 = 313;
@@ -381,6 +381,16 @@ impl Realm {
             *progress = next;
             changed
         });
+    }
+
+    /// Group `group_id` as Zulip holds it now (a groups snapshot loaded anew): for a write that
+    /// has nothing to send, whose 2xx would otherwise rest on the snapshot alone — which
+    /// trails Zulip by the events latency (another replica may just have deleted the group).
+    pub(crate) async fn reread_group(&self, group_id: u64) -> Result<Option<UserGroup>, Error> {
+        let groups =
+            self.dir.reload_groups(|| self.client.get_user_groups(true)).await.map_err(shared_refusal)?;
+        let group = groups.read().groups.get(&group_id).cloned();
+        Ok(group)
     }
 
     /// Loads both snapshots anew, whatever is cached (right after registering a queue).

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::{self, AuditTarget, Outcome};
 use crate::config::UserDelete;
+use crate::directory::UserEdit;
 use crate::error::Error;
 use crate::provision::changes::{user_attributes, ChangeRecord, Operation};
 use crate::provision::mapping::{user_name_of, NewUser, UserChanges};
@@ -248,17 +249,7 @@ impl Realm {
             Posted::Exists(user) => return self.create_over_existing(user, new).await,
         };
         self.dir.learn_email(user_id, &new.email);
-        let mut user = User {
-            user_id,
-            email: new.email.clone(),
-            delivery_email: Some(new.email.clone()),
-            full_name: new.full_name.clone(),
-            date_joined: now_date_joined(),
-            is_active: true,
-            role: Role::Member,
-            is_bot: false,
-            profile_data: ProfileData::default(),
-        };
+        let mut user = new_account(user_id, &new);
         self.dir.upsert_user(user.clone()).await;
 
         // What `POST /users` cannot set — a role other than member, the externalId — in one
@@ -272,35 +263,51 @@ impl Realm {
             user = self.create_follow_up(user, role, update).await?;
         }
         if role == Role::Guest && self.config.create_guests_without_streams {
-            if let Err(e) = self.unsubscribe_new_guest(user_id).await {
-                // The account exists, as a guest; only its channels are left. A retry of
-                // this POST answers 409 (the address is taken): the IdP's next GET finds
-                // the user, and an admin removes the channels in Zulip.
-                let applied = format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip");
-                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-                return Err(with_applied(refusal(e), applied));
-            }
+            self.new_guest_without_channels(&user).await?;
         }
         if !new.active {
-            if let Err(e) = self.client.deactivate_user(user_id).await {
-                let applied = format!("created Zulip user {user_id}; deactivating it failed");
-                self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-                return Err(with_applied(refusal(e), applied));
-            }
-            user.is_active = false;
-            self.dir.upsert_user(user.clone()).await;
+            user = self.deactivate_new_user(user).await?;
         }
+        self.log_create(&new, user_id, external_id_field.is_some());
+        self.audit_user(None, &user, Outcome::applied());
+        Ok(self.render_user(&user))
+    }
+
+    /// A created guest taken out of the default channels (`create_guests_without_streams`).
+    async fn new_guest_without_channels(&self, user: &User) -> Result<(), Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.unsubscribe_new_guest(user_id).await {
+            // The account exists, as a guest; only its channels are left. A retry of
+            // this POST answers 409 (the address is taken): the IdP's next GET finds
+            // the user, and an admin removes the channels in Zulip.
+            let applied = format!("created Zulip user {user_id} as a guest, but it is still subscribed to the organization's default channels (create_guests_without_streams): remove them in Zulip");
+            self.audit_user(None, user, Outcome::partial(&e, applied.clone()));
+            return Err(with_applied(refusal(e), applied));
+        }
+        Ok(())
+    }
+
+    /// A created account deactivated (`POST /Users` with `active: false`).
+    async fn deactivate_new_user(&self, user: User) -> Result<User, Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.client.deactivate_user(user_id).await {
+            let applied = format!("created Zulip user {user_id}; deactivating it failed");
+            self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
+            return Err(with_applied(refusal(e), applied));
+        }
+        Ok(self.record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() }).await)
+    }
+
+    /// The change log line of a create.
+    fn log_create(&self, new: &NewUser, user_id: u64, external_id_stored: bool) {
         let mut written = vec!["userName", "name"];
         written.extend(new.role.filter(|r| *r != Role::Member).map(|_| "role"));
-        written
-            .extend(new.external_id.as_ref().filter(|_| external_id_field.is_some()).map(|_| "externalId"));
+        written.extend(new.external_id.as_ref().filter(|_| external_id_stored).map(|_| "externalId"));
         written.extend((!new.active).then_some("active"));
         ChangeRecord::new(self.name(), Operation::Create, "User", user_id)
             .address(new.email.as_str())
             .attributes(written)
             .log();
-        self.audit_user(None, &user, Outcome::applied());
-        Ok(self.render_user(&user))
     }
 
     /// `POST /users` for a new account. A refusal or a lost answer is resolved by looking
@@ -321,6 +328,12 @@ impl Realm {
                 self.dir.invalidate_users().await;
                 let found = match self.user_index().await {
                     Ok(index) => index.read().by_email(&new.email).cloned(),
+                    Err(_) if unknown_outcome => {
+                        return Err(with_applied(
+                            refusal(e),
+                            format!("the creation of {} may have reached Zulip (its answer was lost and the users could not be read again): read the user by userName before retrying", new.email),
+                        ))
+                    }
                     Err(_) => return Err(refusal(e)),
                 };
                 match found {
@@ -343,6 +356,12 @@ impl Realm {
                             format!("Zulip refused to create the user: {}{hint}", e.message().unwrap_or("")),
                         ))
                     }
+                    // Not there when looked at; but a request Zulip did not answer may still
+                    // create it, so not "nothing was changed".
+                    None if unknown_outcome => Err(with_applied(
+                        refusal(e),
+                        format!("none when the sidecar read Zulip's users again (no account with address {}), but Zulip did not answer and may still create it: read the user by userName before retrying (a retried POST answers 409 naming the account if Zulip created it)", new.email),
+                    )),
                     None => Err(refusal(e)),
                 }
             }
@@ -375,7 +394,9 @@ impl Realm {
             // again; the IdP's retry reactivates it with everything.
             let undone = self.client.deactivate_user(user_id).await.is_ok();
             if undone {
-                user.is_active = false;
+                user = self
+                    .record_edit(user, UserEdit { user_id, is_active: Some(false), ..UserEdit::default() })
+                    .await;
             } else {
                 self.dir.invalidate_users().await;
             }
@@ -386,15 +407,10 @@ impl Realm {
                 format!("created Zulip user {user_id} as a member; setting {what} failed")
             };
             self.audit_user(None, &user, Outcome::partial(&e, applied.clone()));
-            if undone {
-                self.dir.upsert_user(user).await;
-            }
             return Err(with_applied(refusal(e), applied));
         }
-        user.role = role;
-        record_profile_update(&mut user, &update);
-        self.dir.upsert_user(user.clone()).await;
-        Ok(user)
+        let edit = UserEdit { role: Some(role), ..user_edit(&user, &update) };
+        Ok(self.record_edit(user, edit).await)
     }
 
     /// `create_guests_without_streams`: Zulip's built-in SCIM creates such a guest without
@@ -463,7 +479,8 @@ impl Realm {
         let after = self.users.put_target(&before, body)?;
         let mentioned: Vec<&'static str> =
             body.as_object().map(|o| o.keys().map(|k| canonical_attr(k)).collect()).unwrap_or_default();
-        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await?
+        {
             Some(fresh) => {
                 let before = self.render_user(&fresh);
                 let after = self.users.put_target(&before, body)?;
@@ -480,15 +497,17 @@ impl Realm {
     /// attribute the request sets to the value the snapshot shows (an admin may just have
     /// changed it in Zulip) would be skipped, and the 2xx would claim what Zulip does not
     /// hold. In that case only, the account is read from Zulip first (one `GET`), and the
-    /// fresh copy returned to diff against. `None`: nothing asserted unchanged, or the read
-    /// failed (the snapshot is used, as before).
+    /// fresh copy returned to diff against. `None`: nothing asserted unchanged. When that read
+    /// fails the write is refused (nothing was sent): diffed against the snapshot, it could
+    /// skip the asserted attribute and answer 2xx for a value Zulip does not hold (the soak,
+    /// seed 1796230706301358577, sequence 69).
     async fn refresh_if_asserted(
         &self,
         user: &User,
         before: &Value,
         after: &Value,
         mentioned: &[&'static str],
-    ) -> Option<User> {
+    ) -> Result<Option<User>, Error> {
         let unchanged = |pointer: &str| before.pointer(pointer) == after.pointer(pointer);
         let asserted_unchanged = mentioned.iter().any(|attr| match *attr {
             "userName" => unchanged("/userName"),
@@ -499,17 +518,14 @@ impl Realm {
             _ => false,
         });
         if !asserted_unchanged {
-            return None;
+            return Ok(None);
         }
         match self.client.get_user_with_profile_fields(user.user_id, &self.profile_field_ids()).await {
             Ok(fresh) => {
                 self.dir.upsert_user(fresh.clone()).await;
-                Some(fresh)
+                Ok(Some(fresh))
             }
-            Err(e) => {
-                tracing::debug!(realm = %self.name(), user_id = user.user_id, error = %e, "could not re-read the user before a write; diffing against the snapshot");
-                None
-            }
+            Err(e) => Err(refusal(e)),
         }
     }
 
@@ -529,7 +545,8 @@ impl Realm {
         let mut after = before.clone();
         patch.apply(&mut after, self.user_type)?;
         let mentioned = patched_attrs(&patch);
-        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await {
+        let (user, before, after) = match self.refresh_if_asserted(&user, &before, &after, &mentioned).await?
+        {
             Some(fresh) => {
                 let before = self.render_user(&fresh);
                 let mut after = before.clone();
@@ -571,64 +588,13 @@ impl Realm {
         self.check_user_changes(user_id, &changes).await?;
         let mut update = self.user_update(&changes).await?;
         if !update.is_empty() {
-            if let Err(e) = self.send_user_update(user_id, &mut update).await {
-                // A lost answer is resolved by looking: applied, or not (nothing to report).
-                let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, &update)).await;
-                if looked != Some(true) {
-                    if looked.is_none() && !e.outcome_known() {
-                        self.audit_user(
-                            Some(&before),
-                            &intended(&user, &update, changes.active),
-                            Outcome::unknown(&e),
-                        );
-                    }
-                    return Err(unresolved(e, None, looked, user_id));
-                }
-                tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
-            }
-            record_profile_update(&mut user, &update);
-            if let Some(name) = update.full_name {
-                user.full_name = name;
-            }
-            if let Some(role) = update.role {
-                user.role = role;
-            }
-            if let Some(email) = update.new_email {
-                self.dir.learn_email(user_id, &email);
-                user.delivery_email = Some(email);
-            }
-            self.dir.upsert_user(user.clone()).await;
+            user = self.patch_changes(user, &before, &mut update, changes.active).await?;
         }
         let applied = (!update_was_empty(&changes))
             .then(|| format!("updated Zulip user {user_id}'s name, role, address or profile fields"));
         if let Some(active) = changes.active {
-            let sent = match active {
-                false => self.client.deactivate_user(user_id).await,
-                true => self.client.reactivate_user(user_id).await,
-            };
-            if let Err(e) = sent {
-                let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
-                if looked != Some(true) {
-                    let (after, outcome) = match &applied {
-                        _ if looked.is_none() && !e.outcome_known() => {
-                            (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
-                        }
-                        Some(applied) => {
-                            (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
-                        }
-                        None => (user.clone(), Outcome::applied()),
-                    };
-                    self.audit_user(Some(&before), &after, outcome);
-                    return Err(unresolved(e, applied, looked, user_id));
-                }
-                tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
-            }
-            if active {
-                self.reactivated(user_id).await;
-            }
-            user.is_active = active;
+            user = self.change_active(user, &before, active, applied).await?;
         }
-        self.dir.upsert_user(user.clone()).await;
         let operation = match changes.active {
             Some(false) => Operation::Deactivate,
             Some(true) if !was_active => Operation::Reactivate,
@@ -640,6 +606,71 @@ impl Realm {
             .log();
         self.audit_user(Some(&before), &user, Outcome::applied());
         Ok(user)
+    }
+
+    /// The one `PATCH /users/{id}` of a change, sent and recorded; a lost answer is resolved
+    /// by looking (applied, or an error saying what the sidecar saw).
+    async fn patch_changes(
+        &self,
+        user: User,
+        before: &User,
+        update: &mut UserUpdate,
+        active: Option<bool>,
+    ) -> Result<User, Error> {
+        let user_id = user.user_id;
+        if let Err(e) = self.send_user_update(user_id, update).await {
+            let looked = self.look_if_unknown(&e, user_id, |u| update_held(u, update)).await;
+            if looked != Some(true) {
+                if looked.is_none() && !e.outcome_known() {
+                    self.audit_user(Some(before), &intended(&user, update, active), Outcome::unknown(&e));
+                }
+                return Err(unresolved(e, None, looked, user_id));
+            }
+            tracing::info!(realm = %self.name(), user_id, "update outcome resolved: zulip applied it");
+        }
+        if let Some(email) = &update.new_email {
+            self.dir.learn_email(user_id, email);
+        }
+        let edit = user_edit(&user, update);
+        Ok(self.record_edit(user, edit).await)
+    }
+
+    /// Deactivates or reactivates the account (after the change's PATCH, whose summary is
+    /// `applied`), resolving a lost answer by looking; a reactivated user's memberships are
+    /// brought back into the snapshot.
+    async fn change_active(
+        &self,
+        user: User,
+        before: &User,
+        active: bool,
+        applied: Option<String>,
+    ) -> Result<User, Error> {
+        let user_id = user.user_id;
+        let sent = match active {
+            false => self.client.deactivate_user(user_id).await,
+            true => self.client.reactivate_user(user_id).await,
+        };
+        if let Err(e) = sent {
+            let looked = self.look_if_unknown(&e, user_id, |u| u.is_active == active).await;
+            if looked != Some(true) {
+                let (after, outcome) = match &applied {
+                    _ if looked.is_none() && !e.outcome_known() => {
+                        (User { is_active: active, ..user.clone() }, Outcome::unknown(&e))
+                    }
+                    Some(applied) => {
+                        (user.clone(), Outcome::partial(&e, format!("{applied}; changing active failed")))
+                    }
+                    None => (user.clone(), Outcome::applied()),
+                };
+                self.audit_user(Some(before), &after, outcome);
+                return Err(unresolved(e, applied, looked, user_id));
+            }
+            tracing::info!(realm = %self.name(), user_id, active, "activation outcome resolved: zulip applied it");
+        }
+        if active {
+            self.reactivated(user_id).await;
+        }
+        Ok(self.record_edit(user, UserEdit { user_id, is_active: Some(active), ..UserEdit::default() }).await)
     }
 
     /// What a change may not do, refused before any call: demote or deactivate the
@@ -722,6 +753,18 @@ impl Realm {
         self.client.update_user(user_id, update).await
     }
 
+    /// Records a write's changes in the snapshot field by field (never over a change an event
+    /// brought meanwhile) and returns the account as the snapshot now holds it; without a
+    /// snapshot entry, `user` with the changes, inserted.
+    async fn record_edit(&self, mut user: User, edit: UserEdit) -> User {
+        if let Some(current) = self.dir.edit_user(edit.clone()).await {
+            return current;
+        }
+        edit.apply_to(&mut user);
+        self.dir.upsert_user(user.clone()).await;
+        user
+    }
+
     /// After a failed write whose outcome is unknown (a timeout, a reset or a 5xx after
     /// sending), reads the account again: `Some(true)` when Zulip holds the change (the write
     /// happened), `Some(false)` when it does not, `None` when it could not be read (or the
@@ -780,6 +823,37 @@ fn unresolved(e: ZulipError, applied: Option<String>, looked: Option<bool>, user
     match applied {
         Some(applied) => with_applied(refusal(e), applied),
         None => refusal(e),
+    }
+}
+
+/// The account `POST /users` just created, as the snapshot records it (a member, active).
+fn new_account(user_id: u64, new: &NewUser) -> User {
+    User {
+        user_id,
+        email: new.email.clone(),
+        delivery_email: Some(new.email.clone()),
+        full_name: new.full_name.clone(),
+        date_joined: now_date_joined(),
+        is_active: true,
+        role: Role::Member,
+        is_bot: false,
+        profile_data: ProfileData::default(),
+    }
+}
+
+/// What a `PATCH /users/{id}` of `user` changed, field by field, for the snapshot.
+fn user_edit(user: &User, update: &UserUpdate) -> UserEdit {
+    let mut written = user.clone();
+    record_profile_update(&mut written, update);
+    let fields =
+        update.profile_data.iter().map(|(f, _)| *f).chain(update.profile_users.iter().map(|(f, _)| *f));
+    UserEdit {
+        user_id: user.user_id,
+        full_name: update.full_name.clone(),
+        role: update.role,
+        delivery_email: update.new_email.clone(),
+        is_active: None,
+        profile_data: fields.map(|f| (f, written.profile_data.get(f).map(str::to_owned))).collect(),
     }
 }
 

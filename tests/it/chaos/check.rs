@@ -297,12 +297,46 @@ pub fn resource_path(reply: &Reply, expect: &Expect) -> Option<String> {
     }
 }
 
-/// Two renderings of one resource by different replicas show the same values.
-pub fn same_resource(a: &Value, b: &Value) -> bool {
-    ["/userName", "/displayName", "/active", "/role", "/externalId"]
-        .iter()
-        .all(|p| a.pointer(p) == b.pointer(p))
-        && member_ids(a) == member_ids(b)
+/// The Zulip account or group behind a SCIM path, for messages.
+pub fn zulip_state(fake: &FakeZulip, path: &str) -> String {
+    let id = path.rsplit('/').next().and_then(|id| id.parse::<u64>().ok()).unwrap_or_default();
+    if path.starts_with("/Users/") {
+        format!("{:?}", fake.user(id).map(|u| (u.full_name, role_name(u.role), u.is_active, u.profile_data)))
+    } else {
+        format!("{:?}", fake.group(id).map(|g| (g.name, g.members, g.deactivated)))
+    }
+}
+
+/// Whether a replica's read of `path` (`status`, `body`) shows what Zulip holds now: a User's
+/// address, name, active, role and externalId; a Group's name and active members, or a 404
+/// for a deactivated group.
+pub fn read_agrees(fake: &FakeZulip, field: Option<u64>, path: &str, status: u16, body: &Value) -> bool {
+    let Some(id) = path.rsplit('/').next().and_then(|id| id.parse::<u64>().ok()) else {
+        return false;
+    };
+    if path.starts_with("/Users/") {
+        let Some(u) = fake.user(id) else {
+            return status == 404;
+        };
+        status == 200
+            && ["/userName", "/displayName", "/active", "/role", "/externalId"].iter().all(|p| {
+                let have = match body.pointer(p) {
+                    Some(Value::String(s)) if *p == "/userName" => Value::from(s.to_ascii_lowercase()),
+                    Some(v) => v.clone(),
+                    None => Value::Null,
+                };
+                zulip_user_value(&u, field, p).is_none_or(|want| want == have)
+            })
+    } else {
+        match fake.group(id) {
+            Some(g) if !g.deactivated => {
+                status == 200
+                    && body["displayName"].as_str() == Some(g.name.as_str())
+                    && member_ids(body) == Some(visible_members(fake, &g.members))
+            }
+            _ => status == 404,
+        }
+    }
 }
 
 /// A read User against what the IdP wants (its repair pass).
