@@ -782,6 +782,22 @@ struct IdpTally {
     /// Other non-2xx (status → count), 0 = transport error.
     failures: BTreeMap<u16, u64>,
     retry_wait: Duration,
+    /// Each 429: seconds since the run started, and its `Retry-After` (`None`: absent).
+    held: Vec<(f64, Option<f64>)>,
+}
+
+/// When the current import run started (the 429 timeline's origin).
+static RUN_START: std::sync::OnceLock<std::sync::Mutex<Option<Instant>>> = std::sync::OnceLock::new();
+
+fn run_clock() -> f64 {
+    let start = RUN_START.get_or_init(Default::default);
+    let start = *start.lock().unwrap_or_else(|p| p.into_inner());
+    start.map_or(0.0, |s| s.elapsed().as_secs_f64())
+}
+
+fn restart_run_clock() {
+    let start = RUN_START.get_or_init(Default::default);
+    *start.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
 }
 
 impl IdpTally {
@@ -790,6 +806,7 @@ impl IdpTally {
         self.retried_429 += o.retried_429;
         self.bare_429 += o.bare_429;
         self.retry_wait += o.retry_wait;
+        self.held.extend(o.held);
         for (k, v) in o.failures {
             *self.failures.entry(k).or_default() += v;
         }
@@ -819,12 +836,14 @@ async fn idp_send(
         match status_body {
             (429, Some(secs), _) => {
                 tally.retried_429 += 1;
+                tally.held.push((run_clock(), Some(secs)));
                 let wait = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
                 tally.retry_wait += wait;
                 tokio::time::sleep(wait).await;
             }
             (429, None, _) => {
                 tally.bare_429 += 1;
+                tally.held.push((run_clock(), None));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             (status, _, body) if expect.contains(&status) => {
@@ -888,7 +907,21 @@ struct ImportRun {
     floor_ratio: Option<f64>,
 }
 
+/// `SCIM_LOAD_LOG=zulip_client=debug` (an `EnvFilter`): the in-process sidecar's logs on
+/// stderr, seconds since start, for a run's pacing decisions.
+fn init_import_log() {
+    if let Ok(filter) = std::env::var("SCIM_LOAD_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
 async fn import(args: ImportArgs) -> Result<()> {
+    init_import_log();
     let latency = match args.latency.as_str() {
         "none" => None,
         "realistic" => Some(LatencyProfile::realistic()),
@@ -958,6 +991,7 @@ async fn import_once(
     let client = http_client()?;
     let base = stack.base();
     let start = Instant::now();
+    restart_run_clock();
     stack.wait_ready(&client, Duration::from_secs(600)).await?;
 
     // Import: page through every user, 100 at a time (Okta's "Import Now").
@@ -1069,6 +1103,16 @@ async fn import_once(
             "| time waited on Retry-After (summed over workers) | {:.1} s |",
             tally.retry_wait.as_secs_f64()
         );
+        tally.held.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let held: Vec<String> = tally
+            .held
+            .iter()
+            .map(|(at, after)| match after {
+                Some(after) => format!("{at:.1} s: {after}"),
+                None => format!("{at:.1} s: none"),
+            })
+            .collect();
+        println!("| 429s (s since start: Retry-After) | {} |", held.join(", "));
         println!(
             "| floor imposed by 200/6 s + 2,000/360 s for {} calls (incl. {readiness_calls} readiness) | {:.1} s |",
             calls + readiness_calls,
