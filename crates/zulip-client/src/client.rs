@@ -22,7 +22,9 @@
 //!    concurrently; the order of writes to one entity is the caller's to keep (the sidecar
 //!    holds a per-entity lock for a whole SCIM operation, `provision::ordering`).
 //! 2. **Pace.** The last `X-RateLimit-*` report, less the calls still in flight, may ask for
-//!    a wait ([`super::pacing`]).
+//!    a wait ([`super::pacing`]). The wait ends early when a newer report shows the budget
+//!    plentiful again; a call whose slot is beyond the deadline waits, while other calls
+//!    will bring a report, for that report and asks again.
 //! 3. **Send**, with a timeout of `min(timeout, time left)`.
 //! 4. **Retry** what is safe ([`Idempotency`], [`super::pacing::retry_for`]), at most
 //!    `max_retries` times: a 429 after its `Retry-After`, faults after a full-jitter
@@ -30,7 +32,9 @@
 //!
 //! A wait that would not leave time to be answered before the deadline is never started:
 //! a 429 is returned as it came (`Api { status: 429, retry_after }`), a pacing wait becomes
-//! [`ZulipError::Throttled`] (nothing sent), a fault returns its own error. Either way
+//! [`ZulipError::Throttled`] (nothing sent; once no report is coming, or the deadline leaves
+//! only the time to be answered, with the wait the pacer gives then), a fault returns its
+//! own error. Either way
 //! [`ZulipError::rate_limited`] gives the `Retry-After` for the IdP.
 //!
 //! | method | request | idempotency | retried after |
@@ -786,8 +790,15 @@ impl ZulipClient {
     }
 
     /// Waits for this call's send slot ([`Pacer::reserve_in_flight`]; the guard counts the
-    /// call in flight until it is dropped), or refuses the call (nothing sent) when the slot
-    /// would leave no time to be answered before the deadline.
+    /// call in flight until it is dropped), or refuses the call (nothing sent) when no slot
+    /// leaves time to be answered before the deadline.
+    ///
+    /// A slot is decided from the last report, a guess that the next one may improve: a
+    /// call waiting for its slot leaves as soon as a report shows the budget plentiful
+    /// ([`ZulipClient::wait_for_slot`]), and a call refused a slot, while other calls will
+    /// still bring a report, waits for that report and asks again, until the deadline
+    /// leaves only the time to be answered. Only then is it refused, with the wait the
+    /// pacer gives at that moment as its `Retry-After`.
     async fn pace(
         &self,
         path: &str,
@@ -795,40 +806,53 @@ impl ZulipClient {
         deadline: Instant,
         reserve: Duration,
     ) -> Result<InFlight<'_>, ZulipError> {
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        if left < reserve {
+        if deadline.saturating_duration_since(Instant::now()) < reserve {
             // Queueing used up the deadline: sending now would likely time out and leave
             // a write's outcome unknown. Not sending is a clean "retry later".
             return Err(queue_full(path));
         }
-        let max_wait = left.saturating_sub(reserve);
-        match self.pacer.reserve_in_flight(now, max_wait) {
-            Ok((wait, in_flight)) if wait.is_zero() => Ok(in_flight),
-            Ok((wait, mut in_flight)) => {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    reason = "rate-limit budget",
-                    "pacing zulip call"
-                );
-                tokio::time::sleep(wait).await;
-                in_flight.sending();
-                Ok(in_flight)
+        let last_chance = deadline.checked_sub(reserve).unwrap_or(deadline);
+        loop {
+            let report = self.pacer.next_report();
+            let now = Instant::now();
+            let max_wait = last_chance.saturating_duration_since(now);
+            match self.pacer.reserve_in_flight(now, max_wait) {
+                Ok((wait, in_flight)) if wait.is_zero() => return Ok(in_flight),
+                Ok((wait, mut in_flight)) => {
+                    log_pacing(path, attempt, wait, "pacing zulip call");
+                    self.wait_for_slot(now + wait).await;
+                    in_flight.sending();
+                    return Ok(in_flight);
+                }
+                Err(wait) if !max_wait.is_zero() && self.pacer.report_expected() => {
+                    log_pacing(path, attempt, wait, "zulip call waits for a fresher rate-limit report");
+                    tokio::select! {
+                        () = report => {}
+                        () = tokio::time::sleep_until(last_chance) => {}
+                    }
+                }
+                Err(wait) => {
+                    log_pacing(path, attempt, wait, "zulip call not sent: the wait would pass the deadline");
+                    return Err(ZulipError::Throttled {
+                        reason: "the service account's rate-limit budget is spent",
+                        retry_after: wait,
+                    });
+                }
             }
-            Err(wait) => {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    reason = "rate-limit budget",
-                    "zulip call not sent: the wait would pass the deadline"
-                );
-                Err(ZulipError::Throttled {
-                    reason: "the service account's rate-limit budget is spent",
-                    retry_after: wait,
-                })
+        }
+    }
+
+    /// Sleeps until `slot`, or less: a report that shows the budget plentiful again (the
+    /// reset of a short window, which the last report could not tell) ends the wait.
+    async fn wait_for_slot(&self, slot: Instant) {
+        loop {
+            let report = self.pacer.next_report();
+            if self.pacer.clear_to_send(Instant::now()) {
+                return;
+            }
+            tokio::select! {
+                () = report => {}
+                () = tokio::time::sleep_until(slot) => return,
             }
         }
     }
@@ -988,6 +1012,17 @@ fn rate_limit_from_headers(headers: &HeaderMap) -> Option<RateLimitState> {
         remaining: number(headers, "x-ratelimit-remaining")? as u32,
         reset: number(headers, "x-ratelimit-reset")? as u64,
     })
+}
+
+/// A pacing decision, at debug.
+fn log_pacing(path: &str, attempt: u32, wait: Duration, what: &'static str) {
+    tracing::debug!(
+        endpoint = path,
+        attempt,
+        wait_ms = wait.as_millis() as u64,
+        reason = "rate-limit budget",
+        "{what}"
+    );
 }
 
 /// The call never left: the realm's queue did not admit it in time to be answered within
