@@ -902,7 +902,7 @@ impl ZulipClient {
             self.counters.rate_limited();
         }
         let headers = response.headers().clone();
-        self.record_rate_limit(&headers);
+        self.record_rate_limit(&headers, started);
         let body = read_body(response).await?;
         tracing::debug!(
             status = status.as_u16(),
@@ -912,10 +912,11 @@ impl ZulipClient {
         decode(status, &headers, &body)
     }
 
-    fn record_rate_limit(&self, headers: &HeaderMap) {
+    /// Hands the response's rate-limit report (of a request sent at `sent`) to the pacer.
+    fn record_rate_limit(&self, headers: &HeaderMap, sent: Instant) {
         if let Some(state) = rate_limit_from_headers(headers) {
             let server_now = http_date(headers).unwrap_or_else(unix_now);
-            self.pacer.observe(state, server_now, Instant::now());
+            self.pacer.observe_sent(state, server_now, sent, Instant::now());
         }
     }
 }

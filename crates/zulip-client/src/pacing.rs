@@ -214,6 +214,8 @@ pub struct Pacer {
 struct PacerState {
     /// The headers as Zulip sent them (for [`ZulipClient::rate_limit`](super::ZulipClient::rate_limit)).
     report: Option<RateLimitState>,
+    /// When the request whose answer gave `report` was sent.
+    report_sent: Option<Instant>,
     budget: Option<Budget>,
     /// While spreading a low budget: the earliest time the next call may leave.
     next_slot: Option<Instant>,
@@ -260,11 +262,23 @@ impl Drop for InFlight<'_> {
 // === impl Pacer ===
 
 impl Pacer {
-    /// Records a response's `X-RateLimit-*` report, and wakes the calls waiting for one.
+    /// Records a response's `X-RateLimit-*` report for a request sent just now.
     pub fn observe(&self, state: RateLimitState, server_now: u64, now: Instant) {
+        self.observe_sent(state, server_now, now, now);
+    }
+
+    /// Records the report of a request sent at `sent` and answered at `now`, and wakes the
+    /// calls waiting for one. Zulip counts a request, and writes its report, when the
+    /// request arrives: the answer to a request sent before the one that gave the current
+    /// report (a long poll held for seconds) says less, and is ignored.
+    pub fn observe_sent(&self, state: RateLimitState, server_now: u64, sent: Instant, now: Instant) {
         {
             let mut s = self.lock();
+            if s.report_sent.is_some_and(|newest| sent < newest) {
+                return;
+            }
             s.report = Some(state);
+            s.report_sent = Some(sent);
             s.budget = Some(Budget::from_report(state, server_now, now));
         }
         self.reported.notify_waiters();
@@ -592,6 +606,23 @@ mod tests {
         pacer.hold(t0 + S(1));
         assert!(!pacer.clear_to_send(t0));
         assert!(pacer.clear_to_send(t0 + S(1)));
+    }
+
+    #[test]
+    fn a_report_older_than_the_current_one_is_ignored() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        let low = RateLimitState { limit: 2000, remaining: 60, reset: 1360 };
+        let back = RateLimitState { limit: 200, remaining: 199, reset: 1360 };
+        // A write sent at +5 s finds the budget back...
+        pacer.observe_sent(back, 1000, t0 + S(5), t0 + S(5));
+        // ...then a long poll sent at +1 s is answered, with what Zulip counted at +1 s.
+        pacer.observe_sent(low, 1000, t0 + S(1), t0 + S(5));
+        assert_eq!(pacer.report(), Some(back));
+        assert_eq!(pacer.reserve(t0 + S(5), S(0)), Ok(S(0)));
+        // A later request's report is taken, even a lower one.
+        pacer.observe_sent(low, 1000, t0 + S(6), t0 + S(6));
+        assert_eq!(pacer.report(), Some(low));
     }
 
     #[test]
