@@ -717,47 +717,57 @@ impl ZulipClient {
                 return Err(error);
             };
             attempt += 1;
-            let wait = match retry {
-                Retry::RateLimited(after) => {
-                    // Zulip's word holds for every caller of this account.
-                    self.pacer.hold(Instant::now() + after);
-                    after
-                }
-                Retry::Fault { at_least, .. } => {
-                    backoff(self.policy.retry_base, attempt, rand::random::<f64>()).max(at_least)
-                }
-            };
-            let wait_ms = wait.as_millis() as u64;
-            if attempt > self.policy.max_retries {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms,
-                    reason = retry.reason(),
-                    "zulip call failed; retries exhausted"
-                );
+            let wait = self.wait_before_retry(retry, attempt);
+            if !self.may_retry(path, attempt, wait, retry, deadline) {
                 return Err(error);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if wait + reserve > left {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms,
-                    reason = retry.reason(),
-                    "zulip call failed; a retry would pass the deadline"
-                );
-                return Err(error);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// How long to wait before retry number `attempt`: a 429's `Retry-After` (which then
+    /// holds every caller of the account), or a fault's full-jitter backoff.
+    fn wait_before_retry(&self, retry: Retry, attempt: u32) -> Duration {
+        match retry {
+            Retry::RateLimited(after) => {
+                // Zulip's word holds for every caller of this account.
+                self.pacer.hold(Instant::now() + after);
+                after
             }
+            Retry::Fault { at_least, .. } => {
+                backoff(self.policy.retry_base, attempt, rand::random::<f64>()).max(at_least)
+            }
+        }
+    }
+
+    /// Whether retry number `attempt`, after `wait`, is within `max_retries` and leaves time
+    /// to be answered before the deadline (logged either way).
+    fn may_retry(&self, path: &str, attempt: u32, wait: Duration, retry: Retry, deadline: Instant) -> bool {
+        let wait_ms = wait.as_millis() as u64;
+        let reason = retry.reason();
+        if attempt > self.policy.max_retries {
             tracing::debug!(
                 endpoint = path,
                 attempt,
                 wait_ms,
-                reason = retry.reason(),
-                "zulip call failed; retrying"
+                reason,
+                "zulip call failed; retries exhausted"
             );
-            tokio::time::sleep(wait).await;
+            return false;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if wait + self.policy.answer_reserve() > left {
+            tracing::debug!(
+                endpoint = path,
+                attempt,
+                wait_ms,
+                reason,
+                "zulip call failed; a retry would pass the deadline"
+            );
+            return false;
+        }
+        tracing::debug!(endpoint = path, attempt, wait_ms, reason, "zulip call failed; retrying");
+        true
     }
 
     /// A clone (same pool, rate-limit record and write queue) whose calls may take up to
