@@ -22,7 +22,9 @@
 //!    concurrently; the order of writes to one entity is the caller's to keep (the sidecar
 //!    holds a per-entity lock for a whole SCIM operation, `provision::ordering`).
 //! 2. **Pace.** The last `X-RateLimit-*` report, less the calls still in flight, may ask for
-//!    a wait ([`super::pacing`]).
+//!    a wait ([`super::pacing`]). The wait ends early when a newer report shows the budget
+//!    plentiful again; a call whose slot is beyond the deadline waits, while other calls
+//!    will bring a report, for that report and asks again.
 //! 3. **Send**, with a timeout of `min(timeout, time left)`.
 //! 4. **Retry** what is safe ([`Idempotency`], [`super::pacing::retry_for`]), at most
 //!    `max_retries` times: a 429 after its `Retry-After`, faults after a full-jitter
@@ -30,7 +32,9 @@
 //!
 //! A wait that would not leave time to be answered before the deadline is never started:
 //! a 429 is returned as it came (`Api { status: 429, retry_after }`), a pacing wait becomes
-//! [`ZulipError::Throttled`] (nothing sent), a fault returns its own error. Either way
+//! [`ZulipError::Throttled`] (nothing sent; once no report is coming, or the deadline leaves
+//! only the time to be answered, with the wait the pacer gives then), a fault returns its
+//! own error. Either way
 //! [`ZulipError::rate_limited`] gives the `Retry-After` for the IdP.
 //!
 //! | method | request | idempotency | retried after |
@@ -713,47 +717,57 @@ impl ZulipClient {
                 return Err(error);
             };
             attempt += 1;
-            let wait = match retry {
-                Retry::RateLimited(after) => {
-                    // Zulip's word holds for every caller of this account.
-                    self.pacer.hold(Instant::now() + after);
-                    after
-                }
-                Retry::Fault { at_least, .. } => {
-                    backoff(self.policy.retry_base, attempt, rand::random::<f64>()).max(at_least)
-                }
-            };
-            let wait_ms = wait.as_millis() as u64;
-            if attempt > self.policy.max_retries {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms,
-                    reason = retry.reason(),
-                    "zulip call failed; retries exhausted"
-                );
+            let wait = self.wait_before_retry(retry, attempt);
+            if !self.may_retry(path, attempt, wait, retry, deadline) {
                 return Err(error);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if wait + reserve > left {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms,
-                    reason = retry.reason(),
-                    "zulip call failed; a retry would pass the deadline"
-                );
-                return Err(error);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// How long to wait before retry number `attempt`: a 429's `Retry-After` (which then
+    /// holds every caller of the account), or a fault's full-jitter backoff.
+    fn wait_before_retry(&self, retry: Retry, attempt: u32) -> Duration {
+        match retry {
+            Retry::RateLimited(after) => {
+                // Zulip's word holds for every caller of this account.
+                self.pacer.hold(Instant::now() + after);
+                after
             }
+            Retry::Fault { at_least, .. } => {
+                backoff(self.policy.retry_base, attempt, rand::random::<f64>()).max(at_least)
+            }
+        }
+    }
+
+    /// Whether retry number `attempt`, after `wait`, is within `max_retries` and leaves time
+    /// to be answered before the deadline (logged either way).
+    fn may_retry(&self, path: &str, attempt: u32, wait: Duration, retry: Retry, deadline: Instant) -> bool {
+        let wait_ms = wait.as_millis() as u64;
+        let reason = retry.reason();
+        if attempt > self.policy.max_retries {
             tracing::debug!(
                 endpoint = path,
                 attempt,
                 wait_ms,
-                reason = retry.reason(),
-                "zulip call failed; retrying"
+                reason,
+                "zulip call failed; retries exhausted"
             );
-            tokio::time::sleep(wait).await;
+            return false;
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if wait + self.policy.answer_reserve() > left {
+            tracing::debug!(
+                endpoint = path,
+                attempt,
+                wait_ms,
+                reason,
+                "zulip call failed; a retry would pass the deadline"
+            );
+            return false;
+        }
+        tracing::debug!(endpoint = path, attempt, wait_ms, reason, "zulip call failed; retrying");
+        true
     }
 
     /// A clone (same pool, rate-limit record and write queue) whose calls may take up to
@@ -786,8 +800,15 @@ impl ZulipClient {
     }
 
     /// Waits for this call's send slot ([`Pacer::reserve_in_flight`]; the guard counts the
-    /// call in flight until it is dropped), or refuses the call (nothing sent) when the slot
-    /// would leave no time to be answered before the deadline.
+    /// call in flight until it is dropped), or refuses the call (nothing sent) when no slot
+    /// leaves time to be answered before the deadline.
+    ///
+    /// A slot is decided from the last report, a guess that the next one may improve: a
+    /// call waiting for its slot leaves as soon as a report shows the budget plentiful
+    /// ([`ZulipClient::wait_for_slot`]), and a call refused a slot, while other calls will
+    /// still bring a report, waits for that report and asks again, until the deadline
+    /// leaves only the time to be answered. Only then is it refused, with the wait the
+    /// pacer gives at that moment as its `Retry-After`.
     async fn pace(
         &self,
         path: &str,
@@ -795,40 +816,53 @@ impl ZulipClient {
         deadline: Instant,
         reserve: Duration,
     ) -> Result<InFlight<'_>, ZulipError> {
-        let now = Instant::now();
-        let left = deadline.saturating_duration_since(now);
-        if left < reserve {
+        if deadline.saturating_duration_since(Instant::now()) < reserve {
             // Queueing used up the deadline: sending now would likely time out and leave
             // a write's outcome unknown. Not sending is a clean "retry later".
             return Err(queue_full(path));
         }
-        let max_wait = left.saturating_sub(reserve);
-        match self.pacer.reserve_in_flight(now, max_wait) {
-            Ok((wait, in_flight)) if wait.is_zero() => Ok(in_flight),
-            Ok((wait, mut in_flight)) => {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    reason = "rate-limit budget",
-                    "pacing zulip call"
-                );
-                tokio::time::sleep(wait).await;
-                in_flight.sending();
-                Ok(in_flight)
+        let last_chance = deadline.checked_sub(reserve).unwrap_or(deadline);
+        loop {
+            let report = self.pacer.next_report();
+            let now = Instant::now();
+            let max_wait = last_chance.saturating_duration_since(now);
+            match self.pacer.reserve_in_flight(now, max_wait) {
+                Ok((wait, in_flight)) if wait.is_zero() => return Ok(in_flight),
+                Ok((wait, mut in_flight)) => {
+                    log_pacing(path, attempt, wait, "pacing zulip call");
+                    self.wait_for_slot(now + wait).await;
+                    in_flight.sending();
+                    return Ok(in_flight);
+                }
+                Err(wait) if !max_wait.is_zero() && self.pacer.report_expected() => {
+                    log_pacing(path, attempt, wait, "zulip call waits for a fresher rate-limit report");
+                    tokio::select! {
+                        () = report => {}
+                        () = tokio::time::sleep_until(last_chance) => {}
+                    }
+                }
+                Err(wait) => {
+                    log_pacing(path, attempt, wait, "zulip call not sent: the wait would pass the deadline");
+                    return Err(ZulipError::Throttled {
+                        reason: "the service account's rate-limit budget is spent",
+                        retry_after: wait,
+                    });
+                }
             }
-            Err(wait) => {
-                tracing::debug!(
-                    endpoint = path,
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    reason = "rate-limit budget",
-                    "zulip call not sent: the wait would pass the deadline"
-                );
-                Err(ZulipError::Throttled {
-                    reason: "the service account's rate-limit budget is spent",
-                    retry_after: wait,
-                })
+        }
+    }
+
+    /// Sleeps until `slot`, or less: a report that shows the budget plentiful again (the
+    /// reset of a short window, which the last report could not tell) ends the wait.
+    async fn wait_for_slot(&self, slot: Instant) {
+        loop {
+            let report = self.pacer.next_report();
+            if self.pacer.clear_to_send(Instant::now()) {
+                return;
+            }
+            tokio::select! {
+                () = report => {}
+                () = tokio::time::sleep_until(slot) => return,
             }
         }
     }
@@ -878,7 +912,7 @@ impl ZulipClient {
             self.counters.rate_limited();
         }
         let headers = response.headers().clone();
-        self.record_rate_limit(&headers);
+        self.record_rate_limit(&headers, started);
         let body = read_body(response).await?;
         tracing::debug!(
             status = status.as_u16(),
@@ -888,10 +922,11 @@ impl ZulipClient {
         decode(status, &headers, &body)
     }
 
-    fn record_rate_limit(&self, headers: &HeaderMap) {
+    /// Hands the response's rate-limit report (of a request sent at `sent`) to the pacer.
+    fn record_rate_limit(&self, headers: &HeaderMap, sent: Instant) {
         if let Some(state) = rate_limit_from_headers(headers) {
             let server_now = http_date(headers).unwrap_or_else(unix_now);
-            self.pacer.observe(state, server_now, Instant::now());
+            self.pacer.observe_sent(state, server_now, sent, Instant::now());
         }
     }
 }
@@ -988,6 +1023,17 @@ fn rate_limit_from_headers(headers: &HeaderMap) -> Option<RateLimitState> {
         remaining: number(headers, "x-ratelimit-remaining")? as u32,
         reset: number(headers, "x-ratelimit-reset")? as u64,
     })
+}
+
+/// A pacing decision, at debug.
+fn log_pacing(path: &str, attempt: u32, wait: Duration, what: &'static str) {
+    tracing::debug!(
+        endpoint = path,
+        attempt,
+        wait_ms = wait.as_millis() as u64,
+        reason = "rate-limit budget",
+        "{what}"
+    );
 }
 
 /// The call never left: the realm's queue did not admit it in time to be answered within

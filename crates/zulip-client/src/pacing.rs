@@ -29,6 +29,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::ZulipError;
@@ -195,15 +196,26 @@ pub fn delay(budget: &Budget, now: Instant) -> Duration {
 ///
 /// Shared by a client's clones. std `Mutex`: it is only held to compute a slot, never
 /// across `.await`.
+///
+/// A wait is decided from the last report, which is a pessimistic guess while the budget
+/// is low (`Reset` is when *every* limit is clear, so a short window's budget returns long
+/// before it). Every new report therefore wakes the calls that are waiting
+/// ([`Pacer::next_report`]): one whose slot is still ahead leaves at once when the report
+/// shows the budget plentiful again ([`Pacer::clear_to_send`]), and one that was refused a
+/// slot within its deadline asks again.
 #[derive(Debug, Default)]
 pub struct Pacer {
     state: Mutex<PacerState>,
+    /// Woken by every report ([`Pacer::observe`]).
+    reported: Notify,
 }
 
 #[derive(Debug, Default)]
 struct PacerState {
     /// The headers as Zulip sent them (for [`ZulipClient::rate_limit`](super::ZulipClient::rate_limit)).
     report: Option<RateLimitState>,
+    /// When the request whose answer gave `report` was sent.
+    report_sent: Option<Instant>,
     budget: Option<Budget>,
     /// While spreading a low budget: the earliest time the next call may leave.
     next_slot: Option<Instant>,
@@ -211,6 +223,8 @@ struct PacerState {
     hold_until: Option<Instant>,
     /// Calls that reserved a send time and have not been answered yet.
     in_flight: u32,
+    /// Calls that reserved a later send time and are waiting for it.
+    waiting: u32,
 }
 
 /// One call counted in flight from the moment it is sent ([`InFlight::sending`]) until it is
@@ -226,7 +240,9 @@ impl InFlight<'_> {
     /// The call leaves now: count it (once).
     pub fn sending(&mut self) {
         if !self.counted {
-            self.pacer.lock().in_flight += 1;
+            let mut s = self.pacer.lock();
+            s.in_flight += 1;
+            s.waiting = s.waiting.saturating_sub(1);
             self.counted = true;
         }
     }
@@ -234,9 +250,11 @@ impl InFlight<'_> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
+        let mut s = self.pacer.lock();
         if self.counted {
-            let mut s = self.pacer.lock();
             s.in_flight = s.in_flight.saturating_sub(1);
+        } else {
+            s.waiting = s.waiting.saturating_sub(1);
         }
     }
 }
@@ -244,11 +262,52 @@ impl Drop for InFlight<'_> {
 // === impl Pacer ===
 
 impl Pacer {
-    /// Records a response's `X-RateLimit-*` report.
+    /// Records a response's `X-RateLimit-*` report for a request sent just now.
     pub fn observe(&self, state: RateLimitState, server_now: u64, now: Instant) {
-        let mut s = self.lock();
-        s.report = Some(state);
-        s.budget = Some(Budget::from_report(state, server_now, now));
+        self.observe_sent(state, server_now, now, now);
+    }
+
+    /// Records the report of a request sent at `sent` and answered at `now`, and wakes the
+    /// calls waiting for one. Zulip counts a request, and writes its report, when the
+    /// request arrives: the answer to a request sent before the one that gave the current
+    /// report (a long poll held for seconds) says less, and is ignored.
+    pub fn observe_sent(&self, state: RateLimitState, server_now: u64, sent: Instant, now: Instant) {
+        {
+            let mut s = self.lock();
+            if s.report_sent.is_some_and(|newest| sent < newest) {
+                return;
+            }
+            s.report = Some(state);
+            s.report_sent = Some(sent);
+            s.budget = Some(Budget::from_report(state, server_now, now));
+        }
+        self.reported.notify_waiters();
+    }
+
+    /// Resolves at the next report ([`Pacer::observe`]). Take it *before* looking at the
+    /// pacer: a report that arrives in between still wakes it.
+    pub fn next_report(&self) -> tokio::sync::futures::Notified<'_> {
+        self.reported.notified()
+    }
+
+    /// Whether a call may leave at once: no 429 hold, and the budget left after the calls
+    /// in flight needs no spreading.
+    pub fn clear_to_send(&self, now: Instant) -> bool {
+        let s = self.lock();
+        if s.hold_until.is_some_and(|hold| hold > now) {
+            return false;
+        }
+        s.budget.as_ref().is_none_or(|budget| {
+            let left = Budget { remaining: budget.remaining.saturating_sub(s.in_flight), ..*budget };
+            delay(&left, now).is_zero()
+        })
+    }
+
+    /// Whether a report is on its way: a call is on the wire or waiting for its slot (a
+    /// call refused a slot may wait for it rather than be refused at once).
+    pub fn report_expected(&self) -> bool {
+        let s = self.lock();
+        s.in_flight > 0 || s.waiting > 0
     }
 
     /// After a 429: holds every caller until `until`.
@@ -272,6 +331,7 @@ impl Pacer {
         max_wait: Duration,
     ) -> Result<(Duration, InFlight<'_>), Duration> {
         let wait = self.reserve(now, max_wait)?;
+        self.lock().waiting += 1;
         let mut guard = InFlight { pacer: self, counted: false };
         if wait.is_zero() {
             guard.sending();
@@ -519,6 +579,50 @@ mod tests {
         p2.observe(RateLimitState { limit: 200, remaining: 2, reset: 1030 }, 1000, t0);
         p2.lock().in_flight = 2;
         assert_eq!(p2.reserve(t0, S(60)), Ok(S(30)));
+    }
+
+    #[tokio::test]
+    async fn a_report_wakes_the_waiting_calls_and_says_whether_they_may_leave() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        // 5 of 200 left for 10 s: spread, one call every 2 s.
+        pacer.observe(RateLimitState { limit: 200, remaining: 5, reset: 1010 }, 1000, t0);
+        assert!(!pacer.report_expected(), "nobody on the wire or waiting");
+        let (wait, first) = pacer.reserve_in_flight(t0, S(25)).unwrap();
+        assert_eq!(wait, S(0));
+        let (wait, mut second) = pacer.reserve_in_flight(t0, S(25)).unwrap();
+        assert_eq!(wait, S(2));
+        assert!(pacer.report_expected());
+        assert!(!pacer.clear_to_send(t0), "the budget is low: the second waits for its slot");
+        // The next report wakes whoever waits for it, taken before it came.
+        let report = pacer.next_report();
+        pacer.observe(RateLimitState { limit: 200, remaining: 150, reset: 1010 }, 1000, t0);
+        tokio::time::timeout(MS(1), report).await.expect("woken by the report");
+        assert!(pacer.clear_to_send(t0), "150 left: the second may leave now");
+        second.sending();
+        drop((first, second));
+        assert!(!pacer.report_expected());
+        // A 429's hold is never cut short by a report.
+        pacer.hold(t0 + S(1));
+        assert!(!pacer.clear_to_send(t0));
+        assert!(pacer.clear_to_send(t0 + S(1)));
+    }
+
+    #[test]
+    fn a_report_older_than_the_current_one_is_ignored() {
+        let pacer = Pacer::default();
+        let t0 = Instant::now();
+        let low = RateLimitState { limit: 2000, remaining: 60, reset: 1360 };
+        let back = RateLimitState { limit: 200, remaining: 199, reset: 1360 };
+        // A write sent at +5 s finds the budget back...
+        pacer.observe_sent(back, 1000, t0 + S(5), t0 + S(5));
+        // ...then a long poll sent at +1 s is answered, with what Zulip counted at +1 s.
+        pacer.observe_sent(low, 1000, t0 + S(1), t0 + S(5));
+        assert_eq!(pacer.report(), Some(back));
+        assert_eq!(pacer.reserve(t0 + S(5), S(0)), Ok(S(0)));
+        // A later request's report is taken, even a lower one.
+        pacer.observe_sent(low, 1000, t0 + S(6), t0 + S(6));
+        assert_eq!(pacer.report(), Some(low));
     }
 
     #[test]

@@ -867,6 +867,22 @@ struct IdpTally {
     /// Other non-2xx (status → count), 0 = transport error.
     failures: BTreeMap<u16, u64>,
     retry_wait: Duration,
+    /// Each 429: seconds since the run started, and its `Retry-After` (`None`: absent).
+    held: Vec<(f64, Option<f64>)>,
+}
+
+/// When the current import run started (the 429 timeline's origin).
+static RUN_START: std::sync::OnceLock<std::sync::Mutex<Option<Instant>>> = std::sync::OnceLock::new();
+
+fn run_clock() -> f64 {
+    let start = RUN_START.get_or_init(Default::default);
+    let start = *start.lock().unwrap_or_else(|p| p.into_inner());
+    start.map_or(0.0, |s| s.elapsed().as_secs_f64())
+}
+
+fn restart_run_clock() {
+    let start = RUN_START.get_or_init(Default::default);
+    *start.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
 }
 
 impl IdpTally {
@@ -875,6 +891,7 @@ impl IdpTally {
         self.retried_429 += o.retried_429;
         self.bare_429 += o.bare_429;
         self.retry_wait += o.retry_wait;
+        self.held.extend(o.held);
         for (k, v) in o.failures {
             *self.failures.entry(k).or_default() += v;
         }
@@ -904,12 +921,14 @@ async fn idp_send(
         match status_body {
             (429, Some(secs), _) => {
                 tally.retried_429 += 1;
+                tally.held.push((run_clock(), Some(secs)));
                 let wait = Duration::from_secs_f64(secs.clamp(0.0, 60.0));
                 tally.retry_wait += wait;
                 tokio::time::sleep(wait).await;
             }
             (429, None, _) => {
                 tally.bare_429 += 1;
+                tally.held.push((run_clock(), None));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             (status, _, body) if expect.contains(&status) => {
@@ -973,7 +992,21 @@ struct ImportRun {
     floor_ratio: Option<f64>,
 }
 
+/// `SCIM_LOAD_LOG=zulip_client=debug` (an `EnvFilter`): the in-process sidecar's logs on
+/// stderr, seconds since start, for a run's pacing decisions.
+fn init_import_log() {
+    if let Ok(filter) = std::env::var("SCIM_LOAD_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
 async fn import(args: ImportArgs) -> Result<()> {
+    init_import_log();
     let latency = match args.latency.as_str() {
         "none" => None,
         "realistic" => Some(LatencyProfile::realistic()),
@@ -1015,60 +1048,142 @@ async fn import(args: ImportArgs) -> Result<()> {
     Ok(())
 }
 
+/// Zulip's per-account limits (200/60 s, 2,000/3,600 s) time-scaled ×10.
+fn scaled_rate_limit_rules() -> Vec<(Duration, u32)> {
+    vec![(Duration::from_secs(6), 200), (Duration::from_secs(360), 2000)]
+}
+
+/// What the fake recorded during one run: its calls, and the users created.
+struct Upstream {
+    requests: Vec<RecordedRequest>,
+    /// REST calls only (the events API, `POST /register` and the long-polls, apart).
+    rest_calls: u64,
+    events_calls: u64,
+    /// Accounts whose address starts with `new` (the run's creations) now in the fake.
+    in_fake: usize,
+}
+
+impl Upstream {
+    fn of(fake: &FakeZulip) -> Upstream {
+        let requests = fake.requests();
+        let is_events = |r: &RecordedRequest| r.path.ends_with("/register") || r.path.ends_with("/events");
+        let events_calls = requests.iter().filter(|r| is_events(r)).count() as u64;
+        let rest_calls = requests.len() as u64 - events_calls;
+        let in_fake = fake.users().iter().filter(|u| u.delivery_email.starts_with("new")).count();
+        Upstream { requests, rest_calls, events_calls, in_fake }
+    }
+
+    fn all_calls(&self) -> u64 {
+        self.requests.len() as u64
+    }
+}
+
+/// What the IdP did in one run, and how long each phase took.
+struct IdpSide {
+    tally: IdpTally,
+    imported: u64,
+    created: u64,
+    import_time: Duration,
+    wall: Duration,
+}
+
 async fn import_once(
     args: &ImportArgs,
     concurrency: usize,
     max_in_flight: usize,
     latency: Option<LatencyProfile>,
 ) -> Result<ImportRun> {
-    let rules = vec![(Duration::from_secs(6), 200), (Duration::from_secs(360), 2000)];
+    let rules = scaled_rate_limit_rules();
+    let stack = start_import_stack(args, max_in_flight, latency.clone(), &rules).await?;
+    let client = http_client()?;
+    let base = stack.base();
+    let start = Instant::now();
+    restart_run_clock();
+    stack.wait_ready(&client, Duration::from_secs(600)).await?;
+    let mut tally = IdpTally::default();
+    let imported = page_through_users(&client, &base, &mut tally).await?;
+    let import_time = start.elapsed();
+    let (created_tally, created) = create_users(&client, &base, args.users, concurrency).await?;
+    tally.merge(created_tally);
+    let idp = IdpSide { tally, imported, created, import_time, wall: start.elapsed() };
+    let upstream = Upstream::of(&stack.fake);
+    print_import_report(args, concurrency, max_in_flight, latency.is_some(), &idp, &upstream);
+    let mut floor_ratio = None;
+    if args.rate_limit_scaled {
+        floor_ratio = Some(print_rate_limit_report(&idp, &upstream, stack.readiness_calls, &rules));
+    }
+    stack.stop().await;
+    println!();
+    Ok(ImportRun {
+        concurrency,
+        max_in_flight,
+        created: idp.created,
+        creation: idp.wall - idp.import_time,
+        wall: idp.wall,
+        idp_429: idp.tally.retried_429 + idp.tally.bare_429,
+        failures: idp.tally.failures.values().sum(),
+        floor_ratio,
+    })
+}
+
+/// The seeded fake (`--existing` people; `rules` enforced with `--rate-limit-scaled`;
+/// `latency`) and the sidecar in front of it, with the run's `max_in_flight`.
+async fn start_import_stack(
+    args: &ImportArgs,
+    max_in_flight: usize,
+    latency: Option<LatencyProfile>,
+    rules: &[(Duration, u32)],
+) -> Result<Stack> {
     let mut builder = seeded_fake(args.existing);
     if args.rate_limit_scaled {
-        builder = builder.rate_limit(RateLimitRules { rules: rules.clone() });
+        builder = builder.rate_limit(RateLimitRules { rules: rules.to_vec() });
     }
-    if let Some(latency) = latency.clone() {
+    if let Some(latency) = latency {
         builder = builder.latency(latency);
     }
     let ttl = args.snapshot_ttl;
     let field = args.external_id_field.clone();
-    let stack = Stack::start(builder, |c| {
+    Stack::start(builder, |c| {
         c.snapshot_ttl = ttl;
         for realm in &mut c.realms {
             realm.external_id_field = field.clone();
             realm.upstream.max_in_flight = max_in_flight;
         }
     })
-    .await?;
-    let readiness_calls = stack.readiness_calls;
-    let client = http_client()?;
-    let base = stack.base();
-    let start = Instant::now();
-    stack.wait_ready(&client, Duration::from_secs(600)).await?;
+    .await
+}
 
-    // Import: page through every user, 100 at a time (Okta's "Import Now").
-    let mut tally = IdpTally::default();
+/// Okta's "Import Now": pages through every user, 100 at a time. Returns the users seen.
+async fn page_through_users(client: &reqwest::Client, base: &str, tally: &mut IdpTally) -> Result<u64> {
     let mut start_index = 1u64;
     let mut imported = 0u64;
     loop {
         let url = format!("{base}/scim/v2/Users?startIndex={start_index}&count=100");
-        let Some(page) = idp_send(&mut tally, || client.get(&url), &[200]).await else {
+        let Some(page) = idp_send(tally, || client.get(&url), &[200]).await else {
             return Err("the import page request failed".into());
         };
         let items = page["Resources"].as_array().map_or(0, Vec::len) as u64;
         imported += items;
         let total = page["totalResults"].as_u64().unwrap_or(0);
         if items == 0 || start_index + items > total {
-            break;
+            return Ok(imported);
         }
         start_index += items;
     }
-    let import_time = start.elapsed();
+}
 
-    // Creation: each user is looked up by userName, then posted.
+/// Creates users `new0` … `new{n-1}` with `concurrency` IdP workers, each taking the next
+/// number: what the workers saw, and how many were created.
+async fn create_users(
+    client: &reqwest::Client,
+    base: &str,
+    n: u64,
+    concurrency: usize,
+) -> Result<(IdpTally, u64)> {
     let next = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
-        let (client, base, next, n) = (client.clone(), base.clone(), next.clone(), args.users);
+        let (client, base, next) = (client.clone(), base.to_owned(), next.clone());
         workers.push(tokio::spawn(async move {
             let mut tally = IdpTally::default();
             let mut created = 0u64;
@@ -1077,61 +1192,78 @@ async fn import_once(
                 if i >= n {
                     break;
                 }
-                let lookup = format!("{base}{}", filter_path(&format!("new{i}@zulip.example.com")));
-                let Some(found) = idp_send(&mut tally, || client.get(&lookup), &[200]).await else {
-                    continue;
-                };
-                if found["totalResults"].as_u64() != Some(0) {
-                    *tally.failures.entry(1).or_default() += 1;
-                    continue;
-                }
-                let body = okta_user(i).to_string();
-                let post = format!("{base}/scim/v2/Users");
-                let posted = idp_send(
-                    &mut tally,
-                    || client.post(&post).header("content-type", "application/scim+json").body(body.clone()),
-                    &[201],
-                )
-                .await;
-                if posted.is_some() {
+                if create_user(&client, &base, i, &mut tally).await {
                     created += 1;
                 }
             }
             (tally, created)
         }));
     }
+    let mut tally = IdpTally::default();
     let mut created = 0;
     for w in workers {
         let (t, c) = w.await?;
         tally.merge(t);
         created += c;
     }
-    let wall = start.elapsed();
-    let requests = stack.fake.requests();
-    let is_events = |r: &RecordedRequest| r.path.ends_with("/register") || r.path.ends_with("/events");
-    let events_calls = requests.iter().filter(|r| is_events(r)).count() as u64;
-    let all_calls = requests.len() as u64;
-    // The economy target counts REST calls; the events API (register, long-polls) is shown apart.
-    let calls = all_calls - events_calls;
-    let in_fake = stack.fake.users().iter().filter(|u| u.delivery_email.starts_with("new")).count();
+    Ok((tally, created))
+}
 
+/// One Okta-shaped creation: the user is looked up by `userName`, then posted. Whether it
+/// was created (a user found by the lookup counts as failure `1`).
+async fn create_user(client: &reqwest::Client, base: &str, i: u64, tally: &mut IdpTally) -> bool {
+    let lookup = format!("{base}{}", filter_path(&format!("new{i}@zulip.example.com")));
+    let Some(found) = idp_send(tally, || client.get(&lookup), &[200]).await else {
+        return false;
+    };
+    if found["totalResults"].as_u64() != Some(0) {
+        *tally.failures.entry(1).or_default() += 1;
+        return false;
+    }
+    let body = okta_user(i).to_string();
+    let post = format!("{base}/scim/v2/Users");
+    idp_send(
+        tally,
+        || client.post(&post).header("content-type", "application/scim+json").body(body.clone()),
+        &[201],
+    )
+    .await
+    .is_some()
+}
+
+/// The run's table: phases, creations, upstream calls and their economy, IdP-visible answers.
+fn print_import_report(
+    args: &ImportArgs,
+    concurrency: usize,
+    max_in_flight: usize,
+    latency: bool,
+    idp: &IdpSide,
+    upstream: &Upstream,
+) {
+    let IdpSide { tally, imported, created, import_time, wall } = idp;
     println!(
         "## scim-load import --users {} --existing {}{} --concurrency {concurrency} --max-in-flight {max_in_flight}{}\n",
         args.users,
         args.existing,
         if args.rate_limit_scaled { " --rate-limit-scaled" } else { "" },
-        if latency.is_some() { " --latency realistic" } else { "" },
+        if latency { " --latency realistic" } else { "" },
     );
     println!("| measure | value |\n|---|---|");
     println!("| machine load (1/5/15 min) | {} |", loadavg());
     println!("| IdP concurrency / upstream max_in_flight | {concurrency} / {max_in_flight} |");
-    println!("| creation phase | {:.2} s |", (wall - import_time).as_secs_f64());
+    println!("| creation phase | {:.2} s |", (*wall - *import_time).as_secs_f64());
     println!("| import: users paged through | {imported} in {:.2} s |", import_time.as_secs_f64());
-    println!("| users created (201) | {created} (fake now holds {in_fake}) |");
+    println!("| users created (201) | {created} (fake now holds {}) |", upstream.in_fake);
     println!("| wall time (import + creation) | {:.2} s |", wall.as_secs_f64());
-    println!("| upstream calls (after readiness) | {all_calls}: {} |", summarize(&requests));
-    println!("| of which events API (POST /register, GET /events long-polls) | {events_calls} |");
-    let per_user = if created > 0 { calls as f64 / created as f64 } else { f64::NAN };
+    println!(
+        "| upstream calls (after readiness) | {}: {} |",
+        upstream.all_calls(),
+        summarize(&upstream.requests)
+    );
+    println!("| of which events API (POST /register, GET /events long-polls) | {} |", upstream.events_calls);
+    // The economy target counts REST calls; the events API (register, long-polls) is shown apart.
+    let calls = upstream.rest_calls;
+    let per_user = if *created > 0 { calls as f64 / *created as f64 } else { f64::NAN };
     // Storing externalId costs one `PATCH /users/{id}` per creation (POST /users cannot carry
     // profile data) and one `GET /realm/profile_fields` per snapshot load.
     let (budget, rule) = match &args.external_id_field {
@@ -1144,38 +1276,40 @@ async fn import_once(
         "| IdP-visible: 2xx / 429 with Retry-After (retried) / 429 without / other failures | {} / {} / {} / {:?} |",
         tally.ok, tally.retried_429, tally.bare_429, tally.failures
     );
-    let mut floor_ratio = None;
-    if args.rate_limit_scaled {
-        // Every authenticated call counts against the account's limits, events included.
-        let calls = all_calls;
-        let floor = rate_limit_floor(calls + readiness_calls, &rules);
-        floor_ratio = Some(wall.as_secs_f64() / floor.as_secs_f64().max(1e-9));
-        println!(
-            "| time waited on Retry-After (summed over workers) | {:.1} s |",
-            tally.retry_wait.as_secs_f64()
-        );
-        println!(
-            "| floor imposed by 200/6 s + 2,000/360 s for {} calls (incl. {readiness_calls} readiness) | {:.1} s |",
-            calls + readiness_calls,
-            floor.as_secs_f64()
-        );
-        println!(
-            "| wall ÷ floor | {:.3} (target ≤ 1.10) |",
-            wall.as_secs_f64() / floor.as_secs_f64().max(1e-9)
-        );
-    }
-    stack.stop().await;
-    println!();
-    Ok(ImportRun {
-        concurrency,
-        max_in_flight,
-        created,
-        creation: wall - import_time,
-        wall,
-        idp_429: tally.retried_429 + tally.bare_429,
-        failures: tally.failures.values().sum(),
-        floor_ratio,
-    })
+}
+
+/// The rate-limited run's rows: Retry-After waits, each 429, and the wall time against the
+/// floor `rules` impose. Returns wall ÷ floor.
+fn print_rate_limit_report(
+    idp: &IdpSide,
+    upstream: &Upstream,
+    readiness_calls: u64,
+    rules: &[(Duration, u32)],
+) -> f64 {
+    // Every authenticated call counts against the account's limits, events included.
+    let calls = upstream.all_calls() + readiness_calls;
+    let floor = rate_limit_floor(calls, rules);
+    let ratio = idp.wall.as_secs_f64() / floor.as_secs_f64().max(1e-9);
+    println!(
+        "| time waited on Retry-After (summed over workers) | {:.1} s |",
+        idp.tally.retry_wait.as_secs_f64()
+    );
+    let mut held = idp.tally.held.clone();
+    held.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let held: Vec<String> = held
+        .iter()
+        .map(|(at, after)| match after {
+            Some(after) => format!("{at:.1} s: {after}"),
+            None => format!("{at:.1} s: none"),
+        })
+        .collect();
+    println!("| 429s (s since start: Retry-After) | {} |", held.join(", "));
+    println!(
+        "| floor imposed by 200/6 s + 2,000/360 s for {calls} calls (incl. {readiness_calls} readiness) | {:.1} s |",
+        floor.as_secs_f64()
+    );
+    println!("| wall ÷ floor | {ratio:.3} (target ≤ 1.10) |");
+    ratio
 }
 
 // === event latency ===

@@ -1680,3 +1680,90 @@ fn profile_data_keeps_string_values_by_field_id_and_skips_the_rest() {
             .expect("person");
     assert_eq!(person.custom_profile_field, Some(ProfileValueChange { id: 10, value: None }));
 }
+
+// === waits decided from a stale report (issue 15: concurrent writes under the rate limit) ===
+
+/// A success whose report says `remaining` of 200 are left until 60 s after Zulip's `Date`.
+fn reported(remaining: u32) -> Reply {
+    json_reply(
+        200,
+        &[
+            ("Date", "Sun, 01 Mar 2020 00:00:00 GMT"),
+            ("X-RateLimit-Limit", "200"),
+            ("X-RateLimit-Remaining", &remaining.to_string()),
+            ("X-RateLimit-Reset", "1583020860"),
+        ],
+        json!({"result": "success", "msg": ""}),
+    )
+}
+
+/// Three writes at once under a low budget (19 of 200 left for 60 s: one call every
+/// 3.2 s), a deadline of 2 s: the first leaves, and its answer shows the budget back.
+async fn three_writes_under_a_low_budget(
+    upstream: &Upstream,
+    client: &ZulipClient,
+) -> Vec<Result<(), ZulipError>> {
+    upstream.reply(reported(19));
+    client.reactivate_user(9).await.expect("the report");
+    upstream.reply(Reply::Delayed(MS(300), Box::new(reported(150))));
+    upstream.reply(reported(149));
+    upstream.reply(reported(148));
+    let writes: Vec<_> = (1..=3)
+        .map(|id| {
+            let client = client.clone();
+            tokio::spawn(async move { client.deactivate_user(id).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for write in writes {
+        results.push(write.await.expect("join"));
+    }
+    results
+}
+
+#[tokio::test]
+async fn a_write_refused_a_slot_waits_for_the_next_report_while_one_is_coming() {
+    let upstream = Upstream::start().await;
+    let client = upstream
+        .client_with(UpstreamPolicy { deadline: Duration::from_secs(2), ..UpstreamPolicy::default() });
+    let results = three_writes_under_a_low_budget(&upstream, &client).await;
+    // The second and third slots (3.2 s and 6.3 s away) were beyond the deadline; they
+    // waited for the first write's report instead of sending the IdP away with a 429.
+    for result in &results {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(upstream.requests().len(), 4);
+    assert!(upstream.requests()[3].at.duration_since(upstream.requests()[1].at) >= MS(250));
+}
+
+#[tokio::test]
+async fn a_write_waiting_for_its_slot_leaves_when_a_report_shows_the_budget_back() {
+    let upstream = Upstream::start().await;
+    let client = upstream.client();
+    let results = three_writes_under_a_low_budget(&upstream, &client).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let requests = upstream.requests();
+    // Slots 3.2 s and 6.3 s away, but the first write's answer (after 300 ms) shows 150
+    // left: the upstream is not left idle while they wait.
+    let last = requests[3].at.duration_since(requests[1].at);
+    assert!(last >= MS(250) && last < Duration::from_secs(2), "{last:?}");
+}
+
+#[tokio::test]
+async fn a_write_is_refused_at_once_when_no_report_is_coming() {
+    let upstream = Upstream::start().await;
+    let client = upstream
+        .client_with(UpstreamPolicy { deadline: Duration::from_secs(2), ..UpstreamPolicy::default() });
+    upstream.reply(reported(1));
+    client.reactivate_user(9).await.expect("the report");
+    // One left for 60 s: the next slot is now, the one after 60 s away.
+    upstream.reply(reported(0));
+    client.deactivate_user(1).await.expect("the last call");
+    let started = Instant::now();
+    let err = client.deactivate_user(2).await.expect_err("held back");
+    // Nothing on the wire, nobody waiting: no report can come, refused without waiting.
+    assert!(started.elapsed() < MS(500), "{:?}", started.elapsed());
+    let after = err.rate_limited().expect("retry after");
+    assert!(after > Duration::from_secs(58) && after <= Duration::from_secs(60), "{after:?}");
+    assert_eq!(upstream.requests().len(), 2);
+}
