@@ -421,6 +421,12 @@ enum UserChange {
     /// A copy fetched on a miss: kept only if the snapshot still has no entry for it (an
     /// event that arrived during the fetch is newer than the copy).
     InsertIfAbsent(User),
+    /// A copy fetched to refresh `seen` (the entry the fetch started from): kept only if the
+    /// entry is still `seen` (or absent) — an event applied during the fetch is newer.
+    Refresh {
+        seen: User,
+        fresh: User,
+    },
 }
 
 /// What one of the sidecar's own writes changed on an account. Applied to the snapshot's
@@ -525,6 +531,13 @@ impl Indexed for UserIndex {
                 self.upsert(user.clone(), learned);
                 Applied::Changed
             }
+            UserChange::Refresh { seen, fresh } => match self.by_id.get(&seen.user_id) {
+                Some(current) if current != seen => Applied::Ignored,
+                _ => {
+                    self.upsert(fresh.clone(), learned);
+                    Applied::Changed
+                }
+            },
             UserChange::Edit(edit) => match self.by_id.get(&edit.user_id).cloned() {
                 Some(mut user) => {
                     edit.apply_to(&mut user);
@@ -880,6 +893,20 @@ impl Directory {
         let user_id = user.user_id;
         self.users.apply(UserChange::InsertIfAbsent(user.clone()), &self.learned);
         self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned()).unwrap_or(user)
+    }
+
+    /// Records a copy of `seen` fetched from Zulip (a write's re-read before it asserts a value
+    /// the snapshot shows). The copy replaces the entry only if no event changed it during the fetch, and leaves no
+    /// expectation: it is not the sidecar's write, and an expectation for a value an event
+    /// had already moved past would hide that field's later events for
+    /// [`pending::EXPECTATION_TTL`] (a replica showing a reactivated account as deactivated).
+    pub async fn refresh_user(&self, seen: &User, fresh: User) {
+        let user_id = fresh.user_id;
+        let deactivated = seen.is_active && !fresh.is_active;
+        let change = UserChange::Refresh { seen: seen.clone(), fresh };
+        if self.users.apply(change, &self.learned) == Applied::Changed && deactivated {
+            self.groups.apply(GroupChange::Deactivated(user_id), &self.learned);
+        }
     }
 
     /// Records what one of the sidecar's writes changed (see [`UserEdit`]) and returns the

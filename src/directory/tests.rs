@@ -316,3 +316,44 @@ async fn the_ttl_applies_only_while_events_are_not_live() {
     dir.users(load).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// Found by the strict soak (seed 1796230706301358577, sequence 76): a write's re-read of an
+/// account, fetched while another replica reactivated it, came back deactivated after the
+/// reactivation's event had been applied; recording that copy rolled the account back and
+/// left an expectation no event would confirm, so the replica showed it deactivated for 30 s.
+#[tokio::test]
+async fn a_refresh_fetched_before_an_event_never_rolls_the_event_back() {
+    let dir = Directory::new(Duration::from_secs(60));
+    dir.set_live(true);
+    let mut seen = user(1, Some("a@x.co"), false);
+    seen.is_active = false;
+    dir.users({
+        let seen = seen.clone();
+        || async move { Ok(vec![seen]) }
+    })
+    .await
+    .unwrap();
+    let fetched = seen.clone(); // Zulip's answer, read before the reactivation.
+    let reactivate = event(
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 0, "person": {"user_id": 1, "is_active": true}}),
+    );
+    assert_eq!(dir.apply_event(&reactivate), Applied::Changed);
+    dir.refresh_user(&seen, fetched).await;
+    let active = || async { dir.cached_users().await.unwrap().read().get(1).unwrap().is_active };
+    assert!(active().await, "the older copy rolled the reactivation back");
+    assert_eq!(dir.pending_expectations(), 0);
+
+    // A copy of the entry as it still is replaces it, and expects no event either: the next
+    // event applies as it comes.
+    let current = dir.cached_users().await.unwrap().read().get(1).cloned().unwrap();
+    let mut renamed = current.clone();
+    renamed.full_name = "Fetched".into();
+    dir.refresh_user(&current, renamed).await;
+    assert_eq!(dir.cached_users().await.unwrap().read().get(1).unwrap().full_name, "Fetched");
+    assert_eq!(dir.pending_expectations(), 0);
+    let deactivate = event(
+        serde_json::json!({"type": "realm_user", "op": "update", "id": 1, "person": {"user_id": 1, "is_active": false}}),
+    );
+    assert_eq!(dir.apply_event(&deactivate), Applied::Changed);
+    assert!(!active().await);
+}

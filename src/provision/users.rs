@@ -522,7 +522,7 @@ impl Realm {
         }
         match self.client.get_user_with_profile_fields(user.user_id, &self.profile_field_ids()).await {
             Ok(fresh) => {
-                self.dir.upsert_user(fresh.clone()).await;
+                self.dir.refresh_user(user, fresh.clone()).await;
                 Ok(Some(fresh))
             }
             Err(e) => Err(refusal(e)),
