@@ -757,6 +757,12 @@ pub struct Directory {
     /// What the sidecar's writes still expect to hear back from Zulip's events
     /// ([`pending`]): events older than a write never roll the snapshot back.
     pending: Arc<Pending>,
+    /// One change at a time: an event's admission against [`pending`] and its application,
+    /// and a write's expectations and its record, never interleave. Otherwise a write's own
+    /// event, admitted (nothing expected yet) while the write read the snapshot's copy,
+    /// leaves the write expecting an event that has already come — hiding the field's later
+    /// events (another replica's reactivation) for [`pending::EXPECTATION_TTL`].
+    record: Arc<Mutex<()>>,
 }
 
 // === impl Directory ===
@@ -772,7 +778,13 @@ impl Directory {
             ttl,
             live: Arc::new(AtomicBool::new(false)),
             pending: Arc::new(Pending::default()),
+            record: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// Holds the change order ([`Directory::record`]'s doc). Never held across an await.
+    fn one_change(&self) -> MutexGuard<'_, ()> {
+        self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether a snapshot loaded at `loaded_at` may still be served.
@@ -843,6 +855,7 @@ impl Directory {
     /// that changed waits for its event ([`pending`]); a deactivation keeps the user's
     /// memberships (hidden while deactivated, as in Zulip).
     pub async fn upsert_user(&self, user: User) {
+        let _order = self.one_change();
         let old = self.users.current(|_| true).and_then(|index| index.read().get(user.user_id).cloned());
         if let Some(old) = &old {
             pending::expect_user_change(&self.pending, old, &user, Instant::now());
@@ -856,6 +869,7 @@ impl Directory {
     /// Records a group write the sidecar made (rename, member diff, deactivation); each
     /// changed field waits for its event.
     pub fn record_group_write(&self, write: GroupWrite) {
+        let _order = self.one_change();
         {
             let now = Instant::now();
             let current = self
@@ -890,6 +904,7 @@ impl Directory {
     /// Records an account fetched on a snapshot miss unless an event brought it meanwhile;
     /// returns the account as the snapshot now holds it (`user` when there is no snapshot).
     pub async fn insert_user_if_absent(&self, user: User) -> User {
+        let _order = self.one_change();
         let user_id = user.user_id;
         self.users.apply(UserChange::InsertIfAbsent(user.clone()), &self.learned);
         self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned()).unwrap_or(user)
@@ -901,6 +916,7 @@ impl Directory {
     /// had already moved past would hide that field's later events for
     /// [`pending::EXPECTATION_TTL`] (a replica showing a reactivated account as deactivated).
     pub async fn refresh_user(&self, seen: &User, fresh: User) {
+        let _order = self.one_change();
         let user_id = fresh.user_id;
         let deactivated = seen.is_active && !fresh.is_active;
         let change = UserChange::Refresh { seen: seen.clone(), fresh };
@@ -917,6 +933,7 @@ impl Directory {
     /// read before the write — would roll them back and leave expectations for values Zulip
     /// does not hold, hiding their events for [`pending::EXPECTATION_TTL`].
     pub async fn edit_user(&self, edit: UserEdit) -> Option<User> {
+        let _order = self.one_change();
         let user_id = edit.user_id;
         let old = self.users.current(|_| true).and_then(|index| index.read().get(user_id).cloned());
         if let Some(old) = &old {
@@ -972,6 +989,7 @@ impl Directory {
     /// supersedes does not roll it back ([`pending`]). A removed user leaves every group; a
     /// deactivated one stays a (hidden) member, as in Zulip.
     pub fn apply_event(&self, event: &Event) -> Applied {
+        let _order = self.one_change();
         let admitted = pending::admit_event(&self.pending, event, Instant::now());
         let event = &admitted;
         match event {
